@@ -1,2 +1,288 @@
 #![doc = include_str!("../README.md")]
 #![forbid(unsafe_code)]
+
+pub mod config;
+mod conn;
+mod control;
+mod front;
+mod handshake;
+mod registry;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
+use std::time::Duration;
+
+use ferry_net::relay::RelayConfig;
+use ferry_net::tls::{self, DevPki, Identity, TlsError};
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use tokio_rustls::TlsAcceptor;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{Instrument as _, debug, info, info_span, warn};
+
+pub use crate::config::{Config, Limits, PathConfig, Timeouts, TlsSetup};
+use crate::front::Shared;
+use crate::registry::Registry;
+
+/// The gateway could not start.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StartError {
+    /// A port could not be bound.
+    #[error("cannot listen on {addr}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// TLS could not be set up.
+    #[error("tls set-up failed")]
+    Tls(#[from] TlsError),
+    /// The development CA could not be written.
+    #[error("cannot write the development CA to {path}")]
+    WriteCa {
+        /// The file.
+        path: String,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Neither a plain nor a TLS address is configured.
+    #[error("no listen address configured")]
+    NoAddress,
+}
+
+/// Starts gateways.
+#[derive(Debug)]
+pub struct Gateway;
+
+impl Gateway {
+    /// Binds the configured ports and starts serving.
+    ///
+    /// # Errors
+    /// See [`StartError`].
+    ///
+    /// # Cancel safety
+    /// Cancel safe: nothing is served until it returns.
+    pub async fn start(config: Config) -> Result<RunningGateway, StartError> {
+        if config.plain_addr.is_none() && config.tls_addr.is_none() {
+            return Err(StartError::NoAddress);
+        }
+        let mut dev_ca_pem = None;
+        let acceptor = match (&config.tls_addr, &config.tls) {
+            (None, _) => None,
+            (Some(_), TlsSetup::Dev { ca_out }) => {
+                let pki = DevPki::generate(&[config.namespace.clone()])?;
+                if let Some(path) = ca_out {
+                    tokio::fs::write(path, &pki.ca_pem)
+                        .await
+                        .map_err(|source| StartError::WriteCa {
+                            path: path.display().to_string(),
+                            source,
+                        })?;
+                }
+                dev_ca_pem = Some(pki.ca_pem);
+                Some(TlsAcceptor::from(tls::server_config(
+                    pki.identity,
+                    &[tls::ALPN_HTTP11],
+                )?))
+            }
+            (Some(_), TlsSetup::Files { cert, key }) => {
+                let identity = Identity::from_pem_files(cert, key)?;
+                Some(TlsAcceptor::from(tls::server_config(
+                    identity,
+                    &[tls::ALPN_HTTP11],
+                )?))
+            }
+        };
+        let bind = |addr: SocketAddr| async move {
+            TcpListener::bind(addr)
+                .await
+                .map_err(|source| StartError::Bind { addr, source })
+        };
+        let plain = match config.plain_addr {
+            Some(a) => Some(bind(a).await?),
+            None => None,
+        };
+        let secure = match config.tls_addr {
+            Some(a) => Some(bind(a).await?),
+            None => None,
+        };
+        let local = |l: &Option<TcpListener>| l.as_ref().and_then(|l| l.local_addr().ok());
+        let (plain_addr, tls_addr) = (local(&plain), local(&secure));
+
+        let relay = RelayConfig {
+            buffer: config.limits.relay_buffer,
+            max_message: config.limits.max_message,
+            close_timeout: config.timeouts.close,
+            idle_timeout: config.timeouts.idle,
+        };
+        let shared = Arc::new(Shared {
+            registry: Registry::new(&config),
+            connections: Arc::new(Semaphore::new(config.limits.max_connections.get())),
+            config,
+            cancel: CancellationToken::new(),
+            tracker: TaskTracker::new(),
+            relay,
+            next_conn: AtomicU64::new(0),
+        });
+        if let Some(l) = plain {
+            info!(addr = ?plain_addr, "listening (plain)");
+            shared.tracker.spawn(accept_loop(shared.clone(), l, None));
+        }
+        if let Some(l) = secure {
+            info!(addr = ?tls_addr, "listening (tls)");
+            shared
+                .tracker
+                .spawn(accept_loop(shared.clone(), l, acceptor));
+        }
+        Ok(RunningGateway {
+            shared,
+            plain_addr,
+            tls_addr,
+            dev_ca_pem,
+        })
+    }
+}
+
+/// A gateway that is serving. Dropping it does not stop it; call [`RunningGateway::shutdown`].
+#[derive(Debug)]
+pub struct RunningGateway {
+    shared: Arc<Shared>,
+    plain_addr: Option<SocketAddr>,
+    tls_addr: Option<SocketAddr>,
+    dev_ca_pem: Option<String>,
+}
+
+impl std::fmt::Debug for Shared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Shared")
+            .field("namespace", &self.config.namespace)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RunningGateway {
+    /// The bound plain (`ws://`) address.
+    pub fn plain_addr(&self) -> Option<SocketAddr> {
+        self.plain_addr
+    }
+
+    /// The bound TLS (`wss://`) address.
+    pub fn tls_addr(&self) -> Option<SocketAddr> {
+        self.tls_addr
+    }
+
+    /// The development CA's PEM, when the TLS port uses a generated certificate.
+    pub fn dev_ca_pem(&self) -> Option<&str> {
+        self.dev_ca_pem.as_deref()
+    }
+
+    /// The configuration in force.
+    pub fn config(&self) -> &Config {
+        &self.shared.config
+    }
+
+    /// The first namespace rule's name (in development: the Manage rule).
+    pub fn rule_name(&self) -> &str {
+        self.shared
+            .config
+            .rules
+            .first()
+            .map_or("", |r| r.name.as_str())
+    }
+
+    /// The first namespace rule's key. A secret: do not log it.
+    pub fn rule_key(&self) -> &str {
+        self.shared
+            .config
+            .rules
+            .first()
+            .map_or("", |r| r.primary_key())
+    }
+
+    /// Tasks alive: accept loops, connections, relays. Tests use it to prove nothing leaks.
+    pub fn active_tasks(&self) -> usize {
+        self.shared.tracker.len()
+    }
+
+    /// Listeners connected on a path.
+    pub fn listener_count(&self, path: &str) -> usize {
+        self.shared.registry.listener_count(path)
+    }
+
+    /// Rendezvous addresses handed out and not yet used or expired.
+    pub fn pending_rendezvous(&self) -> usize {
+        self.shared.registry.pending_count()
+    }
+
+    /// Stops accepting, closes control channels with 1001 and relays with 1001, and waits
+    /// (bounded by twice the close timeout) for every task to finish.
+    ///
+    /// # Cancel safety
+    /// Cancel safe: shutdown has begun once called; dropping only stops the waiting.
+    pub async fn shutdown(self) {
+        self.shared.cancel.cancel();
+        self.shared.tracker.close();
+        let limit = self.shared.config.timeouts.close * 2;
+        if tokio::time::timeout(limit, self.shared.tracker.wait())
+            .await
+            .is_err()
+        {
+            warn!(
+                remaining = self.shared.tracker.len(),
+                "tasks still running after shutdown"
+            );
+        }
+        info!("gateway stopped");
+    }
+}
+
+/// Accepts connections until shutdown. A permit of the connection semaphore is taken before
+/// each accept and moved into the connection's task, so at most `max_connections` run.
+async fn accept_loop(shared: Arc<Shared>, listener: TcpListener, tls: Option<TlsAcceptor>) {
+    let mut backoff = Duration::from_millis(10);
+    loop {
+        let permit = tokio::select! {
+            p = shared.connections.clone().acquire_owned() => match p {
+                Ok(p) => p,
+                Err(_) => return, // the semaphore is never closed; nothing to serve without it
+            },
+            () = shared.cancel.cancelled() => return,
+        };
+        let (tcp, peer) = tokio::select! {
+            r = listener.accept() => match r {
+                Ok(x) => { backoff = Duration::from_millis(10); x }
+                Err(e) => {
+                    // Usually EMFILE: wait for connections to finish instead of spinning.
+                    warn!(error = %e, "accept failed");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(1));
+                    continue;
+                }
+            },
+            () = shared.cancel.cancelled() => return,
+        };
+        if let Err(e) = tcp.set_nodelay(true) {
+            debug!(error = %e, "set_nodelay failed");
+        }
+        let conn_id = shared
+            .next_conn
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let span = info_span!("conn", %peer, conn_id);
+        let task_shared = shared.clone();
+        let tls = tls.clone();
+        shared.tracker.spawn(
+            async move {
+                // Held for the connection's whole life.
+                let _permit = permit;
+                front::serve(task_shared, tcp, peer, tls).await;
+            }
+            .instrument(span),
+        );
+    }
+}

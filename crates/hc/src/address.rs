@@ -119,6 +119,10 @@ pub struct HcQuery {
     pub status_code: Option<u16>,
     /// `sb-hc-statusDescription`, percent-decoded.
     pub status_description: Option<String>,
+    /// `sb-hc-rendezvous`: the unguessable one-shot key a gateway puts in the rendezvous
+    /// addresses it hands out. Listeners pass the address back untouched, so it needs no
+    /// support from them; the sender-chosen `sb-hc-id` alone would be guessable.
+    pub rendezvous: Option<String>,
     /// The pairs that are not `sb-hc-*`, verbatim and in order, joined with `&`.
     pub app_query: String,
 }
@@ -157,6 +161,8 @@ impl HcQuery {
                     .filter(|c| (100..=999).contains(c))
                     .ok_or_else(|| AddressError::BadStatusCode(value.clone()))?;
                 set_once(&mut out.status_code, code, "sb-hc-statusCode")?;
+            } else if key.eq_ignore_ascii_case("rendezvous") {
+                set_once(&mut out.rendezvous, value, "sb-hc-rendezvous")?;
             } else if key.eq_ignore_ascii_case("statusDescription") {
                 set_once(
                     &mut out.status_description,

@@ -1,0 +1,193 @@
+//! Typed gateway configuration. The CLI turns its TOML file, environment and flags into this;
+//! the library never reads files or the environment itself (except the TLS PEM files it is
+//! pointed at).
+
+use std::net::SocketAddr;
+use std::num::NonZeroUsize;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use ferry_hc::{Rights, Rule};
+
+/// Name of the development rule, as Azure names a namespace's default rule.
+pub const DEV_RULE_NAME: &str = "RootManageSharedAccessKey";
+
+/// Default upper bound on HTTP request head size (spec §4.3: 32 kB of header metadata).
+pub const DEFAULT_MAX_HEADER_BYTES: usize = 32 * 1024;
+
+/// Default time a sender waits for a listener to take its connection (spec §5.2: ~30 s).
+pub const DEFAULT_RENDEZVOUS_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Default time allowed for a TLS handshake plus the HTTP upgrade request.
+pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Default interval between pings on a listener's control channel. Azure's idle cut-off is
+/// about 4 minutes and clients keep alive every 3–3.5; we probe more often so a dead listener
+/// leaves the balancing set quickly.
+pub const DEFAULT_KEEPALIVE: Duration = Duration::from_secs(30);
+
+/// Default grace past a token's expiry: the SDKs renew exactly at expiry (spec §8).
+pub const DEFAULT_TOKEN_GRACE: Duration = Duration::from_secs(300);
+
+/// Default bound on simultaneous TCP connections.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 20_000;
+
+/// Where the TLS port gets its certificate.
+#[derive(Clone, Debug)]
+pub enum TlsSetup {
+    /// A CA and a certificate generated at start-up for the namespace name, `localhost` and
+    /// the loopback addresses. The CA's PEM is written to `ca_out` if given.
+    Dev {
+        /// Where to write the development CA certificate (PEM).
+        ca_out: Option<PathBuf>,
+    },
+    /// PEM files.
+    Files {
+        /// Certificate chain, leaf first.
+        cert: PathBuf,
+        /// Private key.
+        key: PathBuf,
+    },
+}
+
+/// One hybrid connection (a path senders and listeners meet at).
+#[derive(Clone, Debug)]
+pub struct PathConfig {
+    /// The name: one or more `/`-separated segments, e.g. `orders` or `erp/orders`.
+    pub name: String,
+    /// Senders need no token (Azure's `RequiresClientAuthorization = false`).
+    pub anonymous_senders: bool,
+    /// Rules for this path only, on top of the namespace rules.
+    pub rules: Vec<Rule>,
+    /// Listener limit (at most [`ferry_hc::MAX_LISTENERS_PER_PATH`]).
+    pub max_listeners: usize,
+}
+
+impl PathConfig {
+    /// A path with default settings: senders need a token, 25 listeners.
+    pub fn new(name: impl Into<String>) -> Self {
+        Self {
+            name: name.into(),
+            anonymous_senders: false,
+            rules: Vec::new(),
+            max_listeners: ferry_hc::MAX_LISTENERS_PER_PATH,
+        }
+    }
+}
+
+/// Size limits.
+#[derive(Clone, Debug)]
+pub struct Limits {
+    /// Largest HTTP request head; larger → 431.
+    pub max_header_bytes: usize,
+    /// Most simultaneous TCP connections; past it, accepting waits.
+    pub max_connections: NonZeroUsize,
+    /// Largest relayed WebSocket message; larger → close 1009.
+    pub max_message: u64,
+    /// Streaming buffer per busy relay direction.
+    pub relay_buffer: usize,
+    /// Commands queued for one listener's control channel.
+    pub control_queue: NonZeroUsize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_header_bytes: DEFAULT_MAX_HEADER_BYTES,
+            max_connections: NonZeroUsize::new(DEFAULT_MAX_CONNECTIONS).expect("non-zero constant"),
+            max_message: ferry_net::relay::DEFAULT_MAX_MESSAGE,
+            relay_buffer: ferry_net::relay::DEFAULT_BUFFER,
+            control_queue: NonZeroUsize::new(64).expect("non-zero constant"),
+        }
+    }
+}
+
+/// Timeouts on everything outside the process.
+#[derive(Clone, Debug)]
+pub struct Timeouts {
+    /// TLS handshake plus the HTTP upgrade request.
+    pub handshake: Duration,
+    /// A sender waiting for its listener; also the life of a rendezvous address.
+    pub rendezvous: Duration,
+    /// Ping interval on control channels; a listener silent for two intervals is dropped.
+    pub keepalive: Duration,
+    /// Closing handshake, and draining at shutdown.
+    pub close: Duration,
+    /// A relayed connection with no frame either way for this long is closed (none: never).
+    pub idle: Option<Duration>,
+    /// Grace past a token's expiry.
+    pub token_grace: Duration,
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Self {
+            handshake: DEFAULT_HANDSHAKE_TIMEOUT,
+            rendezvous: DEFAULT_RENDEZVOUS_TIMEOUT,
+            keepalive: DEFAULT_KEEPALIVE,
+            close: ferry_net::relay::DEFAULT_CLOSE_TIMEOUT,
+            idle: None,
+            token_grace: DEFAULT_TOKEN_GRACE,
+        }
+    }
+}
+
+/// Everything a gateway needs to start.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// The namespace host name: what tokens' audiences name and what rendezvous addresses
+    /// use when a request carries no `Host`.
+    pub namespace: String,
+    /// Plain `ws://` / `http://` port (meant for loopback and for TLS-terminating proxies).
+    pub plain_addr: Option<SocketAddr>,
+    /// TLS `wss://` / `https://` port.
+    pub tls_addr: Option<SocketAddr>,
+    /// Certificate source for the TLS port.
+    pub tls: TlsSetup,
+    /// Namespace-wide rules.
+    pub rules: Vec<Rule>,
+    /// Configured paths.
+    pub paths: Vec<PathConfig>,
+    /// Accept any path a listener names (development); otherwise only configured paths exist.
+    pub dynamic_paths: bool,
+    /// Size limits.
+    pub limits: Limits,
+    /// Timeouts.
+    pub timeouts: Timeouts,
+}
+
+impl Config {
+    /// A production-shaped configuration with no ports, rules or paths yet.
+    pub fn new(namespace: impl Into<String>) -> Self {
+        Self {
+            namespace: namespace.into(),
+            plain_addr: None,
+            tls_addr: None,
+            tls: TlsSetup::Dev { ca_out: None },
+            rules: Vec::new(),
+            paths: Vec::new(),
+            dynamic_paths: false,
+            limits: Limits::default(),
+            timeouts: Timeouts::default(),
+        }
+    }
+
+    /// The single-node development gateway: namespace `localhost`, plain and TLS ports on
+    /// ephemeral loopback ports, a generated CA, any path accepted, and one Manage rule
+    /// ([`DEV_RULE_NAME`]) with a random key.
+    pub fn dev() -> Self {
+        let mut config = Self::new("localhost");
+        config.plain_addr = Some(SocketAddr::from(([127, 0, 0, 1], 0)));
+        config.tls_addr = Some(SocketAddr::from(([127, 0, 0, 1], 0)));
+        config.dynamic_paths = true;
+        config.rules = vec![Rule::new(DEV_RULE_NAME, random_key(), Rights::MANAGE)];
+        config
+    }
+}
+
+/// A random 256-bit key, base64 like the keys Azure generates.
+pub fn random_key() -> String {
+    use base64::Engine as _;
+    let bytes: [u8; 32] = rand::random();
+    base64::engine::general_purpose::STANDARD.encode(bytes)
+}

@@ -1,0 +1,141 @@
+//! A listener's control channel: commands out, `renewToken` in, keep-alive, token expiry.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use ferry_hc::Command;
+use ferry_hc::auth::Right;
+use ferry_hc::command::CommandError;
+use futures_util::{SinkExt, StreamExt};
+use tokio::sync::mpsc;
+use tokio::time::{Instant, sleep_until, timeout};
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tracing::{debug, info, warn};
+
+use crate::conn::Conn;
+use crate::front::{Shared, now_unix};
+use crate::registry::PathSettings;
+
+/// Why a control channel ended, and the close code the listener is sent.
+#[derive(Debug)]
+enum End {
+    /// The listener closed (or vanished).
+    Peer,
+    /// Shutdown: 1001.
+    Shutdown,
+    /// No pong or other frame for two keep-alive intervals.
+    Dead,
+    /// The token expired without renewal, or a renewal failed: 1008.
+    Token(&'static str),
+    /// The listener broke the protocol: 1002 / 1009.
+    Protocol(CloseCode, String),
+}
+
+/// Runs one control channel until it ends.
+///
+/// # Cancel safety
+/// Not cancel safe; it ends on the gateway's shutdown token instead.
+pub(crate) async fn run(
+    shared: Arc<Shared>,
+    mut ws: WebSocketStream<Conn>,
+    mut commands: mpsc::Receiver<Command>,
+    settings: Arc<PathSettings>,
+    hosts: Vec<String>,
+    token_expiry: u64,
+) {
+    let timeouts = &shared.config.timeouts;
+    let grace = timeouts.token_grace.as_secs();
+    let deadline_for = |expiry: u64| {
+        Instant::now()
+            + Duration::from_secs(expiry.saturating_add(grace).saturating_sub(now_unix()))
+    };
+    let mut token_deadline = deadline_for(token_expiry);
+    let mut last_heard = Instant::now();
+    let mut keepalive =
+        tokio::time::interval_at(Instant::now() + timeouts.keepalive, timeouts.keepalive);
+    // A write that cannot finish within a keep-alive interval means a dead or stuck peer.
+    let write_limit = timeouts.keepalive;
+
+    let end = loop {
+        tokio::select! {
+            // Shutdown first, so a busy channel still stops promptly.
+            biased;
+            () = shared.cancel.cancelled() => break End::Shutdown,
+            () = sleep_until(token_deadline) => break End::Token("token expired"),
+            cmd = commands.recv() => {
+                // The registry holds a sender for as long as we are registered, so `None`
+                // only happens after unregistering; treat it as the end.
+                let Some(cmd) = cmd else { break End::Shutdown };
+                let text = cmd.encode();
+                match timeout(write_limit, ws.send(Message::text(text))).await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => { debug!(error = %e, "control send failed"); break End::Peer }
+                    Err(_) => break End::Dead,
+                }
+            }
+            msg = ws.next() => {
+                last_heard = Instant::now();
+                match msg {
+                    None | Some(Err(_)) | Some(Ok(Message::Close(_))) => break End::Peer,
+                    Some(Ok(Message::Text(text))) => match Command::decode(&text) {
+                        Ok(Command::RenewToken(renew)) => {
+                            let hosts: Vec<&str> = hosts.iter().map(String::as_str).collect();
+                            match settings.rules.authorize_any_host(&renew.token, &hosts, &settings.name, Right::Listen, now_unix()) {
+                                Ok(grant) => {
+                                    debug!(expiry = grant.expiry, "listener token renewed");
+                                    token_deadline = deadline_for(grant.expiry);
+                                }
+                                Err(e) => {
+                                    warn!(error = %e, "listener token renewal refused");
+                                    break End::Token("token renewal refused");
+                                }
+                            }
+                        }
+                        Ok(other) => debug!(command = ?std::mem::discriminant(&other), "control command ignored"),
+                        Err(CommandError::Unknown(name)) => debug!(%name, "unknown control command ignored"),
+                        Err(e) => {
+                            warn!(error = %e, "malformed control message");
+                            break End::Protocol(CloseCode::Protocol, "malformed control message".into());
+                        }
+                    },
+                    // Pings are answered by tungstenite; pongs and bodies only prove liveness.
+                    Some(Ok(_)) => {}
+                }
+            }
+            _ = keepalive.tick() => {
+                if last_heard.elapsed() > timeouts.keepalive * 2 {
+                    break End::Dead;
+                }
+                match timeout(write_limit, ws.send(Message::Ping(Default::default()))).await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(_)) => break End::Peer,
+                    Err(_) => break End::Dead,
+                }
+            }
+        }
+    };
+
+    info!(path = %settings.name, reason = ?end, "listener control channel ended");
+    let frame = match end {
+        End::Peer | End::Dead => None,
+        End::Shutdown => Some((CloseCode::Away, "gateway shutting down".to_owned())),
+        End::Token(why) => Some((CloseCode::Policy, why.to_owned())),
+        End::Protocol(code, why) => Some((code, why)),
+    };
+    if let Some((code, reason)) = frame {
+        let close = Message::Close(Some(CloseFrame {
+            code,
+            reason: reason.into(),
+        }));
+        // Best effort: send the close and wait briefly for the listener's reply.
+        let _ = timeout(timeouts.close, async {
+            if ws.send(close).await.is_ok() {
+                while let Some(Ok(_)) = ws.next().await {}
+            }
+        })
+        .await;
+    }
+}

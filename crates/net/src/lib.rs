@@ -2,4 +2,5 @@
 #![forbid(unsafe_code)]
 
 pub mod relay;
+pub mod stream;
 pub mod tls;

@@ -1,0 +1,594 @@
+//! The listener: holds a control channel on a path, hands out incoming connections, and
+//! keeps the channel up (reconnect with backoff, token renewal, ping keep-alive).
+//!
+//! ```text
+//!   Listener::open ──► control task ──(listen upgrade)──► gateway
+//!        ▲                 │  accept JSON                    │
+//!        │  bounded queue  ▼                                 │
+//!   accept() ◄── IncomingConnection ──accept()/reject()──► rendezvous address
+//! ```
+//!
+//! One task owns the control WebSocket; it reads commands, answers pings, sends pings and
+//! `renewToken`, and reconnects after a loss with the SDKs' backoff (0, 1, 2, 5, 10, 30 s,
+//! spec §8). 401, 403 and 404 stop it for good: retrying cannot fix credentials or a path.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use ferry_hc::address::{Action, encode_query_value, hc_url};
+pub use ferry_hc::command::RemoteEndpoint;
+use ferry_hc::command::{Accept, Command, CommandError, RenewToken};
+use futures_util::{SinkExt, StreamExt};
+use tokio::sync::{Semaphore, mpsc, oneshot, watch};
+use tokio::time::Instant;
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::Message as WsMessage;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{Instrument, debug, info, info_span, warn};
+
+use crate::endpoint::Endpoint;
+use crate::error::ConnectError;
+use crate::sender::{AUTH_HEADER, new_id};
+use crate::stream::HybridStream;
+use crate::transport::{self, Transport};
+
+/// Reconnect delays after consecutive failures (the .NET and hyco-https SDKs', spec §8); the
+/// last one repeats.
+pub const RECONNECT_BACKOFF: [Duration; 6] = [
+    Duration::from_secs(0),
+    Duration::from_secs(1),
+    Duration::from_secs(2),
+    Duration::from_secs(5),
+    Duration::from_secs(10),
+    Duration::from_secs(30),
+];
+
+/// How many incoming connections wait in [`Listener::accept`]'s queue. Beyond that the
+/// listener is too slow: new senders are rejected with 503 rather than queued without bound.
+pub const ACCEPT_QUEUE: usize = 64;
+
+/// How many "busy" rejects may be in flight at once; past that, overflowing senders are left
+/// to the gateway's rendezvous timeout instead of costing us a connection each.
+const MAX_BUSY_REJECTS: usize = 16;
+
+/// A session that stayed online this long resets the backoff to its start.
+const STABLE_SESSION: Duration = Duration::from_secs(60);
+
+/// How long `close` waits for the control task to say goodbye.
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Where the listener's control channel stands.
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub enum Status {
+    /// Opening the control channel.
+    Connecting,
+    /// The control channel is up; senders can reach us.
+    Online,
+    /// The control channel is down.
+    Offline(Offline),
+}
+
+/// Why the listener is offline.
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub enum Offline {
+    /// The channel was lost or an attempt failed; the next attempt starts after `retry_in`.
+    Reconnecting {
+        /// What went wrong, for display.
+        reason: String,
+        /// The backoff delay before the next attempt.
+        retry_in: Duration,
+    },
+    /// The gateway refused us (401, 403, 404): the listener gave up.
+    Failed(Arc<ConnectError>),
+    /// [`Listener::close`] was called, or the listener dropped.
+    Closed,
+}
+
+/// What [`Listener::accept`] can fail with.
+#[derive(Debug, Clone, thiserror::Error)]
+#[non_exhaustive]
+pub enum ListenerError {
+    /// The listener was closed.
+    #[error("listener is closed")]
+    Closed,
+    /// The gateway refused the listener for good (401, 403, 404).
+    #[error("gateway refused the listener")]
+    Refused(#[source] Arc<ConnectError>),
+}
+
+/// A listener on one path. Dropping it closes the control channel (without waiting); prefer
+/// [`Self::close`].
+#[derive(Debug)]
+pub struct Listener {
+    id: String,
+    incoming: mpsc::Receiver<IncomingConnection>,
+    status: watch::Receiver<Status>,
+    cancel: CancellationToken,
+    tracker: TaskTracker,
+}
+
+impl Listener {
+    /// Opens the control channel and returns once it is online. Later losses are repaired in
+    /// the background (watch [`Self::status`]).
+    ///
+    /// # Errors
+    /// The first connection attempt failed; nothing is retried then, so a bad token or path
+    /// shows up at once.
+    ///
+    /// # Cancel safety
+    /// Cancel safe: dropping the future stops the control task.
+    pub async fn open(endpoint: Endpoint) -> Result<Self, ConnectError> {
+        let (first_tx, first_rx) = oneshot::channel();
+        let listener = Self::spawn(endpoint, Some(first_tx));
+        match first_rx.await {
+            Ok(Ok(())) => Ok(listener),
+            Ok(Err(e)) => Err(e),
+            // The task ended without reporting, which it only does when cancelled.
+            Err(_) => Err(ConnectError::Handshake("listener task ended".into())),
+        }
+    }
+
+    /// Starts the listener without waiting: the first connection, and every reconnection,
+    /// happen in the background with backoff. Failures show in [`Self::status`]; a
+    /// permanent one also ends [`Self::accept`] with [`ListenerError::Refused`].
+    pub fn start(endpoint: Endpoint) -> Self {
+        Self::spawn(endpoint, None)
+    }
+
+    fn spawn(endpoint: Endpoint, first: Option<oneshot::Sender<Result<(), ConnectError>>>) -> Self {
+        let id = new_id();
+        let (incoming_tx, incoming) = mpsc::channel(ACCEPT_QUEUE);
+        let (status_tx, status) = watch::channel(Status::Connecting);
+        let cancel = CancellationToken::new();
+        let tracker = TaskTracker::new();
+        let control = Control {
+            endpoint,
+            id: id.clone(),
+            incoming: incoming_tx,
+            status: status_tx,
+            cancel: cancel.clone(),
+            tracker: tracker.clone(),
+            busy_rejects: Arc::new(Semaphore::new(MAX_BUSY_REJECTS)),
+        };
+        let span = info_span!("listener", path = control.endpoint.path(), listener_id = %id);
+        // The control task owns the WebSocket; it ends on cancel or a permanent refusal.
+        tracker.spawn(control.run(first).instrument(span));
+        tracker.close();
+        Self {
+            id,
+            incoming,
+            status,
+            cancel,
+            tracker,
+        }
+    }
+
+    /// The listener id sent as `sb-hc-id` (stable across reconnects; senders can target it
+    /// with `Microsoft-Relay-AllowedListeners`).
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// The control channel's status, as a watch channel.
+    pub fn status(&self) -> watch::Receiver<Status> {
+        self.status.clone()
+    }
+
+    /// The next incoming connection. Take or reject it promptly: the gateway's rendezvous
+    /// address expires (30 s by default).
+    ///
+    /// # Errors
+    /// [`ListenerError::Closed`] after [`Self::close`]; [`ListenerError::Refused`] once the
+    /// gateway refused the listener for good.
+    ///
+    /// # Cancel safety
+    /// Cancel safe: a connection is either returned or stays queued.
+    pub async fn accept(&mut self) -> Result<IncomingConnection, ListenerError> {
+        match self.incoming.recv().await {
+            Some(conn) => Ok(conn),
+            None => match &*self.status.borrow() {
+                Status::Offline(Offline::Failed(e)) => Err(ListenerError::Refused(e.clone())),
+                _ => Err(ListenerError::Closed),
+            },
+        }
+    }
+
+    /// Closes the control channel (Close 1000) and waits for the control task to end.
+    /// Connections already accepted are not affected.
+    ///
+    /// # Cancel safety
+    /// Cancel safe: the close is requested before the first await.
+    pub async fn close(self) {
+        self.cancel.cancel();
+        if tokio::time::timeout(CLOSE_TIMEOUT, self.tracker.wait())
+            .await
+            .is_err()
+        {
+            warn!(listener_id = %self.id, "listener task did not stop in time");
+        }
+    }
+}
+
+impl Drop for Listener {
+    fn drop(&mut self) {
+        self.cancel.cancel();
+    }
+}
+
+/// A sender waiting for this listener: accept it or reject it.
+#[derive(Debug)]
+pub struct IncomingConnection {
+    /// The sender's tracking id (`accept.id`).
+    pub id: String,
+    /// The one-shot rendezvous address (a capability: do not log it).
+    pub address: String,
+    /// The sender's upgrade headers (the gateway removes auth headers).
+    pub connect_headers: BTreeMap<String, String>,
+    /// The sender's address, when the gateway reports it.
+    pub remote_endpoint: Option<RemoteEndpoint>,
+    endpoint: Endpoint,
+}
+
+impl IncomingConnection {
+    fn new(accept: Accept, endpoint: Endpoint) -> Self {
+        Self {
+            id: accept.id,
+            address: accept.address,
+            connect_headers: accept.connect_headers,
+            remote_endpoint: accept.remote_endpoint,
+            endpoint,
+        }
+    }
+
+    /// A connect header by name, ignoring ASCII case.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.connect_headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// Takes the connection: opens the rendezvous address, echoing the first sub-protocol
+    /// the sender offered (as the .NET SDK and hyco-ws do).
+    ///
+    /// # Errors
+    /// The rendezvous failed: 403 if the address expired or was used, timeouts, transport.
+    ///
+    /// # Cancel safety
+    /// Cancel safe, but the connection is lost: the sender's upgrade fails when the
+    /// rendezvous times out.
+    pub async fn accept(self) -> Result<HybridStream, ConnectError> {
+        let protocol = self
+            .header("Sec-WebSocket-Protocol")
+            .and_then(|p| p.split(',').map(str::trim).find(|p| !p.is_empty()))
+            .map(str::to_owned);
+        let headers: Vec<(&str, &str)> = protocol
+            .as_deref()
+            .map(|p| ("Sec-WebSocket-Protocol", p))
+            .into_iter()
+            .collect();
+        let upgraded = transport::open(&self.endpoint, &self.address, &headers).await?;
+        Ok(HybridStream::new(upgraded))
+    }
+
+    /// Rejects the connection: the sender's upgrade fails with `status` and `description`
+    /// (spec §5.5). The gateway confirms with 410 Gone.
+    ///
+    /// # Errors
+    /// The gateway answered anything but 410, or the rendezvous failed.
+    ///
+    /// # Cancel safety
+    /// Cancel safe; a cancelled reject leaves the sender to the rendezvous timeout.
+    pub async fn reject(self, status: u16, description: &str) -> Result<(), ConnectError> {
+        let url = format!(
+            "{}&sb-hc-statusCode={status}&sb-hc-statusDescription={}",
+            self.address,
+            encode_query_value(description)
+        );
+        match transport::open(&self.endpoint, &url, &[]).await {
+            Err(ConnectError::Status { status: 410, .. }) => Ok(()),
+            Err(e) => Err(e),
+            Ok(mut upgraded) => {
+                // A gateway that upgrades a reject is broken; do not leave the socket open.
+                let _ = upgraded.ws.close(None).await;
+                Err(ConnectError::Handshake(
+                    "gateway upgraded a reject instead of answering 410".into(),
+                ))
+            }
+        }
+    }
+}
+
+/// The control task's state.
+struct Control {
+    endpoint: Endpoint,
+    id: String,
+    incoming: mpsc::Sender<IncomingConnection>,
+    status: watch::Sender<Status>,
+    cancel: CancellationToken,
+    tracker: TaskTracker,
+    busy_rejects: Arc<Semaphore>,
+}
+
+/// How one control-channel session ended.
+enum SessionEnd {
+    Cancelled,
+    Lost(String),
+}
+
+impl Control {
+    async fn run(self, mut first: Option<oneshot::Sender<Result<(), ConnectError>>>) {
+        let mut failures = 0usize;
+        loop {
+            self.status.send_replace(Status::Connecting);
+            let attempt = tokio::select! {
+                // Cancelled while connecting: nothing to close yet.
+                () = self.cancel.cancelled() => break,
+                r = self.connect() => r,
+            };
+            let reason = match attempt {
+                Ok((mut ws, expires_at)) => {
+                    if let Some(first) = first.take() {
+                        let _ = first.send(Ok(()));
+                    }
+                    info!("listener online");
+                    self.status.send_replace(Status::Online);
+                    let online_at = Instant::now();
+                    match self.session(&mut ws, expires_at).await {
+                        SessionEnd::Cancelled => break,
+                        SessionEnd::Lost(reason) => {
+                            if online_at.elapsed() >= STABLE_SESSION {
+                                failures = 0;
+                            }
+                            reason
+                        }
+                    }
+                }
+                Err(e) => {
+                    if let Some(first) = first.take() {
+                        let _ = first.send(Err(e));
+                        self.status.send_replace(Status::Offline(Offline::Closed));
+                        return;
+                    }
+                    if e.is_permanent() {
+                        warn!(error = %e, "gateway refused the listener; giving up");
+                        self.status
+                            .send_replace(Status::Offline(Offline::Failed(Arc::new(e))));
+                        return;
+                    }
+                    e.to_string()
+                }
+            };
+            let retry_in = RECONNECT_BACKOFF[failures.min(RECONNECT_BACKOFF.len() - 1)];
+            failures += 1;
+            warn!(%reason, ?retry_in, "listener offline");
+            self.status
+                .send_replace(Status::Offline(Offline::Reconnecting { reason, retry_in }));
+            tokio::select! {
+                () = self.cancel.cancelled() => break,
+                () = tokio::time::sleep(retry_in) => {}
+            }
+        }
+        self.status.send_replace(Status::Offline(Offline::Closed));
+    }
+
+    /// Opens the control channel; returns it with the token's expiry.
+    async fn connect(
+        &self,
+    ) -> Result<(WebSocketStream<Transport>, Option<SystemTime>), ConnectError> {
+        let url = hc_url(
+            &self.endpoint.base(),
+            self.endpoint.path(),
+            "",
+            Action::Listen,
+            Some(&self.id),
+        );
+        let token = match self.endpoint.token_provider() {
+            Some(p) => Some(p.token(&self.endpoint.resource_uri())?),
+            None => None,
+        };
+        let headers: Vec<(&str, &str)> = token
+            .as_ref()
+            .map(|t| (AUTH_HEADER, t.text.as_str()))
+            .into_iter()
+            .collect();
+        let upgraded = transport::open(&self.endpoint, &url, &headers).await?;
+        Ok((upgraded.ws, token.and_then(|t| t.expires_at)))
+    }
+
+    /// Runs one control-channel session until it is lost or cancelled.
+    async fn session(
+        &self,
+        ws: &mut WebSocketStream<Transport>,
+        mut expires_at: Option<SystemTime>,
+    ) -> SessionEnd {
+        let keep_alive = self.endpoint.keep_alive();
+        let send_timeout = self.endpoint.handshake_timeout();
+        let mut ping = tokio::time::interval_at(Instant::now() + keep_alive, keep_alive);
+        ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // Anything heard from the gateway since the last ping proves it alive.
+        let mut heard = true;
+        let renew = tokio::time::sleep_until(renew_deadline(expires_at));
+        tokio::pin!(renew);
+        loop {
+            tokio::select! {
+                () = self.cancel.cancelled() => {
+                    // Say goodbye, but never wait long on a gateway that is not reading.
+                    let frame = CloseFrame { code: CloseCode::Normal, reason: "".into() };
+                    let _ = tokio::time::timeout(send_timeout, ws.close(Some(frame))).await;
+                    info!("listener closed");
+                    return SessionEnd::Cancelled;
+                }
+                // `next` is cancel safe: a message not yet returned stays buffered.
+                msg = ws.next() => {
+                    heard = true;
+                    match msg {
+                        Some(Ok(WsMessage::Text(text))) => self.command(text.as_str()),
+                        Some(Ok(WsMessage::Close(frame))) => {
+                            let reason = frame.map_or_else(
+                                || "gateway closed the control channel".to_owned(),
+                                |f| format!("gateway closed the control channel: {} {}",
+                                    u16::from(f.code), f.reason),
+                            );
+                            // Let the automatic Close reply out before dropping the socket.
+                            let _ = tokio::time::timeout(send_timeout, ws.flush()).await;
+                            return SessionEnd::Lost(reason);
+                        }
+                        // Pings are answered by the WebSocket layer on the next read.
+                        Some(Ok(other)) => debug!(kind = ?kind(&other), "control frame ignored"),
+                        Some(Err(e)) => return SessionEnd::Lost(format!("control channel failed: {e}")),
+                        None => return SessionEnd::Lost("control channel ended".into()),
+                    }
+                }
+                _ = ping.tick() => {
+                    if !heard {
+                        return SessionEnd::Lost("gateway did not answer pings".into());
+                    }
+                    heard = false;
+                    match tokio::time::timeout(send_timeout, ws.send(WsMessage::Ping(Default::default()))).await {
+                        Ok(Ok(())) => {}
+                        Ok(Err(e)) => return SessionEnd::Lost(format!("ping failed: {e}")),
+                        Err(_) => return SessionEnd::Lost("ping send timed out".into()),
+                    }
+                }
+                () = &mut renew, if expires_at.is_some() => {
+                    match self.renew(ws, send_timeout).await {
+                        Ok(next) => {
+                            expires_at = next;
+                            renew.as_mut().reset(renew_deadline(expires_at));
+                        }
+                        Err(reason) => return SessionEnd::Lost(reason),
+                    }
+                }
+            }
+        }
+    }
+
+    /// Handles one control command.
+    fn command(&self, text: &str) {
+        match Command::decode(text) {
+            Ok(Command::Accept(accept)) => {
+                debug!(sender_id = %accept.id, "accept command");
+                let conn = IncomingConnection::new(accept, self.endpoint.clone());
+                if let Err(err) = self.incoming.try_send(conn) {
+                    // The application is not keeping up (or stopped accepting): turn the
+                    // sender away now instead of queueing without bound.
+                    let conn = err.into_inner();
+                    let Ok(permit) = self.busy_rejects.clone().try_acquire_owned() else {
+                        warn!(sender_id = %conn.id, "accept queue full; sender left to time out");
+                        return;
+                    };
+                    warn!(sender_id = %conn.id, "accept queue full; rejecting sender with 503");
+                    self.tracker.spawn(async move {
+                        if let Err(e) = conn.reject(503, "Listener is busy").await {
+                            debug!(error = %e, "busy reject failed");
+                        }
+                        drop(permit);
+                    });
+                }
+            }
+            // HTTP requests are a later feature; the .NET SDK also just logs what it does not
+            // handle. The rendezvous-only form would be served through `request.address`.
+            Ok(Command::Request(request)) => {
+                debug!(request_id = %request.id, "request command ignored: http not supported")
+            }
+            Ok(other) => {
+                debug!(command = ?std::mem::discriminant(&other), "control command ignored")
+            }
+            Err(CommandError::Unknown(name)) => debug!(%name, "unknown control command ignored"),
+            Err(e) => warn!(error = %e, "malformed control command ignored"),
+        }
+    }
+
+    /// Sends `renewToken` with a fresh token; returns its expiry.
+    async fn renew(
+        &self,
+        ws: &mut WebSocketStream<Transport>,
+        send_timeout: Duration,
+    ) -> Result<Option<SystemTime>, String> {
+        let Some(provider) = self.endpoint.token_provider() else {
+            return Ok(None);
+        };
+        let token = provider
+            .token(&self.endpoint.resource_uri())
+            .map_err(|e| format!("cannot renew the token: {e}"))?;
+        let text = Command::RenewToken(RenewToken { token: token.text }).encode();
+        match tokio::time::timeout(send_timeout, ws.send(WsMessage::Text(text.into()))).await {
+            Ok(Ok(())) => {
+                debug!("token renewed");
+                Ok(token.expires_at)
+            }
+            Ok(Err(e)) => Err(format!("renewToken failed: {e}")),
+            Err(_) => Err("renewToken send timed out".into()),
+        }
+    }
+}
+
+/// When to renew a token expiring at `expires_at`: five minutes ahead for long-lived tokens,
+/// at 80 % of the remaining life for short ones, so renewal always lands before the gateway
+/// enforces expiry. Without an expiry: far in the future (the branch is disabled anyway).
+fn renew_deadline(expires_at: Option<SystemTime>) -> Instant {
+    let far = Instant::now() + Duration::from_secs(365 * 24 * 3600);
+    let Some(at) = expires_at else {
+        return far;
+    };
+    let left = at
+        .duration_since(SystemTime::now())
+        .unwrap_or(Duration::ZERO);
+    let early = if left > Duration::from_secs(600) {
+        left - Duration::from_secs(300)
+    } else {
+        left.mul_f64(0.8)
+    };
+    Instant::now() + early
+}
+
+fn kind(m: &WsMessage) -> &'static str {
+    match m {
+        WsMessage::Text(_) => "text",
+        WsMessage::Binary(_) => "binary",
+        WsMessage::Ping(_) => "ping",
+        WsMessage::Pong(_) => "pong",
+        WsMessage::Close(_) => "close",
+        WsMessage::Frame(_) => "frame",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn renewal_lands_before_expiry() {
+        let now = Instant::now();
+        let short = renew_deadline(Some(SystemTime::now() + Duration::from_secs(10)));
+        assert!(short > now + Duration::from_secs(7) && short < now + Duration::from_secs(9));
+        let long = renew_deadline(Some(SystemTime::now() + Duration::from_secs(3600)));
+        assert!(long > now + Duration::from_secs(3200) && long < now + Duration::from_secs(3301));
+        let past = renew_deadline(Some(SystemTime::now() - Duration::from_secs(1)));
+        assert!(past <= Instant::now());
+    }
+
+    #[test]
+    fn headers_match_without_case() {
+        let mut e = Endpoint::new("ws://127.0.0.1:1", "p").unwrap();
+        e.set_keep_alive(Duration::from_secs(1));
+        let conn = IncomingConnection::new(
+            Accept {
+                address: "ws://127.0.0.1:1/$hc/p?sb-hc-action=accept&sb-hc-id=1".into(),
+                id: "1".into(),
+                connect_headers: BTreeMap::from([("ferry-port".into(), "db".into())]),
+                remote_endpoint: None,
+            },
+            e,
+        );
+        assert_eq!(conn.header("Ferry-Port"), Some("db"));
+        assert_eq!(conn.header("Other"), None);
+    }
+}

@@ -16,7 +16,7 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tracing::{debug, info, warn};
 
 use crate::conn::Conn;
-use crate::front::{Shared, now_unix};
+use crate::front::{Shared, Unregister, now_unix};
 use crate::registry::PathSettings;
 
 /// Why a control channel ended, and the close code the listener is sent.
@@ -45,6 +45,7 @@ pub(crate) async fn run(
     settings: Arc<PathSettings>,
     hosts: Vec<String>,
     token_expiry: u64,
+    registration: Unregister,
 ) {
     let timeouts = &shared.config.timeouts;
     let grace = timeouts.token_grace.as_secs();
@@ -118,6 +119,9 @@ pub(crate) async fn run(
         }
     };
 
+    // Leave the balancing set before the closing handshake, so no sender is offered to a
+    // listener that is going away.
+    drop(registration);
     info!(path = %settings.name, reason = ?end, "listener control channel ended");
     let frame = match end {
         End::Peer | End::Dead => None,

@@ -235,7 +235,7 @@ async fn listen(shared: Arc<Shared>, mut up: Upgrade) {
             .await;
     }
     // From here on the registration must be undone however this task ends.
-    let _registration = Unregister {
+    let registration = Unregister {
         shared: shared.clone(),
         name: settings.name.clone(),
         conn_id,
@@ -253,10 +253,20 @@ async fn listen(shared: Arc<Shared>, mut up: Upgrade) {
     let ws =
         WebSocketStream::from_partially_read(up.conn, up.head.rest, Role::Server, Some(ws_config))
             .await;
-    control::run(shared.clone(), ws, rx, settings, hosts, expiry).await;
+    control::run(
+        shared.clone(),
+        ws,
+        rx,
+        settings,
+        hosts,
+        expiry,
+        registration,
+    )
+    .await;
 }
 
-struct Unregister {
+/// Removes a listener from the registry when dropped, however its task ends.
+pub(crate) struct Unregister {
     shared: Arc<Shared>,
     name: String,
     conn_id: u64,

@@ -1,2 +1,15 @@
 #![doc = include_str!("../README.md")]
 #![forbid(unsafe_code)]
+
+pub mod error;
+pub mod fault;
+pub mod limits;
+pub mod record;
+pub mod session;
+pub mod varint;
+
+pub use error::{DecodeError, PeerIncompatible, PeerMisbehaved, SessionError};
+pub use fault::FaultCode;
+pub use limits::{Limit, Limits};
+pub use record::{KnownEncoding, Mode, Record, RecordType};
+pub use session::{ClientConfig, Encoding, Event, Preamble, Role, Session};

@@ -175,9 +175,12 @@ impl Listener {
         &self.id
     }
 
-    /// The control channel's status, as a watch channel.
+    /// The control channel's status, as a watch channel; `changed()` on it waits for the
+    /// next change after this call.
     pub fn status(&self) -> watch::Receiver<Status> {
-        self.status.clone()
+        let mut rx = self.status.clone();
+        rx.mark_unchanged();
+        rx
     }
 
     /// The next incoming connection. Take or reject it promptly: the gateway's rendezvous

@@ -1,1 +1,317 @@
-fn main() {}
+//! `ferry`: the relay gateway, its token tool and the port bridge.
+//!
+//! ```text
+//! ferry gateway                      # development gateway on loopback, no file needed
+//! ferry gateway --config ferry.toml  # production: namespace, TLS, rules, paths, limits
+//! ferry token --uri http://ns/path --key-name NAME --key KEY
+//! ferry bridge local 127.0.0.1:2222 PATH --gateway wss://ns:443 ...
+//! ferry bridge remote PATH 127.0.0.1:22 --gateway wss://ns:443 ...
+//! ```
+
+mod settings;
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use anyhow::{Context as _, bail};
+use clap::{Args, Parser, Subcommand};
+use ferry_gateway::{Gateway, TlsSetup};
+use ferry_hc::SasToken;
+use ferry_sdk::bridge::{LocalConfig, RemoteConfig};
+use ferry_sdk::{Endpoint, FixedToken, SasKeyProvider};
+use tokio_util::sync::CancellationToken;
+
+#[derive(Parser)]
+#[command(
+    name = "ferry",
+    version,
+    about = "Self-hosted relay gateway, wire-compatible with Azure Relay Hybrid Connections"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the gateway (with no --config: a single-node development gateway on loopback).
+    Gateway(GatewayArgs),
+    /// Mint a SAS token.
+    Token(TokenArgs),
+    /// Bridge TCP ports through the relay (the hybrid relay pattern).
+    #[command(subcommand)]
+    Bridge(BridgeCommand),
+}
+
+#[derive(Args)]
+struct GatewayArgs {
+    /// TOML configuration file.
+    #[arg(long, env = "FERRY_CONFIG")]
+    config: Option<PathBuf>,
+    /// Namespace host name (what token audiences and rendezvous addresses name).
+    #[arg(long, env = "FERRY_NAMESPACE")]
+    namespace: Option<String>,
+    /// Plain ws:// and http:// address.
+    #[arg(long, env = "FERRY_LISTEN")]
+    listen: Option<SocketAddr>,
+    /// TLS wss:// and https:// address.
+    #[arg(long, env = "FERRY_TLS_LISTEN")]
+    tls_listen: Option<SocketAddr>,
+    /// TLS certificate chain (PEM).
+    #[arg(long, env = "FERRY_TLS_CERT", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// TLS private key (PEM).
+    #[arg(long, env = "FERRY_TLS_KEY", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// Where to write the development CA certificate when no certificate is configured.
+    #[arg(long, env = "FERRY_DEV_CA_OUT")]
+    dev_ca_out: Option<PathBuf>,
+}
+
+#[derive(Args)]
+struct TokenArgs {
+    /// Resource URI the token is for, e.g. http://relay.example/orders (a prefix covers
+    /// every path below it).
+    #[arg(long)]
+    uri: String,
+    /// Rule name.
+    #[arg(long, env = "FERRY_KEY_NAME")]
+    key_name: String,
+    /// Rule key.
+    #[arg(long, env = "FERRY_KEY", hide_env_values = true)]
+    key: String,
+    /// Lifetime in seconds.
+    #[arg(long, default_value_t = 3600)]
+    ttl: u64,
+}
+
+/// How to reach the gateway.
+#[derive(Args)]
+struct ConnectArgs {
+    /// Gateway base URL: wss://host[:port] (or ws:// on loopback).
+    #[arg(long, env = "FERRY_GATEWAY")]
+    gateway: String,
+    /// Rule name to sign tokens with.
+    #[arg(long, env = "FERRY_KEY_NAME", requires = "key")]
+    key_name: Option<String>,
+    /// Rule key to sign tokens with.
+    #[arg(long, env = "FERRY_KEY", hide_env_values = true, requires = "key_name")]
+    key: Option<String>,
+    /// A fixed token instead of a key.
+    #[arg(
+        long,
+        env = "FERRY_TOKEN",
+        hide_env_values = true,
+        conflicts_with = "key"
+    )]
+    token: Option<String>,
+    /// Extra CA certificate (PEM) to trust, e.g. the development CA.
+    #[arg(long, env = "FERRY_CA")]
+    ca: Option<PathBuf>,
+}
+
+impl ConnectArgs {
+    fn endpoint(&self, path: &str) -> anyhow::Result<Endpoint> {
+        let mut endpoint =
+            Endpoint::new(&self.gateway, path).context("invalid gateway URL or path")?;
+        match (&self.key_name, &self.key, &self.token) {
+            (Some(name), Some(key), _) => {
+                endpoint.set_token_provider(SasKeyProvider::new(
+                    name.clone(),
+                    key.clone(),
+                    Duration::from_secs(3600),
+                ));
+            }
+            (_, _, Some(token)) => {
+                endpoint.set_token_provider(FixedToken::new(token.clone()));
+            }
+            _ => {}
+        }
+        if let Some(ca) = &self.ca {
+            let pem = std::fs::read(ca).with_context(|| format!("cannot read {}", ca.display()))?;
+            let roots = ferry_net::tls::roots_from_pem(&pem)?;
+            endpoint.set_tls_config(ferry_net::tls::client_config(
+                roots,
+                &[ferry_net::tls::ALPN_HTTP11],
+            )?);
+        }
+        Ok(endpoint)
+    }
+}
+
+#[derive(Subcommand)]
+enum BridgeCommand {
+    /// Accept TCP on ADDR; each connection becomes a sender on PATH.
+    Local {
+        /// Local address to accept on.
+        addr: SocketAddr,
+        /// Hybrid connection path.
+        path: String,
+        /// Logical port to ask the remote side for.
+        #[arg(long)]
+        port_name: Option<String>,
+        #[command(flatten)]
+        connect: ConnectArgs,
+    },
+    /// Listen on PATH; forward each connection to TARGET (or to the port its sender names).
+    Remote {
+        /// Hybrid connection path.
+        path: String,
+        /// Default target host:port for connections that name no port.
+        target: Option<String>,
+        /// Allowed logical port: NAME=HOST:PORT (repeatable).
+        #[arg(long = "port", value_parser = parse_port)]
+        ports: Vec<(String, String)>,
+        #[command(flatten)]
+        connect: ConnectArgs,
+    },
+}
+
+fn parse_port(s: &str) -> Result<(String, String), String> {
+    let (name, target) = s.split_once('=').ok_or("expected NAME=HOST:PORT")?;
+    if name.is_empty() || !target.contains(':') {
+        return Err("expected NAME=HOST:PORT".into());
+    }
+    Ok((name.to_owned(), target.to_owned()))
+}
+
+fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async move {
+        match cli.command {
+            Command::Gateway(args) => gateway(args).await,
+            Command::Token(args) => {
+                let expiry = SystemTime::now().duration_since(UNIX_EPOCH)?.as_secs() + args.ttl;
+                println!(
+                    "{}",
+                    SasToken::create(&args.uri, &args.key_name, &args.key, expiry)
+                );
+                Ok(())
+            }
+            Command::Bridge(b) => bridge(b).await,
+        }
+    })
+}
+
+/// Resolves when the process is asked to stop (Ctrl-C or SIGTERM).
+async fn stop_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => return drop(ctrl_c.await),
+            };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    drop(ctrl_c.await);
+}
+
+async fn gateway(args: GatewayArgs) -> anyhow::Result<()> {
+    let file = args.config.as_deref().map(settings::read).transpose()?;
+    let dev = file.is_none();
+    let mut overrides = settings::Overrides {
+        namespace: args.namespace,
+        plain: args.listen,
+        tls: args.tls_listen,
+        tls_cert: args.tls_cert,
+        tls_key: args.tls_key,
+        dev_ca_out: args.dev_ca_out,
+    };
+    if dev && overrides.dev_ca_out.is_none() && overrides.tls_cert.is_none() {
+        overrides.dev_ca_out = Some(std::env::temp_dir().join("ferry-dev-ca.pem"));
+    }
+    let config = settings::build(file, overrides)?;
+    let ca_out = match &config.tls {
+        TlsSetup::Dev { ca_out } => ca_out.clone(),
+        TlsSetup::Files { .. } => None,
+    };
+    let running = Gateway::start(config).await?;
+    if dev {
+        print_dev_banner(&running, ca_out.as_deref());
+    } else {
+        println!(
+            "ferry gateway ready: plain={:?} tls={:?}",
+            running.plain_addr(),
+            running.tls_addr()
+        );
+    }
+    stop_signal().await;
+    tracing::info!("stopping");
+    running.shutdown().await;
+    Ok(())
+}
+
+fn print_dev_banner(gw: &ferry_gateway::RunningGateway, ca: Option<&std::path::Path>) {
+    let plain = gw
+        .plain_addr()
+        .map(|a| format!("ws://{a}"))
+        .unwrap_or_default();
+    let tls = gw
+        .tls_addr()
+        .map(|a| format!("wss://localhost:{}", a.port()))
+        .unwrap_or_default();
+    let ca = ca.map(|p| p.display().to_string()).unwrap_or_default();
+    let (rule, key) = (gw.rule_name(), gw.rule_key());
+    println!(
+        "Ferry development gateway (single node, in-memory, any path)\n\
+         \n  plain      {plain}\n  tls        {tls}   (trust {ca})\n  rule       {rule}\n  key        {key}\n\
+         \nTry it: forward local port 2222 to 127.0.0.1:22 through path 'demo'\n\
+         \n  export FERRY_GATEWAY={plain} FERRY_KEY_NAME={rule} FERRY_KEY='{key}'\
+         \n  ferry bridge remote demo 127.0.0.1:22 &\
+         \n  ferry bridge local 127.0.0.1:2222 demo\
+         \n\nHybrid Connections clients (hyco-ws, .NET, Java) use {tls}/$hc/demo with tokens from\
+         \n  ferry token --uri http://localhost/demo --key-name {rule} --key '{key}'\n"
+    );
+}
+
+async fn bridge(command: BridgeCommand) -> anyhow::Result<()> {
+    let cancel = CancellationToken::new();
+    let stopper = cancel.clone();
+    tokio::spawn(async move {
+        stop_signal().await;
+        stopper.cancel();
+    });
+    match command {
+        BridgeCommand::Local {
+            addr,
+            path,
+            port_name,
+            connect,
+        } => {
+            let mut config = LocalConfig::new(addr, connect.endpoint(&path)?);
+            config.port_name = port_name;
+            ferry_sdk::bridge::run_local(config, cancel).await?;
+        }
+        BridgeCommand::Remote {
+            path,
+            target,
+            ports,
+            connect,
+        } => {
+            if target.is_none() && ports.is_empty() {
+                bail!("give a default TARGET or at least one --port NAME=HOST:PORT");
+            }
+            let mut config = RemoteConfig::new(connect.endpoint(&path)?, target);
+            config.ports = ports.into_iter().collect::<BTreeMap<_, _>>();
+            ferry_sdk::bridge::run_remote(config, cancel).await?;
+        }
+    }
+    Ok(())
+}

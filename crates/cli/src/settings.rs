@@ -1,0 +1,332 @@
+//! The gateway's TOML file, read through serde into a raw form (unknown keys refused) and
+//! turned into [`ferry_gateway::Config`] in one place, with flags and `FERRY_*` variables
+//! taking precedence over the file.
+
+use std::net::SocketAddr;
+use std::num::NonZeroUsize;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context as _, bail};
+use ferry_gateway::{Config, PathConfig, TlsSetup};
+use ferry_hc::{Rights, Rule};
+use serde::Deserialize;
+
+/// Dev gateway's plain port.
+pub(crate) const DEV_PLAIN: &str = "127.0.0.1:9080";
+/// Dev gateway's TLS port.
+pub(crate) const DEV_TLS: &str = "127.0.0.1:9443";
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawConfig {
+    namespace: Option<String>,
+    dynamic_paths: Option<bool>,
+    #[serde(default)]
+    listen: RawListen,
+    tls: Option<RawTls>,
+    #[serde(default)]
+    rules: Vec<RawRule>,
+    #[serde(default)]
+    paths: Vec<RawPath>,
+    #[serde(default)]
+    limits: RawLimits,
+    #[serde(default)]
+    timeouts: RawTimeouts,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawListen {
+    plain: Option<SocketAddr>,
+    tls: Option<SocketAddr>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTls {
+    cert: Option<PathBuf>,
+    key: Option<PathBuf>,
+    /// Write the generated development CA here (when no cert/key are given).
+    dev_ca_out: Option<PathBuf>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRule {
+    name: String,
+    key: String,
+    secondary_key: Option<String>,
+    rights: Vec<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPath {
+    name: String,
+    #[serde(default)]
+    anonymous_senders: bool,
+    max_listeners: Option<usize>,
+    #[serde(default)]
+    rules: Vec<RawRule>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawLimits {
+    max_header_bytes: Option<usize>,
+    max_connections: Option<NonZeroUsize>,
+    max_message: Option<u64>,
+    relay_buffer: Option<usize>,
+    control_queue: Option<NonZeroUsize>,
+}
+
+/// Seconds, fractional allowed.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTimeouts {
+    handshake: Option<f64>,
+    rendezvous: Option<f64>,
+    keepalive: Option<f64>,
+    close: Option<f64>,
+    idle: Option<f64>,
+    token_grace: Option<f64>,
+}
+
+/// What flags and environment say; each wins over the file.
+#[derive(Debug, Default)]
+pub(crate) struct Overrides {
+    pub(crate) namespace: Option<String>,
+    pub(crate) plain: Option<SocketAddr>,
+    pub(crate) tls: Option<SocketAddr>,
+    pub(crate) tls_cert: Option<PathBuf>,
+    pub(crate) tls_key: Option<PathBuf>,
+    pub(crate) dev_ca_out: Option<PathBuf>,
+}
+
+/// Reads and parses a TOML file.
+pub(crate) fn read(path: &Path) -> anyhow::Result<RawConfig> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    toml::from_str(&text).with_context(|| format!("invalid configuration in {}", path.display()))
+}
+
+fn secs(name: &str, v: f64) -> anyhow::Result<Duration> {
+    Duration::try_from_secs_f64(v)
+        .with_context(|| format!("timeouts.{name} must be a non-negative number of seconds"))
+}
+
+fn rule(raw: RawRule) -> anyhow::Result<Rule> {
+    let mut rights = Rights::NONE;
+    for r in &raw.rights {
+        rights = rights
+            | Rights::parse(r).with_context(|| {
+                format!(
+                    "rule {}: unknown right {r:?} (Listen, Send, Manage)",
+                    raw.name
+                )
+            })?;
+    }
+    if raw.key.is_empty() {
+        bail!("rule {} has an empty key", raw.name);
+    }
+    let rule = Rule::new(raw.name, raw.key, rights);
+    Ok(match raw.secondary_key {
+        Some(k) => rule.with_secondary_key(k),
+        None => rule,
+    })
+}
+
+/// The one conversion from file + overrides to the typed configuration. With no file, the
+/// development gateway: loopback ports, generated CA, any path, a random Manage key.
+pub(crate) fn build(file: Option<RawConfig>, o: Overrides) -> anyhow::Result<Config> {
+    let dev = file.is_none();
+    let raw = file.unwrap_or_default();
+    let mut config = if dev {
+        let mut c = Config::dev();
+        c.plain_addr = Some(DEV_PLAIN.parse().expect("constant address"));
+        c.tls_addr = Some(DEV_TLS.parse().expect("constant address"));
+        c
+    } else {
+        let namespace = raw
+            .namespace
+            .clone()
+            .or_else(|| o.namespace.clone())
+            .context("the configuration needs a namespace")?;
+        Config::new(namespace)
+    };
+    if let Some(ns) = o.namespace.or(raw.namespace) {
+        config.namespace = ns;
+    }
+    if let Some(d) = raw.dynamic_paths {
+        config.dynamic_paths = d;
+    }
+    if let Some(a) = o.plain.or(raw.listen.plain) {
+        config.plain_addr = Some(a);
+    }
+    if let Some(a) = o.tls.or(raw.listen.tls) {
+        config.tls_addr = Some(a);
+    }
+    let (file_cert, file_key, file_ca) = match raw.tls {
+        Some(t) => (t.cert, t.key, t.dev_ca_out),
+        None => (None, None, None),
+    };
+    config.tls = match (o.tls_cert.or(file_cert), o.tls_key.or(file_key)) {
+        (Some(cert), Some(key)) => TlsSetup::Files { cert, key },
+        (None, None) => TlsSetup::Dev {
+            ca_out: o.dev_ca_out.or(file_ca),
+        },
+        _ => bail!("a TLS certificate needs both cert and key"),
+    };
+    if !raw.rules.is_empty() {
+        config.rules = raw
+            .rules
+            .into_iter()
+            .map(rule)
+            .collect::<anyhow::Result<_>>()?;
+    }
+    for p in raw.paths {
+        let mut path = PathConfig::new(p.name.trim_matches('/'));
+        path.anonymous_senders = p.anonymous_senders;
+        if let Some(m) = p.max_listeners {
+            if !(1..=ferry_hc::MAX_LISTENERS_PER_PATH).contains(&m) {
+                bail!(
+                    "path {}: max_listeners must be 1 to {}",
+                    p.name,
+                    ferry_hc::MAX_LISTENERS_PER_PATH
+                );
+            }
+            path.max_listeners = m;
+        }
+        path.rules = p
+            .rules
+            .into_iter()
+            .map(rule)
+            .collect::<anyhow::Result<_>>()?;
+        config.paths.push(path);
+    }
+    let l = raw.limits;
+    let limits = &mut config.limits;
+    if let Some(v) = l.max_header_bytes {
+        limits.max_header_bytes = v;
+    }
+    if let Some(v) = l.max_connections {
+        limits.max_connections = v;
+    }
+    if let Some(v) = l.max_message {
+        limits.max_message = v;
+    }
+    if let Some(v) = l.relay_buffer {
+        limits.relay_buffer = v.max(1024);
+    }
+    if let Some(v) = l.control_queue {
+        limits.control_queue = v;
+    }
+    let t = raw.timeouts;
+    let timeouts = &mut config.timeouts;
+    for (name, value, slot) in [
+        ("handshake", t.handshake, &mut timeouts.handshake),
+        ("rendezvous", t.rendezvous, &mut timeouts.rendezvous),
+        ("keepalive", t.keepalive, &mut timeouts.keepalive),
+        ("close", t.close, &mut timeouts.close),
+        ("token_grace", t.token_grace, &mut timeouts.token_grace),
+    ] {
+        if let Some(v) = value {
+            *slot = secs(name, v)?;
+        }
+    }
+    if let Some(v) = t.idle {
+        timeouts.idle = (v > 0.0).then(|| secs("idle", v)).transpose()?;
+    }
+    if config.plain_addr.is_none() && config.tls_addr.is_none() {
+        bail!("no listen address: set listen.plain or listen.tls");
+    }
+    if config.rules.is_empty() && config.paths.iter().all(|p| p.rules.is_empty()) {
+        bail!("no rules: nobody could listen; add a [[rules]] entry");
+    }
+    Ok(config)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn full_file_converts() {
+        let raw: RawConfig = toml::from_str(
+            r#"
+            namespace = "relay.example"
+            [listen]
+            tls = "0.0.0.0:443"
+            [tls]
+            cert = "/c.pem"
+            key = "/k.pem"
+            [[rules]]
+            name = "root"
+            key = "k1"
+            secondary_key = "k2"
+            rights = ["Manage"]
+            [[paths]]
+            name = "/erp/orders/"
+            anonymous_senders = true
+            max_listeners = 3
+            [[paths.rules]]
+            name = "send"
+            key = "s"
+            rights = ["send", "Listen"]
+            [limits]
+            max_message = 1024
+            [timeouts]
+            rendezvous = 2.5
+            idle = 60
+            "#,
+        )
+        .unwrap();
+        let c = build(Some(raw), Overrides::default()).unwrap();
+        assert_eq!(c.namespace, "relay.example");
+        assert!(!c.dynamic_paths);
+        assert_eq!(c.plain_addr, None);
+        assert!(matches!(c.tls, TlsSetup::Files { .. }));
+        assert_eq!(c.paths[0].name, "erp/orders");
+        assert!(c.paths[0].anonymous_senders);
+        assert_eq!(c.paths[0].max_listeners, 3);
+        assert_eq!(c.limits.max_message, 1024);
+        assert_eq!(c.timeouts.rendezvous, Duration::from_millis(2500));
+        assert_eq!(c.timeouts.idle, Some(Duration::from_secs(60)));
+    }
+
+    #[test]
+    fn overrides_win_and_mistakes_are_reported() {
+        let raw: RawConfig =
+            toml::from_str("namespace = \"a\"\n[listen]\nplain = \"127.0.0.1:1\"\n[[rules]]\nname = \"r\"\nkey = \"k\"\nrights = [\"Listen\"]\n")
+                .unwrap();
+        let o = Overrides {
+            namespace: Some("b".into()),
+            plain: Some("127.0.0.1:2".parse().unwrap()),
+            ..Overrides::default()
+        };
+        let c = build(Some(raw), o).unwrap();
+        assert_eq!(
+            (c.namespace.as_str(), c.plain_addr.unwrap().port()),
+            ("b", 2)
+        );
+        assert!(
+            toml::from_str::<RawConfig>("namspace = \"typo\"").is_err(),
+            "unknown keys refused"
+        );
+        let bad_right: RawConfig =
+            toml::from_str("namespace = \"a\"\n[listen]\nplain = \"127.0.0.1:1\"\n[[rules]]\nname = \"r\"\nkey = \"k\"\nrights = [\"Fly\"]\n").unwrap();
+        assert!(build(Some(bad_right), Overrides::default()).is_err());
+        let no_rules: RawConfig =
+            toml::from_str("namespace = \"a\"\n[listen]\nplain = \"127.0.0.1:1\"\n").unwrap();
+        assert!(build(Some(no_rules), Overrides::default()).is_err());
+    }
+
+    #[test]
+    fn no_file_is_the_dev_gateway() {
+        let c = build(None, Overrides::default()).unwrap();
+        assert!(c.dynamic_paths);
+        assert_eq!(c.plain_addr, Some(DEV_PLAIN.parse().unwrap()));
+        assert_eq!(c.rules.len(), 1);
+    }
+}

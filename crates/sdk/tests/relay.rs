@@ -323,6 +323,14 @@ async fn tagged_echo_server(tag: &'static [u8]) -> Result<SocketAddr> {
     Ok(addr)
 }
 
+/// A loopback address where nothing listens.
+async fn dead_port() -> Result<SocketAddr> {
+    let probe = TcpListener::bind("127.0.0.1:0").await?;
+    let addr = probe.local_addr()?;
+    drop(probe);
+    Ok(addr)
+}
+
 async fn local_bridge(
     endpoint: &Endpoint,
     port: Option<&str>,
@@ -360,6 +368,7 @@ async fn bridge_carries_two_logical_ports_on_one_path() -> Result<()> {
         remote.ports = BTreeMap::from([
             ("a".to_owned(), alpha.to_string()),
             ("b".to_owned(), beta.to_string()),
+            ("dead".to_owned(), dead_port().await?.to_string()),
         ]);
         let remote_task = tokio::spawn(bridge::run_remote(remote, cancel.clone()));
         // The remote side is ready once its listener is registered.
@@ -392,6 +401,17 @@ async fn bridge_carries_two_logical_ports_on_one_path() -> Result<()> {
         let mut buf = Vec::new();
         let n = tcp.read_to_end(&mut buf).await.unwrap_or(0);
         assert_eq!(n, 0);
+
+        // What the bridge's sender sees, by status: 403 for a name off the allow-list, 503
+        // when the target does not answer.
+        let err = connect(&endpoint, &[(bridge::PORT_HEADER, "c")])
+            .await
+            .unwrap_err();
+        assert_eq!(err.status(), Some(403), "{err:?}");
+        let err = connect(&endpoint, &[(bridge::PORT_HEADER, "dead")])
+            .await
+            .unwrap_err();
+        assert_eq!(err.status(), Some(503), "{err:?}");
 
         cancel.cancel();
         remote_task.await??;

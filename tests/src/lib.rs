@@ -29,6 +29,8 @@ pub fn now() -> u64 {
 /// Starts a development gateway (dynamic paths, one Manage rule), adjusted by `tweak`.
 pub async fn gateway(tweak: impl FnOnce(&mut Config)) -> RunningGateway {
     let mut config = Config::dev();
+    // Test peers often do not answer a closing handshake; do not wait long for them.
+    config.timeouts.close = Duration::from_millis(500);
     tweak(&mut config);
     Gateway::start(config).await.expect("gateway starts")
 }

@@ -634,3 +634,34 @@ async fn shutdown_closes_listeners_and_relays_with_1001() {
     }
     tokio::time::timeout(STEP, stop).await.unwrap().unwrap();
 }
+
+#[tokio::test]
+async fn path_existence_is_not_revealed_before_authentication() {
+    let gw = gateway(|_| {}).await;
+    let addr = gw.plain_addr().unwrap();
+    let bad = SasToken::create(
+        "http://localhost/ghost",
+        gw.rule_name(),
+        "wrong key",
+        now() + 60,
+    );
+    let got = ws(addr, "/$hc/ghost", &[("ServiceBusAuthorization", &bad)])
+        .await
+        .map(|_| ());
+    assert_eq!(got.unwrap_err().0, 401, "bad token on an unlistened path");
+    assert_eq!(
+        ws(addr, "/$hc/ghost", &[]).await.map(|_| ()).unwrap_err().0,
+        401,
+        "no token"
+    );
+    let good = token(&gw, "ghost");
+    let got = ws(addr, "/$hc/ghost", &[("ServiceBusAuthorization", &good)])
+        .await
+        .map(|_| ());
+    assert_eq!(
+        got.unwrap_err().0,
+        404,
+        "authenticated sender learns there is no listener"
+    );
+    gw.shutdown().await;
+}

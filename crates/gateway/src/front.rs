@@ -331,17 +331,22 @@ enum Wait {
 
 async fn connect(shared: Arc<Shared>, mut up: Upgrade) {
     let Some(settings) = shared.registry.sender_path(&up.target.path) else {
-        let why = if shared.config.dynamic_paths {
-            "no listener is connected"
-        } else {
-            "no such hybrid connection"
-        };
-        return up.fail(&shared, 404, why).await;
-    };
-    if !settings.anonymous_senders {
-        if let Err(e) = up.authorize(&shared, &settings, Right::Send) {
-            return up.fail(&shared, e.status(), &e.to_string()).await;
+        // In dynamic mode a path exists only while listened on. Check the token against the
+        // namespace rules first, so an unauthenticated caller cannot probe which paths exist.
+        if shared.config.dynamic_paths {
+            if let Err(e) =
+                up.authorize(&shared, &shared.registry.namespace_settings(), Right::Send)
+            {
+                return up.fail(&shared, e.status(), &e.to_string()).await;
+            }
+            return up.fail(&shared, 404, "no listener is connected").await;
         }
+        return up.fail(&shared, 404, "no such hybrid connection").await;
+    };
+    if !settings.anonymous_senders
+        && let Err(e) = up.authorize(&shared, &settings, Right::Send)
+    {
+        return up.fail(&shared, e.status(), &e.to_string()).await;
     }
     let allowed = id_list(&up.head, ALLOWED_LISTENERS);
     let disallowed = id_list(&up.head, DISALLOWED_LISTENERS).unwrap_or_default();

@@ -76,7 +76,7 @@ impl Gateway {
         let acceptor = match (&config.tls_addr, &config.tls) {
             (None, _) => None,
             (Some(_), TlsSetup::Dev { ca_out }) => {
-                let pki = DevPki::generate(&[config.namespace.clone()])?;
+                let pki = DevPki::generate(std::slice::from_ref(&config.namespace))?;
                 if let Some(path) = ca_out {
                     tokio::fs::write(path, &pki.ca_pem)
                         .await

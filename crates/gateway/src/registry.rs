@@ -124,10 +124,19 @@ impl Registry {
         }
         Some(Arc::new(PathSettings {
             name: path.to_owned(),
+            ..self.namespace_settings()
+        }))
+    }
+
+    /// Settings of a path that exists only by being listened on (dynamic mode): namespace
+    /// rules, senders need a token.
+    pub(crate) fn namespace_settings(&self) -> PathSettings {
+        PathSettings {
+            name: String::new(),
             anonymous_senders: false,
             rules: self.namespace_rules.clone(),
             max_listeners: ferry_hc::MAX_LISTENERS_PER_PATH,
-        }))
+        }
     }
 
     /// The hybrid connection a sender's `path` (name plus optional suffix) addresses: the

@@ -562,6 +562,16 @@ fn write_start(out: &mut String, prefix: &str, name: &str, attributes: &[Attr<'_
     }
 }
 
+fn prints_empty(t: &Text<'_>) -> bool {
+    match t {
+        Text::Empty => true,
+        Text::Chars(s) | Text::UnicodeChars(s) => s.is_empty(),
+        Text::Bytes(b) => b.is_empty(),
+        Text::List(items) => items.iter().all(prints_empty),
+        _ => false,
+    }
+}
+
 fn write_end(out: &mut String, prefix: &str, name: &str) {
     out.push_str("</");
     if !prefix.is_empty() {
@@ -574,7 +584,13 @@ fn write_end(out: &mut String, prefix: &str, name: &str) {
 
 fn write_element(out: &mut String, el: &Element, indent: Option<usize>, level: usize) {
     write_start(out, &el.prefix, &el.name.text, &el.attributes);
-    if el.children.is_empty() {
+    // Text records that print as nothing (EmptyText, zero-length Chars or Bytes) leave the
+    // element empty in the infoset.
+    if el
+        .children
+        .iter()
+        .all(|c| matches!(c, Node::Text(t) if prints_empty(t)))
+    {
         out.push_str("/>");
         return;
     }

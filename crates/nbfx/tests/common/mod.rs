@@ -3,6 +3,8 @@
 
 #![allow(dead_code, unreachable_pub)]
 
+pub mod generate;
+
 use std::path::PathBuf;
 
 /// `interop/recordings` in the repository.

@@ -794,3 +794,93 @@ fn name_string(text: &str, dictionary: DictionaryUse) -> XmlString<'static> {
         },
     }
 }
+
+/// Converts a binary document straight to XML text without building a tree: the fast path for
+/// tools and logs. Produces the same text as [`Document::to_xml`] on the decoded tree, except
+/// that namespace prefixes are not checked.
+///
+/// # Errors
+///
+/// Any [`DecodeError`] of the [`Reader`].
+pub fn binary_to_xml(
+    bytes: &[u8],
+    session: Option<&SessionDictionary>,
+    limits: Limits,
+) -> Result<String, DecodeError> {
+    let reader = match session {
+        Some(s) => Reader::with_session(bytes, s),
+        None => Reader::new(bytes),
+    };
+    let mut reader = reader.limits(limits);
+    let mut out = String::with_capacity(bytes.len() * 2);
+    // Open elements (prefix, name) and whether the current start tag still awaits its '>'.
+    let mut stack: Vec<(Cow<'_, str>, Cow<'_, str>)> = Vec::new();
+    let mut open_tag = false;
+    // Element has content (else it is written as `<x/>`).
+    let mut scratch = String::new();
+    while let Some(record) = reader.next_record()? {
+        if open_tag && !matches!(record, Record::Attribute(_) | Record::Xmlns(_)) {
+            let empty = match &record {
+                Record::EndElement => true,
+                Record::Text { text, end: true } => prints_empty(text),
+                _ => false,
+            };
+            if empty {
+                out.push_str("/>");
+                stack.pop();
+                open_tag = false;
+                continue;
+            }
+            out.push('>');
+            open_tag = false;
+        }
+        match record {
+            Record::Element(e) => {
+                out.push('<');
+                if !e.prefix.is_empty() {
+                    out.push_str(&e.prefix);
+                    out.push(':');
+                }
+                out.push_str(&e.name.text);
+                stack.push((e.prefix, e.name.text));
+                open_tag = true;
+            }
+            Record::Attribute(a) => write_start_attrs(&mut out, &[Attr::Attribute(a)]),
+            Record::Xmlns(x) => write_start_attrs(&mut out, &[Attr::Xmlns(x)]),
+            Record::Text { text, end } => {
+                match &text {
+                    Text::Chars(s) | Text::UnicodeChars(s) => escape_into(&mut out, s, false),
+                    Text::Dictionary(s) => escape_into(&mut out, &s.text, false),
+                    other => {
+                        scratch.clear();
+                        let _ = write!(scratch, "{other}");
+                        escape_into(&mut out, &scratch, false);
+                    }
+                }
+                if end && let Some((p, n)) = stack.pop() {
+                    write_end(&mut out, &p, &n);
+                }
+            }
+            Record::EndElement => {
+                if let Some((p, n)) = stack.pop() {
+                    write_end(&mut out, &p, &n);
+                }
+            }
+            Record::Comment(c) => {
+                out.push_str("<!--");
+                out.push_str(&c);
+                out.push_str("-->");
+            }
+            Record::Array(a) => write_node(&mut out, &Node::Array(a.into_owned()), None, 0),
+        }
+    }
+    Ok(out)
+}
+
+/// The attribute part of a start tag (no `<name`).
+fn write_start_attrs(out: &mut String, attributes: &[Attr<'_>]) {
+    let mut tmp = String::new();
+    write_start(&mut tmp, "", "", attributes);
+    // `write_start` wrote "<" and an empty name first.
+    out.push_str(&tmp[1..]);
+}

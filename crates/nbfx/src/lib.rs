@@ -11,7 +11,7 @@ pub mod value;
 pub mod varint;
 
 pub use dictionary::{DictionaryId, SessionDictionary, StaticDictionary, WriterSession};
-pub use document::{DictionaryUse, Document, Element, Node, XmlOptions};
+pub use document::{DictionaryUse, Document, Element, Node, XmlOptions, binary_to_xml};
 pub use error::{DecodeError, EncodeError, XmlError};
 pub use limits::{Limit, Limits};
 pub use reader::Reader;

@@ -43,3 +43,22 @@ fn every_recorded_envelope_round_trips_byte_identical() {
     }
     assert!(total >= 40, "only {total} envelopes found");
 }
+
+#[test]
+fn streaming_xml_matches_the_tree() {
+    for session in common::SESSIONS {
+        for dir in ["client_to_server.bin", "server_to_client.bin"] {
+            let stream = std::fs::read(common::recordings().join(session).join(dir)).unwrap();
+            let mut dict = SessionDictionary::new(&Limits::default());
+            for (offset, payload) in common::envelopes(&stream) {
+                let table = dict.read_table(&payload).unwrap();
+                let doc = Document::decode_with(&payload[table..], Some(&dict), Limits::default())
+                    .unwrap();
+                let fast =
+                    ferry_nbfx::binary_to_xml(&payload[table..], Some(&dict), Limits::default())
+                        .unwrap();
+                assert_eq!(fast, doc.to_xml(), "{session}/{dir} at {offset}");
+            }
+        }
+    }
+}

@@ -63,10 +63,10 @@ struct Opts {
     /// The `ferry` binary (default: next to this one).
     #[arg(long)]
     ferry: Option<PathBuf>,
-    /// MiB sent per bulk measurement (split over the streams). Default 1024, quick 128.
+    /// MiB sent per bulk measurement (split over the streams). Default 2048, quick 128.
     #[arg(long)]
     bulk_mib: Option<u64>,
-    /// Bulk measurements per case; the median is reported. Default 3, quick 1.
+    /// Bulk measurements per case; the median is reported. Default 5, quick 1.
     #[arg(long)]
     repeat: Option<usize>,
     /// Timed 64-byte round trips per transport. Default 20000, quick 2000.
@@ -89,6 +89,9 @@ struct Opts {
     /// Run only these phases (comma-separated).
     #[arg(long, value_enum, value_delimiter = ',')]
     only: Vec<Phase>,
+    /// Measure only these transports (comma-separated), e.g. to profile one of them.
+    #[arg(long, value_enum, value_delimiter = ',')]
+    transports: Vec<Transport>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -119,8 +122,8 @@ impl Settings {
         let q = o.quick;
         Self {
             quick: q,
-            bulk_mib: o.bulk_mib.unwrap_or(if q { 128 } else { 1024 }).max(8),
-            repeat: o.repeat.unwrap_or(if q { 1 } else { 3 }).max(1),
+            bulk_mib: o.bulk_mib.unwrap_or(if q { 128 } else { 2048 }).max(8),
+            repeat: o.repeat.unwrap_or(if q { 1 } else { 5 }).max(1),
             rtt_size: 64,
             rtt_count: o.rtt_count.unwrap_or(if q { 2000 } else { 20_000 }).max(10),
             rtt_warmup: if q { 200 } else { 1000 },
@@ -133,7 +136,7 @@ impl Settings {
 }
 
 /// The three ways of reaching the listener process.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, ValueEnum)]
 #[serde(rename_all = "lowercase")]
 enum Transport {
     Direct,
@@ -308,6 +311,7 @@ async fn bench(opts: Opts) -> Result<()> {
         None => procs::default_ferry()?,
     };
     let run = |p: Phase| opts.only.is_empty() || opts.only.contains(&p);
+    let wanted = |t: Transport| opts.transports.is_empty() || opts.transports.contains(&t);
     // The gateway holds two descriptors per relayed connection.
     let nofile = raise_nofile(2 * s.idle_conns as u64 + 256);
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
@@ -333,6 +337,7 @@ async fn bench(opts: Opts) -> Result<()> {
         let rig = Rig::start(&ferry, "main").await?;
         let targets: Vec<(Transport, Target)> = Transport::ALL
             .iter()
+            .filter(|t| wanted(**t))
             .map(|&t| Ok((t, rig.target(t)?)))
             .collect::<Result<_>>()?;
         if run(Phase::Throughput) {
@@ -346,7 +351,7 @@ async fn bench(opts: Opts) -> Result<()> {
         }
     }
     if run(Phase::Idle) {
-        for t in Transport::RELAYED {
+        for t in Transport::RELAYED.into_iter().filter(|t| wanted(*t)) {
             // Fresh processes: memory the allocator kept from earlier phases would hide
             // part of what the idle connections cost.
             let rig = Rig::start(&ferry, "idle").await?;
@@ -378,7 +383,7 @@ async fn throughput(
     let total = s.bulk_mib << 20;
     let cases: Vec<(Transport, usize)> = [1, 8]
         .iter()
-        .flat_map(|&n| Transport::ALL.iter().map(move |&t| (t, n)))
+        .flat_map(|&n| targets.iter().map(move |&(t, _)| (t, n)))
         .collect();
     // runs[case] = (MB/s, gateway CPU, listener CPU) per repetition.
     let mut runs: Vec<Vec<(f64, f64, f64)>> = vec![Vec::new(); cases.len()];
@@ -635,6 +640,19 @@ fn print_report(r: &Report) {
                 })
                 .collect();
             line("    gateway CPU, cores", &cpu);
+            if s.repeat > 1 {
+                let spread: Vec<_> = r
+                    .throughput
+                    .iter()
+                    .filter(|x| x.streams == n)
+                    .map(|x| {
+                        let lo = x.runs.iter().copied().fold(f64::INFINITY, f64::min);
+                        let hi = x.runs.iter().copied().fold(0.0, f64::max);
+                        (x.transport, format!("{lo:.0}-{hi:.0}"))
+                    })
+                    .collect();
+                line("    runs, min-max", &spread);
+            }
         }
     }
     if !r.rtt.is_empty() {

@@ -17,7 +17,11 @@
 //! ```
 //!
 //! Numbers from 2 shared cores move with whatever else runs: the load average is printed
-//! before and after.
+//! before and after. On a virtual machine, round trips also depend on how fast an idle vCPU
+//! wakes: with both cores otherwise idle every hop pays a wake-up of tens of µs, while one
+//! busy core elsewhere can cut the direct p50 to a third. Compare runs made in the same
+//! state. The throughput rows give each process's CPU seconds per GB, which shows where the
+//! relayed path spends its time.
 
 mod measure;
 mod peer;
@@ -66,7 +70,8 @@ struct Opts {
     /// MiB sent per bulk measurement (split over the streams). Default 2048, quick 128.
     #[arg(long)]
     bulk_mib: Option<u64>,
-    /// Bulk measurements per case; the median is reported. Default 5, quick 1.
+    /// Bulk measurements per case (the median is reported), and rounds of the round-trip
+    /// and connection phases, interleaving the transports. Default 5, quick 1.
     #[arg(long)]
     repeat: Option<usize>,
     /// Timed 64-byte round trips per transport. Default 20000, quick 2000.
@@ -170,6 +175,23 @@ struct ThroughputRow {
     gateway_cpu_cores: Option<f64>,
     /// CPU cores the listener process used.
     listener_cpu_cores: f64,
+    /// CPU cores this (sending) process used.
+    sender_cpu_cores: f64,
+}
+
+impl ThroughputRow {
+    /// CPU seconds per 10^9 bytes moved, of the sender, gateway and listener processes.
+    fn cpu_per_gb(&self) -> String {
+        let gb_per_s = self.mb_per_s / 1000.0;
+        let gw = self
+            .gateway_cpu_cores
+            .map_or_else(|| "-".to_owned(), |g| format!("{:.2}", g / gb_per_s));
+        format!(
+            "{:.2}/{gw}/{:.2}",
+            self.sender_cpu_cores / gb_per_s,
+            self.listener_cpu_cores / gb_per_s
+        )
+    }
 }
 
 #[derive(Debug, Serialize)]
@@ -385,8 +407,8 @@ async fn throughput(
         .iter()
         .flat_map(|&n| targets.iter().map(move |&(t, _)| (t, n)))
         .collect();
-    // runs[case] = (MB/s, gateway CPU, listener CPU) per repetition.
-    let mut runs: Vec<Vec<(f64, f64, f64)>> = vec![Vec::new(); cases.len()];
+    // runs[case] = (MB/s, gateway, listener, sender CPU) per repetition.
+    let mut runs: Vec<Vec<(f64, f64, f64, f64)>> = vec![Vec::new(); cases.len()];
     // Repetitions interleave the cases, so a busy moment of the machine spreads over all.
     for r in 0..s.repeat {
         for (i, &(t, n)) in cases.iter().enumerate() {
@@ -395,19 +417,27 @@ async fn throughput(
                 .find(|(x, _)| *x == t)
                 .expect("all targets")
                 .1;
-            let (g0, l0) = (rig.gw.proc.cpu_secs()?, rig.listener.proc.cpu_secs()?);
+            let (g0, l0, s0) = (
+                rig.gw.proc.cpu_secs()?,
+                rig.listener.proc.cpu_secs()?,
+                procs::self_cpu_secs()?,
+            );
             let t0 = tokio::time::Instant::now();
             let mbps = measure::bulk(target, n, total)
                 .await
                 .with_context(|| format!("bulk {} x{n}", t.label()))?;
             let wall = t0.elapsed().as_secs_f64();
-            let (g1, l1) = (rig.gw.proc.cpu_secs()?, rig.listener.proc.cpu_secs()?);
+            let (g1, l1, s1) = (
+                rig.gw.proc.cpu_secs()?,
+                rig.listener.proc.cpu_secs()?,
+                procs::self_cpu_secs()?,
+            );
             eprintln!(
                 "  throughput {:<12} {n} stream(s), run {}: {mbps:8.1} MB/s",
                 t.label(),
                 r + 1
             );
-            runs[i].push((mbps, (g1 - g0) / wall, (l1 - l0) / wall));
+            runs[i].push((mbps, (g1 - g0) / wall, (l1 - l0) / wall, (s1 - s0) / wall));
         }
     }
     let mut rows: Vec<ThroughputRow> = cases
@@ -417,6 +447,7 @@ async fn throughput(
             let mb: Vec<f64> = r.iter().map(|x| x.0).collect();
             let g: Vec<f64> = r.iter().map(|x| x.1).collect();
             let l: Vec<f64> = r.iter().map(|x| x.2).collect();
+            let snd: Vec<f64> = r.iter().map(|x| x.3).collect();
             ThroughputRow {
                 transport: t,
                 streams: n,
@@ -425,6 +456,7 @@ async fn throughput(
                 ratio_to_direct: None,
                 gateway_cpu_cores: (t != Transport::Direct).then(|| median(&g)),
                 listener_cpu_cores: median(&l),
+                sender_cpu_cores: median(&snd),
             }
         })
         .collect();
@@ -443,11 +475,22 @@ async fn throughput(
 }
 
 async fn rtt(targets: &[(Transport, Target)], s: &Settings) -> Result<Vec<RttRow>> {
+    // Rounds interleave the transports, so a change in how fast the machine wakes threads
+    // (it varies with the load of the host) touches all of them alike.
+    let rounds = s.repeat;
+    let per_round = s.rtt_count.div_ceil(rounds);
+    let mut samples: Vec<Vec<u64>> = vec![Vec::new(); targets.len()];
+    for _ in 0..rounds {
+        for ((t, target), ns) in targets.iter().zip(&mut samples) {
+            ns.extend(
+                measure::round_trips(target, s.rtt_size, s.rtt_warmup, per_round)
+                    .await
+                    .with_context(|| format!("round trips {}", t.label()))?,
+            );
+        }
+    }
     let mut rows = Vec::new();
-    for (t, target) in targets {
-        let mut ns = measure::round_trips(target, s.rtt_size, s.rtt_warmup, s.rtt_count)
-            .await
-            .with_context(|| format!("round trips {}", t.label()))?;
+    for ((t, _), mut ns) in targets.iter().zip(samples) {
         ns.sort_unstable();
         let row = RttRow {
             transport: *t,
@@ -476,36 +519,42 @@ async fn rtt(targets: &[(Transport, Target)], s: &Settings) -> Result<Vec<RttRow
 }
 
 async fn conn_rate(targets: &[(Transport, Target)], s: &Settings) -> Result<Vec<ConnRow>> {
+    // Interleaved rounds, as for round trips.
+    let rounds = s.repeat;
+    let per_round = s.conn_max.div_ceil(rounds);
+    let limit = Duration::from_secs_f64(s.conn_secs / rounds as f64);
+    // Per transport: set-up times, failures, seconds spent.
+    let mut acc: Vec<(Vec<u64>, usize, f64)> = vec![(Vec::new(), 0, 0.0); targets.len()];
+    for _ in 0..rounds {
+        for ((t, target), a) in targets.iter().zip(&mut acc) {
+            let r = measure::conn_rate(target, s.conn_concurrency, limit, per_round)
+                .await
+                .with_context(|| format!("connection rate {}", t.label()))?;
+            a.0.extend(r.setup_ns);
+            a.1 += r.failures;
+            a.2 += r.secs;
+            // Let this round's closes settle before the next transport starts.
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
     let mut rows = Vec::new();
-    for (t, target) in targets {
-        let r = measure::conn_rate(
-            target,
-            s.conn_concurrency,
-            Duration::from_secs_f64(s.conn_secs),
-            s.conn_max,
-        )
-        .await
-        .with_context(|| format!("connection rate {}", t.label()))?;
-        let mut ns = r.setup_ns;
+    for ((t, _), (mut ns, failures, secs)) in targets.iter().zip(acc) {
         ns.sort_unstable();
+        let per_sec = ns.len() as f64 / secs;
         eprintln!(
-            "  connections {:<11} {:.0}/s ({} failed)",
-            t.label(),
-            r.per_sec,
-            r.failures
+            "  connections {:<11} {per_sec:.0}/s ({failures} failed)",
+            t.label()
         );
         rows.push(ConnRow {
             transport: *t,
             concurrency: s.conn_concurrency,
             connections: ns.len(),
-            failures: r.failures,
-            per_sec: r.per_sec,
+            failures,
+            per_sec,
             ratio_to_direct: None,
             setup_p50_us: percentile_us(&ns, 50),
             setup_p99_us: percentile_us(&ns, 99),
         });
-        // Let the closes of this phase settle before the next transport starts.
-        tokio::time::sleep(Duration::from_millis(300)).await;
     }
     let direct = rows
         .iter()
@@ -634,12 +683,9 @@ fn print_report(r: &Report) {
                 .throughput
                 .iter()
                 .filter(|x| x.streams == n)
-                .filter_map(|x| {
-                    x.gateway_cpu_cores
-                        .map(|c| (x.transport, format!("{c:.2}")))
-                })
+                .map(|x| (x.transport, x.cpu_per_gb()))
                 .collect();
-            line("    gateway CPU, cores", &cpu);
+            line("    CPU s/GB, sender/gw/listener", &cpu);
             if s.repeat > 1 {
                 let spread: Vec<_> = r
                     .throughput

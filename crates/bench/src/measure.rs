@@ -160,8 +160,8 @@ pub(crate) async fn round_trips(
 /// Result of the connection-rate phase.
 #[derive(Debug)]
 pub(crate) struct ConnRate {
-    /// Connections completed per second, teardown included.
-    pub(crate) per_sec: f64,
+    /// Seconds from the first connect to the last close.
+    pub(crate) secs: f64,
     /// Set-up times (connect, accept, first byte back), nanoseconds.
     pub(crate) setup_ns: Vec<u64>,
     /// Connections that failed or timed out.
@@ -205,9 +205,8 @@ pub(crate) async fn conn_rate(
         setup_ns.extend(t);
         failures += f;
     }
-    let secs = start.elapsed().as_secs_f64();
     Ok(ConnRate {
-        per_sec: setup_ns.len() as f64 / secs,
+        secs: start.elapsed().as_secs_f64(),
         setup_ns,
         failures,
     })

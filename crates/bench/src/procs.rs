@@ -43,6 +43,11 @@ impl Drop for Proc {
     }
 }
 
+/// CPU time (user + system) this process used so far, in seconds.
+pub(crate) fn self_cpu_secs() -> Result<f64> {
+    cpu_secs("/proc/self/stat")
+}
+
 /// This process's resident memory, in KiB.
 pub(crate) fn self_rss_kib() -> Result<u64> {
     rss_kib("/proc/self/status")

@@ -6,8 +6,10 @@
 //! ferry token --uri http://ns/path --key-name NAME --key KEY
 //! ferry bridge local 127.0.0.1:2222 PATH --gateway wss://ns:443 ...
 //! ferry bridge remote PATH 127.0.0.1:22 --gateway wss://ns:443 ...
+//! ferry decode interop/recordings/tcp-session   # readable XML of a net.tcp capture
 //! ```
 
+mod decode;
 mod settings;
 
 use std::collections::BTreeMap;
@@ -43,6 +45,8 @@ enum Command {
     /// Bridge TCP ports through the relay (the hybrid relay pattern).
     #[command(subcommand)]
     Bridge(BridgeCommand),
+    /// Decode a raw net.tcp capture (NMF records, binary SOAP) into readable XML.
+    Decode(decode::DecodeArgs),
 }
 
 #[derive(Args)]
@@ -200,6 +204,7 @@ fn main() -> anyhow::Result<()> {
                 Ok(())
             }
             Command::Bridge(b) => bridge(b).await,
+            Command::Decode(args) => decode::run(&args),
         }
     })
 }

@@ -323,6 +323,15 @@ mod tests {
     }
 
     #[test]
+    fn shipped_example_is_valid() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/ferry.toml");
+        let c = build(Some(read(&path).unwrap()), Overrides::default()).unwrap();
+        assert_eq!(c.namespace, "relay.example.com");
+        assert_eq!(c.paths.len(), 2);
+        assert_eq!(c.timeouts.idle, None);
+    }
+
+    #[test]
     fn no_file_is_the_dev_gateway() {
         let c = build(None, Overrides::default()).unwrap();
         assert!(c.dynamic_paths);

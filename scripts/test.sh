@@ -1,0 +1,60 @@
+#!/usr/bin/env bash
+# The whole test suite, on a fresh machine: installs what the tests need (apt, npm, PyPI),
+# then runs formatting, lints, every test (including those against real foreign peers),
+# doc tests, docs, and the architecture checks. Fails loudly on the first problem.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+step() { printf '\n==> %s\n' "$*"; }
+
+step "system packages"
+missing=()
+command -v iperf3 >/dev/null || missing+=(iperf3)
+command -v node >/dev/null || missing+=(nodejs)
+command -v npm >/dev/null || missing+=(npm)
+command -v python3 >/dev/null || missing+=(python3 python3-pip)
+if ((${#missing[@]})); then
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}"
+fi
+
+step "npm packages (hyco-ws, hyco-https)"
+(cd interop/node && npm ci --no-audit --no-fund --loglevel=error)
+
+step "PyPI packages (wcf)"
+python3 -m pip install --quiet --disable-pip-version-check -r interop/requirements.txt
+
+if ! cargo nextest --version >/dev/null 2>&1; then
+  step "cargo-nextest"
+  cargo install --locked cargo-nextest
+fi
+
+step "format"
+cargo fmt --all --check
+
+step "clippy"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+
+step "tests"
+cargo nextest run --workspace --locked --profile ci
+
+step "doc tests"
+cargo test --doc --workspace --locked
+
+step "docs"
+RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --locked
+
+step "protocol crates stay sans-I/O (no tokio)"
+for crate in ferry-hc ferry-nbfx ferry-nmf ferry-soap; do
+  if cargo tree -e normal -p "$crate" --locked --prefix none | grep -q '^tokio '; then
+    echo "error: $crate depends on tokio" >&2
+    exit 1
+  fi
+  cargo check -p "$crate" --no-default-features --locked --quiet
+done
+
+step "benches compile"
+cargo bench --workspace --locked --no-run --quiet
+
+echo
+echo "all checks passed"

@@ -9,6 +9,10 @@
 //! ferry decode interop/recordings/tcp-session   # readable XML of a net.tcp capture
 //! ```
 
+// Doc comments on the clap types are the command-line help text, written for a terminal
+// (plain URLs, `[:port]`), not as rustdoc links.
+#![allow(rustdoc::bare_urls, rustdoc::broken_intra_doc_links)]
+
 mod decode;
 mod settings;
 

@@ -1,6 +1,10 @@
 //! The `ferry` binary end to end: a gateway process, the port bridge carrying a real iperf3
 //! run, and `ferry decode` on recorded WCF traffic.
 
+// These tests are synchronous (no async runtime to block) and poll external processes, so
+// short thread sleeps are what they need.
+#![allow(clippy::disallowed_methods)]
+
 use std::io::{BufRead, BufReader, Read};
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};

@@ -665,3 +665,51 @@ async fn path_existence_is_not_revealed_before_authentication() {
     );
     gw.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_listener_that_does_not_read_stalls_its_sender() {
+    let gw = gateway(|_| {}).await;
+    let (_control, mut sender, mut listener_side) = relayed_pair(&gw, "slowpoke").await;
+    // The listener reads nothing; the relay awaits every write, so the sender must block
+    // once the kernel buffers on both hops are full, long before it has sent 256 MiB.
+    let chunk = vec![0x5Au8; 1 << 20];
+    let mut sent = 0usize;
+    while sent < 256 << 20 {
+        let send = sender.send(Message::binary(chunk.clone()));
+        match tokio::time::timeout(Duration::from_millis(500), send).await {
+            Ok(r) => {
+                r.unwrap();
+                sent += chunk.len();
+            }
+            Err(_) => break,
+        }
+    }
+    eprintln!("sender stalled after {} MiB", sent >> 20);
+    assert!(
+        sent < 64 << 20,
+        "sender pushed {} MiB into a relay whose listener reads nothing",
+        sent >> 20
+    );
+    // Once the listener reads, everything that was accepted arrives, in order and whole.
+    let mut received = 0usize;
+    let drained = async {
+        loop {
+            match next(&mut listener_side).await {
+                Message::Binary(b) => {
+                    assert!(b.iter().all(|&x| x == 0x5A) && b.len() == chunk.len());
+                    received += b.len();
+                }
+                other => panic!("unexpected {other:?}"),
+            }
+            // The send that timed out may have been partly written; it completes later.
+            if received >= sent {
+                break;
+            }
+        }
+    };
+    tokio::time::timeout(STEP, drained)
+        .await
+        .expect("buffered data drains");
+    assert!(received >= sent);
+    gw.shutdown().await;
+}

@@ -713,3 +713,23 @@ async fn a_listener_that_does_not_read_stalls_its_sender() {
     assert!(received >= sent);
     gw.shutdown().await;
 }
+
+#[tokio::test]
+async fn plain_port_is_loopback_only_unless_allowed() {
+    let mut config = ferry_gateway::Config::dev();
+    config.plain_addr = Some("0.0.0.0:0".parse().unwrap());
+    config.tls_addr = None;
+    let err = ferry_gateway::Gateway::start(config.clone())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, ferry_gateway::StartError::PlainNotLoopback(_)),
+        "{err}"
+    );
+    config.plain_public = true;
+    ferry_gateway::Gateway::start(config)
+        .await
+        .expect("allowed explicitly")
+        .shutdown()
+        .await;
+}

@@ -39,6 +39,9 @@ pub(crate) struct RawConfig {
 #[serde(deny_unknown_fields)]
 struct RawListen {
     plain: Option<SocketAddr>,
+    /// Allow `plain` on a non-loopback address (behind a TLS-terminating proxy only).
+    #[serde(default)]
+    plain_public: bool,
     tls: Option<SocketAddr>,
 }
 
@@ -164,6 +167,7 @@ pub(crate) fn build(file: Option<RawConfig>, o: Overrides) -> anyhow::Result<Con
     if let Some(a) = o.plain.or(raw.listen.plain) {
         config.plain_addr = Some(a);
     }
+    config.plain_public = raw.listen.plain_public;
     if let Some(a) = o.tls.or(raw.listen.tls) {
         config.tls_addr = Some(a);
     }

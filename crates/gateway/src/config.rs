@@ -140,6 +140,9 @@ pub struct Config {
     pub namespace: String,
     /// Plain `ws://` / `http://` port (meant for loopback and for TLS-terminating proxies).
     pub plain_addr: Option<SocketAddr>,
+    /// Allow the plain port on a non-loopback address (only behind a TLS-terminating proxy:
+    /// tokens cross it in clear text).
+    pub plain_public: bool,
     /// TLS `wss://` / `https://` port.
     pub tls_addr: Option<SocketAddr>,
     /// Certificate source for the TLS port.
@@ -162,6 +165,7 @@ impl Config {
         Self {
             namespace: namespace.into(),
             plain_addr: None,
+            plain_public: false,
             tls_addr: None,
             tls: TlsSetup::Dev { ca_out: None },
             rules: Vec::new(),

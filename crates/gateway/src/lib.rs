@@ -54,6 +54,11 @@ pub enum StartError {
     /// Neither a plain nor a TLS address is configured.
     #[error("no listen address configured")]
     NoAddress,
+    /// The plain port is not on loopback and `plain_public` was not set.
+    #[error(
+        "plain (unencrypted) port {0} is not a loopback address; tokens would cross the network in clear text (set plain_public to allow it behind a TLS-terminating proxy)"
+    )]
+    PlainNotLoopback(SocketAddr),
 }
 
 /// Starts gateways.
@@ -71,6 +76,12 @@ impl Gateway {
     pub async fn start(config: Config) -> Result<RunningGateway, StartError> {
         if config.plain_addr.is_none() && config.tls_addr.is_none() {
             return Err(StartError::NoAddress);
+        }
+        if let Some(addr) = config
+            .plain_addr
+            .filter(|a| !a.ip().is_loopback() && !config.plain_public)
+        {
+            return Err(StartError::PlainNotLoopback(addr));
         }
         let mut dev_ca_pem = None;
         let acceptor = match (&config.tls_addr, &config.tls) {

@@ -19,14 +19,14 @@ use ferry_hc::command::{Accept, Headers, RemoteEndpoint};
 use ferry_hc::{Command, address};
 use ferry_net::relay::{RelayConfig, RelayEnd, relay, write_close};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{OwnedSemaphorePermit, mpsc, oneshot};
 use tokio::time::{Instant, timeout, timeout_at};
 use tokio_rustls::TlsAcceptor;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tracing::{debug, info};
+use tracing::{Instrument as _, debug, info};
 
 use crate::config::Config;
 use crate::conn::Conn;
@@ -70,6 +70,7 @@ pub(crate) async fn serve(
     tcp: tokio::net::TcpStream,
     peer: SocketAddr,
     tls: Option<TlsAcceptor>,
+    permit: OwnedSemaphorePermit,
 ) {
     let deadline = Instant::now() + shared.config.timeouts.handshake;
     let mut conn = match tls {
@@ -100,7 +101,7 @@ pub(crate) async fn serve(
             return;
         }
     };
-    route(shared, conn, peer, head).await;
+    route(shared, conn, peer, head, permit).await;
 }
 
 /// Sends an error response, bounded in time; the connection is dropped afterwards.
@@ -112,7 +113,13 @@ async fn reply(shared: &Shared, conn: &mut Conn, status: u16, description: &str)
     .await;
 }
 
-async fn route(shared: Arc<Shared>, mut conn: Conn, peer: SocketAddr, head: Head) {
+async fn route(
+    shared: Arc<Shared>,
+    mut conn: Conn,
+    peer: SocketAddr,
+    head: Head,
+    permit: OwnedSemaphorePermit,
+) {
     let target = match HcTarget::parse(&head.target) {
         Ok(t) => t,
         Err(address::AddressError::NotHybridConnection) => {
@@ -143,6 +150,7 @@ async fn route(shared: Arc<Shared>, mut conn: Conn, peer: SocketAddr, head: Head
         head,
         target,
         key,
+        permit,
     };
     match up.target.query.action_or_connect() {
         Action::Listen => listen(shared, up).await,
@@ -158,6 +166,8 @@ struct Upgrade {
     head: Head,
     target: HcTarget,
     key: String,
+    /// This connection's share of `max_connections`.
+    permit: OwnedSemaphorePermit,
 }
 
 impl Upgrade {
@@ -449,6 +459,7 @@ async fn connect(shared: Arc<Shared>, mut up: Upgrade) {
             conn: mut lconn,
             pre,
             protocol,
+            permit: listener_permit,
         }) => {
             // Echo the listener's choice only if this sender offered it.
             let offered = up.head.header("Sec-WebSocket-Protocol").unwrap_or_default();
@@ -467,21 +478,33 @@ async fn connect(shared: Arc<Shared>, mut up: Upgrade) {
             let mut sender_pre = up.head.rest;
             sender_pre.extend_from_slice(&early);
             info!(path = %settings.name, sender = %id, listener = %listener.id, "relay started");
-            let end = relay(
-                up.conn,
-                &sender_pre,
-                lconn,
-                &pre,
-                &shared.relay,
-                &shared.cancel,
-            )
-            .await;
-            match &end {
-                RelayEnd::Aborted { side, reason, code } => {
-                    info!(sender = %id, ?side, %reason, code, "relay aborted");
+            // The relay gets a task of its own holding only what it needs (the two
+            // connections, their permits, bytes read early): this handshake task, with its
+            // request headers and buffers, ends here, so an idle relayed connection costs
+            // little more than its two sockets.
+            let (sender_conn, sender_permit) = (up.conn, up.permit);
+            let task_shared = shared.clone();
+            shared.tracker.spawn(
+                async move {
+                    let _permits = (sender_permit, listener_permit);
+                    let end = relay(
+                        sender_conn,
+                        &sender_pre,
+                        lconn,
+                        &pre,
+                        &task_shared.relay,
+                        &task_shared.cancel,
+                    )
+                    .await;
+                    match &end {
+                        RelayEnd::Aborted { side, reason, code } => {
+                            info!(sender = %id, ?side, %reason, code, "relay aborted");
+                        }
+                        _ => info!(sender = %id, ?end, "relay ended"),
+                    }
                 }
-                _ => info!(sender = %id, ?end, "relay ended"),
-            }
+                .instrument(tracing::Span::current()),
+            );
         }
     }
 }
@@ -553,6 +576,7 @@ async fn rendezvous(shared: Arc<Shared>, mut up: Upgrade) {
         conn: up.conn,
         pre: up.head.rest,
         protocol,
+        permit: up.permit,
     };
     if let Err(Rendezvous::Accepted {
         conn: mut lconn, ..

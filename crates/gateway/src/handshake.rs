@@ -76,10 +76,15 @@ impl Head {
         r: &mut R,
         max: usize,
     ) -> Result<Self, HeadError> {
-        let mut buf = Vec::with_capacity(1024);
-        let mut chunk = [0u8; 2048];
+        // Read straight into the heap buffer: a stack array here would be kept in the state
+        // of every connection task for its whole life.
+        let mut buf = Vec::with_capacity(2048);
         loop {
-            let n = r.read(&mut chunk).await?;
+            let searched_from = buf.len().saturating_sub(3);
+            if buf.capacity() - buf.len() < 1024 {
+                buf.reserve(2048);
+            }
+            let n = r.read_buf(&mut buf).await?;
             if n == 0 {
                 return Err(if buf.is_empty() {
                     HeadError::Closed
@@ -87,8 +92,6 @@ impl Head {
                     HeadError::Malformed
                 });
             }
-            let searched_from = buf.len().saturating_sub(3);
-            buf.extend_from_slice(&chunk[..n]);
             if let Some(end) = find_head_end(&buf[searched_from..]).map(|e| e + searched_from) {
                 if end > max {
                     return Err(HeadError::TooLarge(max));

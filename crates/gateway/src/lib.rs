@@ -289,9 +289,8 @@ async fn accept_loop(shared: Arc<Shared>, listener: TcpListener, tls: Option<Tls
         let tls = tls.clone();
         shared.tracker.spawn(
             async move {
-                // Held for the connection's whole life.
-                let _permit = permit;
-                front::serve(task_shared, tcp, peer, tls).await;
+                // The permit travels with the connection, into its relay task if it gets one.
+                front::serve(task_shared, tcp, peer, tls, permit).await;
             }
             .instrument(span),
         );

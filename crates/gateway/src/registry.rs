@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use ferry_hc::Command;
 use ferry_hc::auth::Rules;
 use rand::Rng as _;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{OwnedSemaphorePermit, mpsc, oneshot};
 
 use crate::config::{Config, PathConfig};
 use crate::conn::Conn;
@@ -45,6 +45,8 @@ pub(crate) enum Rendezvous {
         pre: Vec<u8>,
         /// The sub-protocol it chose.
         protocol: Option<String>,
+        /// Its connection-limit permit, held for as long as it is relayed.
+        permit: OwnedSemaphorePermit,
     },
     /// It rejected the sender with this status.
     Rejected { status: u16, description: String },

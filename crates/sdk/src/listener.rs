@@ -26,6 +26,7 @@ use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::Message as WsMessage;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{Instrument, debug, info, info_span, warn};
@@ -57,6 +58,9 @@ const MAX_BUSY_REJECTS: usize = 16;
 
 /// A session that stayed online this long resets the backoff to its start.
 const STABLE_SESSION: Duration = Duration::from_secs(60);
+
+/// Read buffer of the control channel's WebSocket: commands are small JSON texts.
+const CONTROL_READ_BUFFER: usize = 8 * 1024;
 
 /// How long `close` waits for the control task to say goodbye.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
@@ -277,7 +281,10 @@ impl IncomingConnection {
             .into_iter()
             .collect();
         let upgraded = transport::open(&self.endpoint, &self.address, &headers).await?;
-        Ok(HybridStream::new(upgraded))
+        Ok(HybridStream::new(
+            upgraded,
+            self.endpoint.max_message_size(),
+        ))
     }
 
     /// Rejects the connection: the sender's upgrade fails with `status` and `description`
@@ -297,9 +304,10 @@ impl IncomingConnection {
         match transport::open(&self.endpoint, &url, &[]).await {
             Err(ConnectError::Status { status: 410, .. }) => Ok(()),
             Err(e) => Err(e),
-            Ok(mut upgraded) => {
-                // A gateway that upgrades a reject is broken; do not leave the socket open.
-                let _ = upgraded.ws.close(None).await;
+            Ok(upgraded) => {
+                // A gateway that upgrades a reject is broken; dropping the transport closes
+                // the socket.
+                drop(upgraded);
                 Err(ConnectError::Handshake(
                     "gateway upgraded a reject instead of answering 410".into(),
                 ))
@@ -402,7 +410,21 @@ impl Control {
             .into_iter()
             .collect();
         let upgraded = transport::open(&self.endpoint, &url, &headers).await?;
-        Ok((upgraded.ws, token.and_then(|t| t.expires_at)))
+        // One connection per listener, so tungstenite's buffers cost little here; frames the
+        // gateway sent right behind the 101 are handed over with the transport.
+        let config = WebSocketConfig::default()
+            .read_buffer_size(CONTROL_READ_BUFFER)
+            .write_buffer_size(0)
+            .max_message_size(Some(self.endpoint.max_message_size()))
+            .max_frame_size(Some(self.endpoint.max_message_size()));
+        let ws = WebSocketStream::from_partially_read(
+            upgraded.io,
+            upgraded.rest,
+            Role::Client,
+            Some(config),
+        )
+        .await;
+        Ok((ws, token.and_then(|t| t.expires_at)))
     }
 
     /// Runs one control-channel session until it is lost or cancelled.

@@ -49,7 +49,7 @@ pub async fn connect(
     headers.extend_from_slice(extra_headers);
     debug!(path = endpoint.path(), %id, "sender connecting");
     let upgraded = transport::open(endpoint, &url, &headers).await?;
-    Ok(HybridStream::new(upgraded))
+    Ok(HybridStream::new(upgraded, endpoint.max_message_size()))
 }
 
 /// A tracking id in GUID form: the .NET listener parses the first 36 characters of an

@@ -14,9 +14,11 @@ use crate::transport::{Transport, Upgraded};
 ///
 /// Byte mode (`AsyncRead + AsyncWrite`): each write is sent as one binary message, reads
 /// return the payloads of all messages back to back, the peer's Close reads as end of
-/// stream, and `shutdown` sends Close (1000) while reading goes on (half-close, as the .NET
-/// SDK's `HybridConnectionStream` does). Message mode ([`Self::send`], [`Self::recv`]) keeps
-/// message boundaries and text/binary kinds. Both can be mixed on one stream.
+/// stream while writing goes on, and `shutdown` sends Close (1000) while reading goes on:
+/// half-close works both ways, as with TCP and the .NET SDK's `HybridConnectionStream`.
+/// Message mode ([`Self::send`], [`Self::recv`]) keeps message boundaries and text/binary
+/// kinds; [`Self::recv`] answers the peer's Close when it reports it. Both can be mixed on
+/// one stream. An idle stream holds no heap buffer.
 #[derive(Debug)]
 pub struct HybridStream {
     inner: WsStream<Transport>,
@@ -24,9 +26,12 @@ pub struct HybridStream {
 }
 
 impl HybridStream {
-    pub(crate) fn new(upgraded: Upgraded) -> Self {
+    /// Wraps an upgraded transport, limiting messages from the peer to `max_message_size`.
+    pub(crate) fn new(upgraded: Upgraded, max_message_size: usize) -> Self {
+        let mut inner = WsStream::new(upgraded.io, &upgraded.rest);
+        inner.set_max_message_size(max_message_size);
         Self {
-            inner: WsStream::new(upgraded.ws),
+            inner,
             protocol: upgraded.protocol,
         }
     }
@@ -50,7 +55,7 @@ impl HybridStream {
     /// Sends one whole message.
     ///
     /// # Errors
-    /// [`StreamError::Closed`] after either side's Close; transport failures.
+    /// [`StreamError::Closed`] after our Close; transport failures.
     ///
     /// # Cancel safety
     /// Not cancel safe: a cancelled send may or may not have queued the message.
@@ -58,7 +63,8 @@ impl HybridStream {
         self.inner.send(message).await
     }
 
-    /// Receives the next whole message, `Ok(None)` once the peer closed.
+    /// Receives the next whole message, `Ok(None)` once the peer closed (its Close is
+    /// answered then: to keep writing after the peer's Close, read it in byte mode).
     ///
     /// # Errors
     /// The peer broke the WebSocket protocol or the transport failed.

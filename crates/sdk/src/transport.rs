@@ -1,39 +1,47 @@
-//! TCP (+ TLS) connect and the client WebSocket upgrade, each under its own timeout.
+//! TCP (+ TLS) connect and the client WebSocket upgrade (RFC 6455 §4.1), each under its own
+//! timeout.
+//!
+//! The upgrade is done here rather than by a WebSocket library so that nothing read past the
+//! 101 response is lost: the gateway may send frames right behind it (a listener that speaks
+//! first), and they are handed to the stream along with the transport.
 
 use std::io;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use rustls::ClientConfig;
 use rustls_pki_types::ServerName;
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 use tokio_rustls::client::TlsStream;
-use tokio_tungstenite::WebSocketStream;
-use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::handshake::client::generate_key;
+use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use tokio_tungstenite::tungstenite::http::{HeaderName, HeaderValue};
-use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
 use crate::endpoint::Endpoint;
 use crate::error::ConnectError;
 
-/// How much of the upgrade response is kept to recover its reason phrase, which the
-/// WebSocket layer drops (the gateway puts the listener's reject description there).
-const STATUS_LINE_CAPTURE: usize = 1024;
+/// Largest upgrade response head accepted; the gateway's are a few hundred bytes.
+const MAX_RESPONSE_HEAD: usize = 16 * 1024;
+
+/// Most header lines accepted in the upgrade response.
+const MAX_RESPONSE_HEADERS: usize = 32;
+
+/// Request headers the upgrade sets itself; a caller may not supply them.
+const HANDSHAKE_HEADERS: [&str; 6] = [
+    "host",
+    "upgrade",
+    "connection",
+    "sec-websocket-key",
+    "sec-websocket-version",
+    "sec-websocket-extensions",
+];
 
 /// A TCP or TLS connection.
 #[derive(Debug)]
-pub(crate) struct Transport {
-    io: Io,
-    /// The first bytes read, while the upgrade runs; shared because a failed upgrade
-    /// consumes the transport.
-    capture: Option<Arc<Mutex<Vec<u8>>>>,
-}
-
-#[derive(Debug)]
-enum Io {
+pub(crate) enum Transport {
     Plain(TcpStream),
     Tls(Box<TlsStream<TcpStream>>),
 }
@@ -44,20 +52,10 @@ impl AsyncRead for Transport {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        let this = self.get_mut();
-        let before = buf.filled().len();
-        let r = match &mut this.io {
-            Io::Plain(s) => Pin::new(s).poll_read(cx, buf),
-            Io::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
-        };
-        if let (Poll::Ready(Ok(())), Some(capture)) = (&r, this.capture.as_ref()) {
-            // Poisoning needs a panic while the lock is held, and nothing here panics.
-            let mut capture = capture.lock().unwrap_or_else(|e| e.into_inner());
-            let room = STATUS_LINE_CAPTURE.saturating_sub(capture.len());
-            let new = &buf.filled()[before..];
-            capture.extend_from_slice(&new[..new.len().min(room)]);
+        match self.get_mut() {
+            Self::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            Self::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
         }
-        r
     }
 }
 
@@ -67,30 +65,34 @@ impl AsyncWrite for Transport {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        match &mut self.get_mut().io {
-            Io::Plain(s) => Pin::new(s).poll_write(cx, buf),
-            Io::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+        match self.get_mut() {
+            Self::Plain(s) => Pin::new(s).poll_write(cx, buf),
+            Self::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
         }
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match &mut self.get_mut().io {
-            Io::Plain(s) => Pin::new(s).poll_flush(cx),
-            Io::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
+        match self.get_mut() {
+            Self::Plain(s) => Pin::new(s).poll_flush(cx),
+            Self::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
         }
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match &mut self.get_mut().io {
-            Io::Plain(s) => Pin::new(s).poll_shutdown(cx),
-            Io::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
+        match self.get_mut() {
+            Self::Plain(s) => Pin::new(s).poll_shutdown(cx),
+            Self::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
         }
     }
 }
 
-/// A WebSocket upgraded over a [`Transport`], and the sub-protocol the gateway chose.
+/// A transport whose WebSocket upgrade succeeded.
+#[derive(Debug)]
 pub(crate) struct Upgraded {
-    pub(crate) ws: WebSocketStream<Transport>,
+    pub(crate) io: Transport,
+    /// Bytes read past the 101 response: the first frames from the gateway.
+    pub(crate) rest: Vec<u8>,
+    /// The sub-protocol the gateway chose.
     pub(crate) protocol: Option<String>,
 }
 
@@ -118,6 +120,8 @@ pub(crate) async fn open(
         .trim_end_matches(']')
         .to_owned();
     let addr = format!("{host}:{port}");
+    // Build the request before connecting: a bad header costs no connection.
+    let request = Request::new(&parsed, headers)?;
 
     let tcp = tokio::time::timeout(
         endpoint.connect_timeout(),
@@ -138,7 +142,7 @@ pub(crate) async fn open(
 
     // One deadline covers TLS and the upgrade, so their sum is bounded too.
     let deadline = tokio::time::Instant::now() + endpoint.handshake_timeout();
-    let io = if tls {
+    let mut io = if tls {
         let name =
             ServerName::try_from(bare_host).map_err(|_| ConnectError::BadUrl(redact(url)))?;
         let connector = TlsConnector::from(tls_config(endpoint));
@@ -146,58 +150,149 @@ pub(crate) async fn open(
             .await
             .map_err(|_| ConnectError::TlsHandshakeTimeout(endpoint.handshake_timeout()))?
             .map_err(ConnectError::Tls)?;
-        Io::Tls(Box::new(stream))
+        Transport::Tls(Box::new(stream))
     } else {
-        Io::Plain(tcp)
+        Transport::Plain(tcp)
     };
-    let capture = Arc::new(Mutex::new(Vec::new()));
-    let transport = Transport {
-        io,
-        capture: Some(capture.clone()),
-    };
-
-    let mut request = url
-        .into_client_request()
-        .map_err(|_| ConnectError::BadUrl(redact(url)))?;
-    for (name, value) in headers {
-        let name = HeaderName::from_bytes(name.as_bytes())
-            .map_err(|_| ConnectError::BadHeader((*name).to_owned()))?;
-        let value =
-            HeaderValue::from_str(value).map_err(|_| ConnectError::BadHeader(name.to_string()))?;
-        request.headers_mut().insert(name, value);
-    }
-    let config = WebSocketConfig::default()
-        .read_buffer_size(READ_BUFFER)
-        .write_buffer_size(0)
-        .max_message_size(Some(endpoint.max_message_size()))
-        .max_frame_size(Some(endpoint.max_message_size()));
-    let upgrade = tokio_tungstenite::client_async_with_config(request, transport, Some(config));
-    let result = tokio::time::timeout_at(deadline, upgrade)
+    let (rest, protocol) = tokio::time::timeout_at(deadline, request.run(&mut io))
         .await
-        .map_err(|_| ConnectError::HandshakeTimeout(endpoint.handshake_timeout()))?;
-    match result {
-        Ok((mut ws, response)) => {
-            ws.get_mut().capture = None;
-            let protocol = response
-                .headers()
-                .get("sec-websocket-protocol")
-                .and_then(|v| v.to_str().ok())
-                .map(str::to_owned);
-            Ok(Upgraded { ws, protocol })
-        }
-        Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
-            let status = response.status().as_u16();
-            let captured = capture.lock().unwrap_or_else(|e| e.into_inner());
-            let reason = reason_phrase(&captured).unwrap_or_else(|| canonical_reason(status));
-            Err(ConnectError::Status { status, reason })
-        }
-        Err(e) => Err(ConnectError::Handshake(e.to_string())),
-    }
+        .map_err(|_| ConnectError::HandshakeTimeout(endpoint.handshake_timeout()))??;
+    Ok(Upgraded { io, rest, protocol })
 }
 
-/// Per-connection read buffer of the WebSocket layer. It is allocated up front for every
-/// connection, so it stays modest; large messages are read in several steps.
-const READ_BUFFER: usize = 32 * 1024;
+/// A client upgrade request (RFC 6455 §4.1), ready to send.
+struct Request {
+    head: String,
+    key: String,
+    /// The sub-protocols offered, in the caller's `Sec-WebSocket-Protocol` header.
+    offered: Vec<String>,
+}
+
+impl Request {
+    fn new(url: &url::Url, headers: &[(&str, &str)]) -> Result<Self, ConnectError> {
+        let host = url
+            .host_str()
+            .ok_or_else(|| ConnectError::BadUrl(redact(url.as_str())))?;
+        // The default port stays implicit, as browsers and tungstenite send it.
+        let authority = match url.port() {
+            Some(port) => format!("{host}:{port}"),
+            None => host.to_owned(),
+        };
+        let target = match url.query() {
+            Some(q) => format!("{}?{q}", url.path()),
+            None => url.path().to_owned(),
+        };
+        let key = generate_key();
+        let mut head = format!(
+            "GET {target} HTTP/1.1\r\nHost: {authority}\r\nUpgrade: websocket\r\n\
+             Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n"
+        );
+        let mut offered = Vec::new();
+        for (name, value) in headers {
+            // Parsing with `http` rejects CR, LF and other bytes that would split the head.
+            let name = HeaderName::from_bytes(name.as_bytes())
+                .map_err(|_| ConnectError::BadHeader((*name).to_owned()))?;
+            let value = HeaderValue::from_str(value)
+                .map_err(|_| ConnectError::BadHeader(name.to_string()))?;
+            if HANDSHAKE_HEADERS.contains(&name.as_str()) {
+                return Err(ConnectError::BadHeader(name.to_string()));
+            }
+            let Ok(text) = value.to_str() else {
+                return Err(ConnectError::BadHeader(name.to_string()));
+            };
+            if name == "sec-websocket-protocol" {
+                offered.extend(
+                    text.split(',')
+                        .map(str::trim)
+                        .filter(|p| !p.is_empty())
+                        .map(str::to_owned),
+                );
+            }
+            head.push_str(&format!("{name}: {text}\r\n"));
+        }
+        head.push_str("\r\n");
+        Ok(Self { head, key, offered })
+    }
+
+    /// Sends the request and reads the response head. Returns what was read past the head
+    /// and the chosen sub-protocol.
+    async fn run(self, io: &mut Transport) -> Result<(Vec<u8>, Option<String>), ConnectError> {
+        let failed = |e: io::Error| ConnectError::Handshake(format!("transport failed: {e}"));
+        io.write_all(self.head.as_bytes()).await.map_err(failed)?;
+        io.flush().await.map_err(failed)?;
+        let mut buf = Vec::with_capacity(1024);
+        let mut chunk = [0u8; 1024];
+        loop {
+            let n = io.read(&mut chunk).await.map_err(failed)?;
+            if n == 0 {
+                return Err(ConnectError::Handshake(
+                    "connection closed during the upgrade".into(),
+                ));
+            }
+            buf.extend_from_slice(&chunk[..n]);
+            let mut headers = [httparse::EMPTY_HEADER; MAX_RESPONSE_HEADERS];
+            let mut response = httparse::Response::new(&mut headers);
+            match response.parse(&buf) {
+                Ok(httparse::Status::Complete(len)) => {
+                    let protocol = self.check(&response, &buf)?;
+                    return Ok((buf.split_off(len), protocol));
+                }
+                Ok(httparse::Status::Partial) if buf.len() < MAX_RESPONSE_HEAD => {}
+                Ok(httparse::Status::Partial) => {
+                    return Err(ConnectError::Handshake("upgrade response too large".into()));
+                }
+                Err(e) => {
+                    return Err(ConnectError::Handshake(format!(
+                        "malformed upgrade response: {e}"
+                    )));
+                }
+            }
+        }
+    }
+
+    /// Checks a complete response (RFC 6455 §4.1, the client's checks) and returns the
+    /// chosen sub-protocol.
+    fn check(
+        &self,
+        response: &httparse::Response<'_, '_>,
+        raw: &[u8],
+    ) -> Result<Option<String>, ConnectError> {
+        let status = response.code.unwrap_or(0);
+        if status != 101 {
+            // The reason phrase carries a listener's reject description: keep it as sent.
+            let reason = reason_phrase(raw).unwrap_or_else(|| canonical_reason(status));
+            return Err(ConnectError::Status { status, reason });
+        }
+        let header = |name: &str| {
+            response
+                .headers
+                .iter()
+                .find(|h| h.name.eq_ignore_ascii_case(name))
+                .map(|h| String::from_utf8_lossy(h.value).trim().to_owned())
+        };
+        let bad = |what: &str| ConnectError::Handshake(format!("upgrade response: {what}"));
+        if !header("upgrade").is_some_and(|v| v.eq_ignore_ascii_case("websocket")) {
+            return Err(bad("no Upgrade: websocket"));
+        }
+        if !header("connection").is_some_and(|v| {
+            v.split(',')
+                .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
+        }) {
+            return Err(bad("no Connection: upgrade"));
+        }
+        if header("sec-websocket-accept") != Some(derive_accept_key(self.key.as_bytes())) {
+            return Err(bad("wrong Sec-WebSocket-Accept"));
+        }
+        // We offer no extension, so the server may not pick one.
+        if header("sec-websocket-extensions").is_some_and(|v| !v.is_empty()) {
+            return Err(bad("an extension we did not offer"));
+        }
+        match header("sec-websocket-protocol") {
+            Some(p) if !self.offered.contains(&p) => Err(bad("a sub-protocol we did not offer")),
+            other => Ok(other),
+        }
+    }
+}
 
 /// The reason phrase of the status line at the start of `head`.
 fn reason_phrase(head: &[u8]) -> Option<String> {

@@ -420,3 +420,135 @@ async fn bridge_carries_two_logical_ports_on_one_path() -> Result<()> {
     })
     .await?
 }
+
+/// The listener's side of a request/response exchange over a half-closed stream: read the
+/// request to end of stream (the sender's Close), then answer and close.
+async fn answer_after_eof(mut listener: Listener, response: Vec<u8>) -> Result<Vec<u8>> {
+    let mut stream = listener.accept().await?.accept().await?;
+    let mut request = Vec::new();
+    stream.read_to_end(&mut request).await?;
+    assert_eq!(stream.peer_close().map(|c| c.code), Some(1000));
+    // The sender's Close ended our read side only: we can still answer.
+    stream.write_all(&response).await?;
+    stream.shutdown().await?;
+    listener.close().await;
+    Ok(request)
+}
+
+#[tokio::test]
+async fn a_sender_that_shut_down_still_reads_the_whole_response() -> Result<()> {
+    tokio::time::timeout(LIMIT, async {
+        let gw = dev_gateway().await?;
+        for (i, endpoint) in [plain_endpoint(&gw, "half")?, tls_endpoint(&gw, "half-tls")?]
+            .into_iter()
+            .enumerate()
+        {
+            let listener = Listener::open(endpoint.clone()).await?;
+            let response: Vec<u8> = (0..1_500_000u32).map(|n| (n % 249) as u8).collect();
+            let server = tokio::spawn(answer_after_eof(listener, response.clone()));
+
+            let mut stream = connect(&endpoint, &[]).await?;
+            let request = format!("GET /{i} HTTP/1.0\r\n\r\n");
+            stream.write_all(request.as_bytes()).await?;
+            stream.shutdown().await?;
+            let mut got = Vec::new();
+            stream.read_to_end(&mut got).await?;
+            assert_eq!(got.len(), response.len());
+            assert!(got == response, "response differs");
+            assert_eq!(stream.peer_close().map(|c| c.code), Some(1000));
+            assert_eq!(server.await??, request.as_bytes());
+        }
+        gw.shutdown().await;
+        Ok(())
+    })
+    .await?
+}
+
+#[tokio::test]
+async fn a_listener_that_shut_down_still_reads_the_senders_data() -> Result<()> {
+    tokio::time::timeout(LIMIT, async {
+        let gw = dev_gateway().await?;
+        let endpoint = plain_endpoint(&gw, "half-rev")?;
+        let mut listener = Listener::open(endpoint.clone()).await?;
+        let server = tokio::spawn(async move {
+            let mut stream = listener.accept().await?.accept().await?;
+            stream.write_all(b"banner").await?;
+            stream.shutdown().await?;
+            let mut all = Vec::new();
+            stream.read_to_end(&mut all).await?;
+            anyhow::Ok(all)
+        });
+        let mut stream = connect(&endpoint, &[]).await?;
+        let mut banner = Vec::new();
+        stream.read_to_end(&mut banner).await?;
+        assert_eq!(banner, b"banner");
+        stream.write_all(b"late reply").await?;
+        stream.shutdown().await?;
+        assert_eq!(server.await??, b"late reply");
+        gw.shutdown().await;
+        Ok(())
+    })
+    .await?
+}
+
+/// A TCP server that reads each request to its end, then answers with its length and its
+/// reversed bytes, and closes.
+async fn reply_after_eof_server() -> Result<SocketAddr> {
+    let listener = TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    tokio::spawn(async move {
+        while let Ok((mut tcp, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut request = Vec::new();
+                tcp.read_to_end(&mut request).await?;
+                tcp.write_all(format!("{}:", request.len()).as_bytes())
+                    .await?;
+                request.reverse();
+                tcp.write_all(&request).await?;
+                tcp.shutdown().await?;
+                anyhow::Ok(())
+            });
+        }
+    });
+    Ok(addr)
+}
+
+#[tokio::test]
+async fn bridge_carries_half_close_both_ways() -> Result<()> {
+    tokio::time::timeout(LIMIT, async {
+        let gw = dev_gateway().await?;
+        let endpoint = tls_endpoint(&gw, "bridge-half")?;
+        let target = reply_after_eof_server().await?;
+        let cancel = CancellationToken::new();
+        let remote = RemoteConfig::new(endpoint.clone(), Some(target.to_string()));
+        let remote_task = tokio::spawn(bridge::run_remote(remote, cancel.clone()));
+        tokio::time::timeout(Duration::from_secs(10), async {
+            while gw.listener_count("bridge-half") == 0 {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+        .await
+        .context("remote bridge never came online")?;
+        let local = local_bridge(&endpoint, None, &cancel).await?;
+
+        for size in [5usize, 700_000] {
+            let request: Vec<u8> = (0..size).map(|n| (n * 7 % 256) as u8).collect();
+            let mut tcp = TcpStream::connect(local).await?;
+            tcp.write_all(&request).await?;
+            // Like `nc -N` or an HTTP/1.0 client: no more to send, now the answer.
+            tcp.shutdown().await?;
+            let mut reply = Vec::new();
+            tcp.read_to_end(&mut reply).await?;
+            let mut want = format!("{size}:").into_bytes();
+            want.extend(request.iter().rev());
+            assert_eq!(reply.len(), want.len());
+            assert!(reply == want, "reply through the bridge differs");
+        }
+
+        cancel.cancel();
+        remote_task.await??;
+        gw.shutdown().await;
+        Ok(())
+    })
+    .await?
+}

@@ -15,9 +15,9 @@ use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tracing::{debug, info, warn};
 
-use crate::conn::Conn;
 use crate::front::{Shared, Unregister, now_unix};
 use crate::registry::PathSettings;
+use ferry_net::conn::Conn;
 
 /// Why a control channel ended, and the close code the listener is sent.
 #[derive(Debug)]

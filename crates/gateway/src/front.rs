@@ -29,12 +29,12 @@ use tokio_util::task::TaskTracker;
 use tracing::{Instrument as _, debug, info};
 
 use crate::config::Config;
-use crate::conn::Conn;
 use crate::control;
 use crate::handshake::{Head, respond, switch};
 use crate::registry::{
     ListenerHandle, PathSettings, Pending, PickError, Registry, Rendezvous, new_id, new_key,
 };
+use ferry_net::conn::Conn;
 
 /// Header a sender uses to restrict which listeners may take it (spec §8).
 const ALLOWED_LISTENERS: &str = "Microsoft-Relay-AllowedListeners";
@@ -74,9 +74,9 @@ pub(crate) async fn serve(
 ) {
     let deadline = Instant::now() + shared.config.timeouts.handshake;
     let mut conn = match tls {
-        None => Conn::Plain(tcp),
+        None => Conn::from(tcp),
         Some(acceptor) => match timeout_at(deadline, acceptor.accept(tcp)).await {
-            Ok(Ok(s)) => Conn::Tls(Box::new(s)),
+            Ok(Ok(s)) => Conn::from(s),
             Ok(Err(e)) => return debug!(%peer, error = %e, "tls handshake failed"),
             Err(_) => return debug!(%peer, "tls handshake timed out"),
         },
@@ -225,7 +225,7 @@ async fn listen(shared: Arc<Shared>, mut up: Upgrade) {
     let conn_id = shared.next_conn.fetch_add(1, Ordering::Relaxed);
     let base = format!(
         "{}://{}",
-        up.conn.ws_scheme(),
+        if up.conn.is_tls() { "wss" } else { "ws" },
         up.host()
             .map_or_else(|| shared.config.namespace.clone(), str::to_owned)
     );

@@ -2,7 +2,6 @@
 #![forbid(unsafe_code)]
 
 pub mod config;
-mod conn;
 mod control;
 mod front;
 mod handshake;

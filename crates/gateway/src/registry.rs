@@ -12,7 +12,7 @@ use rand::Rng as _;
 use tokio::sync::{OwnedSemaphorePermit, mpsc, oneshot};
 
 use crate::config::{Config, PathConfig};
-use crate::conn::Conn;
+use ferry_net::conn::Conn;
 
 /// Settings of one hybrid connection, resolved from configuration.
 #[derive(Debug)]

@@ -1,4 +1,5 @@
-//! One accepted connection, plain or TLS, behind one type.
+//! A TCP connection, plain or TLS in either role, behind one type: the gateway accepts both
+//! kinds on its ports and the SDK dials both kinds of gateway.
 
 use std::io;
 use std::pin::Pin;
@@ -6,22 +7,39 @@ use std::task::{Context, Poll};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
-use tokio_rustls::server::TlsStream;
+use tokio_rustls::TlsStream;
 
-/// An accepted connection.
+/// A plain or TLS TCP connection.
 #[derive(Debug)]
-pub(crate) enum Conn {
+pub enum Conn {
+    /// Plain TCP.
     Plain(TcpStream),
+    /// TLS over TCP, client or server side (boxed: rustls state is large).
     Tls(Box<TlsStream<TcpStream>>),
 }
 
 impl Conn {
-    /// `ws` or `wss`, for the addresses handed to this peer.
-    pub(crate) fn ws_scheme(&self) -> &'static str {
-        match self {
-            Self::Plain(_) => "ws",
-            Self::Tls(_) => "wss",
-        }
+    /// Whether this connection is encrypted.
+    pub fn is_tls(&self) -> bool {
+        matches!(self, Self::Tls(_))
+    }
+}
+
+impl From<TcpStream> for Conn {
+    fn from(tcp: TcpStream) -> Self {
+        Self::Plain(tcp)
+    }
+}
+
+impl From<tokio_rustls::server::TlsStream<TcpStream>> for Conn {
+    fn from(tls: tokio_rustls::server::TlsStream<TcpStream>) -> Self {
+        Self::Tls(Box::new(TlsStream::Server(tls)))
+    }
+}
+
+impl From<tokio_rustls::client::TlsStream<TcpStream>> for Conn {
+    fn from(tls: tokio_rustls::client::TlsStream<TcpStream>) -> Self {
+        Self::Tls(Box::new(TlsStream::Client(tls)))
     }
 }
 

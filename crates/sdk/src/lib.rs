@@ -4,6 +4,7 @@
 pub mod bridge;
 pub mod endpoint;
 pub mod error;
+pub mod http;
 pub mod listener;
 pub mod sender;
 pub mod stream;

@@ -16,9 +16,10 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
+use bytes::Bytes;
 use ferry_hc::address::{Action, encode_query_value, hc_url};
 pub use ferry_hc::command::RemoteEndpoint;
-use ferry_hc::command::{Accept, Command, CommandError, RenewToken};
+use ferry_hc::command::{Accept, Command, CommandError, RenewToken, Request, Response};
 use futures_util::{SinkExt, StreamExt};
 use tokio::sync::{Semaphore, mpsc, oneshot, watch};
 use tokio::time::Instant;
@@ -128,8 +129,16 @@ impl Listener {
     /// # Cancel safety
     /// Cancel safe: dropping the future stops the control task.
     pub async fn open(endpoint: Endpoint) -> Result<Self, ConnectError> {
+        Self::open_with(endpoint, None).await
+    }
+
+    /// [`Self::open`], with the HTTP hooks of [`crate::http::HttpListener`] when given.
+    pub(crate) async fn open_with(
+        endpoint: Endpoint,
+        http: Option<HttpHooks>,
+    ) -> Result<Self, ConnectError> {
         let (first_tx, first_rx) = oneshot::channel();
-        let listener = Self::spawn(endpoint, Some(first_tx));
+        let listener = Self::spawn(endpoint, Some(first_tx), http);
         match first_rx.await {
             Ok(Ok(())) => Ok(listener),
             Ok(Err(e)) => Err(e),
@@ -142,10 +151,14 @@ impl Listener {
     /// happen in the background with backoff. Failures show in [`Self::status`]; a
     /// permanent one also ends [`Self::accept`] with [`ListenerError::Refused`].
     pub fn start(endpoint: Endpoint) -> Self {
-        Self::spawn(endpoint, None)
+        Self::spawn(endpoint, None, None)
     }
 
-    fn spawn(endpoint: Endpoint, first: Option<oneshot::Sender<Result<(), ConnectError>>>) -> Self {
+    fn spawn(
+        endpoint: Endpoint,
+        first: Option<oneshot::Sender<Result<(), ConnectError>>>,
+        http: Option<HttpHooks>,
+    ) -> Self {
         let id = new_id();
         let (incoming_tx, incoming) = mpsc::channel(ACCEPT_QUEUE);
         let (status_tx, status) = watch::channel(Status::Connecting);
@@ -159,10 +172,12 @@ impl Listener {
             cancel: cancel.clone(),
             tracker: tracker.clone(),
             busy_rejects: Arc::new(Semaphore::new(MAX_BUSY_REJECTS)),
+            requests: http.as_ref().map(|h| h.requests.clone()),
         };
+        let responses = http.map(|h| h.responses);
         let span = info_span!("listener", path = control.endpoint.path(), listener_id = %id);
         // The control task owns the WebSocket; it ends on cancel or a permanent refusal.
-        tracker.spawn(control.run(first).instrument(span));
+        tracker.spawn(control.run(first, responses).instrument(span));
         tracker.close();
         Self {
             id,
@@ -316,6 +331,36 @@ impl IncomingConnection {
     }
 }
 
+/// What connects the control task to [`crate::http::HttpListener`]: `request` commands
+/// (with their inline body) go out through `requests`; `response` commands to send come in
+/// through `responses`. Both queues are bounded.
+#[derive(Debug)]
+pub(crate) struct HttpHooks {
+    pub(crate) requests: mpsc::Sender<InlineRequest>,
+    pub(crate) responses: mpsc::Receiver<OutgoingResponse>,
+}
+
+/// A `request` command as it arrived on the control channel, with its body message when
+/// `body` was `true`. A rendezvous-only request has no body here.
+#[derive(Debug)]
+pub(crate) struct InlineRequest {
+    pub(crate) request: Request,
+    pub(crate) body: Option<Bytes>,
+}
+
+/// A `response` command for the control channel, with the body message to send right
+/// behind it (spec §4.1: nothing may come between them).
+#[derive(Debug)]
+pub(crate) struct OutgoingResponse {
+    pub(crate) response: Response,
+    pub(crate) body: Option<Bytes>,
+}
+
+/// Largest inline request body accepted from the control channel. The service sends bodies
+/// over 64 kB through a rendezvous (spec §4.3); a bit of slack tolerates peers that count
+/// differently, and anything larger is answered with 413.
+pub(crate) const MAX_INLINE_BODY: usize = 128 * 1024;
+
 /// The control task's state.
 struct Control {
     endpoint: Endpoint,
@@ -325,6 +370,8 @@ struct Control {
     cancel: CancellationToken,
     tracker: TaskTracker,
     busy_rejects: Arc<Semaphore>,
+    /// Where `request` commands go; `None` for a plain (WebSocket-only) listener.
+    requests: Option<mpsc::Sender<InlineRequest>>,
 }
 
 /// How one control-channel session ended.
@@ -334,7 +381,11 @@ enum SessionEnd {
 }
 
 impl Control {
-    async fn run(self, mut first: Option<oneshot::Sender<Result<(), ConnectError>>>) {
+    async fn run(
+        self,
+        mut first: Option<oneshot::Sender<Result<(), ConnectError>>>,
+        mut responses: Option<mpsc::Receiver<OutgoingResponse>>,
+    ) {
         let mut failures = 0usize;
         loop {
             self.status.send_replace(Status::Connecting);
@@ -351,7 +402,7 @@ impl Control {
                     info!("listener online");
                     self.status.send_replace(Status::Online);
                     let online_at = Instant::now();
-                    match self.session(&mut ws, expires_at).await {
+                    match self.session(&mut ws, expires_at, &mut responses).await {
                         SessionEnd::Cancelled => break,
                         SessionEnd::Lost(reason) => {
                             if online_at.elapsed() >= STABLE_SESSION {
@@ -432,6 +483,7 @@ impl Control {
         &self,
         ws: &mut WebSocketStream<Transport>,
         mut expires_at: Option<SystemTime>,
+        responses: &mut Option<mpsc::Receiver<OutgoingResponse>>,
     ) -> SessionEnd {
         let keep_alive = self.endpoint.keep_alive();
         let send_timeout = self.endpoint.handshake_timeout();
@@ -441,6 +493,9 @@ impl Control {
         let mut heard = true;
         let renew = tokio::time::sleep_until(renew_deadline(expires_at));
         tokio::pin!(renew);
+        // A `request` with `body: true` whose body message has not arrived yet: the next
+        // message is its body (spec §4.1), so the two are delivered together.
+        let mut pending: Option<Request> = None;
         loop {
             tokio::select! {
                 () = self.cancel.cancelled() => {
@@ -454,7 +509,27 @@ impl Control {
                 msg = ws.next() => {
                     heard = true;
                     match msg {
-                        Some(Ok(WsMessage::Text(text))) => self.command(text.as_str()),
+                        Some(Ok(WsMessage::Text(text))) => {
+                            if let Some(request) = pending.take() {
+                                warn!(request_id = %request.id, "request body missing; request dropped");
+                            }
+                            let reply = self.command(text.as_str(), &mut pending);
+                            if let Err(reason) = send_response(ws, reply, send_timeout).await {
+                                return SessionEnd::Lost(reason);
+                            }
+                        }
+                        Some(Ok(WsMessage::Binary(body))) => {
+                            let reply = match pending.take() {
+                                Some(request) => self.deliver(request, Some(body)),
+                                None => {
+                                    debug!("binary message without a request ignored");
+                                    None
+                                }
+                            };
+                            if let Err(reason) = send_response(ws, reply, send_timeout).await {
+                                return SessionEnd::Lost(reason);
+                            }
+                        }
                         Some(Ok(WsMessage::Close(frame))) => {
                             let reason = frame.map_or_else(
                                 || "gateway closed the control channel".to_owned(),
@@ -482,6 +557,13 @@ impl Control {
                         Err(_) => return SessionEnd::Lost("ping send timed out".into()),
                     }
                 }
+                // One response at a time, its JSON and body back to back: this arm is the only
+                // writer of responses, so nothing can be interleaved between them.
+                out = next_response(responses) => {
+                    if let Err(reason) = send_response(ws, Some(out), send_timeout).await {
+                        return SessionEnd::Lost(reason);
+                    }
+                }
                 () = &mut renew, if expires_at.is_some() => {
                     match self.renew(ws, send_timeout).await {
                         Ok(next) => {
@@ -495,8 +577,9 @@ impl Control {
         }
     }
 
-    /// Handles one control command.
-    fn command(&self, text: &str) {
+    /// Handles one control command. Returns a response to send at once (a request turned
+    /// away); sets `pending` when a request's body message is still to come.
+    fn command(&self, text: &str, pending: &mut Option<Request>) -> Option<OutgoingResponse> {
         match Command::decode(text) {
             Ok(Command::Accept(accept)) => {
                 debug!(sender_id = %accept.id, "accept command");
@@ -507,7 +590,7 @@ impl Control {
                     let conn = err.into_inner();
                     let Ok(permit) = self.busy_rejects.clone().try_acquire_owned() else {
                         warn!(sender_id = %conn.id, "accept queue full; sender left to time out");
-                        return;
+                        return None;
                     };
                     warn!(sender_id = %conn.id, "accept queue full; rejecting sender with 503");
                     self.tracker.spawn(async move {
@@ -518,16 +601,44 @@ impl Control {
                     });
                 }
             }
-            // HTTP requests are a later feature; the .NET SDK also just logs what it does not
-            // handle. The rendezvous-only form would be served through `request.address`.
+            // A plain listener does not serve HTTP; the .NET SDK also just logs what it does
+            // not handle.
+            Ok(Command::Request(request)) if self.requests.is_none() => {
+                debug!(request_id = %request.id, "request command ignored: http not served")
+            }
             Ok(Command::Request(request)) => {
-                debug!(request_id = %request.id, "request command ignored: http not supported")
+                debug!(request_id = %request.id, "request command");
+                if request.body == Some(true) {
+                    *pending = Some(request);
+                } else {
+                    return self.deliver(request, None);
+                }
             }
             Ok(other) => {
                 debug!(command = ?std::mem::discriminant(&other), "control command ignored")
             }
             Err(CommandError::Unknown(name)) => debug!(%name, "unknown control command ignored"),
             Err(e) => warn!(error = %e, "malformed control command ignored"),
+        }
+        None
+    }
+
+    /// Hands a request to the HTTP listener; a request that cannot be taken is answered at
+    /// once (413 for an oversized body, 503 when the queue is full).
+    fn deliver(&self, request: Request, body: Option<Bytes>) -> Option<OutgoingResponse> {
+        let requests = self.requests.as_ref()?;
+        if body.as_ref().is_some_and(|b| b.len() > MAX_INLINE_BODY) {
+            warn!(request_id = %request.id, "inline request body over the limit; answering 413");
+            return Some(refusal(request.id, 413, "Payload Too Large"));
+        }
+        match requests.try_send(InlineRequest { request, body }) {
+            Ok(()) => None,
+            Err(mpsc::error::TrySendError::Full(r)) => {
+                warn!(request_id = %r.request.id, "request queue full; answering 503");
+                Some(refusal(r.request.id, 503, "Listener is busy"))
+            }
+            // The HTTP listener is gone; the gateway times the request out.
+            Err(mpsc::error::TrySendError::Closed(_)) => None,
         }
     }
 
@@ -572,6 +683,61 @@ fn renew_deadline(expires_at: Option<SystemTime>) -> Instant {
         left.mul_f64(0.8)
     };
     Instant::now() + early
+}
+
+/// A body-less `response` refusing request `id`.
+fn refusal(id: String, status: u16, description: &str) -> OutgoingResponse {
+    OutgoingResponse {
+        response: Response {
+            request_id: id,
+            status_code: status,
+            status_description: Some(description.to_owned()),
+            response_headers: BTreeMap::new(),
+            body: false,
+        },
+        body: None,
+    }
+}
+
+/// The next response to send; pends for ever on a listener without HTTP hooks or whose
+/// HTTP side is gone, so the `select!` arm simply never fires.
+async fn next_response(
+    responses: &mut Option<mpsc::Receiver<OutgoingResponse>>,
+) -> OutgoingResponse {
+    match responses {
+        Some(rx) => match rx.recv().await {
+            Some(out) => out,
+            None => {
+                *responses = None;
+                std::future::pending().await
+            }
+        },
+        None => std::future::pending().await,
+    }
+}
+
+/// Sends a `response` and its body message, each under `send_timeout`.
+async fn send_response(
+    ws: &mut WebSocketStream<Transport>,
+    out: Option<OutgoingResponse>,
+    send_timeout: Duration,
+) -> Result<(), String> {
+    let Some(mut out) = out else {
+        return Ok(());
+    };
+    out.response.body = out.body.is_some();
+    let mut messages = vec![WsMessage::Text(
+        Command::Response(out.response).encode().into(),
+    )];
+    messages.extend(out.body.map(WsMessage::Binary));
+    for message in messages {
+        match tokio::time::timeout(send_timeout, ws.send(message)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => return Err(format!("response send failed: {e}")),
+            Err(_) => return Err("response send timed out".into()),
+        }
+    }
+    Ok(())
 }
 
 fn kind(m: &WsMessage) -> &'static str {

@@ -257,7 +257,7 @@ fn reason_phrase(head: &[u8]) -> Option<String> {
 }
 
 fn canonical_reason(status: u16) -> String {
-    tokio_tungstenite::tungstenite::http::StatusCode::from_u16(status)
+    http::StatusCode::from_u16(status)
         .ok()
         .and_then(|s| s.canonical_reason())
         .unwrap_or("")

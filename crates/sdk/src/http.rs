@@ -1,0 +1,750 @@
+//! HTTP over the relay (spec §6): an [`HttpListener`] receives the requests senders make to
+//! `https://{gateway}/{path}/...` and answers them with a handler from
+//! [`http::Request<Body>`] to [`http::Response<Body>`].
+//!
+//! ```text
+//!  gateway ──request JSON [+ body msg]──► control task ──► HttpListener::next_request
+//!     │  (rendezvous-only: listener opens request.address and reads JSON + body there)
+//!     ▼
+//!  response ≤ 64 KiB: response JSON + body msg on the control channel (one writer)
+//!  larger or streaming: listener opens request.address, response JSON + one fragmented
+//!  binary message
+//! ```
+//!
+//! Every wait on the gateway has a timeout, every queue is bounded, inline bodies are
+//! limited, and at most [`HttpConfig::set_max_concurrent`] requests are handled at once.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use ferry_hc::command::{Command, RemoteEndpoint, Request, Response};
+use futures_util::{SinkExt, Stream, StreamExt};
+use http::header::{HeaderName, HeaderValue};
+use tokio::sync::{Semaphore, mpsc};
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::Message as WsMessage;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
+use tokio_tungstenite::tungstenite::protocol::frame::{CloseFrame, Frame};
+use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
+use tracing::{Instrument, debug, debug_span, warn};
+
+use crate::endpoint::Endpoint;
+use crate::error::ConnectError;
+use crate::listener::{
+    HttpHooks, InlineRequest, Listener, ListenerError, Offline, OutgoingResponse, Status,
+};
+use crate::transport::{self, Transport};
+
+/// Largest response body sent inline on the control channel (spec §4.3: 64 kB); larger or
+/// still-streaming bodies go through the request's rendezvous.
+pub const MAX_INLINE_RESPONSE: usize = 64 * 1024;
+
+/// Default for [`HttpConfig::set_max_concurrent`].
+pub const DEFAULT_MAX_CONCURRENT: usize = 256;
+
+/// Default for [`HttpConfig::set_response_timeout`]: the service's own deadline for the
+/// response JSON (spec §6.5); a later answer would find the sender gone.
+pub const DEFAULT_RESPONSE_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Default for [`HttpConfig::set_idle_timeout`]: the longest pause inside a streamed body
+/// (spec §6.5 gives the service 60 s too).
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// How many received requests wait for [`HttpListener::next_request`]; past that the control
+/// task answers 503.
+pub const REQUEST_QUEUE: usize = 64;
+
+/// How many responses wait for the control channel's writer.
+const RESPONSE_QUEUE: usize = 64;
+
+/// Largest fragment of a streamed response body; larger chunks are cut.
+const MAX_FRAGMENT: usize = 64 * 1024;
+
+/// Read buffer of a rendezvous WebSocket.
+const RENDEZVOUS_READ_BUFFER: usize = 64 * 1024;
+
+/// Settings of an [`HttpListener`].
+#[derive(Clone, Debug)]
+pub struct HttpConfig {
+    max_concurrent: usize,
+    response_timeout: Duration,
+    idle_timeout: Duration,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        Self {
+            max_concurrent: DEFAULT_MAX_CONCURRENT,
+            response_timeout: DEFAULT_RESPONSE_TIMEOUT,
+            idle_timeout: DEFAULT_IDLE_TIMEOUT,
+        }
+    }
+}
+
+impl HttpConfig {
+    /// Sets how many requests [`HttpListener::serve`] handles at once (default
+    /// [`DEFAULT_MAX_CONCURRENT`], at least 1); further requests wait in the bounded queue.
+    pub fn set_max_concurrent(&mut self, n: usize) -> &mut Self {
+        self.max_concurrent = n.max(1);
+        self
+    }
+
+    /// Sets how long a handler may take to produce the response head (default
+    /// [`DEFAULT_RESPONSE_TIMEOUT`]); past it the request is answered with 500.
+    pub fn set_response_timeout(&mut self, timeout: Duration) -> &mut Self {
+        self.response_timeout = timeout;
+        self
+    }
+
+    /// Sets the longest wait for the next message or chunk of a body, either way (default
+    /// [`DEFAULT_IDLE_TIMEOUT`]).
+    pub fn set_idle_timeout(&mut self, timeout: Duration) -> &mut Self {
+        self.idle_timeout = timeout;
+        self
+    }
+}
+
+/// What serving one request can fail with.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum HttpError {
+    /// Opening the rendezvous address failed.
+    #[error("cannot open the request's rendezvous")]
+    Rendezvous(#[source] ConnectError),
+    /// The gateway did not send the expected message in time.
+    #[error("timed out after {0:?} waiting for the gateway")]
+    Timeout(Duration),
+    /// The gateway sent something the protocol does not allow here.
+    #[error("gateway broke the http relay protocol: {0}")]
+    Protocol(String),
+    /// The WebSocket to the gateway failed.
+    #[error("websocket to the gateway failed: {0}")]
+    WebSocket(String),
+    /// The response body failed while it was being sent.
+    #[error("response body failed")]
+    Body(#[source] BodyError),
+    /// The listener's control channel is gone.
+    #[error("listener is closed")]
+    Closed,
+}
+
+/// A body stream that failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum BodyError {
+    /// More bytes than allowed.
+    #[error("body is over the {0} byte limit")]
+    TooLarge(usize),
+    /// The source of the body failed.
+    #[error("body source failed")]
+    Source(#[source] Box<dyn std::error::Error + Send + Sync>),
+}
+
+type ChunkStream = Pin<Box<dyn Stream<Item = Result<Bytes, BodyError>> + Send>>;
+
+/// An HTTP body: empty, one buffer, or a stream of [`Bytes`] chunks.
+///
+/// It is a [`Stream`] of chunks; [`Body::collect`] gathers it with a size limit.
+pub struct Body {
+    inner: Inner,
+}
+
+enum Inner {
+    Full(Option<Bytes>),
+    Stream(ChunkStream),
+}
+
+impl Body {
+    /// An empty body.
+    pub fn empty() -> Self {
+        Self {
+            inner: Inner::Full(None),
+        }
+    }
+
+    /// A body streamed from `stream`; its errors end the body (a response then fails on
+    /// the wire rather than being cut short silently).
+    pub fn from_stream<S, E>(stream: S) -> Self
+    where
+        S: Stream<Item = Result<Bytes, E>> + Send + 'static,
+        E: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
+        Self {
+            inner: Inner::Stream(Box::pin(
+                stream.map(|r| r.map_err(|e| BodyError::Source(e.into()))),
+            )),
+        }
+    }
+
+    /// The body's exact length, when it is known without reading it.
+    pub fn exact_len(&self) -> Option<usize> {
+        match &self.inner {
+            Inner::Full(b) => Some(b.as_ref().map_or(0, Bytes::len)),
+            Inner::Stream(_) => None,
+        }
+    }
+
+    /// The next chunk, `None` at the end.
+    ///
+    /// # Cancel safety
+    /// Cancel safe as far as the stream the body was made from is.
+    pub async fn chunk(&mut self) -> Option<Result<Bytes, BodyError>> {
+        self.next().await
+    }
+
+    /// Reads the whole body into one buffer, failing once it exceeds `limit` bytes.
+    ///
+    /// # Errors
+    /// [`BodyError::TooLarge`] past `limit`; the stream's own errors.
+    ///
+    /// # Cancel safety
+    /// Not cancel safe: what was read is lost.
+    pub async fn collect(mut self, limit: usize) -> Result<Bytes, BodyError> {
+        if let Inner::Full(b) = &mut self.inner {
+            let b = b.take().unwrap_or_default();
+            return if b.len() > limit {
+                Err(BodyError::TooLarge(limit))
+            } else {
+                Ok(b)
+            };
+        }
+        let mut buf = BytesMut::new();
+        while let Some(chunk) = self.next().await {
+            let chunk = chunk?;
+            if buf.len() + chunk.len() > limit {
+                return Err(BodyError::TooLarge(limit));
+            }
+            buf.extend_from_slice(&chunk);
+        }
+        Ok(buf.freeze())
+    }
+}
+
+impl Stream for Body {
+    type Item = Result<Bytes, BodyError>;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        match &mut self.get_mut().inner {
+            // An empty buffer is no chunk: readers never see zero-length chunks from it.
+            Inner::Full(b) => Poll::Ready(b.take().filter(|b| !b.is_empty()).map(Ok)),
+            Inner::Stream(s) => s.as_mut().poll_next(cx),
+        }
+    }
+}
+
+impl std::fmt::Debug for Body {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.inner {
+            Inner::Full(b) => f
+                .debug_struct("Body")
+                .field("len", &b.as_ref().map_or(0, Bytes::len))
+                .finish(),
+            Inner::Stream(_) => f.debug_struct("Body").field("stream", &true).finish(),
+        }
+    }
+}
+
+impl Default for Body {
+    fn default() -> Self {
+        Self::empty()
+    }
+}
+
+impl From<Bytes> for Body {
+    fn from(b: Bytes) -> Self {
+        Self {
+            inner: Inner::Full(Some(b)),
+        }
+    }
+}
+
+impl From<Vec<u8>> for Body {
+    fn from(v: Vec<u8>) -> Self {
+        Bytes::from(v).into()
+    }
+}
+
+impl From<String> for Body {
+    fn from(s: String) -> Self {
+        Bytes::from(s).into()
+    }
+}
+
+impl From<&'static str> for Body {
+    fn from(s: &'static str) -> Self {
+        Bytes::from_static(s.as_bytes()).into()
+    }
+}
+
+/// The request id the gateway gave, as a request extension.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RequestId(pub String);
+
+/// A listener serving HTTP requests (and, through [`Self::listener`], WebSocket
+/// connections as before) on one path.
+#[derive(Debug)]
+pub struct HttpListener {
+    listener: Listener,
+    requests: mpsc::Receiver<InlineRequest>,
+    responses: mpsc::Sender<OutgoingResponse>,
+    endpoint: Endpoint,
+    config: HttpConfig,
+}
+
+impl HttpListener {
+    /// Opens the control channel (as [`Listener::open`]) with HTTP requests enabled.
+    ///
+    /// # Errors
+    /// The first connection attempt failed.
+    ///
+    /// # Cancel safety
+    /// Cancel safe: dropping the future stops the control task.
+    pub async fn open(endpoint: Endpoint, config: HttpConfig) -> Result<Self, ConnectError> {
+        let (requests_tx, requests) = mpsc::channel(REQUEST_QUEUE);
+        let (responses, responses_rx) = mpsc::channel(RESPONSE_QUEUE);
+        let hooks = HttpHooks {
+            requests: requests_tx,
+            responses: responses_rx,
+        };
+        let listener = Listener::open_with(endpoint.clone(), Some(hooks)).await?;
+        Ok(Self {
+            listener,
+            requests,
+            responses,
+            endpoint,
+            config,
+        })
+    }
+
+    /// The underlying listener, for WebSocket connections ([`Listener::accept`]) and status.
+    pub fn listener(&mut self) -> &mut Listener {
+        &mut self.listener
+    }
+
+    /// The next request, not yet read: call [`IncomingRequest::read`] on it.
+    ///
+    /// # Errors
+    /// As [`Listener::accept`]: closed, or refused for good.
+    ///
+    /// # Cancel safety
+    /// Cancel safe: a request is either returned or stays queued.
+    pub async fn next_request(&mut self) -> Result<IncomingRequest, ListenerError> {
+        match self.requests.recv().await {
+            Some(InlineRequest { request, body }) => Ok(IncomingRequest {
+                request,
+                body,
+                endpoint: self.endpoint.clone(),
+                responses: self.responses.clone(),
+                config: self.config.clone(),
+            }),
+            // The control task is gone: closed, or refused for good.
+            None => match &*self.listener.status().borrow() {
+                Status::Offline(Offline::Failed(e)) => Err(ListenerError::Refused(e.clone())),
+                _ => Err(ListenerError::Closed),
+            },
+        }
+    }
+
+    /// Serves every request with `handler`, each in a task of its own, at most
+    /// [`HttpConfig::set_max_concurrent`] at once, until the listener closes or is refused.
+    ///
+    /// # Errors
+    /// Why the listener stopped ([`ListenerError`]).
+    ///
+    /// # Cancel safety
+    /// Cancel safe: requests already being served finish in their own tasks.
+    pub async fn serve<F, Fut>(mut self, handler: F) -> Result<(), ListenerError>
+    where
+        F: Fn(http::Request<Body>) -> Fut + Clone + Send + Sync + 'static,
+        Fut: Future<Output = http::Response<Body>> + Send + 'static,
+    {
+        let permits = Arc::new(Semaphore::new(self.config.max_concurrent));
+        loop {
+            // The permit is taken before the next request, so a full house leaves requests
+            // in the bounded queue (and the control task answers 503 past it).
+            let Ok(permit) = permits.clone().acquire_owned().await else {
+                return Err(ListenerError::Closed);
+            };
+            let incoming = self.next_request().await?;
+            let handler = handler.clone();
+            let span = debug_span!("http_request", request_id = %incoming.request.id);
+            // One task per request, holding its permit until the response is sent.
+            tokio::spawn(
+                async move {
+                    if let Err(e) = incoming.serve(handler).await {
+                        debug!(error = %e, "http request failed");
+                    }
+                    drop(permit);
+                }
+                .instrument(span),
+            );
+        }
+    }
+
+    /// Closes the control channel (see [`Listener::close`]).
+    ///
+    /// # Cancel safety
+    /// Cancel safe: the close is requested before the first await.
+    pub async fn close(self) {
+        self.listener.close().await;
+    }
+}
+
+/// A request that arrived but was not read yet: rendezvous-only requests are fetched by
+/// [`Self::read`].
+#[derive(Debug)]
+pub struct IncomingRequest {
+    request: Request,
+    body: Option<Bytes>,
+    endpoint: Endpoint,
+    responses: mpsc::Sender<OutgoingResponse>,
+    config: HttpConfig,
+}
+
+impl IncomingRequest {
+    /// The gateway's id for the request.
+    pub fn id(&self) -> &str {
+        &self.request.id
+    }
+
+    /// Reads the request: the inline one as is, a rendezvous-only one from its rendezvous.
+    /// Answer it through the returned [`Responder`].
+    ///
+    /// # Errors
+    /// The rendezvous failed or the gateway broke the protocol.
+    ///
+    /// # Cancel safety
+    /// Not cancel safe: the request is lost (the gateway answers the sender itself).
+    pub async fn read(self) -> Result<(http::Request<Body>, Responder), HttpError> {
+        let idle = self.config.idle_timeout;
+        if !self.request.is_rendezvous_only() {
+            let request = to_http_request(&self.request, self.body.unwrap_or_default())?;
+            let responder = Responder {
+                request_id: self.request.id,
+                address: self.request.address,
+                endpoint: self.endpoint,
+                reply: Reply::Control(self.responses),
+                idle,
+            };
+            return Ok((request, responder));
+        }
+        let mut ws = Rendezvous::open(&self.endpoint, &self.request.address).await?;
+        let full = match ws.recv(idle).await? {
+            WsMessage::Text(text) => match Command::decode(text.as_str()) {
+                Ok(Command::Request(r)) if !r.is_rendezvous_only() => r,
+                _ => return Err(HttpError::Protocol("expected a request command".into())),
+            },
+            _ => return Err(HttpError::Protocol("expected a request command".into())),
+        };
+        let body = if full.body == Some(true) {
+            match ws.recv(idle).await? {
+                WsMessage::Binary(b) => b,
+                _ => return Err(HttpError::Protocol("expected the request body".into())),
+            }
+        } else {
+            Bytes::new()
+        };
+        let request = to_http_request(&full, body)?;
+        let responder = Responder {
+            request_id: full.id,
+            address: self.request.address,
+            endpoint: self.endpoint,
+            reply: Reply::Rendezvous(Box::new(ws)),
+            idle,
+        };
+        Ok((request, responder))
+    }
+
+    /// Reads the request, runs `handler` on it under the response timeout and sends its
+    /// response. A handler that takes too long is answered with 500.
+    async fn serve<F, Fut>(self, handler: F) -> Result<(), HttpError>
+    where
+        F: Fn(http::Request<Body>) -> Fut,
+        Fut: Future<Output = http::Response<Body>>,
+    {
+        let timeout = self.config.response_timeout;
+        let (request, responder) = self.read().await?;
+        let response = match tokio::time::timeout(timeout, handler(request)).await {
+            Ok(r) => r,
+            Err(_) => {
+                warn!(?timeout, "http handler timed out; answering 500");
+                let mut r = http::Response::new(Body::empty());
+                *r.status_mut() = http::StatusCode::INTERNAL_SERVER_ERROR;
+                r
+            }
+        };
+        responder.send(response).await
+    }
+}
+
+/// Where a request's response goes.
+#[derive(Debug)]
+pub struct Responder {
+    request_id: String,
+    address: String,
+    endpoint: Endpoint,
+    reply: Reply,
+    idle: Duration,
+}
+
+#[derive(Debug)]
+enum Reply {
+    /// Inline request: small responses on the control channel, others on a rendezvous.
+    Control(mpsc::Sender<OutgoingResponse>),
+    /// The request came over this rendezvous and must be answered on it (spec §6.3).
+    Rendezvous(Box<Rendezvous>),
+}
+
+impl Responder {
+    /// Sends `response`: on the control channel when the request came there and the body is
+    /// complete within [`MAX_INLINE_RESPONSE`] bytes, else on the rendezvous, as one binary
+    /// message fragmented as the body's chunks arrive.
+    ///
+    /// # Errors
+    /// The control channel is gone, the rendezvous failed, the body failed or stalled.
+    ///
+    /// # Cancel safety
+    /// Not cancel safe: a response cut short fails the sender's request.
+    pub async fn send(self, response: http::Response<Body>) -> Result<(), HttpError> {
+        let (parts, mut body) = response.into_parts();
+        let head = Response {
+            request_id: self.request_id,
+            status_code: parts.status.as_u16(),
+            status_description: parts.status.canonical_reason().map(str::to_owned),
+            response_headers: to_headers(&parts.headers),
+            body: false,
+        };
+        let ws = match self.reply {
+            Reply::Control(control) => {
+                // Buffer up to the inline limit: a body that ends within it goes inline.
+                let mut buffered = Vec::new();
+                let mut len = 0;
+                let mut ended = false;
+                while len <= MAX_INLINE_RESPONSE {
+                    match next_chunk(&mut body, self.idle).await? {
+                        Some(chunk) => {
+                            len += chunk.len();
+                            buffered.push(chunk);
+                        }
+                        None => {
+                            ended = true;
+                            break;
+                        }
+                    }
+                }
+                if ended && len <= MAX_INLINE_RESPONSE {
+                    let body = (len > 0).then(|| concat(buffered, len));
+                    let out = OutgoingResponse {
+                        response: head,
+                        body,
+                    };
+                    return tokio::time::timeout(self.idle, control.send(out))
+                        .await
+                        .map_err(|_| HttpError::Timeout(self.idle))?
+                        .map_err(|_| HttpError::Closed);
+                }
+                let mut ws = Rendezvous::open(&self.endpoint, &self.address).await?;
+                ws.send_head(head, self.idle).await?;
+                for chunk in buffered {
+                    ws.send_fragment(chunk, self.idle).await?;
+                }
+                ws
+            }
+            Reply::Rendezvous(ws) => {
+                let mut ws = *ws;
+                ws.send_head(head, self.idle).await?;
+                ws
+            }
+        };
+        let mut ws = ws;
+        while let Some(chunk) = next_chunk(&mut body, self.idle).await? {
+            ws.send_fragment(chunk, self.idle).await?;
+        }
+        ws.finish(self.idle).await
+    }
+}
+
+/// The next non-empty chunk of `body`, under the idle timeout.
+async fn next_chunk(body: &mut Body, idle: Duration) -> Result<Option<Bytes>, HttpError> {
+    loop {
+        match tokio::time::timeout(idle, body.next()).await {
+            Err(_) => return Err(HttpError::Timeout(idle)),
+            Ok(None) => return Ok(None),
+            Ok(Some(Err(e))) => return Err(HttpError::Body(e)),
+            Ok(Some(Ok(c))) if c.is_empty() => {}
+            Ok(Some(Ok(c))) => return Ok(Some(c)),
+        }
+    }
+}
+
+fn concat(chunks: Vec<Bytes>, len: usize) -> Bytes {
+    if chunks.len() == 1 {
+        return chunks.into_iter().next().unwrap_or_default();
+    }
+    let mut buf = BytesMut::with_capacity(len);
+    for c in chunks {
+        buf.extend_from_slice(&c);
+    }
+    buf.freeze()
+}
+
+/// A rendezvous WebSocket for one request (`sb-hc-action=request`).
+struct Rendezvous {
+    ws: WebSocketStream<Transport>,
+    /// Whether the body message was started (its first fragment sent).
+    started: bool,
+}
+
+impl std::fmt::Debug for Rendezvous {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Rendezvous")
+            .field("started", &self.started)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Rendezvous {
+    async fn open(endpoint: &Endpoint, address: &str) -> Result<Self, HttpError> {
+        let upgraded = transport::open(endpoint, address, &[])
+            .await
+            .map_err(HttpError::Rendezvous)?;
+        let config = WebSocketConfig::default()
+            .read_buffer_size(RENDEZVOUS_READ_BUFFER)
+            .write_buffer_size(0)
+            .max_message_size(Some(endpoint.max_message_size()))
+            .max_frame_size(Some(endpoint.max_message_size()));
+        let ws = WebSocketStream::from_partially_read(
+            upgraded.io,
+            upgraded.rest,
+            Role::Client,
+            Some(config),
+        )
+        .await;
+        Ok(Self { ws, started: false })
+    }
+
+    /// The next text or binary message (pings are answered by the WebSocket layer).
+    async fn recv(&mut self, idle: Duration) -> Result<WsMessage, HttpError> {
+        loop {
+            let msg = tokio::time::timeout(idle, self.ws.next())
+                .await
+                .map_err(|_| HttpError::Timeout(idle))?;
+            match msg {
+                Some(Ok(m @ (WsMessage::Text(_) | WsMessage::Binary(_)))) => return Ok(m),
+                Some(Ok(WsMessage::Close(_))) | None => {
+                    return Err(HttpError::Protocol("rendezvous closed early".into()));
+                }
+                Some(Ok(_)) => {}
+                Some(Err(e)) => return Err(HttpError::WebSocket(e.to_string())),
+            }
+        }
+    }
+
+    async fn write(&mut self, msg: WsMessage, idle: Duration) -> Result<(), HttpError> {
+        tokio::time::timeout(idle, self.ws.send(msg))
+            .await
+            .map_err(|_| HttpError::Timeout(idle))?
+            .map_err(|e| HttpError::WebSocket(e.to_string()))
+    }
+
+    /// Sends the `response` JSON announcing a body (a streamed body may turn out empty:
+    /// it is still sent as one, empty, binary message).
+    async fn send_head(&mut self, mut head: Response, idle: Duration) -> Result<(), HttpError> {
+        head.body = true;
+        let text = Command::Response(head).encode();
+        self.write(WsMessage::Text(text.into()), idle).await
+    }
+
+    /// Sends `chunk` as non-final fragments of the body message.
+    async fn send_fragment(&mut self, chunk: Bytes, idle: Duration) -> Result<(), HttpError> {
+        let mut rest = chunk;
+        while !rest.is_empty() {
+            let piece = rest.split_to(rest.len().min(MAX_FRAGMENT));
+            let opcode = if self.started {
+                OpCode::Data(Data::Continue)
+            } else {
+                OpCode::Data(Data::Binary)
+            };
+            self.started = true;
+            self.write(WsMessage::Frame(Frame::message(piece, opcode, false)), idle)
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// Ends the body message with an empty final fragment (as .NET does) and closes the
+    /// rendezvous, as the .NET listener does after every response (spec §6.4).
+    async fn finish(mut self, idle: Duration) -> Result<(), HttpError> {
+        let opcode = if self.started {
+            OpCode::Data(Data::Continue)
+        } else {
+            OpCode::Data(Data::Binary)
+        };
+        self.write(
+            WsMessage::Frame(Frame::message(Bytes::new(), opcode, true)),
+            idle,
+        )
+        .await?;
+        let frame = CloseFrame {
+            code: 1000.into(),
+            reason: "".into(),
+        };
+        // The response is complete; a gateway slow to take the Close costs nothing more.
+        let _ = tokio::time::timeout(idle, self.ws.close(Some(frame))).await;
+        Ok(())
+    }
+}
+
+/// Builds the application's request from a full `request` command and its body.
+fn to_http_request(r: &Request, body: Bytes) -> Result<http::Request<Body>, HttpError> {
+    let bad = |what: &str| HttpError::Protocol(format!("request with {what}"));
+    let method = r.method.as_deref().ok_or_else(|| bad("no method"))?;
+    let method = http::Method::from_bytes(method.as_bytes()).map_err(|_| bad("a bad method"))?;
+    let target = r.request_target.as_deref().unwrap_or("/");
+    let uri: http::Uri = target.parse().map_err(|_| bad("a bad target"))?;
+    let mut request = http::Request::new(Body::from(body));
+    *request.method_mut() = method;
+    *request.uri_mut() = uri;
+    let headers = request.headers_mut();
+    for (name, value) in r.request_headers.iter().flatten() {
+        // A header that is not valid HTTP cannot be handed on; drop it rather than the
+        // whole request (the .NET SDK does the same).
+        match (
+            HeaderName::from_bytes(name.as_bytes()),
+            HeaderValue::from_str(value),
+        ) {
+            (Ok(n), Ok(v)) => {
+                headers.append(n, v);
+            }
+            _ => debug!(header = %name, "invalid request header dropped"),
+        }
+    }
+    request.extensions_mut().insert(RequestId(r.id.clone()));
+    if let Some(remote) = &r.remote_endpoint {
+        request
+            .extensions_mut()
+            .insert::<RemoteEndpoint>(remote.clone());
+    }
+    Ok(request)
+}
+
+/// The response headers as the wire carries them: repeated headers joined with `", "`, as
+/// the .NET SDK sends them (spec §3).
+fn to_headers(headers: &http::HeaderMap) -> BTreeMap<String, String> {
+    let mut out: BTreeMap<String, String> = BTreeMap::new();
+    for (name, value) in headers {
+        let value = String::from_utf8_lossy(value.as_bytes());
+        out.entry(name.as_str().to_owned())
+            .and_modify(|v| {
+                v.push_str(", ");
+                v.push_str(&value);
+            })
+            .or_insert_with(|| value.into_owned());
+    }
+    out
+}

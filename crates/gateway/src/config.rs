@@ -29,6 +29,15 @@ pub const DEFAULT_KEEPALIVE: Duration = Duration::from_secs(30);
 /// Default grace past a token's expiry: the SDKs renew exactly at expiry (spec §8).
 pub const DEFAULT_TOKEN_GRACE: Duration = Duration::from_secs(300);
 
+/// Default time an HTTP request waits for its response (Azure's fixed value, spec §6.5).
+pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Default largest HTTP request body relayed (413 beyond).
+pub const DEFAULT_MAX_REQUEST_BODY: usize = 64 * 1024 * 1024;
+
+/// Default largest HTTP response body taken from a listener.
+pub const DEFAULT_MAX_RESPONSE_BODY: u64 = 64 * 1024 * 1024;
+
 /// Default bound on simultaneous TCP connections.
 pub const DEFAULT_MAX_CONNECTIONS: usize = 20_000;
 
@@ -61,6 +70,9 @@ pub struct PathConfig {
     pub rules: Vec<Rule>,
     /// Listener limit (at most [`ferry_hc::MAX_LISTENERS_PER_PATH`]).
     pub max_listeners: usize,
+    /// How long an HTTP request may wait for its listener's response (504 after). Azure's
+    /// is a fixed 60 s; here it is per path.
+    pub request_timeout: Duration,
 }
 
 impl PathConfig {
@@ -71,6 +83,7 @@ impl PathConfig {
             anonymous_senders: false,
             rules: Vec::new(),
             max_listeners: ferry_hc::MAX_LISTENERS_PER_PATH,
+            request_timeout: DEFAULT_REQUEST_TIMEOUT,
         }
     }
 }
@@ -88,6 +101,10 @@ pub struct Limits {
     pub relay_buffer: usize,
     /// Commands queued for one listener's control channel.
     pub control_queue: NonZeroUsize,
+    /// Largest HTTP request body relayed; larger → 413.
+    pub max_request_body: usize,
+    /// Largest HTTP response body taken from a listener over a rendezvous.
+    pub max_response_body: u64,
 }
 
 impl Default for Limits {
@@ -98,6 +115,8 @@ impl Default for Limits {
             max_message: ferry_net::relay::DEFAULT_MAX_MESSAGE,
             relay_buffer: ferry_net::relay::DEFAULT_BUFFER,
             control_queue: NonZeroUsize::new(64).expect("non-zero constant"),
+            max_request_body: DEFAULT_MAX_REQUEST_BODY,
+            max_response_body: DEFAULT_MAX_RESPONSE_BODY,
         }
     }
 }

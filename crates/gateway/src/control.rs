@@ -16,7 +16,7 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tracing::{debug, info, warn};
 
 use crate::front::{Shared, Unregister, now_unix};
-use crate::registry::PathSettings;
+use crate::registry::{HttpReply, Outbound, PathSettings};
 use ferry_net::conn::Conn;
 
 /// Why a control channel ended, and the close code the listener is sent.
@@ -34,6 +34,17 @@ enum End {
     Protocol(CloseCode, String),
 }
 
+/// Hands a listener's response to the HTTP request waiting for it. A response for an unknown
+/// (finished, timed out, or never issued) request is dropped: it fails nothing else.
+fn deliver(shared: &Shared, response: ferry_hc::command::Response, body: bytes::Bytes) {
+    match shared.registry.take_http(&response.request_id) {
+        Some(pending) => drop(pending.reply.send(HttpReply { response, body })),
+        None => {
+            debug!(request_id = %response.request_id, "response for no waiting request dropped")
+        }
+    }
+}
+
 /// Runs one control channel until it ends.
 ///
 /// # Cancel safety
@@ -41,7 +52,7 @@ enum End {
 pub(crate) async fn run(
     shared: Arc<Shared>,
     mut ws: WebSocketStream<Conn>,
-    mut commands: mpsc::Receiver<Command>,
+    mut commands: mpsc::Receiver<Outbound>,
     settings: Arc<PathSettings>,
     hosts: Vec<String>,
     token_expiry: u64,
@@ -59,6 +70,9 @@ pub(crate) async fn run(
         tokio::time::interval_at(Instant::now() + timeouts.keepalive, timeouts.keepalive);
     // A write that cannot finish within a keep-alive interval means a dead or stuck peer.
     let write_limit = timeouts.keepalive;
+    // A `response` with `body: true` whose body message has not arrived yet (spec §4.1: it
+    // must be the very next message).
+    let mut awaiting_body: Option<ferry_hc::command::Response> = None;
 
     let end = loop {
         tokio::select! {
@@ -69,9 +83,16 @@ pub(crate) async fn run(
             cmd = commands.recv() => {
                 // The registry holds a sender for as long as we are registered, so `None`
                 // only happens after unregistering; treat it as the end.
-                let Some(cmd) = cmd else { break End::Shutdown };
-                let text = cmd.encode();
-                match timeout(write_limit, ws.send(Message::text(text))).await {
+                let Some(out) = cmd else { break End::Shutdown };
+                // A request and its body go out back to back: nothing may come between them.
+                let send = async {
+                    ws.feed(Message::text(out.command.encode())).await?;
+                    if let Some(body) = out.body {
+                        ws.feed(Message::Binary(body)).await?;
+                    }
+                    ws.flush().await
+                };
+                match timeout(write_limit, send).await {
                     Ok(Ok(())) => {}
                     Ok(Err(e)) => { debug!(error = %e, "control send failed"); break End::Peer }
                     Err(_) => break End::Dead,
@@ -79,9 +100,20 @@ pub(crate) async fn run(
             }
             msg = ws.next() => {
                 last_heard = Instant::now();
+                if let Some(response) = awaiting_body.take() {
+                    // The body of the previous `response`; anything else means it has none.
+                    if let Some(Ok(Message::Binary(body))) = &msg {
+                        deliver(&shared, response, body.clone());
+                        continue;
+                    }
+                    warn!(request_id = %response.request_id, "response announced a body that did not follow");
+                    drop(shared.registry.take_http(&response.request_id));
+                }
                 match msg {
                     None | Some(Err(_)) | Some(Ok(Message::Close(_))) => break End::Peer,
                     Some(Ok(Message::Text(text))) => match Command::decode(&text) {
+                        Ok(Command::Response(response)) if response.body => awaiting_body = Some(response),
+                        Ok(Command::Response(response)) => deliver(&shared, response, Default::default()),
                         Ok(Command::RenewToken(renew)) => {
                             let hosts: Vec<&str> = hosts.iter().map(String::as_str).collect();
                             match settings.rules.authorize_any_host(&renew.token, &hosts, &settings.name, Right::Listen, now_unix()) {

@@ -123,8 +123,8 @@ async fn route(
     let target = match HcTarget::parse(&head.target) {
         Ok(t) => t,
         Err(address::AddressError::NotHybridConnection) => {
-            // Plain HTTP relaying (`https://ns/{path}`) is served by a later front end.
-            return reply(&shared, &mut conn, 404, "not a hybrid connections endpoint").await;
+            // `https://ns/{path}/...`: HTTP request relaying.
+            return crate::http::serve(shared, conn, peer, head, permit).await;
         }
         Err(e) => return reply(&shared, &mut conn, 400, &e.to_string()).await,
     };
@@ -257,8 +257,10 @@ async fn listen(shared: Arc<Shared>, mut up: Upgrade) {
     let ws_config = WebSocketConfig::default()
         .read_buffer_size(4096)
         .write_buffer_size(0)
-        .max_message_size(Some(MAX_CONTROL_MESSAGE))
-        .max_frame_size(Some(MAX_CONTROL_MESSAGE));
+        // Commands and inline response bodies are each at most 64 KiB (spec §4.3); a little
+        // slack for the JSON around a body that is exactly at the limit.
+        .max_message_size(Some(MAX_CONTROL_MESSAGE + 4096))
+        .max_frame_size(Some(MAX_CONTROL_MESSAGE + 4096));
     let hosts = up.audience_hosts(&shared);
     let ws =
         WebSocketStream::from_partially_read(up.conn, up.head.rest, Role::Server, Some(ws_config))
@@ -406,7 +408,7 @@ async fn connect(shared: Arc<Shared>, mut up: Upgrade) {
             port: up.peer.port(),
         }),
     });
-    if let Err(e) = listener.commands.try_send(accept) {
+    if let Err(e) = listener.commands.try_send(accept.into()) {
         let (status, why) = match e {
             mpsc::error::TrySendError::Full(_) => (503, "the listener is not keeping up"),
             mpsc::error::TrySendError::Closed(_) => (404, "no listener is connected"),
@@ -512,10 +514,8 @@ async fn connect(shared: Arc<Shared>, mut up: Upgrade) {
 async fn rendezvous(shared: Arc<Shared>, mut up: Upgrade) {
     let query: &HcQuery = &up.target.query;
     if query.action == Some(Action::Request) {
-        // HTTP request rendezvous belongs to the HTTP front end.
-        return up
-            .fail(&shared, 400, "no HTTP request is waiting at this address")
-            .await;
+        let id = query.id.clone();
+        return crate::http::rendezvous(shared, up.conn, up.head, up.key, id).await;
     }
     let Some(pending) = query
         .rendezvous
@@ -594,19 +594,27 @@ async fn rendezvous(shared: Arc<Shared>, mut up: Upgrade) {
 mod tests {
     use super::*;
 
-    #[test]
-    fn connect_headers_drop_the_token_and_join_repeats() {
-        let head = Head {
+    fn head(headers: &[(&str, &str)]) -> Head {
+        Head {
             method: "GET".into(),
             target: "/".into(),
-            headers: vec![
-                ("Sec-WebSocket-Key".into(), "k".into()),
-                ("servicebusauthorization".into(), "secret".into()),
-                ("X-A".into(), "1".into()),
-                ("X-A".into(), "2".into()),
-            ],
+            headers: headers
+                .iter()
+                .map(|(n, v)| ((*n).to_owned(), (*v).to_owned()))
+                .collect(),
             rest: Vec::new(),
-        };
+            raw: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn connect_headers_drop_the_token_and_join_repeats() {
+        let head = head(&[
+            ("Sec-WebSocket-Key", "k"),
+            ("servicebusauthorization", "secret"),
+            ("X-A", "1"),
+            ("X-A", "2"),
+        ]);
         let h = connect_headers(&head);
         assert_eq!(h.len(), 2);
         assert_eq!(h["X-A"], "1, 2");
@@ -615,12 +623,8 @@ mod tests {
 
     #[test]
     fn routing_header_lists() {
-        let head = Head {
-            method: "GET".into(),
-            target: "/".into(),
-            headers: vec![(ALLOWED_LISTENERS.to_lowercase(), " a, b ,,".into())],
-            rest: Vec::new(),
-        };
+        let lower = ALLOWED_LISTENERS.to_lowercase();
+        let head = head(&[(lower.as_str(), " a, b ,,")]);
         assert_eq!(
             id_list(&head, ALLOWED_LISTENERS),
             Some(vec!["a".to_owned(), "b".to_owned()])

@@ -20,6 +20,8 @@ pub(crate) struct Head {
     pub(crate) headers: Vec<(String, String)>,
     /// Bytes read past the head (a client may pipeline its first frames).
     pub(crate) rest: Vec<u8>,
+    /// The head's own bytes, replayed to hyper when the request is plain HTTP.
+    pub(crate) raw: Vec<u8>,
 }
 
 /// Why a head could not be read. Each maps to a response status, or to silence when the
@@ -131,6 +133,7 @@ impl Head {
             target: req.path.ok_or(HeadError::Malformed)?.to_owned(),
             headers,
             rest: buf[end..].to_vec(),
+            raw: buf[..end].to_vec(),
         })
     }
 }

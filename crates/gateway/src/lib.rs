@@ -5,6 +5,7 @@ pub mod config;
 mod control;
 mod front;
 mod handshake;
+mod http;
 mod registry;
 
 use std::net::SocketAddr;
@@ -223,6 +224,11 @@ impl RunningGateway {
     /// Listeners connected on a path.
     pub fn listener_count(&self, path: &str) -> usize {
         self.shared.registry.listener_count(path)
+    }
+
+    /// HTTP requests waiting for a listener's response.
+    pub fn pending_http_requests(&self) -> usize {
+        self.shared.registry.http_count()
     }
 
     /// Rendezvous addresses handed out and not yet used or expired.

@@ -6,8 +6,10 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 
+use bytes::Bytes;
 use ferry_hc::Command;
 use ferry_hc::auth::Rules;
+use ferry_hc::command::Response;
 use rand::Rng as _;
 use tokio::sync::{OwnedSemaphorePermit, mpsc, oneshot};
 
@@ -22,6 +24,39 @@ pub(crate) struct PathSettings {
     pub(crate) anonymous_senders: bool,
     pub(crate) rules: Rules,
     pub(crate) max_listeners: usize,
+    pub(crate) request_timeout: std::time::Duration,
+}
+
+/// What the gateway sends a listener's control channel: a command, and for a `request` with
+/// a body, the body, which must follow the command immediately as one binary message.
+#[derive(Debug)]
+pub(crate) struct Outbound {
+    pub(crate) command: Command,
+    pub(crate) body: Option<Bytes>,
+}
+
+impl From<Command> for Outbound {
+    fn from(command: Command) -> Self {
+        Self {
+            command,
+            body: None,
+        }
+    }
+}
+
+/// A listener's answer to an HTTP request.
+#[derive(Debug)]
+pub(crate) struct HttpReply {
+    pub(crate) response: Response,
+    pub(crate) body: Bytes,
+}
+
+/// An HTTP request waiting for its listener's response.
+pub(crate) struct PendingHttp {
+    /// For a rendezvous-only request: the full `request` and its body, sent on the
+    /// rendezvous socket when the listener opens it.
+    pub(crate) deferred: Option<(Command, Bytes)>,
+    pub(crate) reply: oneshot::Sender<HttpReply>,
 }
 
 /// A registered listener: where to send its commands.
@@ -31,7 +66,7 @@ pub(crate) struct ListenerHandle {
     pub(crate) id: String,
     /// Unique per control connection, so a reconnect with the same id is a new entry.
     pub(crate) conn_id: u64,
-    pub(crate) commands: mpsc::Sender<Command>,
+    pub(crate) commands: mpsc::Sender<Outbound>,
     /// `ws[s]://host[:port]` as this listener reached us: rendezvous addresses use it.
     pub(crate) base: String,
 }
@@ -72,6 +107,8 @@ struct Inner {
     listeners: HashMap<String, Entry>,
     /// Rendezvous key → waiting sender.
     pending: HashMap<String, Pending>,
+    /// Request id → waiting HTTP request.
+    http: HashMap<String, PendingHttp>,
 }
 
 struct Entry {
@@ -138,6 +175,7 @@ impl Registry {
             anonymous_senders: false,
             rules: self.namespace_rules.clone(),
             max_listeners: ferry_hc::MAX_LISTENERS_PER_PATH,
+            request_timeout: crate::config::DEFAULT_REQUEST_TIMEOUT,
         }
     }
 
@@ -228,6 +266,20 @@ impl Registry {
         self.lock().pending.remove(key)
     }
 
+    pub(crate) fn insert_http(&self, id: String, pending: PendingHttp) {
+        self.lock().http.insert(id, pending);
+    }
+
+    /// Takes a waiting HTTP request: its response is delivered once.
+    pub(crate) fn take_http(&self, id: &str) -> Option<PendingHttp> {
+        self.lock().http.remove(id)
+    }
+
+    /// Number of HTTP requests waiting for a response.
+    pub(crate) fn http_count(&self) -> usize {
+        self.lock().http.len()
+    }
+
     /// Number of outstanding rendezvous addresses.
     pub(crate) fn pending_count(&self) -> usize {
         self.lock().pending.len()
@@ -242,6 +294,7 @@ fn settings(p: &PathConfig, namespace_rules: &Rules) -> PathSettings {
         anonymous_senders: p.anonymous_senders,
         rules,
         max_listeners: p.max_listeners,
+        request_timeout: p.request_timeout,
     }
 }
 

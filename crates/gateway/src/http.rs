@@ -1,0 +1,567 @@
+//! The Hybrid Connections HTTP front end (spec §2, §3, §6): `https://{ns}/{path}/...` requests
+//! relayed to a listener as `request` commands, answered by `response` commands.
+//!
+//! ```text
+//!  client ── HTTP/1.1 ──► hyper ─► auth ─► pick listener ─┬─► control: request JSON + body msg
+//!                                                         └─► control: {request:{address,id}}
+//!                                                             listener dials address (action
+//!                                                             request): full request sent there
+//!  client ◄── response ◄── response JSON (+ body msg) on the control channel or the rendezvous
+//! ```
+//!
+//! Bodies up to 64 KiB travel inline on the control channel; larger ones go through a
+//! rendezvous socket the listener opens. Request and response bodies are buffered up to the
+//! configured limits (413 beyond); streaming them is still to come.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use ferry_hc::Command;
+use ferry_hc::address::{self, HcQuery, encode_path};
+use ferry_hc::auth::{AuthError, Right};
+use ferry_hc::command::{Headers, RemoteEndpoint, Request};
+use ferry_net::conn::Conn;
+use futures_util::{SinkExt, StreamExt};
+use http::{HeaderName, HeaderValue, StatusCode};
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::sync::{OwnedSemaphorePermit, oneshot};
+use tokio::time::timeout;
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
+use tracing::{debug, warn};
+
+use crate::front::{Shared, now_unix};
+use crate::handshake::Head;
+use crate::registry::{HttpReply, Outbound, PathSettings, PendingHttp, PickError, new_key};
+
+/// Largest body sent inline on the control channel (spec §4.3).
+pub(crate) const INLINE_BODY_LIMIT: usize = 64 * 1024;
+
+/// Headers that describe one hop and are never forwarded (RFC 9110 §7.6.1, spec §3).
+const HOP_BY_HOP: [&str; 10] = [
+    "connection",
+    "content-length",
+    "host",
+    "keep-alive",
+    "proxy-connection",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+    "close",
+];
+
+/// Where relayed HTTP requests carry their token (spec §2), besides `sb-hc-token`.
+const AUTH_HEADER: &str = "ServiceBusAuthorization";
+
+type Body = Full<Bytes>;
+
+/// Serves one connection whose first request (already read into `head`) is plain HTTP,
+/// with hyper, keeping the connection alive for further requests.
+pub(crate) async fn serve(
+    shared: Arc<Shared>,
+    conn: Conn,
+    peer: SocketAddr,
+    head: Head,
+    permit: OwnedSemaphorePermit,
+) {
+    let _permit = permit;
+    let mut replay = head.raw;
+    replay.extend_from_slice(&head.rest);
+    let io = TokioIo::new(Replay {
+        prefix: replay,
+        pos: 0,
+        inner: conn,
+    });
+    let service_shared = shared.clone();
+    let service = hyper::service::service_fn(move |req| {
+        let shared = service_shared.clone();
+        async move { Ok::<_, Infallible>(handle(&shared, peer, req).await) }
+    });
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(shared.config.timeouts.handshake)
+        .max_buf_size(shared.config.limits.max_header_bytes.max(8192))
+        .keep_alive(true);
+    let connection = builder.serve_connection(io, service);
+    tokio::pin!(connection);
+    tokio::select! {
+        r = &mut connection => if let Err(e) = r { debug!(%peer, error = %e, "http connection ended") },
+        () = shared.cancel.cancelled() => {
+            // Finish the request in flight, then close.
+            connection.as_mut().graceful_shutdown();
+            let _ = timeout(shared.config.timeouts.close, connection).await;
+        }
+    }
+}
+
+/// An error answer from the gateway itself (no `Via`: that is how clients tell it apart
+/// from a listener's answer, spec §6.6).
+struct Refusal {
+    status: StatusCode,
+    message: String,
+}
+
+impl Refusal {
+    fn new(status: u16, message: impl Into<String>) -> Self {
+        Self {
+            status: StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_GATEWAY),
+            message: message.into(),
+        }
+    }
+}
+
+impl From<AuthError> for Refusal {
+    fn from(e: AuthError) -> Self {
+        Self::new(e.status(), e.to_string())
+    }
+}
+
+async fn handle(
+    shared: &Arc<Shared>,
+    peer: SocketAddr,
+    req: http::Request<Incoming>,
+) -> http::Response<Body> {
+    match relay(shared, peer, req).await {
+        Ok(response) => response,
+        Err(refusal) => {
+            let mut response = http::Response::new(Full::new(Bytes::from(refusal.message + "\n")));
+            *response.status_mut() = refusal.status;
+            response.headers_mut().insert(
+                http::header::CONTENT_TYPE,
+                HeaderValue::from_static("text/plain; charset=utf-8"),
+            );
+            response
+        }
+    }
+}
+
+/// Removes `sb-hc-*` parameters from a query, returning the token among them.
+fn split_query(query: Option<&str>) -> Result<(HcQuery, String), Refusal> {
+    let q =
+        HcQuery::parse(query.unwrap_or_default()).map_err(|e| Refusal::new(400, e.to_string()))?;
+    let app = q.app_query.clone();
+    Ok((q, app))
+}
+
+async fn relay(
+    shared: &Arc<Shared>,
+    peer: SocketAddr,
+    req: http::Request<Incoming>,
+) -> Result<http::Response<Body>, Refusal> {
+    if req.method() == http::Method::CONNECT {
+        return Err(Refusal::new(405, "CONNECT is not relayed"));
+    }
+    let raw_path = req.uri().path().to_owned();
+    let path = address::decode_path(&raw_path).map_err(|e| Refusal::new(400, e.to_string()))?;
+    if path.is_empty() {
+        return Err(Refusal::new(404, "no hybrid connection named"));
+    }
+    let (query, app_query) = split_query(req.uri().query())?;
+    let (parts, body) = req.into_parts();
+    let host = parts
+        .headers
+        .get(http::header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .map(str::to_owned);
+
+    // Token sources (spec §2): sb-hc-token and ServiceBusAuthorization are always removed;
+    // Authorization is used (and removed) only when auth is on and neither was given.
+    let sb_header = parts
+        .headers
+        .get(AUTH_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let explicit = query.token.clone().or(sb_header);
+    let Some(settings) = shared.registry.sender_path(&path) else {
+        // As for WebSocket senders: check the token before saying whether a dynamic path
+        // exists.
+        if shared.config.dynamic_paths {
+            let token = explicit.or_else(|| header_text(&parts.headers, "authorization"));
+            let namespace = shared.registry.namespace_settings();
+            authorize(shared, &namespace, token.as_deref(), host.as_deref(), &path)?;
+            return Err(Refusal::new(404, "no listener is connected"));
+        }
+        return Err(Refusal::new(404, "no such hybrid connection"));
+    };
+    let mut used_authorization = false;
+    if !settings.anonymous_senders {
+        let token = match explicit {
+            Some(t) => Some(t),
+            None => {
+                used_authorization = true;
+                header_text(&parts.headers, "authorization")
+            }
+        };
+        authorize(shared, &settings, token.as_deref(), host.as_deref(), &path)?;
+    }
+
+    let allowed = list_header(&parts.headers, "Microsoft-Relay-AllowedListeners");
+    let disallowed =
+        list_header(&parts.headers, "Microsoft-Relay-DisallowedListeners").unwrap_or_default();
+    let listener = match shared
+        .registry
+        .pick(&settings.name, allowed.as_deref(), &disallowed)
+    {
+        Ok(l) => l,
+        Err(PickError::NoListener) => return Err(Refusal::new(502, "no listener is connected")),
+        Err(PickError::NoneMatch) => {
+            return Err(Refusal::new(
+                404,
+                "None of the connected listeners meet the AllowedListeners/DisallowedListeners criteria",
+            ));
+        }
+    };
+
+    let limit = shared.config.limits.max_request_body;
+    if parts
+        .headers
+        .get(http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
+        .is_some_and(|len| len > limit as u64)
+    {
+        return Err(Refusal::new(
+            413,
+            format!("request body over {limit} bytes"),
+        ));
+    }
+    let deadline = settings.request_timeout;
+    let body = match timeout(deadline, Limited::new(body, limit).collect()).await {
+        Ok(Ok(collected)) => collected.to_bytes(),
+        Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => {
+            return Err(Refusal::new(
+                413,
+                format!("request body over {limit} bytes"),
+            ));
+        }
+        Ok(Err(_)) => return Err(Refusal::new(400, "request body could not be read")),
+        Err(_) => return Err(Refusal::new(408, "request body not received in time")),
+    };
+
+    let mut headers = Headers::new();
+    for (name, value) in &parts.headers {
+        let lower = name.as_str();
+        if HOP_BY_HOP.contains(&lower)
+            || lower.eq_ignore_ascii_case(AUTH_HEADER)
+            || (used_authorization && lower == "authorization")
+        {
+            continue;
+        }
+        let Ok(value) = value.to_str() else { continue };
+        headers
+            .entry(name.as_str().to_owned())
+            .and_modify(|v: &mut String| {
+                v.push_str(", ");
+                v.push_str(value);
+            })
+            .or_insert_with(|| value.to_owned());
+    }
+    let via = format!("1.1 {}", shared.config.namespace);
+    headers
+        .entry("via".into())
+        .and_modify(|v| {
+            v.push_str(", ");
+            v.push_str(&via);
+        })
+        .or_insert_with(|| via.clone());
+
+    let id = new_key();
+    let address = format!(
+        "{}{}{}?sb-hc-action=request&sb-hc-id={id}",
+        listener.base,
+        address::HC_PREFIX,
+        encode_path(&settings.name)
+    );
+    let target = if app_query.is_empty() {
+        raw_path
+    } else {
+        format!("{raw_path}?{app_query}")
+    };
+    let full = Request {
+        address: address.clone(),
+        id: id.clone(),
+        request_target: Some(target),
+        method: Some(parts.method.as_str().to_owned()),
+        remote_endpoint: Some(RemoteEndpoint {
+            address: peer.ip().to_string(),
+            port: peer.port(),
+        }),
+        request_headers: Some(headers),
+        body: Some(!body.is_empty()),
+    };
+    let inline = body.len() <= INLINE_BODY_LIMIT;
+    let (outbound, deferred) = if inline {
+        let body_msg = (!body.is_empty()).then(|| body.clone());
+        (
+            Outbound {
+                command: Command::Request(full),
+                body: body_msg,
+            },
+            None,
+        )
+    } else {
+        let only = Request {
+            address,
+            id: id.clone(),
+            request_target: None,
+            method: None,
+            remote_endpoint: None,
+            request_headers: None,
+            body: None,
+        };
+        (
+            Outbound::from(Command::Request(only)),
+            Some((Command::Request(full), body)),
+        )
+    };
+    let (reply_tx, reply_rx) = oneshot::channel();
+    shared.registry.insert_http(
+        id.clone(),
+        PendingHttp {
+            deferred,
+            reply: reply_tx,
+        },
+    );
+    let _pending = HttpGuard {
+        shared: shared.clone(),
+        id: id.clone(),
+    };
+    if let Err(e) = listener.commands.try_send(outbound) {
+        return Err(match e {
+            tokio::sync::mpsc::error::TrySendError::Full(_) => {
+                Refusal::new(503, "the listener is not keeping up")
+            }
+            tokio::sync::mpsc::error::TrySendError::Closed(_) => {
+                Refusal::new(502, "the listener went away")
+            }
+        });
+    }
+    debug!(path = %settings.name, request = %id, inline, "request sent to listener");
+    let reply = match timeout(deadline, reply_rx).await {
+        Ok(Ok(reply)) => reply,
+        Ok(Err(_)) => {
+            return Err(Refusal::new(
+                502,
+                "the listener's response was malformed or lost",
+            ));
+        }
+        Err(_) => return Err(Refusal::new(504, "the listener did not respond in time")),
+    };
+    response_from(reply, &via)
+}
+
+fn header_text(headers: &http::HeaderMap, name: &str) -> Option<String> {
+    headers
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned)
+}
+
+fn list_header(headers: &http::HeaderMap, name: &str) -> Option<Vec<String>> {
+    let ids: Vec<String> = headers
+        .get_all(name)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(|s| s.trim().to_owned())
+        .filter(|s| !s.is_empty())
+        .collect();
+    (!ids.is_empty()).then_some(ids)
+}
+
+fn authorize(
+    shared: &Shared,
+    settings: &PathSettings,
+    token: Option<&str>,
+    host: Option<&str>,
+    path: &str,
+) -> Result<(), Refusal> {
+    let token = token.ok_or(AuthError::Missing)?;
+    let mut hosts = vec![shared.config.namespace.as_str()];
+    hosts.extend(host);
+    settings
+        .rules
+        .authorize_any_host(token, &hosts, path, Right::Send, now_unix())?;
+    Ok(())
+}
+
+/// Builds the client's response from the listener's `response`, adding `Via`.
+fn response_from(reply: HttpReply, via: &str) -> Result<http::Response<Body>, Refusal> {
+    let status = StatusCode::from_u16(reply.response.status_code)
+        .map_err(|_| Refusal::new(502, "the listener sent an invalid status"))?;
+    let mut response = http::Response::new(Full::new(reply.body));
+    *response.status_mut() = status;
+    let headers = response.headers_mut();
+    for (name, value) in &reply.response.response_headers {
+        if HOP_BY_HOP.iter().any(|h| h.eq_ignore_ascii_case(name)) {
+            continue;
+        }
+        let (Ok(name), Ok(value)) = (
+            HeaderName::from_bytes(name.as_bytes()),
+            HeaderValue::from_str(value),
+        ) else {
+            warn!("listener sent an invalid response header; dropped");
+            continue;
+        };
+        headers.append(name, value);
+    }
+    if let Ok(v) = HeaderValue::from_str(via) {
+        headers.append(http::header::VIA, v);
+    }
+    Ok(response)
+}
+
+/// Forgets a waiting request however its handler ends (answered, timed out, client gone).
+struct HttpGuard {
+    shared: Arc<Shared>,
+    id: String,
+}
+
+impl Drop for HttpGuard {
+    fn drop(&mut self) {
+        drop(self.shared.registry.take_http(&self.id));
+    }
+}
+
+/// A listener opened the rendezvous address of an HTTP request (`sb-hc-action=request`):
+/// send the deferred request if there is one, then read the response there.
+pub(crate) async fn rendezvous(
+    shared: Arc<Shared>,
+    mut conn: Conn,
+    head: Head,
+    key: String,
+    id: Option<String>,
+) {
+    let Some(pending) = id.as_deref().and_then(|id| shared.registry.take_http(id)) else {
+        let _ = timeout(
+            shared.config.timeouts.close,
+            crate::handshake::respond(
+                &mut conn,
+                403,
+                "the rendezvous address is invalid, expired or already used",
+            ),
+        )
+        .await;
+        return;
+    };
+    if crate::handshake::switch(&mut conn, &key, None)
+        .await
+        .is_err()
+    {
+        return;
+    }
+    let limit = usize::try_from(shared.config.limits.max_response_body).unwrap_or(usize::MAX);
+    let config = WebSocketConfig::default()
+        .max_message_size(Some(limit.saturating_add(4096)))
+        .max_frame_size(None);
+    let mut ws =
+        WebSocketStream::from_partially_read(conn, head.rest, Role::Server, Some(config)).await;
+    let wait = shared
+        .config
+        .timeouts
+        .rendezvous
+        .max(Duration::from_secs(60));
+    let exchange = async {
+        if let Some((command, body)) = pending.deferred {
+            ws.feed(Message::text(command.encode())).await.ok()?;
+            if !body.is_empty() {
+                ws.feed(Message::Binary(body)).await.ok()?;
+            }
+            ws.flush().await.ok()?;
+        }
+        let response = loop {
+            match ws.next().await? {
+                Ok(Message::Text(t)) => match Command::decode(&t) {
+                    Ok(Command::Response(r)) => break r,
+                    _ => return None,
+                },
+                Ok(Message::Ping(_) | Message::Pong(_)) => continue,
+                _ => return None,
+            }
+        };
+        let body = if response.body {
+            match ws.next().await? {
+                Ok(Message::Binary(b)) => b,
+                _ => return None,
+            }
+        } else {
+            Bytes::new()
+        };
+        Some(HttpReply { response, body })
+    };
+    match timeout(wait, exchange).await {
+        Ok(Some(reply)) => drop(pending.reply.send(reply)),
+        // Dropping `pending.reply` fails the waiting request with 502.
+        Ok(None) => warn!("listener broke the protocol on an http rendezvous"),
+        Err(_) => debug!("http rendezvous timed out"),
+    }
+    let _ = timeout(shared.config.timeouts.close, ws.close(None)).await;
+}
+
+/// The request head bytes already read, then the connection.
+struct Replay {
+    prefix: Vec<u8>,
+    pos: usize,
+    inner: Conn,
+}
+
+impl AsyncRead for Replay {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let this = self.get_mut();
+        if this.pos < this.prefix.len() {
+            let n = (this.prefix.len() - this.pos).min(buf.remaining());
+            buf.put_slice(&this.prefix[this.pos..this.pos + n]);
+            this.pos += n;
+            if this.pos == this.prefix.len() {
+                this.prefix = Vec::new();
+                this.pos = 0;
+            }
+            return Poll::Ready(Ok(()));
+        }
+        Pin::new(&mut this.inner).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for Replay {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.get_mut().inner).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.get_mut().inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
+    }
+}

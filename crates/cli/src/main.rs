@@ -14,6 +14,7 @@
 #![allow(rustdoc::bare_urls, rustdoc::broken_intra_doc_links)]
 
 mod decode;
+mod listen;
 mod settings;
 
 use std::collections::BTreeMap;
@@ -51,6 +52,19 @@ enum Command {
     Bridge(BridgeCommand),
     /// Decode a raw net.tcp capture (NMF records, binary SOAP) into readable XML.
     Decode(decode::DecodeArgs),
+    /// Listen on PATH and serve its HTTP requests from a local origin (a reverse proxy).
+    Listen(ListenArgs),
+}
+
+#[derive(Args)]
+struct ListenArgs {
+    /// Hybrid connection path.
+    path: String,
+    /// Local HTTP origin, http://HOST:PORT; /PATH is stripped from request targets.
+    #[arg(long)]
+    http_to: String,
+    #[command(flatten)]
+    connect: ConnectArgs,
 }
 
 #[derive(Args)]
@@ -209,6 +223,7 @@ fn main() -> anyhow::Result<()> {
             }
             Command::Bridge(b) => bridge(b).await,
             Command::Decode(args) => decode::run(&args),
+            Command::Listen(args) => listen(args).await,
         }
     })
 }
@@ -323,4 +338,16 @@ async fn bridge(command: BridgeCommand) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+async fn listen(args: ListenArgs) -> anyhow::Result<()> {
+    let origin = listen::Origin::parse(&args.http_to, &args.path)?;
+    let endpoint = args.connect.endpoint(&args.path)?;
+    let cancel = CancellationToken::new();
+    let stopper = cancel.clone();
+    tokio::spawn(async move {
+        stop_signal().await;
+        stopper.cancel();
+    });
+    listen::run(endpoint, origin, cancel).await
 }

@@ -1,0 +1,580 @@
+//! `ferry listen --http-to http://HOST:PORT PATH`: a reverse proxy from the relay to a local
+//! HTTP/1.1 origin.
+//!
+//! Each relayed request becomes one origin connection (`Connection: close`, so framing stays
+//! simple and no idle sockets pile up). Bodies stream both ways through bounded buffers:
+//! the request body with `Content-Length` when its size is known, chunked otherwise; the
+//! response body as it arrives (content-length, chunked or read-to-close). Hop-by-hop
+//! headers are removed both ways (RFC 9110 §7.6.1), `Host` names the origin, and an origin
+//! that cannot be reached or answers garbage gives 502.
+
+use std::io;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context as _, bail};
+use bytes::{Bytes, BytesMut};
+use ferry_sdk::Endpoint;
+use ferry_sdk::http::{Body, HttpConfig, HttpListener};
+use futures_util::StreamExt;
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::TcpStream;
+use tokio::net::tcp::OwnedReadHalf;
+use tokio_util::sync::CancellationToken;
+
+/// TCP connect to the origin.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Longest wait for the origin's response head, and for each read or write after it.
+const IO_TIMEOUT: Duration = Duration::from_secs(60);
+/// Largest response head accepted from the origin.
+const MAX_HEAD: usize = 64 * 1024;
+/// Most response header lines accepted from the origin.
+const MAX_HEADERS: usize = 128;
+/// Largest chunk handed on at once, and the longest chunk-size or trailer line.
+const READ_CHUNK: usize = 64 * 1024;
+const MAX_LINE: usize = 4096;
+
+/// Headers that describe one connection, not the message (RFC 9110 §7.6.1), plus the
+/// framing headers each side sets for itself.
+const HOP_BY_HOP: [&str; 10] = [
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+    "content-length",
+];
+
+/// The local HTTP origin requests are forwarded to.
+#[derive(Clone, Debug)]
+pub(crate) struct Origin {
+    /// `host:port` to connect to and to send as `Host`.
+    authority: String,
+    /// The hybrid connection path, stripped from request targets (as the Java SDK does),
+    /// so `/PATH/x` reaches the origin as `/x`.
+    prefix: String,
+}
+
+impl Origin {
+    /// Parses `http://HOST[:PORT]` (a trailing `/` is allowed).
+    pub(crate) fn parse(url: &str, path: &str) -> anyhow::Result<Self> {
+        let uri: http::Uri = url.parse().context("--http-to is not a URL")?;
+        if uri.scheme_str() != Some("http") {
+            bail!("--http-to must be an http:// URL");
+        }
+        if uri.path_and_query().is_some_and(|p| p.as_str() != "/") {
+            bail!("--http-to must be http://HOST[:PORT] without a path");
+        }
+        let authority = uri.authority().context("--http-to names no host")?;
+        let authority = match authority.port_u16() {
+            Some(_) => authority.to_string(),
+            None => format!("{}:80", authority.host()),
+        };
+        Ok(Self {
+            authority,
+            prefix: format!("/{}", path.trim_matches('/')),
+        })
+    }
+
+    /// The target to send the origin: the request's, without the hybrid connection path.
+    fn target(&self, uri: &http::Uri) -> String {
+        let full = uri.path_and_query().map_or("/", |p| p.as_str());
+        match full.strip_prefix(&self.prefix) {
+            Some("") => "/".to_owned(),
+            Some(rest) if rest.starts_with('?') => format!("/{rest}"),
+            Some(rest) if rest.starts_with('/') => rest.to_owned(),
+            _ => full.to_owned(),
+        }
+    }
+}
+
+/// Serves `endpoint` by forwarding every request to `origin` until `cancel` fires.
+pub(crate) async fn run(
+    endpoint: Endpoint,
+    origin: Origin,
+    cancel: CancellationToken,
+) -> anyhow::Result<()> {
+    let listener = HttpListener::open(endpoint, HttpConfig::default())
+        .await
+        .context("cannot open the listener")?;
+    tracing::info!(origin = %origin.authority, "forwarding http requests");
+    let origin = Arc::new(origin);
+    let serve = listener.serve(move |req| {
+        let origin = origin.clone();
+        async move { proxy(&origin, req).await }
+    });
+    tokio::select! {
+        r = serve => r.context("listener stopped")?,
+        () = cancel.cancelled() => {}
+    }
+    Ok(())
+}
+
+/// Forwards one request; any failure reaching the origin becomes a 502.
+pub(crate) async fn proxy(origin: &Origin, req: http::Request<Body>) -> http::Response<Body> {
+    match forward(origin, req).await {
+        Ok(resp) => resp,
+        Err(e) => {
+            tracing::warn!(error = %format!("{e:#}"), "origin request failed; answering 502");
+            let mut resp = http::Response::new(Body::from("origin unreachable\n"));
+            *resp.status_mut() = http::StatusCode::BAD_GATEWAY;
+            resp
+        }
+    }
+}
+
+async fn forward(
+    origin: &Origin,
+    req: http::Request<Body>,
+) -> anyhow::Result<http::Response<Body>> {
+    let (parts, mut body) = req.into_parts();
+    let tcp = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(&origin.authority))
+        .await
+        .context("origin connect timed out")?
+        .context("origin connect failed")?;
+    tcp.set_nodelay(true)?;
+    let (read, mut write) = tcp.into_split();
+
+    let mut head = format!(
+        "{} {} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n",
+        parts.method,
+        origin.target(&parts.uri),
+        origin.authority
+    );
+    let extra_hop = connection_tokens(&parts.headers);
+    for (name, value) in &parts.headers {
+        if is_hop_by_hop(name.as_str(), &extra_hop) || name == http::header::HOST {
+            continue;
+        }
+        let Ok(value) = value.to_str() else { continue };
+        head.push_str(&format!("{name}: {value}\r\n"));
+    }
+    let chunked = match body.exact_len() {
+        Some(0) if !matches!(parts.method, http::Method::POST | http::Method::PUT) => false,
+        Some(n) => {
+            head.push_str(&format!("Content-Length: {n}\r\n"));
+            false
+        }
+        None => {
+            head.push_str("Transfer-Encoding: chunked\r\n");
+            true
+        }
+    };
+    head.push_str("\r\n");
+    let io_timeout = |what: &'static str| move |_| anyhow::anyhow!("origin {what} timed out");
+    tokio::time::timeout(IO_TIMEOUT, write.write_all(head.as_bytes()))
+        .await
+        .map_err(io_timeout("write"))??;
+    // The request body goes out while the response head is awaited: an origin may answer
+    // early (a 413, say) without reading everything.
+    let upload = async move {
+        while let Some(chunk) = body.next().await {
+            let chunk = chunk?;
+            if chunk.is_empty() {
+                continue;
+            }
+            if chunked {
+                let size = format!("{:x}\r\n", chunk.len());
+                tokio::time::timeout(IO_TIMEOUT, write.write_all(size.as_bytes()))
+                    .await
+                    .map_err(io_timeout("write"))??;
+            }
+            tokio::time::timeout(IO_TIMEOUT, write.write_all(&chunk))
+                .await
+                .map_err(io_timeout("write"))??;
+            if chunked {
+                tokio::time::timeout(IO_TIMEOUT, write.write_all(b"\r\n"))
+                    .await
+                    .map_err(io_timeout("write"))??;
+            }
+        }
+        if chunked {
+            tokio::time::timeout(IO_TIMEOUT, write.write_all(b"0\r\n\r\n"))
+                .await
+                .map_err(io_timeout("write"))??;
+        }
+        anyhow::Ok(write)
+    };
+    let mut reader = BufReader::with_capacity(READ_CHUNK, read);
+    let download = tokio::time::timeout(IO_TIMEOUT, read_head(&mut reader));
+    let (write, head) = tokio::join!(upload, download);
+    // Keep our half open until the response is read: some origins take a half-close for
+    // the end of the exchange.
+    let write = write.context("request body")?;
+    let (status, headers) = head.map_err(io_timeout("response"))??;
+
+    let framing = if parts.method == http::Method::HEAD
+        || status.is_informational()
+        || status == http::StatusCode::NO_CONTENT
+        || status == http::StatusCode::NOT_MODIFIED
+    {
+        Framing::Length(0)
+    } else if headers
+        .get_all(http::header::TRANSFER_ENCODING)
+        .iter()
+        .any(|v| {
+            v.to_str()
+                .is_ok_and(|v| v.to_ascii_lowercase().contains("chunked"))
+        })
+    {
+        Framing::Chunked(ChunkState::Size)
+    } else if let Some(len) = headers.get(http::header::CONTENT_LENGTH) {
+        let len = len
+            .to_str()
+            .ok()
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .context("bad Content-Length from the origin")?;
+        Framing::Length(len)
+    } else {
+        Framing::Close
+    };
+
+    let mut resp = http::Response::new(Body::empty());
+    *resp.status_mut() = status;
+    let extra_hop = connection_tokens(&headers);
+    for (name, value) in &headers {
+        if !is_hop_by_hop(name.as_str(), &extra_hop) {
+            resp.headers_mut().append(name.clone(), value.clone());
+        }
+    }
+    let download = OriginBody {
+        reader,
+        framing,
+        _write: write,
+        done: false,
+    };
+    *resp.body_mut() =
+        Body::from_stream(futures_util::stream::unfold(download, |mut b| async move {
+            match b.next_chunk().await {
+                Ok(Some(chunk)) => Some((Ok(chunk), b)),
+                Ok(None) => None,
+                Err(e) => {
+                    b.done = true;
+                    Some((Err(e), b))
+                }
+            }
+        }));
+    Ok(resp)
+}
+
+/// Header names listed in the message's `Connection` header: hop-by-hop too.
+fn connection_tokens(headers: &http::HeaderMap) -> Vec<String> {
+    headers
+        .get_all(http::header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(|t| t.trim().to_ascii_lowercase())
+        .filter(|t| !t.is_empty())
+        .collect()
+}
+
+fn is_hop_by_hop(name: &str, extra: &[String]) -> bool {
+    HOP_BY_HOP.contains(&name) || extra.iter().any(|e| e == name)
+}
+
+/// Reads the origin's response head; interim 1xx responses (other than 101) are skipped.
+async fn read_head(
+    reader: &mut BufReader<OwnedReadHalf>,
+) -> anyhow::Result<(http::StatusCode, http::HeaderMap)> {
+    loop {
+        let mut buf = Vec::new();
+        loop {
+            let n = read_line(reader, &mut buf, MAX_HEAD).await?;
+            if n == 0 {
+                bail!("origin closed before answering");
+            }
+            if buf.ends_with(b"\r\n\r\n") || buf.ends_with(b"\n\n") {
+                break;
+            }
+        }
+        let mut storage = [httparse::EMPTY_HEADER; MAX_HEADERS];
+        let mut parsed = httparse::Response::new(&mut storage);
+        match parsed
+            .parse(&buf)
+            .context("malformed response from the origin")?
+        {
+            httparse::Status::Complete(_) => {}
+            httparse::Status::Partial => bail!("truncated response head from the origin"),
+        }
+        let status = http::StatusCode::from_u16(parsed.code.unwrap_or(0))
+            .context("bad status from the origin")?;
+        if status.is_informational() && status != http::StatusCode::SWITCHING_PROTOCOLS {
+            continue;
+        }
+        let mut headers = http::HeaderMap::new();
+        for h in parsed.headers.iter() {
+            headers.append(
+                http::HeaderName::from_bytes(h.name.as_bytes())?,
+                http::HeaderValue::from_bytes(h.value)?,
+            );
+        }
+        return Ok((status, headers));
+    }
+}
+
+/// Appends one line (up to and with its `\n`) to `buf`, failing once `buf` exceeds `max`.
+async fn read_line(
+    reader: &mut BufReader<OwnedReadHalf>,
+    buf: &mut Vec<u8>,
+    max: usize,
+) -> anyhow::Result<usize> {
+    let mut total = 0;
+    loop {
+        let available = reader.fill_buf().await?;
+        if available.is_empty() {
+            return Ok(total);
+        }
+        let (take, end) = match available.iter().position(|b| *b == b'\n') {
+            Some(i) => (i + 1, true),
+            None => (available.len(), false),
+        };
+        buf.extend_from_slice(&available[..take]);
+        reader.consume(take);
+        total += take;
+        if buf.len() > max {
+            bail!("line from the origin over {max} bytes");
+        }
+        if end {
+            return Ok(total);
+        }
+    }
+}
+
+/// How the origin delimits its response body.
+enum Framing {
+    /// This many bytes are left.
+    Length(u64),
+    /// Chunked transfer coding.
+    Chunked(ChunkState),
+    /// Everything until the origin closes.
+    Close,
+}
+
+enum ChunkState {
+    /// Expecting a chunk-size line.
+    Size,
+    /// This many bytes of the current chunk are left.
+    Data(u64),
+    /// The last chunk was read.
+    Done,
+}
+
+/// The origin's response body, read as the relay takes it.
+struct OriginBody {
+    reader: BufReader<OwnedReadHalf>,
+    framing: Framing,
+    /// Our half of the origin connection, closed only when the body is done with.
+    _write: tokio::net::tcp::OwnedWriteHalf,
+    done: bool,
+}
+
+impl OriginBody {
+    async fn next_chunk(&mut self) -> io::Result<Option<Bytes>> {
+        if self.done {
+            return Ok(None);
+        }
+        tokio::time::timeout(IO_TIMEOUT, self.read())
+            .await
+            .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "origin body timed out"))?
+            .map_err(|e| io::Error::other(format!("{e:#}")))
+    }
+
+    async fn read(&mut self) -> anyhow::Result<Option<Bytes>> {
+        loop {
+            match &mut self.framing {
+                Framing::Length(0) | Framing::Chunked(ChunkState::Done) => return Ok(None),
+                Framing::Length(left) => {
+                    let left = *left;
+                    let chunk = self.read_some(left).await?;
+                    if chunk.is_empty() {
+                        bail!("origin closed inside the body");
+                    }
+                    self.framing = Framing::Length(left - chunk.len() as u64);
+                    return Ok(Some(chunk));
+                }
+                Framing::Close => {
+                    let chunk = self.read_some(READ_CHUNK as u64).await?;
+                    return Ok((!chunk.is_empty()).then_some(chunk));
+                }
+                Framing::Chunked(ChunkState::Size) => {
+                    let mut line = Vec::new();
+                    if read_line(&mut self.reader, &mut line, MAX_LINE).await? == 0 {
+                        bail!("origin closed inside a chunked body");
+                    }
+                    let text = std::str::from_utf8(&line).context("bad chunk size")?;
+                    let size = text.split(';').next().unwrap_or("").trim();
+                    let size = u64::from_str_radix(size, 16).context("bad chunk size")?;
+                    if size == 0 {
+                        // Trailers, then the empty line; trailers are not relayed.
+                        loop {
+                            let mut t = Vec::new();
+                            let n = read_line(&mut self.reader, &mut t, MAX_LINE).await?;
+                            if n == 0 || t == b"\r\n" || t == b"\n" {
+                                break;
+                            }
+                        }
+                        self.framing = Framing::Chunked(ChunkState::Done);
+                    } else {
+                        self.framing = Framing::Chunked(ChunkState::Data(size));
+                    }
+                }
+                Framing::Chunked(ChunkState::Data(left)) => {
+                    let left_now = *left;
+                    let chunk = self.read_some(left_now).await?;
+                    if chunk.is_empty() {
+                        bail!("origin closed inside a chunk");
+                    }
+                    let rest = left_now - chunk.len() as u64;
+                    if rest == 0 {
+                        let mut crlf = Vec::new();
+                        read_line(&mut self.reader, &mut crlf, MAX_LINE).await?;
+                        self.framing = Framing::Chunked(ChunkState::Size);
+                    } else {
+                        self.framing = Framing::Chunked(ChunkState::Data(rest));
+                    }
+                    return Ok(Some(chunk));
+                }
+            }
+        }
+    }
+
+    /// Reads up to `max` bytes (and at most [`READ_CHUNK`]); empty at end of stream.
+    async fn read_some(&mut self, max: u64) -> io::Result<Bytes> {
+        let want = usize::try_from(max).unwrap_or(usize::MAX).min(READ_CHUNK);
+        let mut buf = BytesMut::zeroed(want);
+        let n = self.reader.read(&mut buf).await?;
+        buf.truncate(n);
+        Ok(buf.freeze())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use tokio::net::TcpListener;
+
+    use super::*;
+
+    /// A one-shot origin: reads until `until` was received, then sends `answer` and closes.
+    async fn origin(
+        until: &'static [u8],
+        answer: &'static [u8],
+    ) -> (Origin, tokio::task::JoinHandle<Vec<u8>>) {
+        let tcp = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", tcp.local_addr().unwrap());
+        let task = tokio::spawn(async move {
+            let (mut s, _) = tcp.accept().await.unwrap();
+            let mut got = Vec::new();
+            let mut buf = [0u8; 65536];
+            loop {
+                let n = s.read(&mut buf).await.unwrap();
+                got.extend_from_slice(&buf[..n]);
+                if n == 0 || got.windows(until.len()).any(|w| w == until) {
+                    break;
+                }
+            }
+            s.write_all(answer).await.unwrap();
+            got
+        });
+        (Origin::parse(&url, "app").unwrap(), task)
+    }
+
+    fn request(method: &str, uri: &str, body: Body) -> http::Request<Body> {
+        http::Request::builder()
+            .method(method)
+            .uri(uri)
+            .header("connection", "x-secret")
+            .header("x-secret", "hop")
+            .header("keep-alive", "5")
+            .header("x-multi", "a")
+            .header("x-multi", "b")
+            .body(body)
+            .unwrap()
+    }
+
+    #[test]
+    fn targets_lose_the_hybrid_connection_path() {
+        let o = Origin::parse("http://127.0.0.1:8080/", "app").unwrap();
+        let t = |u: &str| o.target(&u.parse().unwrap());
+        assert_eq!(t("/app/x?q=1"), "/x?q=1");
+        assert_eq!(t("/app"), "/");
+        assert_eq!(t("/app?q"), "/?q");
+        assert_eq!(t("/apple"), "/apple");
+        assert_eq!(t("/other"), "/other");
+        assert!(Origin::parse("https://h:1", "p").is_err());
+        assert!(Origin::parse("http://h:1/base", "p").is_err());
+        assert_eq!(Origin::parse("http://h", "p").unwrap().authority, "h:80");
+    }
+
+    #[tokio::test]
+    async fn chunked_response_streams_back_without_hop_headers() {
+        let (o, got) = origin(
+            b"\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\
+              X-Out: 1\r\nX-Out: 2\r\n\r\n5\r\nhello\r\n6;ext=1\r\n world\r\n0\r\nT: x\r\n\r\n",
+        )
+        .await;
+        let resp = proxy(&o, request("GET", "/app/p?q=1", Body::empty())).await;
+        assert_eq!(resp.status(), 200);
+        assert!(resp.headers().get("transfer-encoding").is_none());
+        assert!(resp.headers().get("connection").is_none());
+        let outs: Vec<_> = resp.headers().get_all("x-out").iter().collect();
+        assert_eq!(outs, ["1", "2"]);
+        let body = resp.into_body().collect(1 << 20).await.unwrap();
+        assert_eq!(&body[..], b"hello world");
+        let sent = String::from_utf8(got.await.unwrap()).unwrap();
+        assert!(sent.starts_with("GET /p?q=1 HTTP/1.1\r\n"), "{sent}");
+        assert!(
+            sent.contains(&format!("Host: {}\r\n", o.authority)),
+            "{sent}"
+        );
+        assert!(sent.contains("x-multi: a\r\nx-multi: b\r\n"), "{sent}");
+        assert!(!sent.contains("x-secret"), "{sent}");
+        assert!(!sent.contains("keep-alive"), "{sent}");
+    }
+
+    #[tokio::test]
+    async fn post_body_and_content_length_response() {
+        let (o, got) = origin(
+            b"END",
+            b"HTTP/1.1 201 Created\r\nContent-Length: 3\r\n\r\nabcIGNORED",
+        )
+        .await;
+        let resp = proxy(&o, request("POST", "/app/u", Body::from("data-END"))).await;
+        assert_eq!(resp.status(), 201);
+        let body = resp.into_body().collect(1024).await.unwrap();
+        assert_eq!(&body[..], b"abc");
+        let sent = String::from_utf8(got.await.unwrap()).unwrap();
+        assert!(sent.contains("Content-Length: 8\r\n"), "{sent}");
+        assert!(sent.ends_with("\r\n\r\ndata-END"), "{sent}");
+    }
+
+    #[tokio::test]
+    async fn streamed_request_body_is_chunked_and_close_delimited_response_read() {
+        let (o, got) = origin(b"END\r\n0\r\n\r\n", b"HTTP/1.1 200 OK\r\n\r\nuntil close").await;
+        let chunks = futures_util::stream::iter([
+            Ok::<_, io::Error>(Bytes::from_static(b"ab")),
+            Ok(Bytes::from_static(b"END")),
+        ]);
+        let resp = proxy(&o, request("PUT", "/app", Body::from_stream(chunks))).await;
+        let body = resp.into_body().collect(1024).await.unwrap();
+        assert_eq!(&body[..], b"until close");
+        let sent = String::from_utf8(got.await.unwrap()).unwrap();
+        assert!(sent.contains("Transfer-Encoding: chunked\r\n"), "{sent}");
+        assert!(sent.contains("\r\n\r\n2\r\nab\r\n3\r\nEND"), "{sent}");
+    }
+
+    #[tokio::test]
+    async fn origin_down_gives_502() {
+        let tcp = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", tcp.local_addr().unwrap());
+        drop(tcp);
+        let o = Origin::parse(&url, "app").unwrap();
+        let resp = proxy(&o, request("GET", "/app", Body::empty())).await;
+        assert_eq!(resp.status(), 502);
+    }
+}

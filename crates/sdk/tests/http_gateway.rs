@@ -1,0 +1,243 @@
+//! The HTTP listener behind a real gateway on loopback, with a plain HTTP/1.1 client as the
+//! sender: GET, POST of 10 B and 70 KiB (the latter over a rendezvous), a response over
+//! 64 KiB (sent over the rendezvous by the listener), multi-valued headers.
+
+use std::time::Duration;
+
+use anyhow::{Context as _, Result, bail};
+use bytes::Bytes;
+use ferry_gateway::{Config, Gateway, RunningGateway};
+use ferry_sdk::http::{Body, HttpConfig, HttpListener};
+use ferry_sdk::{Endpoint, SasKeyProvider, TokenProvider};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+/// Every test body runs under this limit, so nothing can hang the suite.
+const LIMIT: Duration = Duration::from_secs(60);
+
+struct Setup {
+    gw: RunningGateway,
+    token: String,
+}
+
+/// A dev gateway and an HTTP listener on `path` answering with [`handler`].
+async fn setup(path: &str) -> Result<Setup> {
+    let gw = Gateway::start(Config::dev()).await?;
+    let addr = gw.plain_addr().context("no plain port")?;
+    let mut endpoint = Endpoint::new(&format!("ws://{addr}"), path)?;
+    let provider = SasKeyProvider::new(gw.rule_name(), gw.rule_key(), Duration::from_secs(3600));
+    // The sender says `Host: localhost`, the dev namespace, so its token names that host.
+    let token = provider.token(&format!("http://localhost/{path}"))?.text;
+    endpoint.set_token_provider(provider);
+    let listener = HttpListener::open(endpoint, HttpConfig::default()).await?;
+    tokio::spawn(listener.serve(handler));
+    Ok(Setup { gw, token })
+}
+
+/// Echo handler: request facts in headers, the body back; `/big/N` streams N bytes.
+async fn handler(req: http::Request<Body>) -> http::Response<Body> {
+    let (parts, body) = req.into_parts();
+    let body = body.collect(16 << 20).await.unwrap_or_default();
+    let multi: Vec<_> = parts
+        .headers
+        .get_all("x-multi")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .collect();
+    let resp = http::Response::builder()
+        .status(200)
+        .header("x-method", parts.method.as_str())
+        .header("x-target", parts.uri.to_string())
+        .header("x-multi-in", multi.join("|"))
+        .header("x-len", body.len().to_string())
+        .header("set-thing", "one")
+        .header("set-thing", "two");
+    if let Some(n) = parts.uri.path().rsplit_once("/big/").map(|(_, n)| n) {
+        let n: usize = n.parse().unwrap_or(0);
+        let chunks = (0..n).step_by(16_000).map(move |start| {
+            let len = (n - start).min(16_000);
+            Ok::<_, std::io::Error>(Bytes::from(pattern(start, len)))
+        });
+        return resp
+            .body(Body::from_stream(futures_util::stream::iter(chunks)))
+            .unwrap_or_default();
+    }
+    resp.body(Body::from(body)).unwrap_or_default()
+}
+
+fn pattern(start: usize, len: usize) -> Vec<u8> {
+    (start..start + len).map(|i| (i % 251) as u8).collect()
+}
+
+/// A parsed HTTP/1.1 response.
+struct Reply {
+    status: u16,
+    headers: Vec<(String, String)>,
+    body: Vec<u8>,
+}
+
+impl Reply {
+    fn header(&self, name: &str) -> Vec<&str> {
+        self.headers
+            .iter()
+            .filter(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+            .collect()
+    }
+}
+
+/// Sends one request with `Connection: close` and reads the whole response.
+async fn send(s: &Setup, method: &str, target: &str, extra: &str, body: &[u8]) -> Result<Reply> {
+    let addr = s.gw.plain_addr().context("no plain port")?;
+    let mut tcp = TcpStream::connect(addr).await?;
+    let head = format!(
+        "{method} {target} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\
+         ServiceBusAuthorization: {}\r\nContent-Length: {}\r\n{extra}\r\n",
+        s.token,
+        body.len()
+    );
+    tcp.write_all(head.as_bytes()).await?;
+    tcp.write_all(body).await?;
+    let mut raw = Vec::new();
+    tcp.read_to_end(&mut raw).await?;
+    parse(&raw)
+}
+
+fn parse(raw: &[u8]) -> Result<Reply> {
+    let mut storage = [httparse::EMPTY_HEADER; 64];
+    let mut resp = httparse::Response::new(&mut storage);
+    let httparse::Status::Complete(len) = resp.parse(raw)? else {
+        bail!("incomplete response");
+    };
+    let headers: Vec<(String, String)> = resp
+        .headers
+        .iter()
+        .map(|h| {
+            (
+                h.name.to_owned(),
+                String::from_utf8_lossy(h.value).into_owned(),
+            )
+        })
+        .collect();
+    let chunked = headers.iter().any(|(n, v)| {
+        n.eq_ignore_ascii_case("transfer-encoding") && v.eq_ignore_ascii_case("chunked")
+    });
+    let mut rest = &raw[len..];
+    let body = if chunked {
+        let mut out = Vec::new();
+        loop {
+            let line_end = rest
+                .windows(2)
+                .position(|w| w == b"\r\n")
+                .context("bad chunk")?;
+            let size = usize::from_str_radix(
+                std::str::from_utf8(&rest[..line_end])?
+                    .split(';')
+                    .next()
+                    .unwrap_or("")
+                    .trim(),
+                16,
+            )?;
+            rest = &rest[line_end + 2..];
+            if size == 0 {
+                break;
+            }
+            out.extend_from_slice(&rest[..size]);
+            rest = &rest[size + 2..];
+        }
+        out
+    } else {
+        rest.to_vec()
+    };
+    Ok(Reply {
+        status: resp.code.unwrap_or(0),
+        headers,
+        body,
+    })
+}
+
+#[tokio::test]
+async fn get_with_multi_valued_headers() -> Result<()> {
+    tokio::time::timeout(LIMIT, async {
+        let s = setup("web").await?;
+        let r = send(
+            &s,
+            "GET",
+            "/web/a/b?q=1",
+            "X-Multi: a\r\nX-Multi: b\r\n",
+            b"",
+        )
+        .await?;
+        assert_eq!(r.status, 200);
+        assert_eq!(r.header("x-method"), ["GET"]);
+        assert_eq!(r.header("x-target"), ["/web/a/b?q=1"]);
+        // The wire joins repeated headers with ", " (spec §3).
+        assert_eq!(r.header("x-multi-in"), ["a, b"]);
+        assert_eq!(r.header("set-thing").join(", "), "one, two");
+        assert!(r.body.is_empty());
+        anyhow::Ok(())
+    })
+    .await?
+}
+
+#[tokio::test]
+async fn post_small_body_inline() -> Result<()> {
+    tokio::time::timeout(LIMIT, async {
+        let s = setup("web").await?;
+        let r = send(&s, "POST", "/web/echo", "", b"0123456789").await?;
+        assert_eq!(r.status, 200);
+        assert_eq!(r.header("x-len"), ["10"]);
+        assert_eq!(r.body, b"0123456789");
+        anyhow::Ok(())
+    })
+    .await?
+}
+
+#[tokio::test]
+async fn post_70_kib_over_the_rendezvous_both_ways() -> Result<()> {
+    tokio::time::timeout(LIMIT, async {
+        let s = setup("web").await?;
+        let upload = pattern(0, 70 * 1024);
+        let r = send(&s, "POST", "/web/echo", "", &upload).await?;
+        assert_eq!(r.status, 200);
+        assert_eq!(r.header("x-len"), [(70 * 1024).to_string().as_str()]);
+        assert_eq!(r.body, upload);
+        anyhow::Ok(())
+    })
+    .await?
+}
+
+#[tokio::test]
+async fn response_over_64_kib_streams_over_the_rendezvous() -> Result<()> {
+    tokio::time::timeout(LIMIT, async {
+        let s = setup("web").await?;
+        let r = send(&s, "GET", "/web/big/300000", "", b"").await?;
+        assert_eq!(r.status, 200);
+        assert_eq!(r.body.len(), 300_000);
+        assert_eq!(r.body, pattern(0, 300_000));
+        anyhow::Ok(())
+    })
+    .await?
+}
+
+#[tokio::test]
+async fn many_requests_at_once() -> Result<()> {
+    tokio::time::timeout(LIMIT, async {
+        let s = std::sync::Arc::new(setup("web").await?);
+        let mut tasks = Vec::new();
+        for i in 0..20usize {
+            let s = s.clone();
+            tasks.push(tokio::spawn(async move {
+                let body = format!("request-{i}").repeat(i * 100 + 1);
+                let r = send(&s, "POST", "/web/echo", "", body.as_bytes()).await?;
+                anyhow::ensure!(r.status == 200 && r.body == body.as_bytes(), "request {i}");
+                anyhow::Ok(())
+            }));
+        }
+        for t in tasks {
+            t.await??;
+        }
+        anyhow::Ok(())
+    })
+    .await?
+}

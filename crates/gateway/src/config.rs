@@ -70,9 +70,9 @@ pub struct PathConfig {
     pub rules: Vec<Rule>,
     /// Listener limit (at most [`ferry_hc::MAX_LISTENERS_PER_PATH`]).
     pub max_listeners: usize,
-    /// How long an HTTP request may wait for its listener's response (504 after). Azure's
-    /// is a fixed 60 s; here it is per path.
-    pub request_timeout: Duration,
+    /// How long an HTTP request may wait for its listener's response (504 after); `None`
+    /// uses [`Timeouts::request`]. Azure's is a fixed 60 s; here it is per path.
+    pub request_timeout: Option<Duration>,
 }
 
 impl PathConfig {
@@ -83,7 +83,7 @@ impl PathConfig {
             anonymous_senders: false,
             rules: Vec::new(),
             max_listeners: ferry_hc::MAX_LISTENERS_PER_PATH,
-            request_timeout: DEFAULT_REQUEST_TIMEOUT,
+            request_timeout: None,
         }
     }
 }
@@ -136,6 +136,8 @@ pub struct Timeouts {
     pub idle: Option<Duration>,
     /// Grace past a token's expiry.
     pub token_grace: Duration,
+    /// How long an HTTP request waits for its response, unless its path says otherwise.
+    pub request: Duration,
 }
 
 impl Default for Timeouts {
@@ -147,6 +149,7 @@ impl Default for Timeouts {
             close: ferry_net::relay::DEFAULT_CLOSE_TIMEOUT,
             idle: None,
             token_grace: DEFAULT_TOKEN_GRACE,
+            request: DEFAULT_REQUEST_TIMEOUT,
         }
     }
 }

@@ -30,8 +30,6 @@ enum End {
     Dead,
     /// The token expired without renewal, or a renewal failed: 1008.
     Token(&'static str),
-    /// The listener broke the protocol: 1002 / 1009.
-    Protocol(CloseCode, String),
 }
 
 /// Hands a listener's response to the HTTP request waiting for it. A response for an unknown
@@ -43,6 +41,16 @@ fn deliver(shared: &Shared, response: ferry_hc::command::Response, body: bytes::
             debug!(request_id = %response.request_id, "response for no waiting request dropped")
         }
     }
+}
+
+/// The `requestId` of a `response` that did not decode as one, if it has one.
+fn named_request(text: &str) -> Option<String> {
+    let value: serde_json::Value = serde_json::from_str(text).ok()?;
+    value
+        .get("response")?
+        .get("requestId")?
+        .as_str()
+        .map(str::to_owned)
 }
 
 /// Runs one control channel until it ends.
@@ -130,11 +138,18 @@ pub(crate) async fn run(
                         Ok(other) => debug!(command = ?std::mem::discriminant(&other), "control command ignored"),
                         Err(CommandError::Unknown(name)) => debug!(%name, "unknown control command ignored"),
                         Err(e) => {
-                            warn!(error = %e, "malformed control message");
-                            break End::Protocol(CloseCode::Protocol, "malformed control message".into());
+                            // One bad message fails at most the request it names (502); the
+                            // listener and its other requests carry on.
+                            warn!(error = %e, "malformed control message ignored");
+                            if let Some(id) = named_request(&text) {
+                                drop(shared.registry.take_http(&id));
+                            }
                         }
                     },
-                    // Pings are answered by tungstenite; pongs and bodies only prove liveness.
+                    Some(Ok(Message::Binary(_))) => {
+                        warn!("body message without a response before it ignored");
+                    }
+                    // Pings are answered by tungstenite; pongs only prove liveness.
                     Some(Ok(_)) => {}
                 }
             }
@@ -159,7 +174,6 @@ pub(crate) async fn run(
         End::Peer | End::Dead => None,
         End::Shutdown => Some((CloseCode::Away, "gateway shutting down".to_owned())),
         End::Token(why) => Some((CloseCode::Policy, why.to_owned())),
-        End::Protocol(code, why) => Some((code, why)),
     };
     if let Some((code, reason)) = frame {
         let close = Message::Close(Some(CloseFrame {

@@ -121,6 +121,7 @@ pub(crate) struct Registry {
     configured: HashMap<String, Arc<PathSettings>>,
     dynamic: bool,
     namespace_rules: Rules,
+    request_timeout: std::time::Duration,
 }
 
 impl Registry {
@@ -130,13 +131,19 @@ impl Registry {
         let configured = config
             .paths
             .iter()
-            .map(|p| (normalize(&p.name), Arc::new(settings(p, &namespace_rules))))
+            .map(|p| {
+                (
+                    normalize(&p.name),
+                    Arc::new(settings(p, &namespace_rules, config)),
+                )
+            })
             .collect();
         Self {
             inner: Mutex::default(),
             configured,
             dynamic: config.dynamic_paths,
             namespace_rules,
+            request_timeout: config.timeouts.request,
         }
     }
 
@@ -175,7 +182,7 @@ impl Registry {
             anonymous_senders: false,
             rules: self.namespace_rules.clone(),
             max_listeners: ferry_hc::MAX_LISTENERS_PER_PATH,
-            request_timeout: crate::config::DEFAULT_REQUEST_TIMEOUT,
+            request_timeout: self.request_timeout,
         }
     }
 
@@ -286,7 +293,7 @@ impl Registry {
     }
 }
 
-fn settings(p: &PathConfig, namespace_rules: &Rules) -> PathSettings {
+fn settings(p: &PathConfig, namespace_rules: &Rules, config: &Config) -> PathSettings {
     let mut rules = namespace_rules.clone();
     rules.extend(p.rules.iter().cloned());
     PathSettings {
@@ -294,7 +301,7 @@ fn settings(p: &PathConfig, namespace_rules: &Rules) -> PathSettings {
         anonymous_senders: p.anonymous_senders,
         rules,
         max_listeners: p.max_listeners,
-        request_timeout: p.request_timeout,
+        request_timeout: p.request_timeout.unwrap_or(config.timeouts.request),
     }
 }
 

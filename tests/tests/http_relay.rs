@@ -1,0 +1,278 @@
+//! HTTP request relaying through the gateway with a hand-driven listener, so every message
+//! on the control channel is exactly what the test says: the happy path, and each way a
+//! sender or a listener can misbehave.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use ferry_hc::Command;
+use ferry_hc::command::{Headers, Response};
+use ferry_tests::*;
+use futures_util::SinkExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::Message;
+
+/// Sends a raw HTTP/1.1 request and returns the status code and the whole response text.
+async fn http(addr: SocketAddr, request: String) -> (u16, String) {
+    let mut tcp = TcpStream::connect(addr).await.unwrap();
+    tcp.write_all(request.as_bytes()).await.unwrap();
+    let mut out = Vec::new();
+    tokio::time::timeout(STEP, tcp.read_to_end(&mut out))
+        .await
+        .expect("gateway answers in time")
+        .unwrap();
+    let text = String::from_utf8_lossy(&out).into_owned();
+    let status = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    (status, text)
+}
+
+fn get(path: &str, token: &str) -> String {
+    format!(
+        "GET {path} HTTP/1.1\r\nHost: localhost\r\nServiceBusAuthorization: {token}\r\nConnection: close\r\n\r\n"
+    )
+}
+
+fn respond(id: &str, status: u16, body: bool) -> Message {
+    Message::text(
+        Command::Response(Response {
+            request_id: id.into(),
+            status_code: status,
+            status_description: None,
+            response_headers: Headers::from([("X-From".into(), "listener".into())]),
+            body,
+        })
+        .encode(),
+    )
+}
+
+/// The next `request` command on a control channel and, when it has one, its body.
+async fn next_request(control: &mut Ws) -> (ferry_hc::command::Request, Option<Vec<u8>>) {
+    let Command::Request(r) = next_command(control).await else {
+        panic!("expected a request")
+    };
+    let body = if r.body == Some(true) {
+        match next(control).await {
+            Message::Binary(b) => Some(b.to_vec()),
+            other => panic!("expected the body message, got {other:?}"),
+        }
+    } else {
+        None
+    };
+    (r, body)
+}
+
+#[tokio::test]
+async fn inline_request_and_response_carry_method_target_headers_and_body() {
+    let gw = gateway(|_| {}).await;
+    let addr = gw.plain_addr().unwrap();
+    let mut control = listener(&gw, "web").await;
+    let tok = token(&gw, "web");
+    let request = format!(
+        "POST /web/a%20b?q=1&sb-hc-id=x HTTP/1.1\r\nHost: localhost\r\nServiceBusAuthorization: {tok}\r\n\
+         X-Two: 1\r\nX-Two: 2\r\nContent-Length: 5\r\nConnection: close\r\n\r\nhello"
+    );
+    let client = tokio::spawn(http(addr, request));
+    let (r, body) = next_request(&mut control).await;
+    assert_eq!(r.method.as_deref(), Some("POST"));
+    assert_eq!(r.request_target.as_deref(), Some("/web/a%20b?q=1"));
+    let headers = r.request_headers.clone().unwrap();
+    assert_eq!(headers.get("x-two").map(String::as_str), Some("1, 2"));
+    assert!(
+        !headers
+            .keys()
+            .any(|k| k.eq_ignore_ascii_case("servicebusauthorization")
+                || k == "content-length"
+                || k == "connection")
+    );
+    assert_eq!(
+        headers.get("via").map(String::as_str),
+        Some("1.1 localhost")
+    );
+    assert_eq!(body.as_deref(), Some(&b"hello"[..]));
+    control.send(respond(&r.id, 201, true)).await.unwrap();
+    control
+        .send(Message::binary(b"created".to_vec()))
+        .await
+        .unwrap();
+    let (status, text) = client.await.unwrap();
+    assert_eq!(status, 201, "{text}");
+    assert!(
+        text.contains("x-from: listener")
+            && text.contains("via: 1.1 localhost")
+            && text.ends_with("created"),
+        "{text}"
+    );
+    assert_eq!(gw.pending_http_requests(), 0);
+    gw.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_misbehaving_listener_fails_only_the_request_concerned() {
+    let gw = gateway(|c| c.timeouts.request = Duration::from_millis(800)).await;
+    let addr = gw.plain_addr().unwrap();
+    let mut control = listener(&gw, "bad").await;
+    let tok = token(&gw, "bad");
+
+    // Invalid JSON naming the request: that request fails with 502 at once.
+    let first = tokio::spawn(http(addr, get("/bad/1", &tok)));
+    let (r1, _) = next_request(&mut control).await;
+    let broken = format!(
+        r#"{{"response":{{"requestId":"{}","statusCode":"not a number"}}}}"#,
+        r1.id
+    );
+    control.send(Message::text(broken)).await.unwrap();
+    assert_eq!(first.await.unwrap().0, 502);
+
+    // Garbage, a body with no response before it, a response for an unknown id: ignored.
+    control.send(Message::text("{not json")).await.unwrap();
+    control.send(Message::binary(vec![1, 2, 3])).await.unwrap();
+    control
+        .send(respond("no-such-request", 200, false))
+        .await
+        .unwrap();
+
+    // The listener is still there and answers the next request normally.
+    let second = tokio::spawn(http(addr, get("/bad/2", &tok)));
+    let (r2, _) = next_request(&mut control).await;
+    control.send(respond(&r2.id, 200, false)).await.unwrap();
+    assert_eq!(second.await.unwrap().0, 200);
+
+    // A listener that never answers: 504 after the path's deadline.
+    let third = tokio::spawn(http(addr, get("/bad/3", &tok)));
+    let _ = next_request(&mut control).await;
+    assert_eq!(third.await.unwrap().0, 504);
+    assert_eq!(gw.listener_count("bad"), 1);
+    assert_eq!(gw.pending_http_requests(), 0);
+    gw.shutdown().await;
+}
+
+#[tokio::test]
+async fn large_bodies_go_through_a_rendezvous() {
+    let gw = gateway(|_| {}).await;
+    let addr = gw.plain_addr().unwrap();
+    let mut control = listener(&gw, "big").await;
+    let tok = token(&gw, "big");
+    let payload: Vec<u8> = (0..200_000u32).map(|i| (i * 31 + 7) as u8).collect();
+    let mut request = format!(
+        "PUT /big/up HTTP/1.1\r\nHost: localhost\r\nServiceBusAuthorization: {tok}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        payload.len()
+    )
+    .into_bytes();
+    request.extend_from_slice(&payload);
+    let client = tokio::spawn(async move {
+        let mut tcp = TcpStream::connect(addr).await.unwrap();
+        tcp.write_all(&request).await.unwrap();
+        let mut out = Vec::new();
+        tokio::time::timeout(STEP, tcp.read_to_end(&mut out))
+            .await
+            .unwrap()
+            .unwrap();
+        out
+    });
+    // Rendezvous-only form: neither method nor body on the control channel.
+    let Command::Request(only) = next_command(&mut control).await else {
+        panic!()
+    };
+    assert!(only.is_rendezvous_only(), "{only:?}");
+    let mut rv = ws(addr, &target_of(&only.address), &[])
+        .await
+        .expect("request rendezvous");
+    let Command::Request(full) = next_command(&mut rv).await else {
+        panic!()
+    };
+    assert_eq!(
+        (full.method.as_deref(), full.body),
+        (Some("PUT"), Some(true))
+    );
+    let Message::Binary(body) = next(&mut rv).await else {
+        panic!("body expected")
+    };
+    assert_eq!(&body[..], &payload[..]);
+    // Answer with a large body on the same socket.
+    rv.send(respond(&full.id, 200, true)).await.unwrap();
+    rv.send(Message::binary(payload.clone())).await.unwrap();
+    let out = client.await.unwrap();
+    assert!(
+        out.starts_with(b"HTTP/1.1 200"),
+        "{}",
+        String::from_utf8_lossy(&out[..40.min(out.len())])
+    );
+    assert!(out.ends_with(&payload));
+    // The address is single-use.
+    assert_eq!(
+        ws(addr, &target_of(&only.address), &[])
+            .await
+            .map(|_| ())
+            .unwrap_err()
+            .0,
+        403
+    );
+    gw.shutdown().await;
+}
+
+#[tokio::test]
+async fn sender_side_limits_and_refusals() {
+    let gw = gateway(|c| c.limits.max_request_body = 1000).await;
+    let addr = gw.plain_addr().unwrap();
+    let _control = listener(&gw, "lim").await;
+    let tok = token(&gw, "lim");
+    let too_big = format!(
+        "POST /lim HTTP/1.1\r\nHost: localhost\r\nServiceBusAuthorization: {tok}\r\nContent-Length: 5000\r\nConnection: close\r\n\r\n"
+    );
+    assert_eq!(http(addr, too_big).await.0, 413);
+    let chunked_too_big = format!(
+        "POST /lim HTTP/1.1\r\nHost: localhost\r\nServiceBusAuthorization: {tok}\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n\
+         7d0\r\n{}\r\n0\r\n\r\n",
+        "a".repeat(2000)
+    );
+    assert_eq!(http(addr, chunked_too_big).await.0, 413);
+    let huge_head = format!(
+        "GET /lim HTTP/1.1\r\nHost: localhost\r\nX-Big: {}\r\n\r\n",
+        "b".repeat(40_000)
+    );
+    assert_eq!(http(addr, huge_head).await.0, 431);
+    assert_eq!(http(addr, "GARBAGE\r\n\r\n".into()).await.0, 400);
+    assert_eq!(
+        http(
+            addr,
+            format!("CONNECT /lim HTTP/1.1\r\nHost: x\r\nServiceBusAuthorization: {tok}\r\nConnection: close\r\n\r\n")
+        )
+        .await
+        .0,
+        405
+    );
+    assert_eq!(
+        http(addr, get("/lim", "SharedAccessSignature junk"))
+            .await
+            .0,
+        401
+    );
+    let (status, text) = http(addr, get("/nobody-here", &token(&gw, "nobody-here"))).await;
+    assert_eq!(status, 404, "{text}");
+    assert!(
+        !text.to_ascii_lowercase().contains("via:"),
+        "gateway refusals carry no Via"
+    );
+    gw.shutdown().await;
+}
+
+#[tokio::test]
+async fn configured_path_without_listener_is_502() {
+    let gw = gateway(|c| {
+        c.dynamic_paths = false;
+        c.paths = vec![ferry_gateway::PathConfig::new("quiet")];
+    })
+    .await;
+    let (status, _) = http(
+        gw.plain_addr().unwrap(),
+        get("/quiet/x", &token(&gw, "quiet")),
+    )
+    .await;
+    assert_eq!(status, 502);
+    gw.shutdown().await;
+}

@@ -21,16 +21,13 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
-use ferry_hc::command::{Command, RemoteEndpoint, Request, Response};
-use futures_util::{SinkExt, Stream, StreamExt};
+use bytes::{Buf, Bytes, BytesMut};
+use ferry_hc::command::{Command, MAX_COMMAND_LEN, RemoteEndpoint, Request, Response};
+use ferry_net::frame::{CLOSE_NORMAL, FrameHeader, Opcode, apply_mask, encode_close_payload};
+use futures_util::{Stream, StreamExt};
 use http::header::{HeaderName, HeaderValue};
+use tokio::io::{AsyncReadExt, AsyncWriteExt, ReadHalf, WriteHalf};
 use tokio::sync::{Semaphore, mpsc};
-use tokio_tungstenite::WebSocketStream;
-use tokio_tungstenite::tungstenite::Message as WsMessage;
-use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
-use tokio_tungstenite::tungstenite::protocol::frame::{CloseFrame, Frame};
-use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
 use tracing::{Instrument, debug, debug_span, warn};
 
 use crate::endpoint::Endpoint;
@@ -65,8 +62,8 @@ const RESPONSE_QUEUE: usize = 64;
 /// Largest fragment of a streamed response body; larger chunks are cut.
 const MAX_FRAGMENT: usize = 64 * 1024;
 
-/// Read buffer of a rendezvous WebSocket.
-const RENDEZVOUS_READ_BUFFER: usize = 64 * 1024;
+/// Read buffer step of a rendezvous, and the largest request body chunk handed on.
+const READ_CHUNK: usize = 64 * 1024;
 
 /// Settings of an [`HttpListener`].
 #[derive(Clone, Debug)]
@@ -433,28 +430,21 @@ impl IncomingRequest {
             };
             return Ok((request, responder));
         }
-        let mut ws = Rendezvous::open(&self.endpoint, &self.request.address).await?;
-        let full = match ws.recv(idle).await? {
-            WsMessage::Text(text) => match Command::decode(text.as_str()) {
-                Ok(Command::Request(r)) if !r.is_rendezvous_only() => r,
-                _ => return Err(HttpError::Protocol("expected a request command".into())),
-            },
+        let (mut reader, writer) = Rendezvous::open(&self.endpoint, &self.request.address).await?;
+        let text = reader.text(MAX_COMMAND_LEN, idle).await?;
+        let full = match Command::decode(&text) {
+            Ok(Command::Request(r)) if !r.is_rendezvous_only() => r,
             _ => return Err(HttpError::Protocol("expected a request command".into())),
         };
-        let body = if full.body == Some(true) {
-            match ws.recv(idle).await? {
-                WsMessage::Binary(b) => b,
-                _ => return Err(HttpError::Protocol("expected the request body".into())),
-            }
-        } else {
-            Bytes::new()
-        };
-        let request = to_http_request(&full, body)?;
+        let mut request = to_http_request(&full, Bytes::new())?;
+        if full.body == Some(true) {
+            *request.body_mut() = reader.body(idle).await?;
+        }
         let responder = Responder {
             request_id: full.id,
             address: self.request.address,
             endpoint: self.endpoint,
-            reply: Reply::Rendezvous(Box::new(ws)),
+            reply: Reply::Rendezvous(Box::new(writer)),
             idle,
         };
         Ok((request, responder))
@@ -497,7 +487,7 @@ enum Reply {
     /// Inline request: small responses on the control channel, others on a rendezvous.
     Control(mpsc::Sender<OutgoingResponse>),
     /// The request came over this rendezvous and must be answered on it (spec §6.3).
-    Rendezvous(Box<Rendezvous>),
+    Rendezvous(Box<FrameWriter>),
 }
 
 impl Responder {
@@ -548,7 +538,8 @@ impl Responder {
                         .map_err(|_| HttpError::Timeout(self.idle))?
                         .map_err(|_| HttpError::Closed);
                 }
-                let mut ws = Rendezvous::open(&self.endpoint, &self.address).await?;
+                // Only written to: the reader half is dropped.
+                let (_, mut ws) = Rendezvous::open(&self.endpoint, &self.address).await?;
                 ws.send_head(head, self.idle).await?;
                 for chunk in buffered {
                     ws.send_fragment(chunk, self.idle).await?;
@@ -593,111 +584,309 @@ fn concat(chunks: Vec<Bytes>, len: usize) -> Bytes {
     buf.freeze()
 }
 
-/// A rendezvous WebSocket for one request (`sb-hc-action=request`).
-struct Rendezvous {
-    ws: WebSocketStream<Transport>,
-    /// Whether the body message was started (its first fragment sent).
-    started: bool,
+/// A rendezvous WebSocket for one request (`sb-hc-action=request`), on our own frame codec
+/// so that bodies stream both ways: the request body is read frame by frame as the handler
+/// pulls it (TCP backpressure reaches the gateway), and the response body is written as
+/// fragments of one binary message as its chunks arrive (spec §4.1).
+struct Rendezvous;
+
+impl Rendezvous {
+    async fn open(
+        endpoint: &Endpoint,
+        address: &str,
+    ) -> Result<(FrameReader, FrameWriter), HttpError> {
+        let upgraded = transport::open(endpoint, address, &[])
+            .await
+            .map_err(HttpError::Rendezvous)?;
+        let (rd, wr) = tokio::io::split(upgraded.io);
+        let wr = Arc::new(tokio::sync::Mutex::new(wr));
+        let reader = FrameReader {
+            rd,
+            buf: BytesMut::from(&upgraded.rest[..]),
+            wr: wr.clone(),
+        };
+        let writer = FrameWriter {
+            wr,
+            started: false,
+            out: Vec::new(),
+        };
+        Ok((reader, writer))
+    }
 }
 
-impl std::fmt::Debug for Rendezvous {
+/// The write half of the rendezvous transport, shared by the reader (for pongs) and the
+/// writer; each frame is written whole under the lock.
+type SharedWrite = Arc<tokio::sync::Mutex<WriteHalf<Transport>>>;
+
+/// Reads server frames from a rendezvous; control frames are handled on the way.
+struct FrameReader {
+    rd: ReadHalf<Transport>,
+    /// Bytes read and not yet consumed; at most about one read buffer.
+    buf: BytesMut,
+    wr: SharedWrite,
+}
+
+impl FrameReader {
+    /// The next data frame's header. Pings are answered, pongs skipped; a Close ends the
+    /// exchange early.
+    async fn header(&mut self, idle: Duration) -> Result<FrameHeader, HttpError> {
+        loop {
+            let decoded = FrameHeader::decode_server(&self.buf)
+                .map_err(|e| HttpError::Protocol(format!("bad frame: {e}")))?;
+            let Some((header, len)) = decoded else {
+                self.fill(idle).await?;
+                continue;
+            };
+            self.buf.advance(len);
+            if !header.opcode.is_control() {
+                return Ok(header);
+            }
+            // Control payloads are at most 125 bytes (checked by the decoder).
+            let payload = self.exact(header.len as usize, idle).await?;
+            match header.opcode {
+                Opcode::Ping => {
+                    write_frame(
+                        &self.wr,
+                        Opcode::Pong,
+                        true,
+                        &payload,
+                        &mut Vec::new(),
+                        idle,
+                    )
+                    .await?;
+                }
+                Opcode::Close => {
+                    return Err(HttpError::Protocol("rendezvous closed early".into()));
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// Reads more bytes into the buffer.
+    async fn fill(&mut self, idle: Duration) -> Result<(), HttpError> {
+        if self.buf.capacity() - self.buf.len() < READ_CHUNK / 4 {
+            self.buf.reserve(READ_CHUNK);
+        }
+        let n = tokio::time::timeout(idle, self.rd.read_buf(&mut self.buf))
+            .await
+            .map_err(|_| HttpError::Timeout(idle))?
+            .map_err(|e| HttpError::WebSocket(e.to_string()))?;
+        if n == 0 {
+            return Err(HttpError::Protocol(
+                "rendezvous ended without a close".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Exactly `n` bytes (`n` is small: a control payload or a command).
+    async fn exact(&mut self, n: usize, idle: Duration) -> Result<Bytes, HttpError> {
+        while self.buf.len() < n {
+            self.fill(idle).await?;
+        }
+        Ok(self.buf.split_to(n).freeze())
+    }
+
+    /// Up to `max` bytes (at least one).
+    async fn some(&mut self, max: usize, idle: Duration) -> Result<Bytes, HttpError> {
+        if self.buf.is_empty() {
+            self.fill(idle).await?;
+        }
+        let n = self.buf.len().min(max);
+        Ok(self.buf.split_to(n).freeze())
+    }
+
+    /// A whole text message of at most `limit` bytes.
+    async fn text(&mut self, limit: usize, idle: Duration) -> Result<String, HttpError> {
+        let mut header = self.header(idle).await?;
+        if header.opcode != Opcode::Text {
+            return Err(HttpError::Protocol("expected a text message".into()));
+        }
+        let mut text = Vec::new();
+        loop {
+            // Checked before buffering: a huge declared length costs nothing.
+            if text.len() as u64 + header.len > limit as u64 {
+                return Err(HttpError::Protocol("command over the size limit".into()));
+            }
+            let payload = self.exact(header.len as usize, idle).await?;
+            text.extend_from_slice(&payload);
+            if header.fin {
+                break;
+            }
+            header = self.header(idle).await?;
+            if header.opcode != Opcode::Continuation {
+                return Err(HttpError::Protocol("interleaved message".into()));
+            }
+        }
+        String::from_utf8(text).map_err(|_| HttpError::Protocol("text is not utf-8".into()))
+    }
+
+    /// The request body: the next message, which must be binary, as a streamed [`Body`].
+    async fn body(mut self, idle: Duration) -> Result<Body, HttpError> {
+        let header = self.header(idle).await?;
+        if header.opcode != Opcode::Binary {
+            return Err(HttpError::Protocol("expected the body message".into()));
+        }
+        let state = BodyReader {
+            frames: self,
+            left: header.len,
+            fin: header.fin,
+            done: false,
+            idle,
+        };
+        Ok(Body::from_stream(futures_util::stream::unfold(
+            state,
+            |mut b| async move {
+                match b.next().await {
+                    Ok(Some(chunk)) => Some((Ok(chunk), b)),
+                    Ok(None) => None,
+                    Err(e) => {
+                        b.done = true;
+                        Some((Err(e), b))
+                    }
+                }
+            },
+        )))
+    }
+}
+
+/// Reads one binary message's fragments as body chunks.
+struct BodyReader {
+    frames: FrameReader,
+    /// Bytes left in the current frame.
+    left: u64,
+    /// The current frame is the message's last.
+    fin: bool,
+    done: bool,
+    idle: Duration,
+}
+
+impl BodyReader {
+    async fn next(&mut self) -> Result<Option<Bytes>, HttpError> {
+        loop {
+            if self.done {
+                return Ok(None);
+            }
+            if self.left == 0 {
+                if self.fin {
+                    self.done = true;
+                    return Ok(None);
+                }
+                let header = self.frames.header(self.idle).await?;
+                if header.opcode != Opcode::Continuation {
+                    return Err(HttpError::Protocol("interleaved message in a body".into()));
+                }
+                self.left = header.len;
+                self.fin = header.fin;
+                continue;
+            }
+            let max = usize::try_from(self.left)
+                .unwrap_or(usize::MAX)
+                .min(READ_CHUNK);
+            let chunk = self.frames.some(max, self.idle).await?;
+            self.left -= chunk.len() as u64;
+            return Ok(Some(chunk));
+        }
+    }
+}
+
+/// Writes the response on a rendezvous: the `response` JSON, then the body as one binary
+/// message in fragments.
+struct FrameWriter {
+    wr: SharedWrite,
+    /// Whether the body message was started (its first fragment sent).
+    started: bool,
+    /// Reused encoding buffer: one frame at most.
+    out: Vec<u8>,
+}
+
+impl std::fmt::Debug for FrameWriter {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Rendezvous")
+        f.debug_struct("FrameWriter")
             .field("started", &self.started)
             .finish_non_exhaustive()
     }
 }
 
-impl Rendezvous {
-    async fn open(endpoint: &Endpoint, address: &str) -> Result<Self, HttpError> {
-        let upgraded = transport::open(endpoint, address, &[])
-            .await
-            .map_err(HttpError::Rendezvous)?;
-        let config = WebSocketConfig::default()
-            .read_buffer_size(RENDEZVOUS_READ_BUFFER)
-            .write_buffer_size(0)
-            .max_message_size(Some(endpoint.max_message_size()))
-            .max_frame_size(Some(endpoint.max_message_size()));
-        let ws = WebSocketStream::from_partially_read(
-            upgraded.io,
-            upgraded.rest,
-            Role::Client,
-            Some(config),
-        )
-        .await;
-        Ok(Self { ws, started: false })
-    }
-
-    /// The next text or binary message (pings are answered by the WebSocket layer).
-    async fn recv(&mut self, idle: Duration) -> Result<WsMessage, HttpError> {
-        loop {
-            let msg = tokio::time::timeout(idle, self.ws.next())
-                .await
-                .map_err(|_| HttpError::Timeout(idle))?;
-            match msg {
-                Some(Ok(m @ (WsMessage::Text(_) | WsMessage::Binary(_)))) => return Ok(m),
-                Some(Ok(WsMessage::Close(_))) | None => {
-                    return Err(HttpError::Protocol("rendezvous closed early".into()));
-                }
-                Some(Ok(_)) => {}
-                Some(Err(e)) => return Err(HttpError::WebSocket(e.to_string())),
-            }
-        }
-    }
-
-    async fn write(&mut self, msg: WsMessage, idle: Duration) -> Result<(), HttpError> {
-        tokio::time::timeout(idle, self.ws.send(msg))
-            .await
-            .map_err(|_| HttpError::Timeout(idle))?
-            .map_err(|e| HttpError::WebSocket(e.to_string()))
-    }
-
+impl FrameWriter {
     /// Sends the `response` JSON announcing a body (a streamed body may turn out empty:
     /// it is still sent as one, empty, binary message).
     async fn send_head(&mut self, mut head: Response, idle: Duration) -> Result<(), HttpError> {
         head.body = true;
         let text = Command::Response(head).encode();
-        self.write(WsMessage::Text(text.into()), idle).await
+        write_frame(
+            &self.wr,
+            Opcode::Text,
+            true,
+            text.as_bytes(),
+            &mut self.out,
+            idle,
+        )
+        .await
     }
 
     /// Sends `chunk` as non-final fragments of the body message.
     async fn send_fragment(&mut self, chunk: Bytes, idle: Duration) -> Result<(), HttpError> {
-        let mut rest = chunk;
-        while !rest.is_empty() {
-            let piece = rest.split_to(rest.len().min(MAX_FRAGMENT));
-            let opcode = if self.started {
-                OpCode::Data(Data::Continue)
-            } else {
-                OpCode::Data(Data::Binary)
-            };
-            self.started = true;
-            self.write(WsMessage::Frame(Frame::message(piece, opcode, false)), idle)
-                .await?;
+        for piece in chunk.chunks(MAX_FRAGMENT) {
+            let opcode = self.data_opcode();
+            write_frame(&self.wr, opcode, false, piece, &mut self.out, idle).await?;
         }
         Ok(())
+    }
+
+    fn data_opcode(&mut self) -> Opcode {
+        if std::mem::replace(&mut self.started, true) {
+            Opcode::Continuation
+        } else {
+            Opcode::Binary
+        }
     }
 
     /// Ends the body message with an empty final fragment (as .NET does) and closes the
     /// rendezvous, as the .NET listener does after every response (spec §6.4).
     async fn finish(mut self, idle: Duration) -> Result<(), HttpError> {
-        let opcode = if self.started {
-            OpCode::Data(Data::Continue)
-        } else {
-            OpCode::Data(Data::Binary)
-        };
-        self.write(
-            WsMessage::Frame(Frame::message(Bytes::new(), opcode, true)),
-            idle,
-        )
-        .await?;
-        let frame = CloseFrame {
-            code: 1000.into(),
-            reason: "".into(),
-        };
+        let opcode = self.data_opcode();
+        write_frame(&self.wr, opcode, true, &[], &mut self.out, idle).await?;
+        let mut payload = Vec::new();
+        encode_close_payload(CLOSE_NORMAL, "", &mut payload);
         // The response is complete; a gateway slow to take the Close costs nothing more.
-        let _ = tokio::time::timeout(idle, self.ws.close(Some(frame))).await;
+        let _ = write_frame(&self.wr, Opcode::Close, true, &payload, &mut self.out, idle).await;
+        let mut wr = self.wr.lock().await;
+        let _ = tokio::time::timeout(idle, wr.shutdown()).await;
         Ok(())
     }
+}
+
+/// Encodes one masked client frame into `out` and writes it whole.
+async fn write_frame(
+    wr: &SharedWrite,
+    opcode: Opcode,
+    fin: bool,
+    payload: &[u8],
+    out: &mut Vec<u8>,
+    idle: Duration,
+) -> Result<(), HttpError> {
+    out.clear();
+    let mask: [u8; 4] = rand::random();
+    FrameHeader {
+        fin,
+        opcode,
+        mask: Some(mask),
+        len: payload.len() as u64,
+    }
+    .encode(out);
+    let start = out.len();
+    out.extend_from_slice(payload);
+    apply_mask(mask, &mut out[start..]);
+    let mut wr = wr.lock().await;
+    tokio::time::timeout(idle, async {
+        wr.write_all(out).await?;
+        wr.flush().await
+    })
+    .await
+    .map_err(|_| HttpError::Timeout(idle))?
+    .map_err(|e| HttpError::WebSocket(e.to_string()))
 }
 
 /// Builds the application's request from a full `request` command and its body.

@@ -13,6 +13,8 @@ use serde_json::{Value, json};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::protocol::frame::Frame;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
 
 const WAIT: Duration = Duration::from_secs(10);
 
@@ -247,4 +249,53 @@ async fn oversized_inline_body_is_refused_with_413() -> anyhow::Result<()> {
     assert_eq!(r["requestId"], "r5");
     assert_eq!(r["statusCode"], 413);
     Ok(())
+}
+
+#[tokio::test]
+async fn fragmented_rendezvous_body_streams_with_a_ping_inside() -> anyhow::Result<()> {
+    let fake = Fake::new().await?;
+    let mut control = start(&fake).await?;
+    let v = json!({"request": {"address": fake.address("r6"), "id": "r6"}});
+    control.send(Message::Text(v.to_string().into())).await?;
+    let mut rendezvous = fake.accept().await?;
+    rendezvous
+        .send(request(&fake, "r6", "PUT", "/p/echo", true))
+        .await?;
+    let frame = |data: &'static [u8], opcode, fin| {
+        Message::Frame(Frame::message(
+            Bytes::from_static(data),
+            OpCode::Data(opcode),
+            fin,
+        ))
+    };
+    rendezvous.send(frame(b"one-", Data::Binary, false)).await?;
+    rendezvous
+        .send(Message::Ping(Bytes::from_static(b"p")))
+        .await?;
+    rendezvous
+        .send(frame(b"two-", Data::Continue, false))
+        .await?;
+    rendezvous
+        .send(frame(b"three", Data::Continue, true))
+        .await?;
+    // The ping is answered on the way.
+    let Message::Pong(p) = next_any(&mut rendezvous).await? else {
+        bail!("expected the pong first");
+    };
+    assert_eq!(&p[..], b"p");
+    let (r, body) = response(&mut rendezvous).await?;
+    assert_eq!(r["requestId"], "r6");
+    assert_eq!(&body[..], b"one-two-three");
+    Ok(())
+}
+
+/// The next message of any kind, pings and pongs included.
+async fn next_any(ws: &mut Ws) -> anyhow::Result<Message> {
+    match tokio::time::timeout(WAIT, ws.next())
+        .await
+        .context("no message")?
+    {
+        Some(m) => Ok(m?),
+        None => bail!("closed"),
+    }
 }

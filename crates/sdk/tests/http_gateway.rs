@@ -36,7 +36,22 @@ async fn setup(path: &str) -> Result<Setup> {
 
 /// Echo handler: request facts in headers, the body back; `/big/N` streams N bytes.
 async fn handler(req: http::Request<Body>) -> http::Response<Body> {
-    let (parts, body) = req.into_parts();
+    let (parts, mut body) = req.into_parts();
+    if parts.uri.path().ends_with("/count") {
+        // Streams the body through without keeping it: the request arrives in chunks.
+        let (mut len, mut chunks, mut sum) = (0usize, 0usize, 0u64);
+        while let Some(Ok(chunk)) = body.chunk().await {
+            len += chunk.len();
+            chunks += 1;
+            sum += chunk.iter().map(|b| u64::from(*b)).sum::<u64>();
+        }
+        return http::Response::builder()
+            .header("x-len", len.to_string())
+            .header("x-chunks", chunks.to_string())
+            .header("x-sum", sum.to_string())
+            .body(Body::empty())
+            .unwrap_or_default();
+    }
     let body = body.collect(16 << 20).await.unwrap_or_default();
     let multi: Vec<_> = parts
         .headers
@@ -237,6 +252,37 @@ async fn many_requests_at_once() -> Result<()> {
         for t in tasks {
             t.await??;
         }
+        anyhow::Ok(())
+    })
+    .await?
+}
+
+#[tokio::test]
+async fn multi_megabyte_upload_streams_to_the_handler() -> Result<()> {
+    tokio::time::timeout(LIMIT, async {
+        let s = setup("web").await?;
+        let upload = pattern(0, 5 << 20);
+        let sum: u64 = upload.iter().map(|b| u64::from(*b)).sum();
+        let r = send(&s, "POST", "/web/count", "", &upload).await?;
+        assert_eq!(r.status, 200);
+        assert_eq!(r.header("x-len"), [(5 << 20).to_string().as_str()]);
+        assert_eq!(r.header("x-sum"), [sum.to_string().as_str()]);
+        // Handed over in pieces, not as one 5 MiB buffer.
+        let chunks: usize = r.header("x-chunks")[0].parse()?;
+        assert!(chunks >= 5 << 4, "{chunks} chunks");
+        anyhow::Ok(())
+    })
+    .await?
+}
+
+#[tokio::test]
+async fn multi_megabyte_download_streams_from_the_handler() -> Result<()> {
+    tokio::time::timeout(LIMIT, async {
+        let s = setup("web").await?;
+        let r = send(&s, "GET", "/web/big/6000000", "", b"").await?;
+        assert_eq!(r.status, 200);
+        assert_eq!(r.body.len(), 6_000_000);
+        assert_eq!(r.body, pattern(0, 6_000_000));
         anyhow::Ok(())
     })
     .await?

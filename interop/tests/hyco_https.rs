@@ -9,6 +9,8 @@ use ferry_interop::{TestGateway, require_tool, wait_for_line};
 /// One curl exchange: status, response headers (lowercased names) and body.
 struct Reply {
     status: u16,
+    /// The HTTP version curl used: "1.1" or "2".
+    version: String,
     headers: Vec<(String, String)>,
     body: Vec<u8>,
 }
@@ -33,7 +35,14 @@ fn curl(t: &TestGateway, args: &[&str], url: &str) -> Reply {
     let dir = tempfile::tempdir().unwrap();
     let (head, body) = (dir.path().join("head"), dir.path().join("body"));
     let out = Command::new("curl")
-        .args(["-sS", "--max-time", "60", "--cacert"])
+        .args([
+            "-sS",
+            "--max-time",
+            "60",
+            "--write-out",
+            "%{stderr}%{http_version}\n",
+            "--cacert",
+        ])
         .arg(&t.ca_file)
         .arg("-D")
         .arg(&head)
@@ -48,6 +57,7 @@ fn curl(t: &TestGateway, args: &[&str], url: &str) -> Reply {
         "curl failed: {}",
         String::from_utf8_lossy(&out.stderr)
     );
+    let version = String::from_utf8_lossy(&out.stderr).trim().to_owned();
     let head = std::fs::read_to_string(&head).unwrap();
     // Interim responses (100 Continue for large uploads) come first; the final one is last.
     let last = head
@@ -69,6 +79,7 @@ fn curl(t: &TestGateway, args: &[&str], url: &str) -> Reply {
         status,
         headers,
         body: std::fs::read(&body).unwrap_or_default(),
+        version,
     }
 }
 
@@ -121,7 +132,11 @@ async fn hyco_https_listener_answers_curl_through_the_gateway() {
             &["-H", &auth, "-H", "X-Multi: a", "-H", "X-Multi: b"],
             &format!("{base}/some/thing?x=1&sb-hc-id=abc"),
         );
-        assert_eq!(r.status, 200);
+        assert_eq!(
+            (r.status, r.version.as_str()),
+            (200, "2"),
+            "curl and the gateway agree on h2 over TLS"
+        );
         let j = r.json();
         assert_eq!(j["method"], "GET");
         assert_eq!(

@@ -30,7 +30,7 @@ use tracing::{Instrument as _, debug, info};
 
 use crate::config::Config;
 use crate::control;
-use crate::handshake::{Head, respond, switch};
+use crate::handshake::{Head, HeadError, respond, switch};
 use crate::registry::{
     ListenerHandle, PathSettings, Pending, PickError, Registry, Rendezvous, new_id, new_key,
 };
@@ -76,6 +76,11 @@ pub(crate) async fn serve(
     let mut conn = match tls {
         None => Conn::from(tcp),
         Some(acceptor) => match timeout_at(deadline, acceptor.accept(tcp)).await {
+            // ALPN chose HTTP/2: no HTTP/1 head will come; hyper speaks HTTP/2 from here.
+            Ok(Ok(s)) if s.get_ref().1.alpn_protocol() == Some(ferry_net::tls::ALPN_H2) => {
+                return crate::http::serve_h2(shared, Conn::from(s), peer, Vec::new(), permit)
+                    .await;
+            }
             Ok(Ok(s)) => Conn::from(s),
             Ok(Err(e)) => return debug!(%peer, error = %e, "tls handshake failed"),
             Err(_) => return debug!(%peer, "tls handshake timed out"),
@@ -88,6 +93,10 @@ pub(crate) async fn serve(
     .await
     {
         Ok(Ok(head)) => head,
+        Ok(Err(HeadError::Http2Preface(replay))) => {
+            // h2c with prior knowledge on the plain port.
+            return crate::http::serve_h2(shared, conn, peer, replay, permit).await;
+        }
         Ok(Err(e)) => {
             debug!(%peer, error = %e, "bad request head");
             if let Some(status) = e.status() {

@@ -8,6 +8,9 @@
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
+/// How an HTTP/2 connection preface begins (RFC 9113 §3.4).
+const H2_PREFACE_START: &[u8] = b"PRI * HTTP/2.0";
+
 /// Most headers accepted in one request.
 pub(crate) const MAX_HEADERS: usize = 100;
 
@@ -38,13 +41,17 @@ pub(crate) enum HeadError {
     Malformed,
     #[error("read failed: {0}")]
     Io(#[from] std::io::Error),
+    /// Not an HTTP/1 head but the HTTP/2 connection preface (h2c with prior knowledge): the
+    /// bytes read so far, for the HTTP/2 server to read again.
+    #[error("http/2 connection preface")]
+    Http2Preface(Vec<u8>),
 }
 
 impl HeadError {
     /// The status to answer with, if the peer can still hear one.
     pub(crate) fn status(&self) -> Option<u16> {
         match self {
-            Self::Closed | Self::Io(_) => None,
+            Self::Closed | Self::Io(_) | Self::Http2Preface(_) => None,
             Self::TooLarge(_) | Self::TooManyHeaders => Some(431),
             Self::Malformed => Some(400),
         }
@@ -87,6 +94,9 @@ impl Head {
                 buf.reserve(2048);
             }
             let n = r.read_buf(&mut buf).await?;
+            if buf.starts_with(H2_PREFACE_START) {
+                return Err(HeadError::Http2Preface(buf));
+            }
             if n == 0 {
                 return Err(if buf.is_empty() {
                     HeadError::Closed

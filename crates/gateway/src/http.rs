@@ -30,7 +30,7 @@ use futures_util::{SinkExt, StreamExt};
 use http::{HeaderName, HeaderValue, StatusCode};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
-use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::sync::{OwnedSemaphorePermit, oneshot};
 use tokio::time::timeout;
@@ -99,6 +99,46 @@ pub(crate) async fn serve(
         r = &mut connection => if let Err(e) = r { debug!(%peer, error = %e, "http connection ended") },
         () = shared.cancel.cancelled() => {
             // Finish the request in flight, then close.
+            connection.as_mut().graceful_shutdown();
+            let _ = timeout(shared.config.timeouts.close, connection).await;
+        }
+    }
+}
+
+/// Serves an HTTP/2 connection (ALPN `h2`, or h2c with prior knowledge whose first bytes
+/// were already read into `replay`).
+pub(crate) async fn serve_h2(
+    shared: Arc<Shared>,
+    conn: Conn,
+    peer: SocketAddr,
+    replay: Vec<u8>,
+    permit: OwnedSemaphorePermit,
+) {
+    let _permit = permit;
+    let io = TokioIo::new(Replay {
+        prefix: replay,
+        pos: 0,
+        inner: conn,
+    });
+    let service_shared = shared.clone();
+    let service = hyper::service::service_fn(move |req| {
+        let shared = service_shared.clone();
+        async move { Ok::<_, Infallible>(handle(&shared, peer, req).await) }
+    });
+    let mut builder = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
+    builder
+        .timer(TokioTimer::new())
+        .max_header_list_size(
+            u32::try_from(shared.config.limits.max_header_bytes).unwrap_or(u32::MAX),
+        )
+        .max_concurrent_streams(256)
+        .keep_alive_interval(Some(shared.config.timeouts.keepalive))
+        .keep_alive_timeout(shared.config.timeouts.keepalive);
+    let connection = builder.serve_connection(io, service);
+    tokio::pin!(connection);
+    tokio::select! {
+        r = &mut connection => if let Err(e) = r { debug!(%peer, error = %e, "http/2 connection ended") },
+        () = shared.cancel.cancelled() => {
             connection.as_mut().graceful_shutdown();
             let _ = timeout(shared.config.timeouts.close, connection).await;
         }

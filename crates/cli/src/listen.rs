@@ -30,8 +30,12 @@ const IO_TIMEOUT: Duration = Duration::from_secs(60);
 const MAX_HEAD: usize = 64 * 1024;
 /// Most response header lines accepted from the origin.
 const MAX_HEADERS: usize = 128;
-/// Largest chunk handed on at once, and the longest chunk-size or trailer line.
+/// Largest chunk handed on at once.
 const READ_CHUNK: usize = 64 * 1024;
+/// How much of a request body of unknown length is read ahead to send it with a
+/// Content-Length (the control channel's inline limit: most bodies fit).
+const PREBUFFER: usize = 64 * 1024;
+/// Longest chunk-size or trailer line.
 const MAX_LINE: usize = 4096;
 
 /// Headers that describe one connection, not the message (RFC 9110 §7.6.1), plus the
@@ -153,7 +157,32 @@ async fn forward(
         let Ok(value) = value.to_str() else { continue };
         head.push_str(&format!("{name}: {value}\r\n"));
     }
-    let chunked = match body.exact_len() {
+    // A body of unknown length (one read from a rendezvous) is read ahead up to
+    // PREBUFFER bytes: when it ends there it goes with a Content-Length, which every origin
+    // understands; only longer ones are sent chunked.
+    let mut ahead = Vec::new();
+    let mut length = body.exact_len().map(|n| n as u64);
+    if length.is_none() {
+        let mut total = 0;
+        loop {
+            match tokio::time::timeout(IO_TIMEOUT, body.next()).await {
+                Err(_) => bail!("request body stalled"),
+                Ok(None) => {
+                    length = Some(total as u64);
+                    break;
+                }
+                Ok(Some(chunk)) => {
+                    let chunk = chunk.context("request body")?;
+                    total += chunk.len();
+                    ahead.push(chunk);
+                    if total > PREBUFFER {
+                        break;
+                    }
+                }
+            }
+        }
+    }
+    let chunked = match length {
         Some(0) if !matches!(parts.method, http::Method::POST | http::Method::PUT) => false,
         Some(n) => {
             head.push_str(&format!("Content-Length: {n}\r\n"));
@@ -165,47 +194,46 @@ async fn forward(
         }
     };
     head.push_str("\r\n");
-    let io_timeout = |what: &'static str| move |_| anyhow::anyhow!("origin {what} timed out");
     tokio::time::timeout(IO_TIMEOUT, write.write_all(head.as_bytes()))
         .await
-        .map_err(io_timeout("write"))??;
-    // The request body goes out while the response head is awaited: an origin may answer
-    // early (a 413, say) without reading everything.
-    let upload = async move {
-        while let Some(chunk) = body.next().await {
+        .context("origin write timed out")??;
+    // The request body goes out in a task of its own while the response is read: an origin
+    // may answer early (a 413, say) without reading everything. The task hands the write
+    // half back, and the response body keeps it (see `OriginBody::_upload`), because some
+    // origins take a half-close for the end of the exchange.
+    let upload = tokio::spawn(async move {
+        let ahead = futures_util::stream::iter(ahead.into_iter().map(Ok));
+        let mut chunks = ahead.chain(body);
+        while let Some(chunk) = chunks.next().await {
             let chunk = chunk?;
             if chunk.is_empty() {
                 continue;
             }
+            let mut frame = Vec::with_capacity(chunk.len() + 16);
             if chunked {
-                let size = format!("{:x}\r\n", chunk.len());
-                tokio::time::timeout(IO_TIMEOUT, write.write_all(size.as_bytes()))
-                    .await
-                    .map_err(io_timeout("write"))??;
+                frame.extend_from_slice(format!("{:x}\r\n", chunk.len()).as_bytes());
             }
-            tokio::time::timeout(IO_TIMEOUT, write.write_all(&chunk))
+            frame.extend_from_slice(&chunk);
+            if chunked {
+                frame.extend_from_slice(b"\r\n");
+            }
+            tokio::time::timeout(IO_TIMEOUT, write.write_all(&frame))
                 .await
-                .map_err(io_timeout("write"))??;
-            if chunked {
-                tokio::time::timeout(IO_TIMEOUT, write.write_all(b"\r\n"))
-                    .await
-                    .map_err(io_timeout("write"))??;
-            }
+                .context("origin write timed out")??;
         }
         if chunked {
             tokio::time::timeout(IO_TIMEOUT, write.write_all(b"0\r\n\r\n"))
                 .await
-                .map_err(io_timeout("write"))??;
+                .context("origin write timed out")??;
         }
         anyhow::Ok(write)
-    };
+    });
+    let upload = AbortOnDrop(upload);
     let mut reader = BufReader::with_capacity(READ_CHUNK, read);
-    let download = tokio::time::timeout(IO_TIMEOUT, read_head(&mut reader));
-    let (write, head) = tokio::join!(upload, download);
-    // Keep our half open until the response is read: some origins take a half-close for
-    // the end of the exchange.
-    let write = write.context("request body")?;
-    let (status, headers) = head.map_err(io_timeout("response"))??;
+    // An upload failure shows here as the origin closing or not answering.
+    let (status, headers) = tokio::time::timeout(IO_TIMEOUT, read_head(&mut reader))
+        .await
+        .context("origin response timed out")??;
 
     let framing = if parts.method == http::Method::HEAD
         || status.is_informational()
@@ -244,7 +272,7 @@ async fn forward(
     let download = OriginBody {
         reader,
         framing,
-        _write: write,
+        _upload: upload,
         done: false,
     };
     *resp.body_mut() =
@@ -345,6 +373,16 @@ async fn read_line(
     }
 }
 
+/// The upload task, stopped when the response is dropped (the sender went away, or the
+/// response was read).
+struct AbortOnDrop(tokio::task::JoinHandle<anyhow::Result<tokio::net::tcp::OwnedWriteHalf>>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
 /// How the origin delimits its response body.
 enum Framing {
     /// This many bytes are left.
@@ -368,8 +406,9 @@ enum ChunkState {
 struct OriginBody {
     reader: BufReader<OwnedReadHalf>,
     framing: Framing,
-    /// Our half of the origin connection, closed only when the body is done with.
-    _write: tokio::net::tcp::OwnedWriteHalf,
+    /// The upload task; it holds (or returns, inside the handle) our half of the origin
+    /// connection, which is closed only when the response body is done with.
+    _upload: AbortOnDrop,
     done: bool,
 }
 
@@ -556,8 +595,9 @@ mod tests {
     #[tokio::test]
     async fn streamed_request_body_is_chunked_and_close_delimited_response_read() {
         let (o, got) = origin(b"END\r\n0\r\n\r\n", b"HTTP/1.1 200 OK\r\n\r\nuntil close").await;
+        // Longer than the read-ahead, so it cannot get a Content-Length.
         let chunks = futures_util::stream::iter([
-            Ok::<_, io::Error>(Bytes::from_static(b"ab")),
+            Ok::<_, io::Error>(Bytes::from(vec![b'a'; PREBUFFER + 1])),
             Ok(Bytes::from_static(b"END")),
         ]);
         let resp = proxy(&o, request("PUT", "/app", Body::from_stream(chunks))).await;
@@ -565,7 +605,22 @@ mod tests {
         assert_eq!(&body[..], b"until close");
         let sent = String::from_utf8(got.await.unwrap()).unwrap();
         assert!(sent.contains("Transfer-Encoding: chunked\r\n"), "{sent}");
-        assert!(sent.contains("\r\n\r\n2\r\nab\r\n3\r\nEND"), "{sent}");
+        assert!(sent.contains(&format!("\r\n\r\n{:x}\r\naaa", PREBUFFER + 1)));
+        assert!(sent.ends_with("a\r\n3\r\nEND\r\n0\r\n\r\n"));
+    }
+
+    #[tokio::test]
+    async fn short_streamed_request_body_gets_a_content_length() {
+        let (o, got) = origin(b"abEND", b"HTTP/1.1 204 No Content\r\n\r\n").await;
+        let chunks = futures_util::stream::iter([
+            Ok::<_, io::Error>(Bytes::from_static(b"ab")),
+            Ok(Bytes::from_static(b"END")),
+        ]);
+        let resp = proxy(&o, request("PUT", "/app", Body::from_stream(chunks))).await;
+        assert_eq!(resp.status(), 204);
+        let sent = String::from_utf8(got.await.unwrap()).unwrap();
+        assert!(sent.contains("Content-Length: 5\r\n"), "{sent}");
+        assert!(!sent.contains("chunked"), "{sent}");
     }
 
     #[tokio::test]

@@ -8,7 +8,7 @@ use std::time::Duration;
 use ferry_hc::Command;
 use ferry_hc::command::{Headers, Response};
 use ferry_tests::*;
-use futures_util::SinkExt;
+use futures_util::{SinkExt, StreamExt};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;
@@ -274,5 +274,100 @@ async fn configured_path_without_listener_is_502() {
     )
     .await;
     assert_eq!(status, 502);
+    gw.shutdown().await;
+}
+
+/// Writes `len` bytes of the test pattern as a chunked request body, 64 KiB per chunk.
+async fn chunked_upload(addr: SocketAddr, path: &str, token: &str, len: usize) -> (u16, String) {
+    let mut tcp = TcpStream::connect(addr).await.unwrap();
+    let head = format!(
+        "POST {path} HTTP/1.1\r\nHost: localhost\r\nServiceBusAuthorization: {token}\r\n\
+         Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
+    );
+    tcp.write_all(head.as_bytes()).await.unwrap();
+    let data: Vec<u8> = (0..len).map(|i| (i * 31 + 7) as u8).collect();
+    for chunk in data.chunks(64 * 1024) {
+        let frame = [format!("{:x}\r\n", chunk.len()).as_bytes(), chunk, b"\r\n"].concat();
+        if tcp.write_all(&frame).await.is_err() {
+            break; // the gateway stopped reading (limit reached)
+        }
+    }
+    let _ = tcp.write_all(b"0\r\n\r\n").await;
+    let mut out = Vec::new();
+    tokio::time::timeout(STEP, tcp.read_to_end(&mut out))
+        .await
+        .expect("answer in time")
+        .ok();
+    let text = String::from_utf8_lossy(&out).into_owned();
+    (
+        text.split_whitespace()
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0),
+        text,
+    )
+}
+
+#[tokio::test]
+async fn bodies_of_unknown_length_stream_to_the_listener() {
+    let gw = gateway(|_| {}).await;
+    let addr = gw.plain_addr().unwrap();
+    let mut control = listener(&gw, "stream").await;
+    let tok = token(&gw, "stream");
+    const LEN: usize = 20 << 20;
+    let client = tokio::spawn(async move { chunked_upload(addr, "/stream/up", &tok, LEN).await });
+    let Command::Request(only) = next_command(&mut control).await else {
+        panic!()
+    };
+    assert!(
+        only.is_rendezvous_only(),
+        "a body of unknown length over 64 KiB goes by rendezvous"
+    );
+    let mut rv = ws(addr, &target_of(&only.address), &[])
+        .await
+        .expect("rendezvous");
+    let Command::Request(full) = next_command(&mut rv).await else {
+        panic!()
+    };
+    assert_eq!(full.body, Some(true));
+    let Message::Binary(body) = next(&mut rv).await else {
+        panic!("one binary message")
+    };
+    assert_eq!(body.len(), LEN);
+    assert!(
+        body.iter()
+            .enumerate()
+            .all(|(i, &b)| b == (i * 31 + 7) as u8),
+        "body intact"
+    );
+    rv.send(respond(&full.id, 204, false)).await.unwrap();
+    assert_eq!(client.await.unwrap().0, 204);
+    gw.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_streamed_body_over_the_limit_is_413_and_the_listener_sees_1009() {
+    let gw = gateway(|c| c.limits.max_request_body = 1 << 20).await;
+    let addr = gw.plain_addr().unwrap();
+    let mut control = listener(&gw, "cap").await;
+    let tok = token(&gw, "cap");
+    let client = tokio::spawn(async move { chunked_upload(addr, "/cap", &tok, 3 << 20).await });
+    let Command::Request(only) = next_command(&mut control).await else {
+        panic!()
+    };
+    let mut rv = ws(addr, &target_of(&only.address), &[])
+        .await
+        .expect("rendezvous");
+    let _request = next_command(&mut rv).await;
+    let got = tokio::time::timeout(STEP, rv.next())
+        .await
+        .expect("close in time");
+    match got {
+        Some(Ok(Message::Close(Some(f)))) => assert_eq!(u16::from(f.code), 1009),
+        Some(Err(_)) | None => {} // tungstenite may refuse the partial message first
+        other => panic!("expected a close, got {other:?}"),
+    }
+    let (status, text) = client.await.unwrap();
+    assert_eq!(status, 413, "{text}");
     gw.shutdown().await;
 }

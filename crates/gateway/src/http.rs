@@ -28,7 +28,7 @@ use ferry_hc::command::{Headers, RemoteEndpoint, Request};
 use ferry_net::conn::Conn;
 use futures_util::{SinkExt, StreamExt};
 use http::{HeaderName, HeaderValue, StatusCode};
-use http_body_util::{BodyExt, Full, Limited};
+use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -36,12 +36,16 @@ use tokio::sync::{OwnedSemaphorePermit, oneshot};
 use tokio::time::timeout;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
+use tokio_tungstenite::tungstenite::protocol::frame::Frame;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::{CloseCode, Data, OpCode};
+use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
 use tracing::{debug, warn};
 
 use crate::front::{Shared, now_unix};
 use crate::handshake::Head;
-use crate::registry::{HttpReply, Outbound, PathSettings, PendingHttp, PickError, new_key};
+use crate::registry::{
+    DeferredBody, HttpOutcome, HttpReply, Outbound, PathSettings, PendingHttp, PickError, new_key,
+};
 
 /// Largest body sent inline on the control channel (spec §4.3).
 pub(crate) const INLINE_BODY_LIMIT: usize = 64 * 1024;
@@ -264,30 +268,53 @@ async fn relay(
     };
 
     let limit = shared.config.limits.max_request_body;
-    if parts
+    let length = parts
         .headers
         .get(http::header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
-        .is_some_and(|len| len > limit as u64)
-    {
+        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+    if length.is_some_and(|len| len > limit as u64) {
         return Err(Refusal::new(
             413,
             format!("request body over {limit} bytes"),
         ));
     }
     let deadline = settings.request_timeout;
-    let body = match timeout(deadline, Limited::new(body, limit).collect()).await {
-        Ok(Ok(collected)) => collected.to_bytes(),
-        Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => {
-            return Err(Refusal::new(
-                413,
-                format!("request body over {limit} bytes"),
-            ));
+    // Up to 64 KiB of the body is read now: a body that ends within it goes inline on the
+    // control channel; a longer one streams to the listener over the rendezvous, starting
+    // with what was read, so memory stays bounded whatever its size.
+    let mut body = body;
+    let mut prefix = bytes::BytesMut::new();
+    let complete = loop {
+        if prefix.len() > INLINE_BODY_LIMIT {
+            break false;
         }
-        Ok(Err(_)) => return Err(Refusal::new(400, "request body could not be read")),
-        Err(_) => return Err(Refusal::new(408, "request body not received in time")),
+        match timeout(deadline, body.frame()).await {
+            Ok(Some(Ok(frame))) => {
+                if let Ok(data) = frame.into_data() {
+                    prefix.extend_from_slice(&data);
+                }
+            }
+            Ok(Some(Err(_))) => return Err(Refusal::new(400, "request body could not be read")),
+            Ok(None) => break true,
+            Err(_) => return Err(Refusal::new(408, "request body not received in time")),
+        }
     };
-
+    if prefix.len() > limit {
+        return Err(Refusal::new(
+            413,
+            format!("request body over {limit} bytes"),
+        ));
+    }
+    let prefix = prefix.freeze();
+    let body = if complete {
+        DeferredBody::Buffered(prefix)
+    } else {
+        DeferredBody::Streaming {
+            prefix,
+            body,
+            limit,
+        }
+    };
     let mut headers = Headers::new();
     for (name, value) in &parts.headers {
         let lower = name.as_str();
@@ -337,11 +364,14 @@ async fn relay(
             port: peer.port(),
         }),
         request_headers: Some(headers),
-        body: Some(!body.is_empty()),
+        body: Some(match &body {
+            DeferredBody::Buffered(b) => !b.is_empty(),
+            DeferredBody::Streaming { .. } => true,
+        }),
     };
-    let inline = body.len() <= INLINE_BODY_LIMIT;
-    let (outbound, deferred) = if inline {
-        let body_msg = (!body.is_empty()).then(|| body.clone());
+    let inline = matches!(body, DeferredBody::Buffered(_));
+    let (outbound, deferred) = if let DeferredBody::Buffered(bytes) = body {
+        let body_msg = (!bytes.is_empty()).then_some(bytes);
         (
             Outbound {
                 command: Command::Request(full),
@@ -388,7 +418,8 @@ async fn relay(
     }
     debug!(path = %settings.name, request = %id, inline, "request sent to listener");
     let reply = match timeout(deadline, reply_rx).await {
-        Ok(Ok(reply)) => reply,
+        Ok(Ok(HttpOutcome::Reply(reply))) => reply,
+        Ok(Ok(HttpOutcome::Fail(status, why))) => return Err(Refusal::new(status, why)),
         Ok(Err(_)) => {
             return Err(Refusal::new(
                 502,
@@ -513,39 +544,119 @@ pub(crate) async fn rendezvous(
         .max(Duration::from_secs(60));
     let exchange = async {
         if let Some((command, body)) = pending.deferred {
-            ws.feed(Message::text(command.encode())).await.ok()?;
-            if !body.is_empty() {
-                ws.feed(Message::Binary(body)).await.ok()?;
+            ws.send(Message::text(command.encode()))
+                .await
+                .map_err(|_| None)?;
+            match body {
+                DeferredBody::Buffered(bytes) => {
+                    if !bytes.is_empty() {
+                        ws.send(Message::Binary(bytes)).await.map_err(|_| None)?;
+                    }
+                }
+                DeferredBody::Streaming {
+                    prefix,
+                    body,
+                    limit,
+                } => stream_body(&mut ws, prefix, body, limit).await?,
             }
-            ws.flush().await.ok()?;
         }
         let response = loop {
-            match ws.next().await? {
-                Ok(Message::Text(t)) => match Command::decode(&t) {
+            match ws.next().await {
+                Some(Ok(Message::Text(t))) => match Command::decode(&t) {
                     Ok(Command::Response(r)) => break r,
-                    _ => return None,
+                    _ => return Err(None),
                 },
-                Ok(Message::Ping(_) | Message::Pong(_)) => continue,
-                _ => return None,
+                Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
+                _ => return Err(None),
             }
         };
         let body = if response.body {
-            match ws.next().await? {
-                Ok(Message::Binary(b)) => b,
-                _ => return None,
+            match ws.next().await {
+                Some(Ok(Message::Binary(b))) => b,
+                _ => return Err(None),
             }
         } else {
             Bytes::new()
         };
-        Some(HttpReply { response, body })
+        Ok(HttpReply { response, body })
     };
     match timeout(wait, exchange).await {
-        Ok(Some(reply)) => drop(pending.reply.send(reply)),
+        Ok(Ok(reply)) => drop(pending.reply.send(HttpOutcome::Reply(reply))),
+        Ok(Err(Some((status, why)))) => drop(pending.reply.send(HttpOutcome::Fail(status, why))),
         // Dropping `pending.reply` fails the waiting request with 502.
-        Ok(None) => warn!("listener broke the protocol on an http rendezvous"),
+        Ok(Err(None)) => warn!("listener broke the protocol on an http rendezvous"),
         Err(_) => debug!("http rendezvous timed out"),
     }
     let _ = timeout(shared.config.timeouts.close, ws.close(None)).await;
+}
+
+/// Why a rendezvous exchange stopped: `Some` is an answer for the client (status, reason),
+/// `None` a listener that broke the protocol (the client gets 502).
+type Abort = Option<(u16, String)>;
+
+/// Sends a client's request body as one binary message in as many frames as it arrives in,
+/// awaiting each write so a slow listener slows the client down (bounded memory).
+async fn stream_body(
+    ws: &mut WebSocketStream<Conn>,
+    prefix: Bytes,
+    mut body: Incoming,
+    limit: usize,
+) -> Result<(), Abort> {
+    let mut sent = 0usize;
+    let mut first = true;
+    let mut next = Some(prefix);
+    loop {
+        let data = match next.take() {
+            Some(data) => data,
+            None => match body.frame().await {
+                None => break,
+                Some(Err(_)) => {
+                    return Err(Some((400, "request body could not be read".to_owned())));
+                }
+                Some(Ok(frame)) => match frame.into_data() {
+                    Ok(data) => data,
+                    // Trailers carry no body bytes.
+                    Err(_) => continue,
+                },
+            },
+        };
+        if data.is_empty() {
+            continue;
+        }
+        sent = sent.saturating_add(data.len());
+        if sent > limit {
+            let close = CloseFrame {
+                code: CloseCode::Size,
+                reason: "request body over the limit".into(),
+            };
+            let _ = ws.close(Some(close)).await;
+            return Err(Some((413, format!("request body over {limit} bytes"))));
+        }
+        ws.send(Message::Frame(Frame::message(
+            data,
+            data_opcode(first),
+            false,
+        )))
+        .await
+        .map_err(|_| None)?;
+        first = false;
+    }
+    ws.send(Message::Frame(Frame::message(
+        Bytes::new(),
+        data_opcode(first),
+        true,
+    )))
+    .await
+    .map_err(|_| None)
+}
+
+/// The first frame of a message says binary; the rest continue it.
+fn data_opcode(first: bool) -> OpCode {
+    if first {
+        OpCode::Data(Data::Binary)
+    } else {
+        OpCode::Data(Data::Continue)
+    }
 }
 
 /// The request head bytes already read, then the connection.

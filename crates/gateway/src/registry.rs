@@ -51,12 +51,33 @@ pub(crate) struct HttpReply {
     pub(crate) body: Bytes,
 }
 
+/// A request body the rendezvous sends: already read, or still arriving from the client.
+pub(crate) enum DeferredBody {
+    Buffered(Bytes),
+    /// Streamed to the listener as it arrives, at most `limit` bytes.
+    Streaming {
+        /// What was read before deciding to stream.
+        prefix: Bytes,
+        body: hyper::body::Incoming,
+        limit: usize,
+    },
+}
+
+/// How a waiting HTTP request ends.
+#[derive(Debug)]
+pub(crate) enum HttpOutcome {
+    /// The listener answered.
+    Reply(HttpReply),
+    /// The gateway gives up on it with this status (e.g. 413 for a body over the limit).
+    Fail(u16, String),
+}
+
 /// An HTTP request waiting for its listener's response.
 pub(crate) struct PendingHttp {
     /// For a rendezvous-only request: the full `request` and its body, sent on the
     /// rendezvous socket when the listener opens it.
-    pub(crate) deferred: Option<(Command, Bytes)>,
-    pub(crate) reply: oneshot::Sender<HttpReply>,
+    pub(crate) deferred: Option<(Command, DeferredBody)>,
+    pub(crate) reply: oneshot::Sender<HttpOutcome>,
 }
 
 /// A registered listener: where to send its commands.

@@ -28,6 +28,7 @@ use futures_util::{Stream, StreamExt};
 use http::header::{HeaderName, HeaderValue};
 use tokio::io::{AsyncReadExt, AsyncWriteExt, ReadHalf, WriteHalf};
 use tokio::sync::{Semaphore, mpsc};
+use tokio::time::Instant;
 use tracing::{Instrument, debug, debug_span, warn};
 
 use crate::endpoint::Endpoint;
@@ -40,6 +41,10 @@ use crate::transport::{self, Transport};
 /// Largest response body sent inline on the control channel (spec §4.3: 64 kB); larger or
 /// still-streaming bodies go through the request's rendezvous.
 pub const MAX_INLINE_RESPONSE: usize = 64 * 1024;
+
+/// How long a streamed response body may take to end before it is sent over the rendezvous
+/// instead of inline (the .NET listener's flush timer, spec §6.3).
+pub const INLINE_WAIT: Duration = Duration::from_secs(2);
 
 /// Default for [`HttpConfig::set_max_concurrent`].
 pub const DEFAULT_MAX_CONCURRENT: usize = 256;
@@ -511,12 +516,25 @@ impl Responder {
         };
         let ws = match self.reply {
             Reply::Control(control) => {
-                // Buffer up to the inline limit: a body that ends within it goes inline.
+                // Buffer up to the inline limit: a body that ends within it goes inline. One
+                // still streaming after INLINE_WAIT switches to the rendezvous with what it
+                // has, as .NET's flush timer does, so a slow stream is not held back.
+                let switch_at = Instant::now() + INLINE_WAIT;
                 let mut buffered = Vec::new();
                 let mut len = 0;
                 let mut ended = false;
                 while len <= MAX_INLINE_RESPONSE {
-                    match next_chunk(&mut body, self.idle).await? {
+                    let wait = switch_at.saturating_duration_since(Instant::now());
+                    let next = if body.exact_len().is_some() {
+                        // A full body is there already: no timer needed.
+                        next_chunk(&mut body, self.idle).await?
+                    } else {
+                        match tokio::time::timeout(wait, next_chunk(&mut body, self.idle)).await {
+                            Ok(next) => next?,
+                            Err(_) => break,
+                        }
+                    };
+                    match next {
                         Some(chunk) => {
                             len += chunk.len();
                             buffered.push(chunk);

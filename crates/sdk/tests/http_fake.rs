@@ -107,6 +107,20 @@ async fn handler(req: http::Request<Body>) -> http::Response<Body> {
     if let Some(r) = parts.extensions.get::<RemoteEndpoint>() {
         resp = resp.header("x-remote", format!("{}:{}", r.address, r.port));
     }
+    if parts.uri.path() == "/p/slow" {
+        // A stream that outlives the inline wait: it must switch to the rendezvous.
+        let chunks = futures_util::stream::unfold(0, |i| async move {
+            match i {
+                0 => Some((Ok::<_, std::io::Error>(Bytes::from_static(b"first-")), 1)),
+                1 => {
+                    tokio::time::sleep(Duration::from_millis(2500)).await;
+                    Some((Ok(Bytes::from_static(b"second")), 2))
+                }
+                _ => None,
+            }
+        });
+        return resp.body(Body::from_stream(chunks)).unwrap();
+    }
     if let Some(n) = parts.uri.path().strip_prefix("/p/big/") {
         let n: usize = n.parse().unwrap();
         // Streamed in uneven chunks, so the rendezvous sends several fragments.
@@ -298,4 +312,18 @@ async fn next_any(ws: &mut Ws) -> anyhow::Result<Message> {
         Some(m) => Ok(m?),
         None => bail!("closed"),
     }
+}
+
+#[tokio::test]
+async fn slow_stream_switches_to_the_rendezvous() -> anyhow::Result<()> {
+    let fake = Fake::new().await?;
+    let mut control = start(&fake).await?;
+    control
+        .send(request(&fake, "r7", "GET", "/p/slow", false))
+        .await?;
+    let mut rendezvous = fake.accept().await?;
+    let (r, body) = response(&mut rendezvous).await?;
+    assert_eq!(r["requestId"], "r7");
+    assert_eq!(&body[..], b"first-second");
+    Ok(())
 }

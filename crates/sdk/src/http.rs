@@ -27,7 +27,7 @@ use ferry_net::frame::{CLOSE_NORMAL, FrameHeader, Opcode, apply_mask, encode_clo
 use futures_util::{Stream, StreamExt};
 use http::header::{HeaderName, HeaderValue};
 use tokio::io::{AsyncReadExt, AsyncWriteExt, ReadHalf, WriteHalf};
-use tokio::sync::{Semaphore, mpsc};
+use tokio::sync::{Semaphore, mpsc, watch};
 use tokio::time::Instant;
 use tracing::{Instrument, debug, debug_span, warn};
 
@@ -289,13 +289,13 @@ pub struct RequestId(pub String);
 
 /// A listener serving HTTP requests (and, through [`Self::listener`], WebSocket
 /// connections as before) on one path.
+///
+/// To accept WebSocket connections while [`HttpRequests::serve`] runs, split it with
+/// [`Self::into_parts`].
 #[derive(Debug)]
 pub struct HttpListener {
     listener: Listener,
-    requests: mpsc::Receiver<InlineRequest>,
-    responses: mpsc::Sender<OutgoingResponse>,
-    endpoint: Endpoint,
-    config: HttpConfig,
+    requests: HttpRequests,
 }
 
 impl HttpListener {
@@ -314,13 +314,14 @@ impl HttpListener {
             responses: responses_rx,
         };
         let listener = Listener::open_with(endpoint.clone(), Some(hooks)).await?;
-        Ok(Self {
-            listener,
+        let requests = HttpRequests {
             requests,
             responses,
             endpoint,
             config,
-        })
+            status: listener.status(),
+        };
+        Ok(Self { listener, requests })
     }
 
     /// The underlying listener, for WebSocket connections ([`Listener::accept`]) and status.
@@ -328,6 +329,63 @@ impl HttpListener {
         &mut self.listener
     }
 
+    /// Splits into the listener (WebSocket connections, status, close) and the stream of
+    /// HTTP requests. Requests keep coming only while the [`Listener`] is alive: dropping
+    /// it closes the control channel.
+    pub fn into_parts(self) -> (Listener, HttpRequests) {
+        (self.listener, self.requests)
+    }
+
+    /// The next request (see [`HttpRequests::next_request`]).
+    ///
+    /// # Errors
+    /// As [`Listener::accept`]: closed, or refused for good.
+    ///
+    /// # Cancel safety
+    /// Cancel safe: a request is either returned or stays queued.
+    pub async fn next_request(&mut self) -> Result<IncomingRequest, ListenerError> {
+        self.requests.next_request().await
+    }
+
+    /// Serves every request with `handler` (see [`HttpRequests::serve`]); the control
+    /// channel stays open until this returns.
+    ///
+    /// # Errors
+    /// Why the listener stopped ([`ListenerError`]).
+    ///
+    /// # Cancel safety
+    /// Cancel safe: requests already being served finish in their own tasks; the control
+    /// channel closes.
+    pub async fn serve<F, Fut>(self, handler: F) -> Result<(), ListenerError>
+    where
+        F: Fn(http::Request<Body>) -> Fut + Clone + Send + Sync + 'static,
+        Fut: Future<Output = http::Response<Body>> + Send + 'static,
+    {
+        // The listener lives as long as the loop: dropping it would close the channel.
+        let (_listener, requests) = self.into_parts();
+        requests.serve(handler).await
+    }
+
+    /// Closes the control channel (see [`Listener::close`]).
+    ///
+    /// # Cancel safety
+    /// Cancel safe: the close is requested before the first await.
+    pub async fn close(self) {
+        self.listener.close().await;
+    }
+}
+
+/// The HTTP requests arriving on a listener's control channel.
+#[derive(Debug)]
+pub struct HttpRequests {
+    requests: mpsc::Receiver<InlineRequest>,
+    responses: mpsc::Sender<OutgoingResponse>,
+    endpoint: Endpoint,
+    config: HttpConfig,
+    status: watch::Receiver<Status>,
+}
+
+impl HttpRequests {
     /// The next request, not yet read: call [`IncomingRequest::read`] on it.
     ///
     /// # Errors
@@ -345,7 +403,7 @@ impl HttpListener {
                 config: self.config.clone(),
             }),
             // The control task is gone: closed, or refused for good.
-            None => match &*self.listener.status().borrow() {
+            None => match &*self.status.borrow() {
                 Status::Offline(Offline::Failed(e)) => Err(ListenerError::Refused(e.clone())),
                 _ => Err(ListenerError::Closed),
             },
@@ -386,14 +444,6 @@ impl HttpListener {
                 .instrument(span),
             );
         }
-    }
-
-    /// Closes the control channel (see [`Listener::close`]).
-    ///
-    /// # Cancel safety
-    /// Cancel safe: the close is requested before the first await.
-    pub async fn close(self) {
-        self.listener.close().await;
     }
 }
 

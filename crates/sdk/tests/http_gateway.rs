@@ -287,3 +287,46 @@ async fn multi_megabyte_download_streams_from_the_handler() -> Result<()> {
     })
     .await?
 }
+
+#[tokio::test]
+async fn websocket_connections_and_http_requests_share_a_listener() -> Result<()> {
+    tokio::time::timeout(LIMIT, async {
+        let gw = Gateway::start(Config::dev()).await?;
+        let addr = gw.plain_addr().context("no plain port")?;
+        let mut endpoint = Endpoint::new(&format!("ws://{addr}"), "both")?;
+        let provider =
+            SasKeyProvider::new(gw.rule_name(), gw.rule_key(), Duration::from_secs(3600));
+        let token = provider.token("http://localhost/both")?.text;
+        endpoint.set_token_provider(provider);
+        let (mut listener, requests) = HttpListener::open(endpoint.clone(), HttpConfig::default())
+            .await?
+            .into_parts();
+        tokio::spawn(requests.serve(handler));
+        // WebSocket side: echo one message.
+        let ws = tokio::spawn(async move {
+            let incoming = listener.accept().await?;
+            let mut stream = incoming.accept().await?;
+            if let Some(m) = stream.recv().await? {
+                stream.send(m).await?;
+            }
+            // Keep the listener (and with it the control channel) until the echo is done.
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            drop(listener);
+            anyhow::Ok(())
+        });
+        let mut sender = ferry_sdk::connect(&endpoint, &[]).await?;
+        sender
+            .send(ferry_sdk::Message::Text("hello".into()))
+            .await?;
+        let echoed = sender.recv().await?.context("no echo")?;
+        assert_eq!(echoed, ferry_sdk::Message::Text("hello".into()));
+
+        let s = Setup { gw, token };
+        let r = send(&s, "POST", "/both/echo", "", b"ping").await?;
+        assert_eq!(r.status, 200);
+        assert_eq!(r.body, b"ping");
+        ws.await??;
+        anyhow::Ok(())
+    })
+    .await?
+}

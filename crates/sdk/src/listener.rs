@@ -637,8 +637,11 @@ impl Control {
                 warn!(request_id = %r.request.id, "request queue full; answering 503");
                 Some(refusal(r.request.id, 503, "Listener is busy"))
             }
-            // The HTTP listener is gone; the gateway times the request out.
-            Err(mpsc::error::TrySendError::Closed(_)) => None,
+            // The application dropped its HTTP side: say so rather than let it time out.
+            Err(mpsc::error::TrySendError::Closed(r)) => {
+                debug!(request_id = %r.request.id, "http requests not served; answering 503");
+                Some(refusal(r.request.id, 503, "Listener does not serve HTTP"))
+            }
         }
     }
 

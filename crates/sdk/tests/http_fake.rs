@@ -327,3 +327,50 @@ async fn slow_stream_switches_to_the_rendezvous() -> anyhow::Result<()> {
     assert_eq!(&body[..], b"first-second");
     Ok(())
 }
+
+#[tokio::test]
+async fn a_request_whose_body_never_came_is_dropped_and_the_next_served() -> anyhow::Result<()> {
+    let fake = Fake::new().await?;
+    let mut control = start(&fake).await?;
+    // A binary message with no request before it is ignored.
+    control
+        .send(Message::Binary(Bytes::from_static(b"stray")))
+        .await?;
+    // body:true, but a text message comes next: that request is dropped.
+    control
+        .send(request(&fake, "lost", "POST", "/p/echo", true))
+        .await?;
+    control
+        .send(request(&fake, "r8", "GET", "/p/x", false))
+        .await?;
+    let (r, _) = response(&mut control).await?;
+    assert_eq!(r["requestId"], "r8");
+    assert!(
+        tokio::time::timeout(Duration::from_millis(200), control.next())
+            .await
+            .is_err()
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn requests_are_refused_with_503_once_the_http_side_is_dropped() -> anyhow::Result<()> {
+    let fake = Fake::new().await?;
+    let endpoint = fake.endpoint();
+    let open = tokio::spawn(async move {
+        let (listener, requests) = HttpListener::open(endpoint, HttpConfig::default())
+            .await?
+            .into_parts();
+        drop(requests);
+        anyhow::Ok(listener)
+    });
+    let mut control = fake.accept().await?;
+    let _listener = open.await??;
+    control
+        .send(request(&fake, "r9", "GET", "/p/x", false))
+        .await?;
+    let (r, _) = response(&mut control).await?;
+    assert_eq!(r["requestId"], "r9");
+    assert_eq!(r["statusCode"], 503);
+    Ok(())
+}

@@ -16,7 +16,7 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tracing::{debug, info, warn};
 
 use crate::front::{Shared, Unregister, now_unix};
-use crate::registry::{HttpOutcome, HttpReply, Outbound, PathSettings};
+use crate::registry::{HttpOutcome, HttpReply, Outbound, PathSettings, ReplyBody};
 use ferry_net::conn::Conn;
 
 /// Why a control channel ended, and the close code the listener is sent.
@@ -36,11 +36,10 @@ enum End {
 /// (finished, timed out, or never issued) request is dropped: it fails nothing else.
 fn deliver(shared: &Shared, response: ferry_hc::command::Response, body: bytes::Bytes) {
     match shared.registry.take_http(&response.request_id) {
-        Some(pending) => drop(
-            pending
-                .reply
-                .send(HttpOutcome::Reply(HttpReply { response, body })),
-        ),
+        Some(pending) => drop(pending.reply.send(HttpOutcome::Reply(HttpReply {
+            response,
+            body: ReplyBody::Full(body),
+        }))),
         None => {
             debug!(request_id = %response.request_id, "response for no waiting request dropped")
         }

@@ -18,7 +18,6 @@ use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::Duration;
 
 use bytes::Bytes;
 use ferry_hc::Command;
@@ -26,26 +25,28 @@ use ferry_hc::address::{self, HcQuery, encode_path};
 use ferry_hc::auth::{AuthError, Right};
 use ferry_hc::command::{Headers, RemoteEndpoint, Request};
 use ferry_net::conn::Conn;
-use futures_util::{SinkExt, StreamExt};
 use http::{HeaderName, HeaderValue, StatusCode};
-use http_body_util::{BodyExt, Full};
+use http_body_util::combinators::BoxBody;
+use http_body_util::{BodyExt, Full, StreamBody};
+use hyper::body::Frame;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::sync::{OwnedSemaphorePermit, oneshot};
 use tokio::time::timeout;
-use tokio_tungstenite::WebSocketStream;
-use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::tungstenite::protocol::frame::Frame;
-use tokio_tungstenite::tungstenite::protocol::frame::coding::{CloseCode, Data, OpCode};
-use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
 use tracing::{debug, warn};
 
 use crate::front::{Shared, now_unix};
 use crate::handshake::Head;
+use crate::handshake::{respond, switch};
 use crate::registry::{
-    DeferredBody, HttpOutcome, HttpReply, Outbound, PathSettings, PendingHttp, PickError, new_key,
+    DeferredBody, HttpOutcome, HttpReply, Outbound, PathSettings, PendingHttp, PickError,
+    ReplyBody, new_key,
 };
+use ferry_hc::command::Response;
+use ferry_net::relay::{MessageKind, MessageReader, write_close, write_frame};
+use tokio::io::AsyncWriteExt;
+use tokio::sync::mpsc;
 
 /// Largest body sent inline on the control channel (spec §4.3).
 pub(crate) const INLINE_BODY_LIMIT: usize = 64 * 1024;
@@ -67,7 +68,12 @@ const HOP_BY_HOP: [&str; 10] = [
 /// Where relayed HTTP requests carry their token (spec §2), besides `sb-hc-token`.
 const AUTH_HEADER: &str = "ServiceBusAuthorization";
 
-type Body = Full<Bytes>;
+/// Response bodies: whole, or streamed from a rendezvous.
+type Body = BoxBody<Bytes, std::io::Error>;
+
+fn full(bytes: Bytes) -> Body {
+    Full::new(bytes).map_err(|never| match never {}).boxed()
+}
 
 /// Serves one connection whose first request (already read into `head`) is plain HTTP,
 /// with hyper, keeping the connection alive for further requests.
@@ -179,7 +185,7 @@ async fn handle(
     match relay(shared, peer, req).await {
         Ok(response) => response,
         Err(refusal) => {
-            let mut response = http::Response::new(Full::new(Bytes::from(refusal.message + "\n")));
+            let mut response = http::Response::new(full(Bytes::from(refusal.message + "\n")));
             *response.status_mut() = refusal.status;
             response.headers_mut().insert(
                 http::header::CONTENT_TYPE,
@@ -408,12 +414,10 @@ async fn relay(
     };
     if let Err(e) = listener.commands.try_send(outbound) {
         return Err(match e {
-            tokio::sync::mpsc::error::TrySendError::Full(_) => {
+            mpsc::error::TrySendError::Full(_) => {
                 Refusal::new(503, "the listener is not keeping up")
             }
-            tokio::sync::mpsc::error::TrySendError::Closed(_) => {
-                Refusal::new(502, "the listener went away")
-            }
+            mpsc::error::TrySendError::Closed(_) => Refusal::new(502, "the listener went away"),
         });
     }
     debug!(path = %settings.name, request = %id, inline, "request sent to listener");
@@ -470,7 +474,16 @@ fn authorize(
 fn response_from(reply: HttpReply, via: &str) -> Result<http::Response<Body>, Refusal> {
     let status = StatusCode::from_u16(reply.response.status_code)
         .map_err(|_| Refusal::new(502, "the listener sent an invalid status"))?;
-    let mut response = http::Response::new(Full::new(reply.body));
+    let body = match reply.body {
+        ReplyBody::Full(bytes) => full(bytes),
+        ReplyBody::Stream(rx) => {
+            let chunks = futures_util::stream::unfold(rx, |mut rx| async move {
+                rx.recv().await.map(|item| (item.map(Frame::data), rx))
+            });
+            BodyExt::boxed(StreamBody::new(chunks))
+        }
+    };
+    let mut response = http::Response::new(body);
     *response.status_mut() = status;
     let headers = response.headers_mut();
     for (name, value) in &reply.response.response_headers {
@@ -505,7 +518,8 @@ impl Drop for HttpGuard {
 }
 
 /// A listener opened the rendezvous address of an HTTP request (`sb-hc-action=request`):
-/// send the deferred request if there is one, then read the response there.
+/// send the deferred request if there is one, then read the response there, streaming its
+/// body to the waiting client.
 pub(crate) async fn rendezvous(
     shared: Arc<Shared>,
     mut conn: Conn,
@@ -514,80 +528,136 @@ pub(crate) async fn rendezvous(
     id: Option<String>,
 ) {
     let Some(pending) = id.as_deref().and_then(|id| shared.registry.take_http(id)) else {
-        let _ = timeout(
-            shared.config.timeouts.close,
-            crate::handshake::respond(
-                &mut conn,
-                403,
-                "the rendezvous address is invalid, expired or already used",
-            ),
-        )
-        .await;
+        let why = "the rendezvous address is invalid, expired or already used";
+        let _ = timeout(shared.config.timeouts.close, respond(&mut conn, 403, why)).await;
         return;
     };
-    if crate::handshake::switch(&mut conn, &key, None)
-        .await
-        .is_err()
-    {
+    if switch(&mut conn, &key, None).await.is_err() {
         return;
     }
-    let limit = usize::try_from(shared.config.limits.max_response_body).unwrap_or(usize::MAX);
-    let config = WebSocketConfig::default()
-        .max_message_size(Some(limit.saturating_add(4096)))
-        .max_frame_size(None);
-    let mut ws =
-        WebSocketStream::from_partially_read(conn, head.rest, Role::Server, Some(config)).await;
-    let wait = shared
-        .config
-        .timeouts
-        .rendezvous
-        .max(Duration::from_secs(60));
-    let exchange = async {
+    let (read, mut write) = tokio::io::split(conn);
+    let mut reader = MessageReader::new(read, &head.rest, shared.config.limits.relay_buffer);
+    drop(head);
+    // Spec §6.5: the response must start within the deadline and may not idle longer.
+    let wait = shared.config.timeouts.request;
+    let outcome = timeout(wait, async {
         if let Some((command, body)) = pending.deferred {
-            ws.send(Message::text(command.encode()))
+            let text = command.encode();
+            write_frame(&mut write, true, Some(MessageKind::Text), text.as_bytes())
                 .await
                 .map_err(|_| None)?;
             match body {
+                DeferredBody::Buffered(bytes) if bytes.is_empty() => {}
                 DeferredBody::Buffered(bytes) => {
-                    if !bytes.is_empty() {
-                        ws.send(Message::Binary(bytes)).await.map_err(|_| None)?;
-                    }
+                    write_frame(&mut write, true, Some(MessageKind::Binary), &bytes)
+                        .await
+                        .map_err(|_| None)?;
                 }
                 DeferredBody::Streaming {
                     prefix,
                     body,
                     limit,
-                } => stream_body(&mut ws, prefix, body, limit).await?,
+                } => {
+                    stream_body(&mut write, prefix, body, limit).await?;
+                }
             }
         }
-        let response = loop {
-            match ws.next().await {
-                Some(Ok(Message::Text(t))) => match Command::decode(&t) {
-                    Ok(Command::Response(r)) => break r,
-                    _ => return Err(None),
-                },
-                Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
-                _ => return Err(None),
-            }
-        };
-        let body = if response.body {
-            match ws.next().await {
-                Some(Ok(Message::Binary(b))) => b,
-                _ => return Err(None),
-            }
-        } else {
-            Bytes::new()
-        };
-        Ok(HttpReply { response, body })
-    };
-    match timeout(wait, exchange).await {
-        Ok(Ok(reply)) => drop(pending.reply.send(HttpOutcome::Reply(reply))),
-        Ok(Err(Some((status, why)))) => drop(pending.reply.send(HttpOutcome::Fail(status, why))),
+        read_response(&mut reader).await
+    })
+    .await;
+    let response = match outcome {
+        Ok(Ok(response)) => response,
+        Ok(Err(Some((status, why)))) => {
+            drop(pending.reply.send(HttpOutcome::Fail(status, why)));
+            return close(&shared, &mut write, 1000).await;
+        }
         // Dropping `pending.reply` fails the waiting request with 502.
-        Ok(Err(None)) => warn!("listener broke the protocol on an http rendezvous"),
-        Err(_) => debug!("http rendezvous timed out"),
+        Ok(Err(None)) => {
+            warn!("listener broke the protocol on an http rendezvous");
+            return close(&shared, &mut write, 1002).await;
+        }
+        Err(_) => {
+            debug!("http rendezvous timed out");
+            return close(&shared, &mut write, 1001).await;
+        }
+    };
+    if !response.body {
+        let reply = HttpReply {
+            response,
+            body: ReplyBody::Full(Bytes::new()),
+        };
+        drop(pending.reply.send(HttpOutcome::Reply(reply)));
+        return close(&shared, &mut write, 1000).await;
     }
-    let _ = timeout(shared.config.timeouts.close, ws.close(None)).await;
+    match timeout(
+        wait,
+        reader.next_message(shared.config.limits.max_response_body),
+    )
+    .await
+    {
+        Ok(Ok(MessageKind::Binary)) => {}
+        _ => {
+            warn!("listener announced a response body that did not follow");
+            return close(&shared, &mut write, 1002).await;
+        }
+    }
+    // A few chunks in flight: the queue is what bounds memory between listener and client.
+    let (tx, rx) = mpsc::channel(4);
+    let reply = HttpReply {
+        response,
+        body: ReplyBody::Stream(rx),
+    };
+    if pending.reply.send(HttpOutcome::Reply(reply)).is_err() {
+        return close(&shared, &mut write, 1001).await;
+    }
+    loop {
+        let chunk = match timeout(wait, reader.next_chunk()).await {
+            Ok(Ok(Some(chunk))) => chunk,
+            Ok(Ok(None)) => break,
+            Ok(Err(e)) => {
+                let _ = tx.send(Err(std::io::Error::other(e))).await;
+                break;
+            }
+            Err(_) => {
+                let _ = tx
+                    .send(Err(std::io::Error::other("response body idle too long")))
+                    .await;
+                break;
+            }
+        };
+        if tx.send(Ok(chunk)).await.is_err() {
+            // The client went away: stop reading, tell the listener.
+            return close(&shared, &mut write, 1001).await;
+        }
+    }
+    close(&shared, &mut write, 1000).await;
+}
+
+/// Reads a `response` command (a text message) from a rendezvous.
+async fn read_response<R: AsyncRead + Unpin>(
+    reader: &mut MessageReader<R>,
+) -> Result<Response, Abort> {
+    let limit = ferry_hc::command::MAX_COMMAND_LEN as u64;
+    if reader.next_message(limit).await.map_err(|_| None)? != MessageKind::Text {
+        return Err(None);
+    }
+    let mut text = Vec::new();
+    while let Some(chunk) = reader.next_chunk().await.map_err(|_| None)? {
+        text.extend_from_slice(&chunk);
+    }
+    let text = String::from_utf8(text).map_err(|_| None)?;
+    match Command::decode(&text) {
+        Ok(Command::Response(r)) => Ok(r),
+        _ => Err(None),
+    }
+}
+
+async fn close<W: AsyncWrite + Unpin>(shared: &Shared, write: &mut W, code: u16) {
+    let _ = timeout(shared.config.timeouts.close, async {
+        let _ = write_close(write, code, "").await;
+        let _ = write.shutdown().await;
+    })
+    .await;
 }
 
 /// Why a rendezvous exchange stopped: `Some` is an answer for the client (status, reason),
@@ -596,14 +666,14 @@ type Abort = Option<(u16, String)>;
 
 /// Sends a client's request body as one binary message in as many frames as it arrives in,
 /// awaiting each write so a slow listener slows the client down (bounded memory).
-async fn stream_body(
-    ws: &mut WebSocketStream<Conn>,
+async fn stream_body<W: AsyncWrite + Unpin>(
+    write: &mut W,
     prefix: Bytes,
     mut body: Incoming,
     limit: usize,
 ) -> Result<(), Abort> {
     let mut sent = 0usize;
-    let mut first = true;
+    let mut kind = Some(MessageKind::Binary);
     let mut next = Some(prefix);
     loop {
         let data = match next.take() {
@@ -625,38 +695,14 @@ async fn stream_body(
         }
         sent = sent.saturating_add(data.len());
         if sent > limit {
-            let close = CloseFrame {
-                code: CloseCode::Size,
-                reason: "request body over the limit".into(),
-            };
-            let _ = ws.close(Some(close)).await;
+            let _ = write_close(write, 1009, "request body over the limit").await;
             return Err(Some((413, format!("request body over {limit} bytes"))));
         }
-        ws.send(Message::Frame(Frame::message(
-            data,
-            data_opcode(first),
-            false,
-        )))
-        .await
-        .map_err(|_| None)?;
-        first = false;
+        write_frame(write, false, kind.take(), &data)
+            .await
+            .map_err(|_| None)?;
     }
-    ws.send(Message::Frame(Frame::message(
-        Bytes::new(),
-        data_opcode(first),
-        true,
-    )))
-    .await
-    .map_err(|_| None)
-}
-
-/// The first frame of a message says binary; the rest continue it.
-fn data_opcode(first: bool) -> OpCode {
-    if first {
-        OpCode::Data(Data::Binary)
-    } else {
-        OpCode::Data(Data::Continue)
-    }
+    write_frame(write, true, kind, &[]).await.map_err(|_| None)
 }
 
 /// The request head bytes already read, then the connection.

@@ -48,7 +48,15 @@ impl From<Command> for Outbound {
 #[derive(Debug)]
 pub(crate) struct HttpReply {
     pub(crate) response: Response,
-    pub(crate) body: Bytes,
+    pub(crate) body: ReplyBody,
+}
+
+/// A response body: whole (from the control channel), or streaming in from a rendezvous
+/// through a small bounded queue, so a slow client slows the listener down.
+#[derive(Debug)]
+pub(crate) enum ReplyBody {
+    Full(Bytes),
+    Stream(mpsc::Receiver<std::io::Result<Bytes>>),
 }
 
 /// A request body the rendezvous sends: already read, or still arriving from the client.

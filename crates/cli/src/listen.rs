@@ -1,15 +1,16 @@
 //! `ferry listen --http-to http://HOST:PORT PATH`: a reverse proxy from the relay to a local
 //! HTTP/1.1 origin.
 //!
-//! Each relayed request becomes one origin connection (`Connection: close`, so framing stays
-//! simple and no idle sockets pile up). Bodies stream both ways through bounded buffers:
-//! the request body with `Content-Length` when its size is known, chunked otherwise; the
-//! response body as it arrives (content-length, chunked or read-to-close). Hop-by-hop
+//! Origin connections are kept alive and reused (at most [`MAX_IDLE`] idle ones); a request
+//! whose whole body fits the read-ahead is sent again on a fresh connection when a pooled
+//! one turns out closed. Bodies stream both ways through bounded buffers: the request body
+//! with `Content-Length` when it fits the read-ahead, chunked otherwise; the response body
+//! as it arrives (content-length, chunked or read-to-close). Hop-by-hop
 //! headers are removed both ways (RFC 9110 §7.6.1), `Host` names the origin, and an origin
 //! that cannot be reached or answers garbage gives 502.
 
 use std::io;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use anyhow::{Context as _, bail};
@@ -19,7 +20,7 @@ use ferry_sdk::http::{Body, HttpConfig, HttpListener};
 use futures_util::StreamExt;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
-use tokio::net::tcp::OwnedReadHalf;
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio_util::sync::CancellationToken;
 
 /// TCP connect to the origin.
@@ -35,6 +36,8 @@ const READ_CHUNK: usize = 64 * 1024;
 /// How much of a request body of unknown length is read ahead to send it with a
 /// Content-Length (the control channel's inline limit: most bodies fit).
 const PREBUFFER: usize = 64 * 1024;
+/// Most idle connections kept to the origin.
+const MAX_IDLE: usize = 32;
 /// Longest chunk-size or trailer line.
 const MAX_LINE: usize = 4096;
 
@@ -61,7 +64,12 @@ pub(crate) struct Origin {
     /// The hybrid connection path, stripped from request targets (as the Java SDK does),
     /// so `/PATH/x` reaches the origin as `/x`.
     prefix: String,
+    /// Idle keep-alive connections to the origin.
+    pool: Pool,
 }
+
+/// Idle connections to the origin, most recently used last.
+type Pool = Arc<Mutex<Vec<TcpStream>>>;
 
 impl Origin {
     /// Parses `http://HOST[:PORT]` (a trailing `/` is allowed).
@@ -81,7 +89,26 @@ impl Origin {
         Ok(Self {
             authority,
             prefix: format!("/{}", path.trim_matches('/')),
+            pool: Pool::default(),
         })
+    }
+
+    /// An idle pooled connection, if there is one.
+    fn checkout(&self) -> Option<TcpStream> {
+        self.pool
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .pop()
+    }
+
+    /// A new connection to the origin.
+    async fn connect(&self) -> anyhow::Result<TcpStream> {
+        let tcp = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(&self.authority))
+            .await
+            .context("origin connect timed out")?
+            .context("origin connect failed")?;
+        tcp.set_nodelay(true)?;
+        Ok(tcp)
     }
 
     /// The target to send the origin: the request's, without the hybrid connection path.
@@ -136,15 +163,8 @@ async fn forward(
     req: http::Request<Body>,
 ) -> anyhow::Result<http::Response<Body>> {
     let (parts, mut body) = req.into_parts();
-    let tcp = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(&origin.authority))
-        .await
-        .context("origin connect timed out")?
-        .context("origin connect failed")?;
-    tcp.set_nodelay(true)?;
-    let (read, mut write) = tcp.into_split();
-
     let mut head = format!(
-        "{} {} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n",
+        "{} {} HTTP/1.1\r\nHost: {}\r\n",
         parts.method,
         origin.target(&parts.uri),
         origin.authority
@@ -157,49 +177,74 @@ async fn forward(
         let Ok(value) = value.to_str() else { continue };
         head.push_str(&format!("{name}: {value}\r\n"));
     }
-    // A body of unknown length (one read from a rendezvous) is read ahead up to
-    // PREBUFFER bytes: when it ends there it goes with a Content-Length, which every origin
-    // understands; only longer ones are sent chunked.
+    // The body is read ahead up to PREBUFFER bytes. One that ends there goes with a
+    // Content-Length, which every origin understands, and can be sent again if a pooled
+    // connection turns out to be closed; only longer ones are streamed, chunked.
     let mut ahead = Vec::new();
-    let mut length = body.exact_len().map(|n| n as u64);
-    if length.is_none() {
-        let mut total = 0;
-        loop {
-            match tokio::time::timeout(IO_TIMEOUT, body.next()).await {
-                Err(_) => bail!("request body stalled"),
-                Ok(None) => {
-                    length = Some(total as u64);
-                    break;
-                }
-                Ok(Some(chunk)) => {
-                    let chunk = chunk.context("request body")?;
-                    total += chunk.len();
-                    ahead.push(chunk);
-                    if total > PREBUFFER {
-                        break;
-                    }
+    let mut total = 0;
+    let complete = loop {
+        match tokio::time::timeout(IO_TIMEOUT, body.next()).await {
+            Err(_) => bail!("request body stalled"),
+            Ok(None) => break true,
+            Ok(Some(chunk)) => {
+                let chunk = chunk.context("request body")?;
+                total += chunk.len();
+                ahead.push(chunk);
+                if total > PREBUFFER {
+                    break false;
                 }
             }
         }
-    }
-    let chunked = match length {
-        Some(0) if !matches!(parts.method, http::Method::POST | http::Method::PUT) => false,
-        Some(n) => {
-            head.push_str(&format!("Content-Length: {n}\r\n"));
-            false
-        }
-        None => {
-            head.push_str("Transfer-Encoding: chunked\r\n");
-            true
-        }
     };
-    head.push_str("\r\n");
+
+    if complete {
+        if total > 0 || matches!(parts.method, http::Method::POST | http::Method::PUT) {
+            head.push_str(&format!("Content-Length: {total}\r\n"));
+        }
+        head.push_str("\r\n");
+        let mut request = head.into_bytes();
+        for chunk in &ahead {
+            request.extend_from_slice(chunk);
+        }
+        // A pooled connection the origin has closed meanwhile fails before any answer:
+        // the request is then sent once more on a fresh connection.
+        let mut pooled = origin.checkout();
+        loop {
+            let reused = pooled.is_some();
+            let tcp = match pooled.take() {
+                Some(tcp) => tcp,
+                None => origin.connect().await?,
+            };
+            let (read, mut write) = tcp.into_split();
+            let mut reader = BufReader::with_capacity(READ_CHUNK, read);
+            let exchange = async {
+                tokio::time::timeout(IO_TIMEOUT, write.write_all(&request))
+                    .await
+                    .context("origin write timed out")??;
+                tokio::time::timeout(IO_TIMEOUT, read_head(&mut reader))
+                    .await
+                    .context("origin response timed out")?
+            };
+            match exchange.await {
+                Ok((status, headers)) => {
+                    return respond(origin, &parts, status, headers, reader, Upload::Done(write));
+                }
+                Err(e) if reused => {
+                    tracing::debug!(error = %format!("{e:#}"), "pooled origin connection failed; retrying");
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    head.push_str("Transfer-Encoding: chunked\r\n\r\n");
+    let (read, mut write) = origin.connect().await?.into_split();
     tokio::time::timeout(IO_TIMEOUT, write.write_all(head.as_bytes()))
         .await
         .context("origin write timed out")??;
     // The request body goes out in a task of its own while the response is read: an origin
     // may answer early (a 413, say) without reading everything. The task hands the write
-    // half back, and the response body keeps it (see `OriginBody::_upload`), because some
+    // half back, and the response body keeps it (see `OriginBody::upload`), because some
     // origins take a half-close for the end of the exchange.
     let upload = tokio::spawn(async move {
         let ahead = futures_util::stream::iter(ahead.into_iter().map(Ok));
@@ -210,31 +255,36 @@ async fn forward(
                 continue;
             }
             let mut frame = Vec::with_capacity(chunk.len() + 16);
-            if chunked {
-                frame.extend_from_slice(format!("{:x}\r\n", chunk.len()).as_bytes());
-            }
+            frame.extend_from_slice(format!("{:x}\r\n", chunk.len()).as_bytes());
             frame.extend_from_slice(&chunk);
-            if chunked {
-                frame.extend_from_slice(b"\r\n");
-            }
+            frame.extend_from_slice(b"\r\n");
             tokio::time::timeout(IO_TIMEOUT, write.write_all(&frame))
                 .await
                 .context("origin write timed out")??;
         }
-        if chunked {
-            tokio::time::timeout(IO_TIMEOUT, write.write_all(b"0\r\n\r\n"))
-                .await
-                .context("origin write timed out")??;
-        }
+        tokio::time::timeout(IO_TIMEOUT, write.write_all(b"0\r\n\r\n"))
+            .await
+            .context("origin write timed out")??;
         anyhow::Ok(write)
     });
-    let upload = AbortOnDrop(upload);
+    let upload = Upload::Task(AbortOnDrop(Some(upload)));
     let mut reader = BufReader::with_capacity(READ_CHUNK, read);
     // An upload failure shows here as the origin closing or not answering.
     let (status, headers) = tokio::time::timeout(IO_TIMEOUT, read_head(&mut reader))
         .await
         .context("origin response timed out")??;
+    respond(origin, &parts, status, headers, reader, upload)
+}
 
+/// Builds the relayed response from the origin's head; its body streams from `reader`.
+fn respond(
+    origin: &Origin,
+    parts: &http::request::Parts,
+    status: http::StatusCode,
+    headers: http::HeaderMap,
+    reader: BufReader<OwnedReadHalf>,
+    upload: Upload,
+) -> anyhow::Result<http::Response<Body>> {
     let framing = if parts.method == http::Method::HEAD
         || status.is_informational()
         || status == http::StatusCode::NO_CONTENT
@@ -269,10 +319,15 @@ async fn forward(
             resp.headers_mut().append(name.clone(), value.clone());
         }
     }
+    // The connection can serve another request once this body is read, unless the origin
+    // said otherwise or delimits the body by closing.
+    let reusable = !matches!(framing, Framing::Close)
+        && !connection_tokens(&headers).iter().any(|t| t == "close");
     let download = OriginBody {
-        reader,
+        reader: Some(reader),
         framing,
-        _upload: upload,
+        upload: Some(upload),
+        pool: reusable.then(|| origin.pool.clone()),
         done: false,
     };
     *resp.body_mut() =
@@ -375,11 +430,13 @@ async fn read_line(
 
 /// The upload task, stopped when the response is dropped (the sender went away, or the
 /// response was read).
-struct AbortOnDrop(tokio::task::JoinHandle<anyhow::Result<tokio::net::tcp::OwnedWriteHalf>>);
+struct AbortOnDrop(Option<tokio::task::JoinHandle<anyhow::Result<OwnedWriteHalf>>>);
 
 impl Drop for AbortOnDrop {
     fn drop(&mut self) {
-        self.0.abort();
+        if let Some(task) = &self.0 {
+            task.abort();
+        }
     }
 }
 
@@ -404,12 +461,23 @@ enum ChunkState {
 
 /// The origin's response body, read as the relay takes it.
 struct OriginBody {
-    reader: BufReader<OwnedReadHalf>,
+    /// `None` once the connection went back to the pool.
+    reader: Option<BufReader<OwnedReadHalf>>,
     framing: Framing,
-    /// The upload task; it holds (or returns, inside the handle) our half of the origin
-    /// connection, which is closed only when the response body is done with.
-    _upload: AbortOnDrop,
+    /// Our half of the origin connection, or the task writing the body with it; it is
+    /// closed only when the response body is done with.
+    upload: Option<Upload>,
+    /// Where the connection goes once the body is read, if it may be reused.
+    pool: Option<Pool>,
     done: bool,
+}
+
+/// Where the request's write half is.
+enum Upload {
+    /// The whole request was written.
+    Done(OwnedWriteHalf),
+    /// A task is writing the body and returns the write half when done.
+    Task(AbortOnDrop),
 }
 
 impl OriginBody {
@@ -417,10 +485,52 @@ impl OriginBody {
         if self.done {
             return Ok(None);
         }
-        tokio::time::timeout(IO_TIMEOUT, self.read())
+        let next = tokio::time::timeout(IO_TIMEOUT, self.read())
             .await
             .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "origin body timed out"))?
-            .map_err(|e| io::Error::other(format!("{e:#}")))
+            .map_err(|e| io::Error::other(format!("{e:#}")))?;
+        if next.is_none() {
+            self.done = true;
+            self.recycle().await;
+        }
+        Ok(next)
+    }
+
+    /// Puts the connection back in the pool once the whole exchange is over: the body read
+    /// to its end, the request written, nothing extra sent by the origin.
+    async fn recycle(&mut self) {
+        let Some(pool) = self.pool.take() else {
+            return;
+        };
+        let (Some(reader), Some(upload)) = (self.reader.take(), self.upload.take()) else {
+            return;
+        };
+        if !reader.buffer().is_empty() {
+            return;
+        }
+        let write = match upload {
+            Upload::Done(write) => write,
+            Upload::Task(mut task) => match task.0.take() {
+                // Finished, so the await returns at once.
+                Some(handle) if handle.is_finished() => match handle.await {
+                    Ok(Ok(write)) => write,
+                    _ => return,
+                },
+                // Still uploading though the origin answered: not reusable (dropping the
+                // task's guard stops it).
+                other => {
+                    task.0 = other;
+                    return;
+                }
+            },
+        };
+        let Ok(tcp) = reader.into_inner().reunite(write) else {
+            return;
+        };
+        let mut idle = pool.lock().unwrap_or_else(PoisonError::into_inner);
+        if idle.len() < MAX_IDLE {
+            idle.push(tcp);
+        }
     }
 
     async fn read(&mut self) -> anyhow::Result<Option<Bytes>> {
@@ -442,7 +552,14 @@ impl OriginBody {
                 }
                 Framing::Chunked(ChunkState::Size) => {
                     let mut line = Vec::new();
-                    if read_line(&mut self.reader, &mut line, MAX_LINE).await? == 0 {
+                    if read_line(
+                        self.reader.as_mut().context("body already read")?,
+                        &mut line,
+                        MAX_LINE,
+                    )
+                    .await?
+                        == 0
+                    {
                         bail!("origin closed inside a chunked body");
                     }
                     let text = std::str::from_utf8(&line).context("bad chunk size")?;
@@ -452,7 +569,12 @@ impl OriginBody {
                         // Trailers, then the empty line; trailers are not relayed.
                         loop {
                             let mut t = Vec::new();
-                            let n = read_line(&mut self.reader, &mut t, MAX_LINE).await?;
+                            let n = read_line(
+                                self.reader.as_mut().context("body already read")?,
+                                &mut t,
+                                MAX_LINE,
+                            )
+                            .await?;
                             if n == 0 || t == b"\r\n" || t == b"\n" {
                                 break;
                             }
@@ -471,7 +593,12 @@ impl OriginBody {
                     let rest = left_now - chunk.len() as u64;
                     if rest == 0 {
                         let mut crlf = Vec::new();
-                        read_line(&mut self.reader, &mut crlf, MAX_LINE).await?;
+                        read_line(
+                            self.reader.as_mut().context("body already read")?,
+                            &mut crlf,
+                            MAX_LINE,
+                        )
+                        .await?;
                         self.framing = Framing::Chunked(ChunkState::Size);
                     } else {
                         self.framing = Framing::Chunked(ChunkState::Data(rest));
@@ -486,7 +613,10 @@ impl OriginBody {
     async fn read_some(&mut self, max: u64) -> io::Result<Bytes> {
         let want = usize::try_from(max).unwrap_or(usize::MAX).min(READ_CHUNK);
         let mut buf = BytesMut::zeroed(want);
-        let n = self.reader.read(&mut buf).await?;
+        let Some(reader) = self.reader.as_mut() else {
+            return Ok(Bytes::new());
+        };
+        let n = reader.read(&mut buf).await?;
         buf.truncate(n);
         Ok(buf.freeze())
     }
@@ -621,6 +751,63 @@ mod tests {
         let sent = String::from_utf8(got.await.unwrap()).unwrap();
         assert!(sent.contains("Content-Length: 5\r\n"), "{sent}");
         assert!(!sent.contains("chunked"), "{sent}");
+    }
+
+    /// An origin answering `per_conn` requests on each connection (then closing it), and
+    /// counting its connections.
+    async fn keep_alive_origin(per_conn: usize) -> (Origin, Arc<std::sync::atomic::AtomicUsize>) {
+        let tcp = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", tcp.local_addr().unwrap());
+        let conns = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counter = conns.clone();
+        tokio::spawn(async move {
+            while let Ok((mut s, _)) = tcp.accept().await {
+                counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                tokio::spawn(async move {
+                    let mut got = Vec::new();
+                    let mut buf = [0u8; 4096];
+                    for _ in 0..per_conn {
+                        while !got.windows(4).any(|w| w == b"\r\n\r\n") {
+                            let n = s.read(&mut buf).await.unwrap_or(0);
+                            if n == 0 {
+                                return;
+                            }
+                            got.extend_from_slice(&buf[..n]);
+                        }
+                        let end = got.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+                        got.drain(..end);
+                        let _ = s
+                            .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+                            .await;
+                    }
+                });
+            }
+        });
+        (Origin::parse(&url, "app").unwrap(), conns)
+    }
+
+    #[tokio::test]
+    async fn origin_connections_are_reused() {
+        let (o, conns) = keep_alive_origin(10).await;
+        for _ in 0..3 {
+            let resp = proxy(&o, request("GET", "/app/x", Body::empty())).await;
+            assert_eq!(resp.status(), 200);
+            assert_eq!(&resp.into_body().collect(16).await.unwrap()[..], b"ok");
+        }
+        assert_eq!(conns.load(std::sync::atomic::Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
+    async fn a_pooled_connection_the_origin_closed_is_retried_fresh() {
+        let (o, conns) = keep_alive_origin(1).await;
+        for _ in 0..3 {
+            let resp = proxy(&o, request("POST", "/app/x", Body::from("body"))).await;
+            assert_eq!(resp.status(), 200);
+            assert_eq!(&resp.into_body().collect(16).await.unwrap()[..], b"ok");
+            // Let the origin's close reach us, as it would between real requests.
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert_eq!(conns.load(std::sync::atomic::Ordering::SeqCst), 3);
     }
 
     #[tokio::test]

@@ -499,31 +499,27 @@ impl OriginBody {
     /// Puts the connection back in the pool once the whole exchange is over: the body read
     /// to its end, the request written, nothing extra sent by the origin.
     async fn recycle(&mut self) {
-        let Some(pool) = self.pool.take() else {
-            return;
-        };
-        let (Some(reader), Some(upload)) = (self.reader.take(), self.upload.take()) else {
-            return;
-        };
-        if !reader.buffer().is_empty() {
-            return;
-        }
-        let write = match upload {
-            Upload::Done(write) => write,
-            Upload::Task(mut task) => match task.0.take() {
+        let write = match self.upload.take() {
+            None => return,
+            Some(Upload::Done(write)) => write,
+            Some(Upload::Task(mut task)) => match task.0.take() {
                 // Finished, so the await returns at once.
                 Some(handle) if handle.is_finished() => match handle.await {
                     Ok(Ok(write)) => write,
                     _ => return,
                 },
-                // Still uploading though the origin answered: not reusable (dropping the
-                // task's guard stops it).
-                other => {
-                    task.0 = other;
-                    return;
-                }
+                // Still uploading though the origin answered in full: the connection is not
+                // reusable, but the upload runs on (detached, each write under IO_TIMEOUT)
+                // so the relay sees its request body consumed.
+                _ => return,
             },
         };
+        let (Some(pool), Some(reader)) = (self.pool.take(), self.reader.take()) else {
+            return;
+        };
+        if !reader.buffer().is_empty() {
+            return;
+        }
         let Ok(tcp) = reader.into_inner().reunite(write) else {
             return;
         };

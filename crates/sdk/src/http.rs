@@ -797,11 +797,12 @@ impl FrameReader {
             return Err(HttpError::Protocol("expected the body message".into()));
         }
         let state = BodyReader {
-            frames: self,
+            frames: Some(self),
             left: header.len,
             fin: header.fin,
             done: false,
             idle,
+            draining: false,
         };
         Ok(Body::from_stream(futures_util::stream::unfold(
             state,
@@ -821,13 +822,17 @@ impl FrameReader {
 
 /// Reads one binary message's fragments as body chunks.
 struct BodyReader {
-    frames: FrameReader,
+    /// `None` only while being dropped.
+    frames: Option<FrameReader>,
     /// Bytes left in the current frame.
     left: u64,
     /// The current frame is the message's last.
     fin: bool,
     done: bool,
     idle: Duration,
+    /// This reader is the background drain: its own drop must not start another (which,
+    /// as a runtime shutting down drops new tasks at once, would recurse).
+    draining: bool,
 }
 
 impl BodyReader {
@@ -841,7 +846,8 @@ impl BodyReader {
                     self.done = true;
                     return Ok(None);
                 }
-                let header = self.frames.header(self.idle).await?;
+                let frames = self.frames.as_mut().ok_or(HttpError::Closed)?;
+                let header = frames.header(self.idle).await?;
                 if header.opcode != Opcode::Continuation {
                     return Err(HttpError::Protocol("interleaved message in a body".into()));
                 }
@@ -852,10 +858,38 @@ impl BodyReader {
             let max = usize::try_from(self.left)
                 .unwrap_or(usize::MAX)
                 .min(READ_CHUNK);
-            let chunk = self.frames.some(max, self.idle).await?;
+            let frames = self.frames.as_mut().ok_or(HttpError::Closed)?;
+            let chunk = frames.some(max, self.idle).await?;
             self.left -= chunk.len() as u64;
             return Ok(Some(chunk));
         }
+    }
+}
+
+impl Drop for BodyReader {
+    /// A body dropped before its end (the handler answered without reading it all) is
+    /// drained in the background: the gateway writes the whole request before it reads the
+    /// response (spec §6.3), so closing the socket under it would lose the response.
+    fn drop(&mut self) {
+        if self.done || self.draining {
+            return;
+        }
+        let Some(frames) = self.frames.take() else {
+            return;
+        };
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let mut rest = Self {
+            frames: Some(frames),
+            left: self.left,
+            fin: self.fin,
+            done: false,
+            idle: self.idle,
+            draining: true,
+        };
+        // Bounded by the idle timeout on every read and by the gateway's body limit.
+        runtime.spawn(async move { while let Ok(Some(_)) = rest.next().await {} });
     }
 }
 

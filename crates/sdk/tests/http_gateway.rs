@@ -37,6 +37,11 @@ async fn setup(path: &str) -> Result<Setup> {
 /// Echo handler: request facts in headers, the body back; `/big/N` streams N bytes.
 async fn handler(req: http::Request<Body>) -> http::Response<Body> {
     let (parts, mut body) = req.into_parts();
+    if parts.uri.path().ends_with("/ignore") {
+        // Answers without reading the body at all.
+        drop(body);
+        return http::Response::new(Body::from("ignored"));
+    }
     if parts.uri.path().ends_with("/count") {
         // Streams the body through without keeping it: the request arrives in chunks.
         let (mut len, mut chunks, mut sum) = (0usize, 0usize, 0u64);
@@ -326,6 +331,20 @@ async fn websocket_connections_and_http_requests_share_a_listener() -> Result<()
         assert_eq!(r.status, 200);
         assert_eq!(r.body, b"ping");
         ws.await??;
+        anyhow::Ok(())
+    })
+    .await?
+}
+
+#[tokio::test]
+async fn a_handler_may_answer_without_reading_a_large_body() -> Result<()> {
+    tokio::time::timeout(LIMIT, async {
+        let s = setup("web").await?;
+        for _ in 0..3 {
+            let r = send(&s, "POST", "/web/ignore", "", &pattern(0, 3 << 20)).await?;
+            assert_eq!(r.status, 200);
+            assert_eq!(r.body, b"ignored");
+        }
         anyhow::Ok(())
     })
     .await?

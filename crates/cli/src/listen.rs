@@ -33,6 +33,9 @@ const MAX_HEAD: usize = 64 * 1024;
 const MAX_HEADERS: usize = 128;
 /// Largest chunk handed on at once.
 const READ_CHUNK: usize = 64 * 1024;
+/// Buffer for reading the origin's response head and chunk lines; body reads larger than
+/// it bypass it.
+const HEAD_BUFFER: usize = 8 * 1024;
 /// How much of a request body of unknown length is read ahead to send it with a
 /// Content-Length (the control channel's inline limit: most bodies fit).
 const PREBUFFER: usize = 64 * 1024;
@@ -216,7 +219,7 @@ async fn forward(
                 None => origin.connect().await?,
             };
             let (read, mut write) = tcp.into_split();
-            let mut reader = BufReader::with_capacity(READ_CHUNK, read);
+            let mut reader = BufReader::with_capacity(HEAD_BUFFER, read);
             let exchange = async {
                 tokio::time::timeout(IO_TIMEOUT, write.write_all(&request))
                     .await
@@ -268,7 +271,7 @@ async fn forward(
         anyhow::Ok(write)
     });
     let upload = Upload::Task(AbortOnDrop(Some(upload)));
-    let mut reader = BufReader::with_capacity(READ_CHUNK, read);
+    let mut reader = BufReader::with_capacity(HEAD_BUFFER, read);
     // An upload failure shows here as the origin closing or not answering.
     let (status, headers) = tokio::time::timeout(IO_TIMEOUT, read_head(&mut reader))
         .await
@@ -608,12 +611,12 @@ impl OriginBody {
     /// Reads up to `max` bytes (and at most [`READ_CHUNK`]); empty at end of stream.
     async fn read_some(&mut self, max: u64) -> io::Result<Bytes> {
         let want = usize::try_from(max).unwrap_or(usize::MAX).min(READ_CHUNK);
-        let mut buf = BytesMut::zeroed(want);
+        let mut buf = BytesMut::with_capacity(want);
         let Some(reader) = self.reader.as_mut() else {
             return Ok(Bytes::new());
         };
-        let n = reader.read(&mut buf).await?;
-        buf.truncate(n);
+        // `take` keeps the read within this body; `read_buf` fills without zeroing first.
+        reader.take(want as u64).read_buf(&mut buf).await?;
         Ok(buf.freeze())
     }
 }

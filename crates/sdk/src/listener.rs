@@ -63,6 +63,9 @@ const STABLE_SESSION: Duration = Duration::from_secs(60);
 /// Read buffer of the control channel's WebSocket: commands are small JSON texts.
 const CONTROL_READ_BUFFER: usize = 8 * 1024;
 
+/// Write buffer of the control channel's WebSocket; frames go out when it fills or on flush.
+const CONTROL_WRITE_BUFFER: usize = 64 * 1024;
+
 /// How long `close` waits for the control task to say goodbye.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -465,7 +468,9 @@ impl Control {
         // gateway sent right behind the 101 are handed over with the transport.
         let config = WebSocketConfig::default()
             .read_buffer_size(CONTROL_READ_BUFFER)
-            .write_buffer_size(0)
+            // Responses are fed in batches and flushed once (see `send_responses`): the
+            // buffer lets a batch go out in a few writes instead of one per message.
+            .write_buffer_size(CONTROL_WRITE_BUFFER)
             .max_message_size(Some(self.endpoint.max_message_size()))
             .max_frame_size(Some(self.endpoint.max_message_size()));
         let ws = WebSocketStream::from_partially_read(
@@ -560,7 +565,7 @@ impl Control {
                 // One response at a time, its JSON and body back to back: this arm is the only
                 // writer of responses, so nothing can be interleaved between them.
                 out = next_response(responses) => {
-                    if let Err(reason) = send_response(ws, Some(out), send_timeout).await {
+                    if let Err(reason) = send_responses(ws, out, responses, send_timeout).await {
                         return SessionEnd::Lost(reason);
                     }
                 }
@@ -725,22 +730,59 @@ async fn send_response(
     out: Option<OutgoingResponse>,
     send_timeout: Duration,
 ) -> Result<(), String> {
-    let Some(mut out) = out else {
+    let Some(out) = out else {
         return Ok(());
     };
+    feed_response(ws, out, send_timeout).await?;
+    flush(ws, send_timeout).await
+}
+
+/// Most responses written back to back before one flush.
+const RESPONSE_BATCH: usize = 32;
+
+/// Sends `first` and whatever other responses are already queued (up to
+/// [`RESPONSE_BATCH`]), with one flush: under load many responses share a write.
+async fn send_responses(
+    ws: &mut WebSocketStream<Transport>,
+    first: OutgoingResponse,
+    responses: &mut Option<mpsc::Receiver<OutgoingResponse>>,
+    send_timeout: Duration,
+) -> Result<(), String> {
+    feed_response(ws, first, send_timeout).await?;
+    for _ in 1..RESPONSE_BATCH {
+        let Some(out) = responses.as_mut().and_then(|rx| rx.try_recv().ok()) else {
+            break;
+        };
+        feed_response(ws, out, send_timeout).await?;
+    }
+    flush(ws, send_timeout).await
+}
+
+/// Queues a `response` and its body message (written out by a later flush, or sooner when
+/// the buffer fills).
+async fn feed_response(
+    ws: &mut WebSocketStream<Transport>,
+    mut out: OutgoingResponse,
+    send_timeout: Duration,
+) -> Result<(), String> {
     out.response.body = out.body.is_some();
-    let mut messages = vec![WsMessage::Text(
-        Command::Response(out.response).encode().into(),
-    )];
-    messages.extend(out.body.map(WsMessage::Binary));
-    for message in messages {
-        match tokio::time::timeout(send_timeout, ws.send(message)).await {
+    let text = WsMessage::Text(Command::Response(out.response).encode().into());
+    for message in std::iter::once(text).chain(out.body.map(WsMessage::Binary)) {
+        match tokio::time::timeout(send_timeout, ws.feed(message)).await {
             Ok(Ok(())) => {}
             Ok(Err(e)) => return Err(format!("response send failed: {e}")),
             Err(_) => return Err("response send timed out".into()),
         }
     }
     Ok(())
+}
+
+async fn flush(ws: &mut WebSocketStream<Transport>, send_timeout: Duration) -> Result<(), String> {
+    match tokio::time::timeout(send_timeout, ws.flush()).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) => Err(format!("response send failed: {e}")),
+        Err(_) => Err("response send timed out".into()),
+    }
 }
 
 fn kind(m: &WsMessage) -> &'static str {

@@ -270,16 +270,25 @@ async fn gateway(args: GatewayArgs) -> anyhow::Result<()> {
     if dev {
         print_dev_banner(&running, ca_out.as_deref());
     } else {
-        println!(
+        announce(&format!(
             "ferry gateway ready: plain={:?} tls={:?}",
             running.plain_addr(),
             running.tls_addr()
-        );
+        ));
     }
     stop_signal().await;
     tracing::info!("stopping");
     running.shutdown().await;
     Ok(())
+}
+
+/// Prints a startup message. A server must not die because whoever started it stopped
+/// reading its stdout (println! panics on a closed pipe), so write errors are ignored.
+fn announce(text: &str) {
+    use std::io::Write as _;
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{text}");
+    let _ = out.flush();
 }
 
 fn print_dev_banner(gw: &ferry_gateway::RunningGateway, ca: Option<&std::path::Path>) {
@@ -293,7 +302,7 @@ fn print_dev_banner(gw: &ferry_gateway::RunningGateway, ca: Option<&std::path::P
         .unwrap_or_default();
     let ca = ca.map(|p| p.display().to_string()).unwrap_or_default();
     let (rule, key) = (gw.rule_name(), gw.rule_key());
-    println!(
+    announce(&format!(
         "Ferry development gateway (single node, in-memory, any path)\n\
          \n  plain      {plain}\n  tls        {tls}   (trust {ca})\n  rule       {rule}\n  key        {key}\n\
          \nTry it: forward local port 2222 to 127.0.0.1:22 through path 'demo'\n\
@@ -302,7 +311,7 @@ fn print_dev_banner(gw: &ferry_gateway::RunningGateway, ca: Option<&std::path::P
          \n  ferry bridge local 127.0.0.1:2222 demo\
          \n\nHybrid Connections clients (hyco-ws, .NET, Java) use {tls}/$hc/demo with tokens from\
          \n  ferry token --uri http://localhost/demo --key-name {rule} --key '{key}'\n"
-    );
+    ));
 }
 
 async fn bridge(command: BridgeCommand) -> anyhow::Result<()> {

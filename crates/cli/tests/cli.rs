@@ -275,3 +275,38 @@ fn decode_prints_recorded_envelopes_as_xml_and_json() {
     );
     assert!(!all.contains("panicked"), "{all}");
 }
+
+#[test]
+fn gateway_survives_a_closed_stdout() {
+    // Whoever started the gateway stopped reading its stdout before the banner was printed:
+    // the banner is lost, the gateway must not be.
+    let plain = free_port();
+    let mut child = Command::new(FERRY)
+        .args([
+            "gateway",
+            "--listen",
+            &format!("127.0.0.1:{plain}"),
+            "--tls-listen",
+            &format!("127.0.0.1:{}", free_port()),
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    let mut proc_ = Proc(child);
+    let deadline = std::time::SystemTime::now() + WAIT;
+    while std::net::TcpStream::connect(("127.0.0.1", plain)).is_err() {
+        assert!(proc_.0.try_wait().unwrap().is_none(), "gateway exited");
+        assert!(
+            std::time::SystemTime::now() < deadline,
+            "gateway never listened"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(
+        proc_.0.try_wait().unwrap().is_none(),
+        "gateway died after its banner hit a closed pipe"
+    );
+}

@@ -232,7 +232,11 @@ async fn large_bodies_go_through_a_rendezvous() {
         "{}",
         String::from_utf8_lossy(&out[..40.min(out.len())])
     );
-    assert_eq!(body_of(&out), payload, "the streamed response arrives whole");
+    assert_eq!(
+        body_of(&out),
+        payload,
+        "the streamed response arrives whole"
+    );
     // The address is single-use.
     assert_eq!(
         ws(addr, &target_of(&only.address), &[])

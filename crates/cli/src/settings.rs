@@ -82,6 +82,8 @@ struct RawLimits {
     max_message: Option<u64>,
     relay_buffer: Option<usize>,
     control_queue: Option<NonZeroUsize>,
+    max_request_body: Option<usize>,
+    max_response_body: Option<u64>,
 }
 
 /// Seconds, fractional allowed.
@@ -94,6 +96,7 @@ struct RawTimeouts {
     close: Option<f64>,
     idle: Option<f64>,
     token_grace: Option<f64>,
+    request: Option<f64>,
 }
 
 /// What flags and environment say; each wins over the file.
@@ -226,6 +229,12 @@ pub(crate) fn build(file: Option<RawConfig>, o: Overrides) -> anyhow::Result<Con
     if let Some(v) = l.control_queue {
         limits.control_queue = v;
     }
+    if let Some(v) = l.max_request_body {
+        limits.max_request_body = v;
+    }
+    if let Some(v) = l.max_response_body {
+        limits.max_response_body = v;
+    }
     let t = raw.timeouts;
     let timeouts = &mut config.timeouts;
     for (name, value, slot) in [
@@ -234,6 +243,7 @@ pub(crate) fn build(file: Option<RawConfig>, o: Overrides) -> anyhow::Result<Con
         ("keepalive", t.keepalive, &mut timeouts.keepalive),
         ("close", t.close, &mut timeouts.close),
         ("token_grace", t.token_grace, &mut timeouts.token_grace),
+        ("request", t.request, &mut timeouts.request),
     ] {
         if let Some(v) = value {
             *slot = secs(name, v)?;

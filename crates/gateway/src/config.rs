@@ -32,11 +32,12 @@ pub const DEFAULT_TOKEN_GRACE: Duration = Duration::from_secs(300);
 /// Default time an HTTP request waits for its response (Azure's fixed value, spec §6.5).
 pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
 
-/// Default largest HTTP request body relayed (413 beyond).
-pub const DEFAULT_MAX_REQUEST_BODY: usize = 64 * 1024 * 1024;
+/// Default largest HTTP request body relayed (413 beyond). Bodies stream in bounded memory,
+/// so this is an abuse limit, not a memory one.
+pub const DEFAULT_MAX_REQUEST_BODY: usize = 4 << 30;
 
-/// Default largest HTTP response body taken from a listener.
-pub const DEFAULT_MAX_RESPONSE_BODY: u64 = 64 * 1024 * 1024;
+/// Default largest HTTP response body taken from a listener (streamed, like requests).
+pub const DEFAULT_MAX_RESPONSE_BODY: u64 = 4 << 30;
 
 /// Default bound on simultaneous TCP connections.
 pub const DEFAULT_MAX_CONNECTIONS: usize = 20_000;

@@ -615,6 +615,7 @@ pub(crate) async fn rendezvous(
             Ok(Ok(Some(chunk))) => chunk,
             Ok(Ok(None)) => break,
             Ok(Err(e)) => {
+                warn!(error = %e, "response body from the listener broke off");
                 let _ = tx.send(Err(std::io::Error::other(e))).await;
                 break;
             }

@@ -19,6 +19,9 @@ use crate::front::{Shared, Unregister, now_unix};
 use crate::registry::{HttpOutcome, HttpReply, Outbound, PathSettings, ReplyBody};
 use ferry_net::conn::Conn;
 
+/// Most commands written to a control channel before one flush.
+const MAX_BATCH: usize = 32;
+
 /// Why a control channel ended, and the close code the listener is sent.
 #[derive(Debug)]
 enum End {
@@ -96,10 +99,20 @@ pub(crate) async fn run(
                 // only happens after unregistering; treat it as the end.
                 let Some(out) = cmd else { break End::Shutdown };
                 // A request and its body go out back to back: nothing may come between them.
+                // Whatever else is already queued goes in the same write (bounded per wakeup),
+                // so a busy listener costs one flush per batch, not per request.
                 let send = async {
-                    ws.feed(Message::text(out.command.encode())).await?;
-                    if let Some(body) = out.body {
-                        ws.feed(Message::Binary(body)).await?;
+                    let mut next = Some(out);
+                    let mut batch = 0;
+                    while let Some(out) = next.take() {
+                        ws.feed(Message::text(out.command.encode())).await?;
+                        if let Some(body) = out.body {
+                            ws.feed(Message::Binary(body)).await?;
+                        }
+                        batch += 1;
+                        if batch < MAX_BATCH {
+                            next = commands.try_recv().ok();
+                        }
                     }
                     ws.flush().await
                 };

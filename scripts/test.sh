@@ -10,6 +10,7 @@ step() { printf '\n==> %s\n' "$*"; }
 step "system packages"
 missing=()
 command -v iperf3 >/dev/null || missing+=(iperf3)
+command -v curl >/dev/null || missing+=(curl)
 command -v node >/dev/null || missing+=(nodejs)
 command -v npm >/dev/null || missing+=(npm)
 command -v python3 >/dev/null || missing+=(python3 python3-pip)

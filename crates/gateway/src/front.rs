@@ -78,8 +78,7 @@ pub(crate) async fn serve(
         Some(acceptor) => match timeout_at(deadline, acceptor.accept(tcp)).await {
             // ALPN chose HTTP/2: no HTTP/1 head will come; hyper speaks HTTP/2 from here.
             Ok(Ok(s)) if s.get_ref().1.alpn_protocol() == Some(ferry_net::tls::ALPN_H2) => {
-                return crate::http::serve_h2(shared, Conn::from(s), peer, Vec::new(), permit)
-                    .await;
+                return crate::http::serve(shared, Conn::from(s), peer, Vec::new(), permit).await;
             }
             Ok(Ok(s)) => Conn::from(s),
             Ok(Err(e)) => return debug!(%peer, error = %e, "tls handshake failed"),
@@ -95,7 +94,7 @@ pub(crate) async fn serve(
         Ok(Ok(head)) => head,
         Ok(Err(HeadError::Http2Preface(replay))) => {
             // h2c with prior knowledge on the plain port.
-            return crate::http::serve_h2(shared, conn, peer, replay, permit).await;
+            return crate::http::serve(shared, conn, peer, replay, permit).await;
         }
         Ok(Err(e)) => {
             debug!(%peer, error = %e, "bad request head");
@@ -133,7 +132,9 @@ async fn route(
         Ok(t) => t,
         Err(address::AddressError::NotHybridConnection) => {
             // `https://ns/{path}/...`: HTTP request relaying.
-            return crate::http::serve(shared, conn, peer, head, permit).await;
+            let mut replay = head.raw;
+            replay.extend_from_slice(&head.rest);
+            return crate::http::serve(shared, conn, peer, replay, permit).await;
         }
         Err(e) => return reply(&shared, &mut conn, 400, &e.to_string()).await,
     };

@@ -75,49 +75,10 @@ fn full(bytes: Bytes) -> Body {
     Full::new(bytes).map_err(|never| match never {}).boxed()
 }
 
-/// Serves one connection whose first request (already read into `head`) is plain HTTP,
-/// with hyper, keeping the connection alive for further requests.
+/// Serves one HTTP connection, HTTP/1.1 or HTTP/2 (ALPN `h2`, or h2c with prior knowledge:
+/// the version is told from the first bytes). `replay` holds what was already read from it
+/// (a first request head, or the start of the HTTP/2 preface).
 pub(crate) async fn serve(
-    shared: Arc<Shared>,
-    conn: Conn,
-    peer: SocketAddr,
-    head: Head,
-    permit: OwnedSemaphorePermit,
-) {
-    let _permit = permit;
-    let mut replay = head.raw;
-    replay.extend_from_slice(&head.rest);
-    let io = TokioIo::new(Replay {
-        prefix: replay,
-        pos: 0,
-        inner: conn,
-    });
-    let service_shared = shared.clone();
-    let service = hyper::service::service_fn(move |req| {
-        let shared = service_shared.clone();
-        async move { Ok::<_, Infallible>(handle(&shared, peer, req).await) }
-    });
-    let mut builder = hyper::server::conn::http1::Builder::new();
-    builder
-        .timer(TokioTimer::new())
-        .header_read_timeout(shared.config.timeouts.handshake)
-        .max_buf_size(shared.config.limits.max_header_bytes.max(8192))
-        .keep_alive(true);
-    let connection = builder.serve_connection(io, service);
-    tokio::pin!(connection);
-    tokio::select! {
-        r = &mut connection => if let Err(e) = r { debug!(%peer, error = %e, "http connection ended") },
-        () = shared.cancel.cancelled() => {
-            // Finish the request in flight, then close.
-            connection.as_mut().graceful_shutdown();
-            let _ = timeout(shared.config.timeouts.close, connection).await;
-        }
-    }
-}
-
-/// Serves an HTTP/2 connection (ALPN `h2`, or h2c with prior knowledge whose first bytes
-/// were already read into `replay`).
-pub(crate) async fn serve_h2(
     shared: Arc<Shared>,
     conn: Conn,
     peer: SocketAddr,
@@ -135,20 +96,27 @@ pub(crate) async fn serve_h2(
         let shared = service_shared.clone();
         async move { Ok::<_, Infallible>(handle(&shared, peer, req).await) }
     });
-    let mut builder = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
+    let (limits, timeouts) = (&shared.config.limits, &shared.config.timeouts);
+    let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
     builder
+        .http1()
         .timer(TokioTimer::new())
-        .max_header_list_size(
-            u32::try_from(shared.config.limits.max_header_bytes).unwrap_or(u32::MAX),
-        )
+        .header_read_timeout(timeouts.handshake)
+        .max_buf_size(limits.max_header_bytes.max(8192))
+        .keep_alive(true);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX))
         .max_concurrent_streams(256)
-        .keep_alive_interval(Some(shared.config.timeouts.keepalive))
-        .keep_alive_timeout(shared.config.timeouts.keepalive);
+        .keep_alive_interval(Some(timeouts.keepalive))
+        .keep_alive_timeout(timeouts.keepalive);
     let connection = builder.serve_connection(io, service);
     tokio::pin!(connection);
     tokio::select! {
-        r = &mut connection => if let Err(e) = r { debug!(%peer, error = %e, "http/2 connection ended") },
+        r = &mut connection => if let Err(e) = r { debug!(%peer, error = %e, "http connection ended") },
         () = shared.cancel.cancelled() => {
+            // Finish the requests in flight, then close.
             connection.as_mut().graceful_shutdown();
             let _ = timeout(shared.config.timeouts.close, connection).await;
         }

@@ -7,7 +7,8 @@
 //! with `Content-Length` when it fits the read-ahead, chunked otherwise; the response body
 //! as it arrives (content-length, chunked or read-to-close). Hop-by-hop
 //! headers are removed both ways (RFC 9110 §7.6.1), `Host` names the origin, and an origin
-//! that cannot be reached or answers garbage gives 502.
+//! that cannot be reached or answers garbage gives 503 (502 and 504 are the relay service's
+//! own answers, spec §3).
 
 use std::io;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -148,14 +149,14 @@ pub(crate) async fn run(
     Ok(())
 }
 
-/// Forwards one request; any failure reaching the origin becomes a 502.
+/// Forwards one request; any failure reaching the origin becomes a 503.
 pub(crate) async fn proxy(origin: &Origin, req: http::Request<Body>) -> http::Response<Body> {
     match forward(origin, req).await {
         Ok(resp) => resp,
         Err(e) => {
-            tracing::warn!(error = %format!("{e:#}"), "origin request failed; answering 502");
+            tracing::warn!(error = %format!("{e:#}"), "origin request failed; answering 503");
             let mut resp = http::Response::new(Body::from("origin unreachable\n"));
-            *resp.status_mut() = http::StatusCode::BAD_GATEWAY;
+            *resp.status_mut() = http::StatusCode::SERVICE_UNAVAILABLE;
             resp
         }
     }
@@ -810,12 +811,12 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn origin_down_gives_502() {
+    async fn origin_down_gives_503() {
         let tcp = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}", tcp.local_addr().unwrap());
         drop(tcp);
         let o = Origin::parse(&url, "app").unwrap();
         let resp = proxy(&o, request("GET", "/app", Body::empty())).await;
-        assert_eq!(resp.status(), 502);
+        assert_eq!(resp.status(), 503);
     }
 }

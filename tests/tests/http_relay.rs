@@ -405,3 +405,53 @@ async fn a_streamed_body_over_the_limit_is_413_and_the_listener_sees_1009() {
     assert_eq!(status, 413, "{text}");
     gw.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_body_that_stops_arriving_is_408_within_the_deadline() {
+    let gw = gateway(|c| c.timeouts.request = Duration::from_millis(500)).await;
+    let addr = gw.plain_addr().unwrap();
+    let _control = listener(&gw, "slow").await;
+    let tok = token(&gw, "slow");
+    let started = tokio::time::Instant::now();
+    let mut tcp = TcpStream::connect(addr).await.unwrap();
+    let head = format!(
+        "POST /slow HTTP/1.1\r\nHost: localhost\r\nServiceBusAuthorization: {tok}\r\nContent-Length: 100\r\n\r\n0123456789"
+    );
+    tcp.write_all(head.as_bytes()).await.unwrap();
+    // ... and the other 90 bytes never come.
+    let mut out = vec![0u8; 512];
+    let n = tokio::time::timeout(STEP, tcp.read(&mut out))
+        .await
+        .expect("answered in time")
+        .unwrap();
+    let text = String::from_utf8_lossy(&out[..n]);
+    assert!(text.starts_with("HTTP/1.1 408"), "{text}");
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "cut after the deadline, not later"
+    );
+    assert_eq!(gw.pending_http_requests(), 0);
+    gw.shutdown().await;
+}
+
+#[tokio::test]
+async fn anonymous_http_senders_where_the_path_allows() {
+    let gw = gateway(|c| {
+        c.dynamic_paths = false;
+        let mut open = ferry_gateway::PathConfig::new("open");
+        open.anonymous_senders = true;
+        c.paths = vec![open, ferry_gateway::PathConfig::new("closed")];
+    })
+    .await;
+    let addr = gw.plain_addr().unwrap();
+    let mut control = listener(&gw, "open").await;
+    let _closed = listener(&gw, "closed").await;
+    let anonymous =
+        |path: &str| format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
+    let client = tokio::spawn(http(addr, anonymous("/open/hello")));
+    let (r, _) = next_request(&mut control).await;
+    control.send(respond(&r.id, 200, false)).await.unwrap();
+    assert_eq!(client.await.unwrap().0, 200);
+    assert_eq!(http(addr, anonymous("/closed/hello")).await.0, 401);
+    gw.shutdown().await;
+}

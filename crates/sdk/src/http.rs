@@ -366,6 +366,42 @@ impl HttpListener {
         requests.serve(handler).await
     }
 
+    /// Serves every request with a `tower` [`Service`](tower_service::Service), cloned per
+    /// request; a service error becomes a 500 (its text is logged, not sent).
+    ///
+    /// # Errors
+    /// Why the listener stopped ([`ListenerError`]).
+    ///
+    /// # Cancel safety
+    /// As [`Self::serve`].
+    pub async fn serve_service<S>(self, service: S) -> Result<(), ListenerError>
+    where
+        S: tower_service::Service<http::Request<Body>, Response = http::Response<Body>>
+            + Clone
+            + Send
+            + Sync
+            + 'static,
+        S::Future: Send + 'static,
+        S::Error: std::fmt::Display + Send,
+    {
+        self.serve(move |request| {
+            let mut service = service.clone();
+            async move {
+                let answer = match std::future::poll_fn(|cx| service.poll_ready(cx)).await {
+                    Ok(()) => service.call(request).await,
+                    Err(e) => Err(e),
+                };
+                answer.unwrap_or_else(|e| {
+                    warn!(error = %e, "http service failed; answering 500");
+                    let mut response = http::Response::new(Body::from("internal error\n"));
+                    *response.status_mut() = http::StatusCode::INTERNAL_SERVER_ERROR;
+                    response
+                })
+            }
+        })
+        .await
+    }
+
     /// Closes the control channel (see [`Listener::close`]).
     ///
     /// # Cancel safety

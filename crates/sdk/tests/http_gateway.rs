@@ -349,3 +349,55 @@ async fn a_handler_may_answer_without_reading_a_large_body() -> Result<()> {
     })
     .await?
 }
+
+/// A `tower` service: answers with its own name and the target, and fails on `/fail`.
+#[derive(Clone)]
+struct Named;
+
+impl tower_service::Service<http::Request<Body>> for Named {
+    type Response = http::Response<Body>;
+    type Error = String;
+    type Future = std::future::Ready<Result<Self::Response, Self::Error>>;
+
+    fn poll_ready(
+        &mut self,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), String>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: http::Request<Body>) -> Self::Future {
+        if req.uri().path().ends_with("/fail") {
+            return std::future::ready(Err("deliberate failure".to_owned()));
+        }
+        std::future::ready(Ok(http::Response::new(Body::from(format!(
+            "tower:{}",
+            req.uri()
+        )))))
+    }
+}
+
+#[tokio::test]
+async fn a_tower_service_serves_requests() -> Result<()> {
+    tokio::time::timeout(LIMIT, async {
+        let gw = Gateway::start(Config::dev()).await?;
+        let addr = gw.plain_addr().context("no plain port")?;
+        let mut endpoint = Endpoint::new(&format!("ws://{addr}"), "tower")?;
+        let provider =
+            SasKeyProvider::new(gw.rule_name(), gw.rule_key(), Duration::from_secs(3600));
+        let token = provider.token("http://localhost/tower")?.text;
+        endpoint.set_token_provider(provider);
+        let listener = HttpListener::open(endpoint, HttpConfig::default()).await?;
+        tokio::spawn(listener.serve_service(Named));
+        let s = Setup { gw, token };
+        let ok = send(&s, "GET", "/tower/hello?x=1", "", b"").await?;
+        assert_eq!(
+            (ok.status, ok.body.as_slice()),
+            (200, &b"tower:/tower/hello?x=1"[..])
+        );
+        let failed = send(&s, "GET", "/tower/fail", "", b"").await?;
+        assert_eq!(failed.status, 500, "a service error becomes a 500");
+        anyhow::Ok(())
+    })
+    .await?
+}

@@ -159,9 +159,11 @@ fn iperf3_through_ferry_bridge_arrives_intact() {
     let (server_port, local_port) = (free_port(), free_port());
 
     let received = dir.path().join("received.bin");
+    // iperf3 is spawned directly (not under `timeout`), so the guard kills the server
+    // itself when the test ends; a wrapper's death would leave it running.
     let _server = spawn(
-        Command::new("timeout")
-            .args(["90", "iperf3", "-s", "-p", &server_port.to_string(), "-F"])
+        Command::new("iperf3")
+            .args(["-s", "-p", &server_port.to_string(), "-F"])
             .arg(&received),
     );
     let (_remote, remote_log) = bridge(

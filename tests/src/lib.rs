@@ -114,3 +114,20 @@ pub fn target_of(address: &str) -> String {
     let slash = rest.find('/').expect("has a path");
     rest[slash..].to_owned()
 }
+
+/// The status with which the gateway refuses an upgrade; fails the test if it is accepted.
+pub async fn refused(addr: SocketAddr, target: &str, headers: &[(&str, &str)]) -> u16 {
+    match ws(addr, target, headers).await {
+        Ok(_) => panic!("upgrade to {target} was accepted"),
+        Err((status, _)) => status,
+    }
+}
+
+/// The code of the Close frame that must be the next message (0 for a Close without one).
+pub async fn close_code(ws: &mut Ws) -> u16 {
+    match next(ws).await {
+        Message::Close(Some(frame)) => frame.code.into(),
+        Message::Close(None) => 0,
+        other => panic!("expected a close, got {other:?}"),
+    }
+}

@@ -97,10 +97,7 @@ async fn messages_flow_both_ways_with_boundaries_and_close_codes() {
         (4000, "bye")
     );
     drop(listener_side.flush().await);
-    let Message::Close(Some(frame)) = next(&mut sender).await else {
-        panic!("close reply expected")
-    };
-    assert_eq!(u16::from(frame.code), 4000);
+    assert_eq!(close_code(&mut sender).await, 4000);
     gw.shutdown().await;
 }
 
@@ -168,18 +165,11 @@ async fn listener_reject_gives_410_to_it_and_the_status_to_the_sender() {
         "{}&sb-hc-statusCode=401&sb-hc-statusDescription=Not%20you",
         target_of(&accept.address)
     );
-    assert_eq!(ws(addr, &reject, &[]).await.map(|_| ()).unwrap_err().0, 410);
+    assert_eq!(refused(addr, &reject, &[]).await, 410);
     let err = sender.await.unwrap().map(|_| ()).unwrap_err();
     assert_eq!(err.0, 401);
     // The same address cannot be used again.
-    assert_eq!(
-        ws(addr, &target_of(&accept.address), &[])
-            .await
-            .map(|_| ())
-            .unwrap_err()
-            .0,
-        403
-    );
+    assert_eq!(refused(addr, &target_of(&accept.address), &[]).await, 403);
     gw.shutdown().await;
 }
 
@@ -256,15 +246,12 @@ async fn token_failures_map_to_401_and_403() {
     // Listeners need Listen: a Send-only rule is refused.
     let send_only = SasToken::create("http://localhost/auth", "listen-only", "wrong", now() + 60);
     assert_eq!(
-        ws(
+        refused(
             addr,
             "/$hc/auth?sb-hc-action=listen",
             &[("ServiceBusAuthorization", &send_only)]
         )
-        .await
-        .map(|_| ())
-        .unwrap_err()
-        .0,
+        .await,
         401
     );
     let _ = Right::Send;
@@ -281,36 +268,26 @@ async fn unknown_paths_and_missing_listeners_are_404() {
     let addr = gw.plain_addr().unwrap();
     let tok = token(&gw, "unknown");
     assert_eq!(
-        ws(
+        refused(
             addr,
             "/$hc/unknown?sb-hc-action=listen",
             &[("ServiceBusAuthorization", &tok)]
         )
-        .await
-        .map(|_| ())
-        .unwrap_err()
-        .0,
+        .await,
         404
     );
     assert_eq!(
-        ws(
+        refused(
             addr,
             "/$hc/unknown?sb-hc-action=connect",
             &[("ServiceBusAuthorization", &tok)]
         )
-        .await
-        .map(|_| ())
-        .unwrap_err()
-        .0,
+        .await,
         404
     );
     let tok = token(&gw, "known");
     assert_eq!(
-        ws(addr, "/$hc/known", &[("ServiceBusAuthorization", &tok)])
-            .await
-            .map(|_| ())
-            .unwrap_err()
-            .0,
+        refused(addr, "/$hc/known", &[("ServiceBusAuthorization", &tok)]).await,
         404,
         "no listener"
     );
@@ -347,14 +324,7 @@ async fn anonymous_senders_where_the_path_allows() {
     let _rv = ws(addr, &target_of(&accept.address), &[]).await.unwrap();
     assert!(sender.await.unwrap().is_ok());
     let _c = listener(&gw, "closed").await;
-    assert_eq!(
-        ws(addr, "/$hc/closed", &[])
-            .await
-            .map(|_| ())
-            .unwrap_err()
-            .0,
-        401
-    );
+    assert_eq!(refused(addr, "/$hc/closed", &[]).await, 401);
     gw.shutdown().await;
 }
 
@@ -373,33 +343,19 @@ async fn expired_rendezvous_is_403_and_the_sender_gets_504() {
         panic!()
     };
     assert_eq!(sender.await.unwrap().unwrap_err().0, 504);
-    assert_eq!(
-        ws(addr, &target_of(&accept.address), &[])
-            .await
-            .map(|_| ())
-            .unwrap_err()
-            .0,
-        403
-    );
+    assert_eq!(refused(addr, &target_of(&accept.address), &[]).await, 403);
     // Forged or missing rendezvous keys.
     assert_eq!(
-        ws(
+        refused(
             addr,
             "/$hc/slow?sb-hc-action=accept&sb-hc-id=x&sb-hc-rendezvous=00",
             &[]
         )
-        .await
-        .map(|_| ())
-        .unwrap_err()
-        .0,
+        .await,
         403
     );
     assert_eq!(
-        ws(addr, "/$hc/slow?sb-hc-action=accept&sb-hc-id=x", &[])
-            .await
-            .map(|_| ())
-            .unwrap_err()
-            .0,
+        refused(addr, "/$hc/slow?sb-hc-action=accept&sb-hc-id=x", &[]).await,
         403
     );
     assert_eq!(gw.pending_rendezvous(), 0);
@@ -509,10 +465,7 @@ async fn garbage_frames_after_the_upgrade_close_with_1002_and_spare_others() {
         .write_all(&[0x82, 0x01, 0xFF])
         .await
         .unwrap();
-    let Message::Close(Some(frame)) = next(&mut rendezvous).await else {
-        panic!("close expected")
-    };
-    assert_eq!(u16::from(frame.code), 1002);
+    assert_eq!(close_code(&mut rendezvous).await, 1002);
     let got = tokio::time::timeout(STEP, sender.next()).await.unwrap();
     assert!(
         matches!(got, Some(Ok(Message::Close(Some(ref f)))) if u16::from(f.code) == 1002)
@@ -534,10 +487,7 @@ async fn oversized_messages_close_with_1009() {
         .send(Message::binary(vec![7u8; 64 * 1024 + 1]))
         .await
         .unwrap();
-    let Message::Close(Some(frame)) = next(&mut rendezvous).await else {
-        panic!("close expected")
-    };
-    assert_eq!(u16::from(frame.code), 1009);
+    assert_eq!(close_code(&mut rendezvous).await, 1009);
     gw.shutdown().await;
 }
 
@@ -569,10 +519,7 @@ async fn expired_listener_token_closes_the_control_channel_with_1008_unless_rene
     .unwrap();
     let renew = Command::RenewToken(ferry_hc::command::RenewToken { token: short(3600) }).encode();
     renewed.send(Message::text(renew)).await.unwrap();
-    let Message::Close(Some(frame)) = next(&mut lapsed).await else {
-        panic!("close expected")
-    };
-    assert_eq!(u16::from(frame.code), 1008);
+    assert_eq!(close_code(&mut lapsed).await, 1008);
     // The renewed one stays: it still answers pings after the first token's expiry.
     renewed.send(Message::Ping(vec![].into())).await.unwrap();
     assert!(matches!(next(&mut renewed).await, Message::Pong(_)));
@@ -587,10 +534,7 @@ async fn expired_listener_token_closes_the_control_channel_with_1008_unless_rene
         ))
         .await
         .unwrap();
-    let Message::Close(Some(frame)) = next(&mut renewed).await else {
-        panic!("close expected")
-    };
-    assert_eq!(u16::from(frame.code), 1008);
+    assert_eq!(close_code(&mut renewed).await, 1008);
     gw.shutdown().await;
 }
 
@@ -649,11 +593,7 @@ async fn path_existence_is_not_revealed_before_authentication() {
         .await
         .map(|_| ());
     assert_eq!(got.unwrap_err().0, 401, "bad token on an unlistened path");
-    assert_eq!(
-        ws(addr, "/$hc/ghost", &[]).await.map(|_| ()).unwrap_err().0,
-        401,
-        "no token"
-    );
+    assert_eq!(refused(addr, "/$hc/ghost", &[]).await, 401, "no token");
     let good = token(&gw, "ghost");
     let got = ws(addr, "/$hc/ghost", &[("ServiceBusAuthorization", &good)])
         .await

@@ -238,14 +238,7 @@ async fn large_bodies_go_through_a_rendezvous() {
         "the streamed response arrives whole"
     );
     // The address is single-use.
-    assert_eq!(
-        ws(addr, &target_of(&only.address), &[])
-            .await
-            .map(|_| ())
-            .unwrap_err()
-            .0,
-        403
-    );
+    assert_eq!(refused(addr, &target_of(&only.address), &[]).await, 403);
     gw.shutdown().await;
 }
 

@@ -1,8 +1,9 @@
-//! RFC 6455 §5 framing for the client role: frame headers, masking, close payloads, and the
-//! ways a server's frames can be wrong.
+//! RFC 6455 §5 framing for both roles: frame headers, masking, close payloads, and the ways
+//! a peer's frames can be wrong.
 //!
 //! Pure functions over byte slices, no I/O: [`crate::stream`] drives them. A client masks
-//! every frame it sends (§5.3) and must reject masked frames from the server (§5.1).
+//! every frame it sends (§5.3) and must reject masked frames from the server; a server must
+//! reject unmasked frames from a client (§5.1).
 //!
 //! ```text
 //!   0                   1                   2                   3
@@ -94,6 +95,15 @@ pub struct FrameHeader {
     pub len: u64,
 }
 
+/// Which end of the WebSocket we are: it decides who masks (RFC 6455 §5.1).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Role {
+    /// We opened the connection: our frames are masked, the server's must not be.
+    Client,
+    /// We accepted the connection: the client's frames must be masked, ours are not.
+    Server,
+}
+
 impl FrameHeader {
     /// Decodes a header a server sent from the start of `buf`: `Ok(None)` if `buf` holds
     /// only part of it, else the header and its length in bytes.
@@ -104,6 +114,16 @@ impl FrameHeader {
     /// # Errors
     /// A [`FrameError`] naming the broken rule.
     pub fn decode_server(buf: &[u8]) -> Result<Option<(Self, usize)>, FrameError> {
+        Self::decode(buf, Role::Client)
+    }
+
+    /// Decodes a header the peer of `role` sent: as [`Self::decode_server`] for
+    /// [`Role::Client`]; for [`Role::Server`] the frame must be masked and the header's
+    /// [`Self::mask`] carries the key.
+    ///
+    /// # Errors
+    /// A [`FrameError`] naming the broken rule.
+    pub fn decode(buf: &[u8], role: Role) -> Result<Option<(Self, usize)>, FrameError> {
         let [b0, b1, rest @ ..] = buf else {
             return Ok(None);
         };
@@ -112,8 +132,11 @@ impl FrameHeader {
         }
         let fin = b0 & FIN != 0;
         let opcode = Opcode::from_u8(b0 & 0x0F)?;
-        if b1 & MASK != 0 {
-            return Err(FrameError::MaskedFrame);
+        let masked = b1 & MASK != 0;
+        match role {
+            Role::Client if masked => return Err(FrameError::MaskedFrame),
+            Role::Server if !masked => return Err(FrameError::UnmaskedFrame),
+            _ => {}
         }
         let (len, header_len) = match b1 & 0x7F {
             126 => match rest {
@@ -138,10 +161,18 @@ impl FrameHeader {
                 return Err(FrameError::FragmentedControl(opcode));
             }
         }
+        let (mask, header_len) = if masked {
+            match buf[header_len..].first_chunk::<4>() {
+                Some(key) => (Some(*key), header_len + 4),
+                None => return Ok(None),
+            }
+        } else {
+            (None, header_len)
+        };
         let header = Self {
             fin,
             opcode,
-            mask: None,
+            mask,
             len,
         };
         Ok(Some((header, header_len)))
@@ -181,6 +212,31 @@ pub fn encode_client_frame(opcode: Opcode, payload: &[u8], mask: [u8; 4], out: &
     let start = out.len();
     out.extend_from_slice(payload);
     apply_mask(mask, &mut out[start..]);
+}
+
+/// Appends one whole unmasked frame (a server's) carrying `payload` to `out`.
+pub fn encode_server_frame(opcode: Opcode, payload: &[u8], out: &mut Vec<u8>) {
+    out.reserve(MAX_HEADER + payload.len());
+    FrameHeader {
+        fin: true,
+        opcode,
+        mask: None,
+        len: payload.len() as u64,
+    }
+    .encode(out);
+    out.extend_from_slice(payload);
+}
+
+/// The mask key as seen from payload byte `offset` on: unmasking a frame in pieces applies
+/// `apply_mask(rotate_mask(key, done), piece)` to each piece.
+pub fn rotate_mask(mask: [u8; 4], offset: u64) -> [u8; 4] {
+    let r = (offset % 4) as usize;
+    [
+        mask[r],
+        mask[(r + 1) % 4],
+        mask[(r + 2) % 4],
+        mask[(r + 3) % 4],
+    ]
 }
 
 /// XORs `data` with `mask` (RFC 6455 §5.3), `data[0]` being the payload's first byte.
@@ -240,7 +296,7 @@ pub fn close_code_is_sendable(code: u16) -> bool {
     matches!(code, 1000..=1003 | 1007..=1014 | 3000..=4999)
 }
 
-/// A server broke the WebSocket protocol (RFC 6455) or a limit of ours.
+/// The peer broke the WebSocket protocol (RFC 6455) or a limit of ours.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum FrameError {
@@ -253,6 +309,9 @@ pub enum FrameError {
     /// A server frame was masked (§5.1).
     #[error("masked frame from the server")]
     MaskedFrame,
+    /// A client frame was not masked (§5.1).
+    #[error("unmasked frame from the client")]
+    UnmaskedFrame,
     /// A 64-bit length with its top bit set (§5.2).
     #[error("frame length overflows")]
     LengthOverflow,
@@ -391,5 +450,33 @@ mod tests {
         encode_close_payload(1000, &"é".repeat(100), &mut out);
         assert_eq!(out.len(), 124);
         assert!(decode_close_payload(&out).is_ok());
+    }
+
+    #[test]
+    fn server_role_wants_masked_frames_and_unmasks_in_pieces() {
+        let key = [0x11, 0x22, 0x33, 0x44];
+        let payload: Vec<u8> = (0..11).collect();
+        let mut frame = Vec::new();
+        encode_client_frame(Opcode::Binary, &payload, key, &mut frame);
+        let (header, len) = FrameHeader::decode(&frame, Role::Server).unwrap().unwrap();
+        assert_eq!((header.mask, len), (Some(key), 6));
+        // Unmask in pieces of 3, 5 and 3 bytes, as reads deliver them.
+        let mut body = frame[len..].to_vec();
+        let mut done = 0;
+        for piece in [3usize, 5, 3] {
+            apply_mask(rotate_mask(key, done as u64), &mut body[done..done + piece]);
+            done += piece;
+        }
+        assert_eq!(body, payload);
+        // A header cut inside the mask key needs more bytes; unmasked frames are refused.
+        assert_eq!(FrameHeader::decode(&frame[..4], Role::Server), Ok(None));
+        assert_eq!(
+            FrameHeader::decode(&[0x82, 0x00], Role::Server),
+            Err(FrameError::UnmaskedFrame)
+        );
+        assert_eq!(
+            FrameHeader::decode(&frame, Role::Client),
+            Err(FrameError::MaskedFrame)
+        );
     }
 }

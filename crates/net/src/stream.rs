@@ -1,5 +1,7 @@
-//! The WebSocket ⇄ byte-stream adapter for the client role: a WebSocket seen as
-//! `AsyncRead + AsyncWrite`, or as a sequence of whole messages.
+//! The WebSocket ⇄ byte-stream adapter: a WebSocket seen as `AsyncRead + AsyncWrite`, or as
+//! a sequence of whole messages. Mostly used in the client role (listeners and senders);
+//! [`WsStream::server`] gives the server role, for a gateway that itself talks over a
+//! connection a listener opened to it.
 //!
 //! Byte mode follows what the .NET SDK's `HybridConnectionStream` does on the wire: every write
 //! becomes one binary message (at most [`WsStream::max_write_message`] bytes, so memory stays
@@ -44,8 +46,9 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 pub use crate::frame::CLOSE_NORMAL;
 use crate::frame::{
-    CLOSE_NO_STATUS, FrameError, FrameHeader, MAX_CONTROL_PAYLOAD, MAX_HEADER, Opcode,
-    close_code_is_sendable, decode_close_payload, encode_client_frame, encode_close_payload,
+    CLOSE_NO_STATUS, FrameError, FrameHeader, MAX_CONTROL_PAYLOAD, MAX_HEADER, Opcode, Role,
+    apply_mask, close_code_is_sendable, decode_close_payload, encode_client_frame,
+    encode_close_payload, encode_server_frame, rotate_mask,
 };
 
 /// Default for [`WsStream::max_write_message`]: 64 KiB, the .NET SDK's buffer size and large
@@ -120,8 +123,8 @@ impl From<StreamError> for io::Error {
     }
 }
 
-/// A client-role WebSocket as a byte stream (`AsyncRead + AsyncWrite`) and as a message
-/// stream.
+/// A WebSocket as a byte stream (`AsyncRead + AsyncWrite`) and as a message stream, in the
+/// client role ([`WsStream::new`]) or the server role ([`WsStream::server`]).
 ///
 /// `S` is the transport under the WebSocket (TCP, TLS, an in-memory duplex), after the HTTP
 /// upgrade.
@@ -147,11 +150,22 @@ where
     /// Wraps a transport whose client WebSocket upgrade just finished. `pre` is what was read
     /// past the end of the 101 response (frames the server sent right after it).
     pub fn new(io: S, pre: &[u8]) -> Self {
+        Self::with_role(io, pre, Role::Client)
+    }
+
+    /// Wraps a transport whose server-side upgrade (our 101) just finished. `pre` is what
+    /// the client sent past its upgrade request. The client's frames must be masked (1002
+    /// otherwise); ours are not.
+    pub fn server(io: S, pre: &[u8]) -> Self {
+        Self::with_role(io, pre, Role::Server)
+    }
+
+    fn with_role(io: S, pre: &[u8], role: Role) -> Self {
         let wakers = Arc::new(Wakers::default());
         Self {
             io,
             rd: Reader::new(pre),
-            wr: Writer::default(),
+            wr: Writer::new(role),
             waker: Waker::from(wakers.clone()),
             wakers,
             peer_close: None,
@@ -359,7 +373,7 @@ where
             if self.rd.ended {
                 return Poll::Ready(Ok(false));
             }
-            let (header, header_len) = match FrameHeader::decode_server(self.rd.bytes()) {
+            let (header, header_len) = match FrameHeader::decode(self.rd.bytes(), self.wr.role) {
                 Ok(Some(decoded)) => decoded,
                 Ok(None) => {
                     ready!(self.poll_fill(cx))?;
@@ -378,6 +392,9 @@ where
                 let mut payload = [0u8; MAX_CONTROL_PAYLOAD];
                 payload[..len].copy_from_slice(&self.rd.bytes()[header_len..need]);
                 self.rd.consume(need);
+                if let Some(mask) = header.mask {
+                    apply_mask(mask, &mut payload[..len]);
+                }
                 match header.opcode {
                     Opcode::Ping => {
                         // Only the latest ping needs its pong (§5.5.3).
@@ -431,6 +448,8 @@ where
             self.rd.frame = Some(InFrame {
                 remaining: header.len,
                 fin: header.fin,
+                mask: header.mask,
+                offset: 0,
             });
         }
     }
@@ -468,7 +487,7 @@ where
     }
 
     /// Reads payload of the current data frame into `dst`: buffered bytes first, else
-    /// straight from the transport (server frames are not masked, so no copy is needed).
+    /// straight from the transport, unmasked in place in the server role.
     fn poll_payload(
         &mut self,
         cx: &mut Context<'_>,
@@ -508,7 +527,11 @@ where
             }
         };
         if let Some(frame) = self.rd.frame.as_mut() {
+            if let Some(mask) = frame.mask {
+                apply_mask(rotate_mask(mask, frame.offset), &mut dst[..n]);
+            }
             frame.remaining -= n as u64;
+            frame.offset += n as u64;
         }
         Poll::Ready(Ok(n))
     }
@@ -726,6 +749,10 @@ struct InFrame {
     remaining: u64,
     /// The frame ends its message.
     fin: bool,
+    /// The client's mask key, in the server role.
+    mask: Option<[u8; 4]>,
+    /// Payload bytes read so far, where the mask key stands.
+    offset: u64,
 }
 
 /// Where input waits: inline while idle, on the heap while data streams.
@@ -870,8 +897,8 @@ struct Pong {
 }
 
 /// The write side: encoded frames (`pos..` not yet written) and our Close.
-#[derive(Default)]
 struct Writer {
+    role: Role,
     buf: Vec<u8>,
     pos: usize,
     pong: Option<Pong>,
@@ -880,10 +907,23 @@ struct Writer {
 }
 
 impl Writer {
-    /// Appends a whole frame masked with a fresh random key (RFC 6455 §5.3 wants keys a
-    /// proxy cannot predict).
+    fn new(role: Role) -> Self {
+        Self {
+            role,
+            buf: Vec::new(),
+            pos: 0,
+            pong: None,
+            closed: false,
+        }
+    }
+
+    /// Appends a whole frame: a client's masked with a fresh random key (RFC 6455 §5.3
+    /// wants keys a proxy cannot predict), a server's unmasked.
     fn queue(&mut self, opcode: Opcode, payload: &[u8]) {
-        encode_client_frame(opcode, payload, rand::random(), &mut self.buf);
+        match self.role {
+            Role::Client => encode_client_frame(opcode, payload, rand::random(), &mut self.buf),
+            Role::Server => encode_server_frame(opcode, payload, &mut self.buf),
+        }
     }
 
     fn queue_close(&mut self, code: u16, reason: &str) {
@@ -1488,6 +1528,82 @@ mod tests {
             drop(raw);
             let err = client.read_to_end(&mut Vec::new()).await.unwrap_err();
             assert_eq!(err.kind(), io::ErrorKind::ConnectionReset);
+        })
+        .await;
+    }
+
+    /// Our server role against tungstenite's client role.
+    async fn tungstenite_client_pair() -> (WsStream<DuplexStream>, WebSocketStream<DuplexStream>) {
+        let (a, b) = duplex(256 * 1024);
+        let client = WebSocketStream::from_raw_socket(b, Role::Client, None).await;
+        (WsStream::server(a, &[]), client)
+    }
+
+    #[tokio::test]
+    async fn server_role_echoes_bytes_and_messages_with_tungstenite_as_client() {
+        within(async {
+            let (server, mut client) = tungstenite_client_pair().await;
+            // The server echoes bytes back until the client's Close, then closes too.
+            let echo = tokio::spawn(async move {
+                let (mut r, mut w) = tokio::io::split(server);
+                tokio::io::copy(&mut r, &mut w).await.unwrap();
+                w.shutdown().await.unwrap();
+            });
+            // Sizes that cover a masked payload read in pieces at every key offset.
+            for len in [0usize, 1, 3, 5, 125, 126, 65_535, 65_536, 300_001] {
+                let data: Vec<u8> = (0..len).map(|i| (i * 31 % 251) as u8).collect();
+                client.send(WsMessage::binary(data.clone())).await.unwrap();
+                if len == 0 {
+                    continue;
+                }
+                let mut got = Vec::new();
+                while got.len() < len {
+                    match client.next().await.unwrap().unwrap() {
+                        WsMessage::Binary(b) => got.extend_from_slice(&b),
+                        other => panic!("unexpected {other:?}"),
+                    }
+                }
+                assert!(got == data, "{len} bytes came back changed");
+            }
+            client
+                .send(WsMessage::Ping(b"p1".to_vec().into()))
+                .await
+                .unwrap();
+            client.send(WsMessage::text("héllo")).await.unwrap();
+            let mut pong = false;
+            loop {
+                match client.next().await.unwrap().unwrap() {
+                    WsMessage::Pong(p) => pong = p.as_ref() == b"p1",
+                    WsMessage::Binary(b) => {
+                        assert_eq!(b.as_ref(), "héllo".as_bytes());
+                        break;
+                    }
+                    other => panic!("unexpected {other:?}"),
+                }
+            }
+            assert!(pong, "the ping was answered");
+            client.close(None).await.unwrap();
+            while let Some(Ok(_)) = client.next().await {}
+            echo.await.unwrap();
+        })
+        .await;
+    }
+
+    #[tokio::test]
+    async fn server_role_rejects_unmasked_frames_with_1002() {
+        within(async {
+            let (a, mut raw) = duplex(64 * 1024);
+            let mut server = WsStream::server(a, &[]);
+            raw.write_all(&[0x82, 2, 1, 2]).await.unwrap();
+            let err = server.recv().await.unwrap_err();
+            assert!(matches!(
+                err,
+                StreamError::Protocol(FrameError::UnmaskedFrame)
+            ));
+            let mut close = [0u8; 4];
+            raw.read_exact(&mut close).await.unwrap();
+            assert_eq!(close[0], 0x88, "an unmasked Close");
+            assert_eq!(u16::from_be_bytes([close[2], close[3]]), 1002);
         })
         .await;
     }

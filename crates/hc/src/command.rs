@@ -5,6 +5,19 @@
 //! values as strings, numbers, booleans or arrays (joined with `", "`), unknown fields ignored.
 //! Encoding emits exactly the shapes the SDKs key on: a normal `request` always carries both
 //! `method` and `body`, a rendezvous-only `request` carries neither.
+//!
+//! # Ferry extensions
+//! Azure's protocol has no way to tell a listener that the sender of an HTTP request went
+//! away. Ferry adds one, sent only to listeners that ask for it, so real Hybrid Connections
+//! listeners (hyco-https, the .NET and Java SDKs) never see anything new:
+//!
+//! - a listener lists the extensions it understands in a [`FEATURES_HEADER`] request header
+//!   on its `listen` upgrade (`Ferry-Features: cancel`), parsed with [`Features::parse`];
+//! - to such a listener only, the gateway sends [`Command::Cancel`]
+//!   (`{"cancel":{"id":"…"}}`) when it stops waiting for request `id`'s response: the sender
+//!   closed its connection or reset its HTTP/2 stream, or the deadline passed. The listener
+//!   drops the work for that request; a `cancel` for an id it does not know (already
+//!   answered) is ignored.
 
 use std::collections::BTreeMap;
 
@@ -29,6 +42,50 @@ pub enum Command {
     Response(Response),
     /// Listener → service: a fresh token for the control channel.
     RenewToken(RenewToken),
+    /// Service → listener, Ferry extension: stop working on a request; sent only to
+    /// listeners that advertised [`FEATURE_CANCEL`] (see the module docs).
+    Cancel(Cancel),
+}
+
+/// Request header on a listener's `listen` upgrade naming the Ferry extensions it
+/// understands, as a comma-separated list of tokens (case-insensitive; unknown ones ignored).
+pub const FEATURES_HEADER: &str = "Ferry-Features";
+
+/// The [`FEATURES_HEADER`] token for [`Command::Cancel`].
+pub const FEATURE_CANCEL: &str = "cancel";
+
+/// The Ferry extensions a listener advertised in [`FEATURES_HEADER`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Features {
+    /// The listener understands [`Command::Cancel`].
+    pub cancel: bool,
+}
+
+impl Features {
+    /// Every extension this crate knows, as a listener built on it advertises them.
+    pub const ALL: Self = Self { cancel: true };
+
+    /// Parses the header's values (the header may be repeated); unknown tokens are ignored
+    /// so that later extensions do not break older gateways.
+    pub fn parse<'a>(values: impl IntoIterator<Item = &'a str>) -> Self {
+        let mut features = Self::default();
+        for token in values.into_iter().flat_map(|v| v.split(',')).map(str::trim) {
+            if token.eq_ignore_ascii_case(FEATURE_CANCEL) {
+                features.cancel = true;
+            }
+        }
+        features
+    }
+
+    /// The header value advertising these features (empty when there are none).
+    pub fn header_value(&self) -> String {
+        let mut tokens = Vec::new();
+        if self.cancel {
+            tokens.push(FEATURE_CANCEL);
+        }
+        tokens.join(", ")
+    }
 }
 
 /// A control message that could not be decoded.
@@ -79,6 +136,7 @@ impl Command {
             "request" => Self::Request(serde_json::from_value(body).map_err(malformed)?),
             "response" => Self::Response(serde_json::from_value(body).map_err(malformed)?),
             "renewToken" => Self::RenewToken(serde_json::from_value(body).map_err(malformed)?),
+            "cancel" => Self::Cancel(serde_json::from_value(body).map_err(malformed)?),
             _ => return Err(CommandError::Unknown(name)),
         })
     }
@@ -178,6 +236,13 @@ pub struct Response {
 pub struct RenewToken {
     /// The SAS token text.
     pub token: String,
+}
+
+/// `cancel` (Ferry extension): the gateway no longer waits for the response to a request.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Cancel {
+    /// The [`Request::id`] to stop working on.
+    pub id: String,
 }
 
 fn number_or_string<'de, D: Deserializer<'de>>(d: D) -> Result<u16, D::Error> {
@@ -324,6 +389,39 @@ mod tests {
             r#"{"renewToken":{"token":"SharedAccessSignature sr=x"}}"#
         );
         assert_eq!(Command::decode(&c.encode()).unwrap(), c);
+    }
+
+    #[test]
+    fn cancel_round_trip() {
+        let c = Command::Cancel(Cancel { id: "r1".into() });
+        assert_eq!(c.encode(), r#"{"cancel":{"id":"r1"}}"#);
+        assert_eq!(Command::decode(&c.encode()).unwrap(), c);
+        // Unknown fields are ignored, as on every command; the id is required.
+        assert_eq!(
+            Command::decode(r#"{"cancel":{"id":"r1","reason":"gone"}}"#).unwrap(),
+            c
+        );
+        assert!(matches!(
+            Command::decode(r#"{"cancel":{}}"#),
+            Err(CommandError::Malformed { command, .. }) if command == "cancel"
+        ));
+    }
+
+    #[test]
+    fn features_header() {
+        assert_eq!(Features::parse(["cancel"]), Features { cancel: true });
+        assert_eq!(
+            Features::parse(["x-later, CANCEL ", "other"]),
+            Features { cancel: true }
+        );
+        assert_eq!(Features::parse(["cancelled", ""]), Features::default());
+        assert_eq!(Features::parse(Vec::<&str>::new()), Features::default());
+        assert_eq!(Features::ALL.header_value(), "cancel");
+        assert_eq!(Features::default().header_value(), "");
+        assert_eq!(
+            Features::parse([Features::ALL.header_value().as_str()]),
+            Features::ALL
+        );
     }
 
     #[test]

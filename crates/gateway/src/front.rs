@@ -15,7 +15,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use ferry_hc::address::{Action, HcQuery, HcTarget};
 use ferry_hc::auth::{AuthError, Right};
-use ferry_hc::command::{Accept, Headers, RemoteEndpoint};
+use ferry_hc::command::{Accept, FEATURES_HEADER, Features, Headers, RemoteEndpoint};
 use ferry_hc::{Command, address};
 use ferry_net::relay::{RelayConfig, RelayEnd, relay, write_close};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -239,11 +239,21 @@ async fn listen(shared: Arc<Shared>, mut up: Upgrade) {
         up.host()
             .map_or_else(|| shared.config.namespace.clone(), str::to_owned)
     );
+    // Ferry extensions are sent only to listeners that asked for them: Azure's clients never
+    // send this header, so they never see anything the real service would not send.
+    let features = Features::parse(
+        up.head
+            .headers
+            .iter()
+            .filter(|(n, _)| n.eq_ignore_ascii_case(FEATURES_HEADER))
+            .map(|(_, v)| v.as_str()),
+    );
     let handle = ListenerHandle {
         id: id.clone(),
         conn_id,
         commands: tx,
         base,
+        features,
     };
     if !shared.registry.register(&settings, handle) {
         return up
@@ -263,7 +273,7 @@ async fn listen(shared: Arc<Shared>, mut up: Upgrade) {
     if switch(&mut up.conn, &up.key, None).await.is_err() {
         return;
     }
-    info!(path = %settings.name, listener = %id, peer = %up.peer, "listener online");
+    info!(path = %settings.name, listener = %id, peer = %up.peer, ?features, "listener online");
     let ws_config = WebSocketConfig::default()
         .read_buffer_size(4096)
         .write_buffer_size(0)

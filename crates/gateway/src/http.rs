@@ -10,8 +10,18 @@
 //! ```
 //!
 //! Bodies up to 64 KiB travel inline on the control channel; larger ones go through a
-//! rendezvous socket the listener opens. Request and response bodies are buffered up to the
-//! configured limits (413 beyond); streaming them is still to come.
+//! rendezvous socket the listener opens, streamed both ways through bounded queues (413 past
+//! the configured request limit).
+//!
+//! # Senders that go away
+//! When a sender closes its connection or resets its HTTP/2 stream, hyper drops the request's
+//! future. If no response head had arrived yet, the gateway then sends the listener a
+//! `{"cancel":{"id":…}}` command (a Ferry extension, `ferry_hc::command::Cancel`), but only
+//! when the listener listed `cancel` in the `Ferry-Features` header of its `listen` upgrade:
+//! Azure's listeners never receive it. The same happens when the gateway itself gives up
+//! (deadline, 504). A rendezvous the listener opened for the request is closed (1001), both
+//! before the response head and while the response body streams, and a cancel-capable
+//! listener is also sent `cancel` then, so it stops producing a body nobody will read.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -40,8 +50,8 @@ use crate::front::{Shared, now_unix};
 use crate::handshake::Head;
 use crate::handshake::{respond, switch};
 use crate::registry::{
-    DeferredBody, HttpOutcome, HttpReply, Outbound, PathSettings, PendingHttp, PickError,
-    ReplyBody, new_key,
+    CancelHandle, DeferredBody, HttpOutcome, HttpReply, Outbound, PathSettings, PendingHttp,
+    PickError, ReplyBody, new_key,
 };
 use ferry_hc::command::Response;
 use ferry_net::relay::{MessageKind, MessageReader, write_close, write_frame};
@@ -369,16 +379,21 @@ async fn relay(
         )
     };
     let (reply_tx, reply_rx) = oneshot::channel();
+    let cancel = CancelHandle::new(&listener, &id);
     shared.registry.insert_http(
         id.clone(),
         PendingHttp {
             deferred,
             reply: reply_tx,
+            cancel: cancel.clone(),
         },
     );
-    let _pending = HttpGuard {
+    // Dropped however this future ends, including when hyper drops it because the sender
+    // went away: that is what cancels the request on the listener.
+    let mut pending = HttpGuard {
         shared: shared.clone(),
         id: id.clone(),
+        cancel: None,
     };
     if let Err(e) = listener.commands.try_send(outbound) {
         return Err(match e {
@@ -388,9 +403,15 @@ async fn relay(
             mpsc::error::TrySendError::Closed(_) => Refusal::new(502, "the listener went away"),
         });
     }
+    // The request is on its way: from now on an unanswered end cancels it.
+    pending.cancel = cancel;
     debug!(path = %settings.name, request = %id, inline, "request sent to listener");
     let reply = match timeout(deadline, reply_rx).await {
-        Ok(Ok(HttpOutcome::Reply(reply))) => reply,
+        Ok(Ok(HttpOutcome::Reply(reply))) => {
+            // The response head is here; a body still streaming is the rendezvous task's.
+            pending.cancel = None;
+            reply
+        }
         Ok(Ok(HttpOutcome::Fail(status, why))) => return Err(Refusal::new(status, why)),
         Ok(Err(_)) => {
             return Err(Refusal::new(
@@ -473,15 +494,22 @@ fn response_from(reply: HttpReply, via: &str) -> Result<http::Response<Body>, Re
     Ok(response)
 }
 
-/// Forgets a waiting request however its handler ends (answered, timed out, client gone).
+/// Forgets a waiting request however its handler ends (answered, timed out, client gone),
+/// and cancels it on the listener if it was sent and not answered.
 struct HttpGuard {
     shared: Arc<Shared>,
     id: String,
+    /// Set while the listener has the request and owes its response head.
+    cancel: Option<CancelHandle>,
 }
 
 impl Drop for HttpGuard {
     fn drop(&mut self) {
         drop(self.shared.registry.take_http(&self.id));
+        if let Some(cancel) = self.cancel.take() {
+            debug!(request = %self.id, "request abandoned before its response; cancelling");
+            cancel.send();
+        }
     }
 }
 
@@ -495,7 +523,12 @@ pub(crate) async fn rendezvous(
     key: String,
     id: Option<String>,
 ) {
-    let Some(pending) = id.as_deref().and_then(|id| shared.registry.take_http(id)) else {
+    let Some(PendingHttp {
+        deferred,
+        mut reply,
+        cancel,
+    }) = id.as_deref().and_then(|id| shared.registry.take_http(id))
+    else {
         let why = "the rendezvous address is invalid, expired or already used";
         let _ = timeout(shared.config.timeouts.close, respond(&mut conn, 403, why)).await;
         return;
@@ -508,8 +541,8 @@ pub(crate) async fn rendezvous(
     drop(head);
     // Spec §6.5: the response must start within the deadline and may not idle longer.
     let wait = shared.config.timeouts.request;
-    let outcome = timeout(wait, async {
-        if let Some((command, body)) = pending.deferred {
+    let exchange = timeout(wait, async {
+        if let Some((command, body)) = deferred {
             let text = command.encode();
             write_frame(&mut write, true, Some(MessageKind::Text), text.as_bytes())
                 .await
@@ -531,15 +564,24 @@ pub(crate) async fn rendezvous(
             }
         }
         read_response(&mut reader).await
-    })
-    .await;
+    });
+    let outcome = tokio::select! {
+        outcome = exchange => outcome,
+        // The sender went away (its request future, holding the receiver, was dropped, and
+        // its guard sent `cancel` where the listener understands it): closing the socket
+        // tells every listener, cancel-capable or not.
+        () = reply.closed() => {
+            debug!("sender gone before the response; closing the http rendezvous");
+            return close(&shared, &mut write, 1001).await;
+        }
+    };
     let response = match outcome {
         Ok(Ok(response)) => response,
         Ok(Err(Some((status, why)))) => {
-            drop(pending.reply.send(HttpOutcome::Fail(status, why)));
+            drop(reply.send(HttpOutcome::Fail(status, why)));
             return close(&shared, &mut write, 1000).await;
         }
-        // Dropping `pending.reply` fails the waiting request with 502.
+        // Dropping `reply` fails the waiting request with 502.
         Ok(Err(None)) => {
             warn!("listener broke the protocol on an http rendezvous");
             return close(&shared, &mut write, 1002).await;
@@ -550,11 +592,11 @@ pub(crate) async fn rendezvous(
         }
     };
     if !response.body {
-        let reply = HttpReply {
+        let answer = HttpReply {
             response,
             body: ReplyBody::Full(Bytes::new()),
         };
-        drop(pending.reply.send(HttpOutcome::Reply(reply)));
+        drop(reply.send(HttpOutcome::Reply(answer)));
         return close(&shared, &mut write, 1000).await;
     }
     match timeout(
@@ -571,15 +613,33 @@ pub(crate) async fn rendezvous(
     }
     // A few chunks in flight: the queue is what bounds memory between listener and client.
     let (tx, rx) = mpsc::channel(4);
-    let reply = HttpReply {
+    let answer = HttpReply {
         response,
         body: ReplyBody::Stream(rx),
     };
-    if pending.reply.send(HttpOutcome::Reply(reply)).is_err() {
+    // From here on the sender is gone when the body's receiver is: hyper drops the response
+    // body with the connection or the reset stream.
+    let abandon = |cancel: Option<CancelHandle>| {
+        debug!("sender gone while the response streamed; closing the http rendezvous");
+        if let Some(cancel) = cancel {
+            cancel.send();
+        }
+    };
+    if reply.send(HttpOutcome::Reply(answer)).is_err() {
+        abandon(cancel);
         return close(&shared, &mut write, 1001).await;
     }
     loop {
-        let chunk = match timeout(wait, reader.next_chunk()).await {
+        let next = tokio::select! {
+            next = timeout(wait, reader.next_chunk()) => next,
+            // Noticed at once, not only when the listener's next chunk finds the queue gone:
+            // a listener waiting on a slow source is told now.
+            () = tx.closed() => {
+                abandon(cancel);
+                return close(&shared, &mut write, 1001).await;
+            }
+        };
+        let chunk = match next {
             Ok(Ok(Some(chunk))) => chunk,
             Ok(Ok(None)) => break,
             Ok(Err(e)) => {
@@ -596,6 +656,7 @@ pub(crate) async fn rendezvous(
         };
         if tx.send(Ok(chunk)).await.is_err() {
             // The client went away: stop reading, tell the listener.
+            abandon(cancel);
             return close(&shared, &mut write, 1001).await;
         }
     }

@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use bytes::Bytes;
 use ferry_hc::Command;
 use ferry_hc::auth::Rules;
-use ferry_hc::command::Response;
+use ferry_hc::command::{Cancel, Features, Response};
 use rand::Rng as _;
 use tokio::sync::{OwnedSemaphorePermit, mpsc, oneshot};
 
@@ -86,6 +86,37 @@ pub(crate) struct PendingHttp {
     /// rendezvous socket when the listener opens it.
     pub(crate) deferred: Option<(Command, DeferredBody)>,
     pub(crate) reply: oneshot::Sender<HttpOutcome>,
+    /// How to cancel the request on its listener, if it understands `cancel`.
+    pub(crate) cancel: Option<CancelHandle>,
+}
+
+/// Sends a listener the `cancel` command (a Ferry extension) for one of its requests.
+#[derive(Clone, Debug)]
+pub(crate) struct CancelHandle {
+    pub(crate) id: String,
+    pub(crate) commands: mpsc::Sender<Outbound>,
+}
+
+impl CancelHandle {
+    /// A handle for request `id` sent to `listener`, if the listener advertised `cancel`.
+    pub(crate) fn new(listener: &ListenerHandle, id: &str) -> Option<Self> {
+        listener.features.cancel.then(|| Self {
+            id: id.to_owned(),
+            commands: listener.commands.clone(),
+        })
+    }
+
+    /// Queues the `cancel` command. Best effort: it goes behind the request itself on the same
+    /// queue, and when that queue is full (a listener far behind) or closed it is dropped:
+    /// the listener's own response timeout then ends the work.
+    pub(crate) fn send(&self) {
+        let command = Command::Cancel(Cancel {
+            id: self.id.clone(),
+        });
+        if self.commands.try_send(command.into()).is_err() {
+            tracing::debug!(request = %self.id, "cancel not queued: control queue full or closed");
+        }
+    }
 }
 
 /// A registered listener: where to send its commands.
@@ -98,6 +129,8 @@ pub(crate) struct ListenerHandle {
     pub(crate) commands: mpsc::Sender<Outbound>,
     /// `ws[s]://host[:port]` as this listener reached us: rendezvous addresses use it.
     pub(crate) base: String,
+    /// The Ferry extensions it advertised on its `listen` upgrade.
+    pub(crate) features: Features,
 }
 
 /// What a listener did with a rendezvous address.
@@ -381,6 +414,7 @@ mod tests {
             conn_id,
             commands: tx,
             base: "ws://x".into(),
+            features: Features::default(),
         }
     }
 

@@ -13,6 +13,16 @@
 //!
 //! Every wait on the gateway has a timeout, every queue is bounded, inline bodies are
 //! limited, and at most [`HttpConfig::set_max_concurrent`] requests are handled at once.
+//!
+//! # Cancellation
+//! An `HttpListener` sends `Ferry-Features: cancel` on its `listen` upgrade. A Ferry gateway
+//! then sends `{"cancel":{"id":…}}` when a request's sender goes away (or its HTTP/2 stream
+//! is reset, or the gateway's deadline passes) before the response is complete; the Azure
+//! service ignores the header and never sends it. [`HttpListener::serve`] then drops the
+//! handler's future for that request, and with it whatever the handler holds (an upstream
+//! request, the response body). With [`HttpListener::next_request`], watch
+//! [`IncomingRequest::cancelled`] or [`Responder::cancelled`]. A response body streaming
+//! over a rendezvous also fails when the gateway closes that socket.
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -34,7 +44,8 @@ use tracing::{Instrument, debug, debug_span, warn};
 use crate::endpoint::Endpoint;
 use crate::error::ConnectError;
 use crate::listener::{
-    HttpHooks, InlineRequest, Listener, ListenerError, Offline, OutgoingResponse, Status,
+    CancelGuard, HttpHooks, InlineRequest, Listener, ListenerError, Offline, OutgoingResponse,
+    Status,
 };
 use crate::transport::{self, Transport};
 
@@ -133,6 +144,9 @@ pub enum HttpError {
     /// The listener's control channel is gone.
     #[error("listener is closed")]
     Closed,
+    /// The gateway cancelled the request: its sender went away.
+    #[error("request cancelled by the gateway")]
+    Cancelled,
 }
 
 /// A body stream that failed.
@@ -431,12 +445,17 @@ impl HttpRequests {
     /// Cancel safe: a request is either returned or stays queued.
     pub async fn next_request(&mut self) -> Result<IncomingRequest, ListenerError> {
         match self.requests.recv().await {
-            Some(InlineRequest { request, body }) => Ok(IncomingRequest {
+            Some(InlineRequest {
+                request,
+                body,
+                cancel,
+            }) => Ok(IncomingRequest {
                 request,
                 body,
                 endpoint: self.endpoint.clone(),
                 responses: self.responses.clone(),
                 config: self.config.clone(),
+                cancel,
             }),
             // The control task is gone: closed, or refused for good.
             None => match &*self.status.borrow() {
@@ -492,12 +511,22 @@ pub struct IncomingRequest {
     endpoint: Endpoint,
     responses: mpsc::Sender<OutgoingResponse>,
     config: HttpConfig,
+    cancel: CancelGuard,
 }
 
 impl IncomingRequest {
     /// The gateway's id for the request.
     pub fn id(&self) -> &str {
         &self.request.id
+    }
+
+    /// Completes when the gateway cancels the request (its sender went away, see the
+    /// [module docs](crate::http#cancellation)); never, against a gateway without the extension.
+    ///
+    /// # Cancel safety
+    /// Cancel safe.
+    pub fn cancelled(&self) -> impl Future<Output = ()> + Send + 'static {
+        self.cancel.token().clone().cancelled_owned()
     }
 
     /// Reads the request: the inline one as is, a rendezvous-only one from its rendezvous.
@@ -518,6 +547,7 @@ impl IncomingRequest {
                 endpoint: self.endpoint,
                 reply: Reply::Control(self.responses),
                 idle,
+                cancel: self.cancel,
             };
             return Ok((request, responder));
         }
@@ -537,13 +567,33 @@ impl IncomingRequest {
             endpoint: self.endpoint,
             reply: Reply::Rendezvous(Box::new(writer)),
             idle,
+            cancel: self.cancel,
         };
         Ok((request, responder))
     }
 
     /// Reads the request, runs `handler` on it under the response timeout and sends its
-    /// response. A handler that takes too long is answered with 500.
+    /// response; all of it is dropped as soon as the gateway cancels the request.
     async fn serve<F, Fut>(self, handler: F) -> Result<(), HttpError>
+    where
+        F: Fn(http::Request<Body>) -> Fut,
+        Fut: Future<Output = http::Response<Body>>,
+    {
+        let cancelled = self.cancelled();
+        tokio::select! {
+            // Checked first, so a request cancelled while it waited in the queue never
+            // reaches the handler.
+            biased;
+            // Dropping the other arm drops the handler's future, its response body and any
+            // rendezvous: nobody waits for the answer any more.
+            () = cancelled => Err(HttpError::Cancelled),
+            r = self.answer(handler) => r,
+        }
+    }
+
+    /// [`Self::serve`] without the cancellation: a handler that takes too long is answered
+    /// with 500.
+    async fn answer<F, Fut>(self, handler: F) -> Result<(), HttpError>
     where
         F: Fn(http::Request<Body>) -> Fut,
         Fut: Future<Output = http::Response<Body>>,
@@ -571,6 +621,8 @@ pub struct Responder {
     endpoint: Endpoint,
     reply: Reply,
     idle: Duration,
+    /// Keeps the request cancellable until the response is sent.
+    cancel: CancelGuard,
 }
 
 #[derive(Debug)]
@@ -582,6 +634,15 @@ enum Reply {
 }
 
 impl Responder {
+    /// Completes when the gateway cancels the request (see [`IncomingRequest::cancelled`]);
+    /// the response can then be dropped instead of sent.
+    ///
+    /// # Cancel safety
+    /// Cancel safe.
+    pub fn cancelled(&self) -> impl Future<Output = ()> + Send + 'static {
+        self.cancel.token().clone().cancelled_owned()
+    }
+
     /// Sends `response`: on the control channel when the request came there and the body is
     /// complete within [`MAX_INLINE_RESPONSE`] bytes, else on the rendezvous, as one binary
     /// message fragmented as the body's chunks arrive.
@@ -592,6 +653,8 @@ impl Responder {
     /// # Cancel safety
     /// Not cancel safe: a response cut short fails the sender's request.
     pub async fn send(self, response: http::Response<Body>) -> Result<(), HttpError> {
+        // Held to the end: the request stays cancellable while its body streams.
+        let _cancel = self.cancel;
         let (parts, mut body) = response.into_parts();
         let head = Response {
             request_id: self.request_id,

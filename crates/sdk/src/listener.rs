@@ -12,14 +12,16 @@
 //! `renewToken`, and reconnects after a loss with the SDKs' backoff (0, 1, 2, 5, 10, 30 s,
 //! spec §8). 401, 403 and 404 stop it for good: retrying cannot fix credentials or a path.
 
-use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 use ferry_hc::address::{Action, encode_query_value, hc_url};
 pub use ferry_hc::command::RemoteEndpoint;
-use ferry_hc::command::{Accept, Command, CommandError, RenewToken, Request, Response};
+use ferry_hc::command::{
+    Accept, Command, CommandError, FEATURES_HEADER, Features, RenewToken, Request, Response,
+};
 use futures_util::{SinkExt, StreamExt};
 use tokio::sync::{Semaphore, mpsc, oneshot, watch};
 use tokio::time::Instant;
@@ -176,6 +178,7 @@ impl Listener {
             tracker: tracker.clone(),
             busy_rejects: Arc::new(Semaphore::new(MAX_BUSY_REJECTS)),
             requests: http.as_ref().map(|h| h.requests.clone()),
+            cancels: Cancels::default(),
         };
         let responses = http.map(|h| h.responses);
         let span = info_span!("listener", path = control.endpoint.path(), listener_id = %id);
@@ -349,6 +352,81 @@ pub(crate) struct HttpHooks {
 pub(crate) struct InlineRequest {
     pub(crate) request: Request,
     pub(crate) body: Option<Bytes>,
+    /// Cancelled when the gateway sends `cancel` for the request.
+    pub(crate) cancel: CancelGuard,
+}
+
+/// The requests handed to the HTTP side that the gateway may still cancel (Ferry's `cancel`
+/// extension, see [`ferry_hc::command`]), by request id. The control task registers each
+/// request as it hands it on and cancels it on command; the request's [`CancelGuard`] takes
+/// it out again when the request is done with, so the map holds at most the queued and
+/// in-flight requests.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Cancels(Arc<Mutex<CancelMap>>);
+
+#[derive(Debug, Default)]
+struct CancelMap {
+    /// Tells registrations apart, so a guard never removes a later request's entry that
+    /// reused its id.
+    next: u64,
+    live: HashMap<String, (u64, CancellationToken)>,
+}
+
+impl Cancels {
+    fn lock(&self) -> std::sync::MutexGuard<'_, CancelMap> {
+        // Each critical section is one map operation: a panic cannot leave it half done.
+        self.0.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Registers request `id`; it stays cancellable until the guard drops.
+    pub(crate) fn register(&self, id: &str) -> CancelGuard {
+        let token = CancellationToken::new();
+        let mut map = self.lock();
+        map.next += 1;
+        let seq = map.next;
+        map.live.insert(id.to_owned(), (seq, token.clone()));
+        CancelGuard {
+            cancels: self.clone(),
+            id: id.to_owned(),
+            seq,
+            token,
+        }
+    }
+
+    /// Cancels request `id`; `false` when it is not (or no longer) in progress.
+    fn cancel(&self, id: &str) -> bool {
+        let token = self.lock().live.get(id).map(|(_, t)| t.clone());
+        token.inspect(CancellationToken::cancel).is_some()
+    }
+}
+
+/// One request's registration in [`Cancels`]; its token fires on the gateway's `cancel`.
+#[derive(Debug)]
+pub(crate) struct CancelGuard {
+    cancels: Cancels,
+    id: String,
+    seq: u64,
+    token: CancellationToken,
+}
+
+impl CancelGuard {
+    /// Fires when the gateway cancels the request.
+    pub(crate) fn token(&self) -> &CancellationToken {
+        &self.token
+    }
+}
+
+impl Drop for CancelGuard {
+    fn drop(&mut self) {
+        let mut map = self.cancels.lock();
+        if map
+            .live
+            .get(&self.id)
+            .is_some_and(|(seq, _)| *seq == self.seq)
+        {
+            map.live.remove(&self.id);
+        }
+    }
 }
 
 /// A `response` command for the control channel, with the body message to send right
@@ -375,6 +453,8 @@ struct Control {
     busy_rejects: Arc<Semaphore>,
     /// Where `request` commands go; `None` for a plain (WebSocket-only) listener.
     requests: Option<mpsc::Sender<InlineRequest>>,
+    /// Requests handed to the HTTP side, for the gateway's `cancel` commands.
+    cancels: Cancels,
 }
 
 /// How one control-channel session ended.
@@ -458,11 +538,17 @@ impl Control {
             Some(p) => Some(p.token(&self.endpoint.resource_uri())?),
             None => None,
         };
-        let headers: Vec<(&str, &str)> = token
+        let mut headers: Vec<(&str, &str)> = token
             .as_ref()
             .map(|t| (AUTH_HEADER, t.text.as_str()))
             .into_iter()
             .collect();
+        // An HTTP listener asks a Ferry gateway for `cancel` commands (the Azure service
+        // ignores the header and never sends them).
+        let features = Features::ALL.header_value();
+        if self.requests.is_some() {
+            headers.push((FEATURES_HEADER, &features));
+        }
         let upgraded = transport::open(&self.endpoint, &url, &headers).await?;
         // One connection per listener, so tungstenite's buffers cost little here; frames the
         // gateway sent right behind the 101 are handed over with the transport.
@@ -619,6 +705,14 @@ impl Control {
                     return self.deliver(request, None);
                 }
             }
+            // Ferry extension, asked for by HTTP listeners only: the sender went away.
+            Ok(Command::Cancel(cancel)) => {
+                if self.cancels.cancel(&cancel.id) {
+                    debug!(request_id = %cancel.id, "request cancelled by the gateway");
+                } else {
+                    debug!(request_id = %cancel.id, "cancel for no request in progress ignored");
+                }
+            }
             Ok(other) => {
                 debug!(command = ?std::mem::discriminant(&other), "control command ignored")
             }
@@ -636,7 +730,14 @@ impl Control {
             warn!(request_id = %request.id, "inline request body over the limit; answering 413");
             return Some(refusal(request.id, 413, "Payload Too Large"));
         }
-        match requests.try_send(InlineRequest { request, body }) {
+        // Registered before it is queued: a `cancel` may come while it waits there.
+        let cancel = self.cancels.register(&request.id);
+        // A request that is not queued drops its guard with the error, unregistering it.
+        match requests.try_send(InlineRequest {
+            request,
+            body,
+            cancel,
+        }) {
             Ok(()) => None,
             Err(mpsc::error::TrySendError::Full(r)) => {
                 warn!(request_id = %r.request.id, "request queue full; answering 503");

@@ -39,6 +39,10 @@ pub const DEFAULT_MAX_REQUEST_BODY: usize = 4 << 30;
 /// Default largest HTTP response body taken from a listener (streamed, like requests).
 pub const DEFAULT_MAX_RESPONSE_BODY: u64 = 4 << 30;
 
+/// Default largest gRPC message relayed, each way (RESOURCE_EXHAUSTED beyond): gRPC's own
+/// default receive limit.
+pub const DEFAULT_MAX_GRPC_MESSAGE: usize = 4 << 20;
+
 /// Default bound on simultaneous TCP connections.
 pub const DEFAULT_MAX_CONNECTIONS: usize = 20_000;
 
@@ -106,6 +110,8 @@ pub struct Limits {
     pub max_request_body: usize,
     /// Largest HTTP response body taken from a listener over a rendezvous.
     pub max_response_body: u64,
+    /// Largest gRPC message relayed through the gRPC ingress, either way.
+    pub max_grpc_message: usize,
 }
 
 impl Default for Limits {
@@ -118,6 +124,7 @@ impl Default for Limits {
             control_queue: NonZeroUsize::new(64).expect("non-zero constant"),
             max_request_body: DEFAULT_MAX_REQUEST_BODY,
             max_response_body: DEFAULT_MAX_RESPONSE_BODY,
+            max_grpc_message: DEFAULT_MAX_GRPC_MESSAGE,
         }
     }
 }
@@ -176,10 +183,32 @@ pub struct Config {
     pub paths: Vec<PathConfig>,
     /// Accept any path a listener names (development); otherwise only configured paths exist.
     pub dynamic_paths: bool,
+    /// gRPC ingress routes: calls to a service go to its path (the `ferry-path` metadata
+    /// overrides them per call).
+    pub grpc_routes: Vec<GrpcRoute>,
     /// Size limits.
     pub limits: Limits,
     /// Timeouts.
     pub timeouts: Timeouts,
+}
+
+/// A gRPC ingress route.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GrpcRoute {
+    /// The fully qualified service name, e.g. `inventory.v1.Stock`.
+    pub service: String,
+    /// The hybrid connection path its listener is on.
+    pub path: String,
+}
+
+impl GrpcRoute {
+    /// A route from `service` to `path`.
+    pub fn new(service: impl Into<String>, path: impl Into<String>) -> Self {
+        Self {
+            service: service.into(),
+            path: path.into(),
+        }
+    }
 }
 
 impl Config {
@@ -194,6 +223,7 @@ impl Config {
             rules: Vec::new(),
             paths: Vec::new(),
             dynamic_paths: false,
+            grpc_routes: Vec::new(),
             limits: Limits::default(),
             timeouts: Timeouts::default(),
         }

@@ -49,6 +49,7 @@ const MAX_CONTROL_MESSAGE: usize = ferry_hc::command::MAX_COMMAND_LEN;
 /// State shared by every connection task.
 pub(crate) struct Shared {
     pub(crate) config: Config,
+    pub(crate) grpc: crate::grpc::Pool,
     pub(crate) registry: Registry,
     pub(crate) cancel: CancellationToken,
     pub(crate) tracker: TaskTracker,

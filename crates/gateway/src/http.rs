@@ -79,10 +79,14 @@ const HOP_BY_HOP: [&str; 10] = [
 const AUTH_HEADER: &str = "ServiceBusAuthorization";
 
 /// Response bodies: whole, or streamed from a rendezvous.
-type Body = BoxBody<Bytes, std::io::Error>;
+pub(crate) type Body = BoxBody<Bytes, std::io::Error>;
 
 fn full(bytes: Bytes) -> Body {
     Full::new(bytes).map_err(|never| match never {}).boxed()
+}
+
+pub(crate) fn empty() -> Body {
+    full(Bytes::new())
 }
 
 /// Serves one HTTP connection, HTTP/1.1 or HTTP/2 (ALPN `h2`, or h2c with prior knowledge:
@@ -160,6 +164,9 @@ async fn handle(
     peer: SocketAddr,
     req: http::Request<Incoming>,
 ) -> http::Response<Body> {
+    if crate::grpc::is_grpc(&req) {
+        return crate::grpc::handle(shared, req).await;
+    }
     match relay(shared, peer, req).await {
         Ok(response) => response,
         Err(refusal) => {

@@ -4,6 +4,7 @@
 pub mod config;
 mod control;
 mod front;
+pub mod grpc;
 mod handshake;
 mod http;
 mod registry;
@@ -22,7 +23,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{Instrument as _, debug, info, info_span, warn};
 
-pub use crate::config::{Config, Limits, PathConfig, Timeouts, TlsSetup};
+pub use crate::config::{Config, GrpcRoute, Limits, PathConfig, Timeouts, TlsSetup};
 use crate::front::Shared;
 use crate::registry::Registry;
 
@@ -134,6 +135,7 @@ impl Gateway {
         };
         let shared = Arc::new(Shared {
             registry: Registry::new(&config),
+            grpc: grpc::Pool::default(),
             connections: Arc::new(Semaphore::new(config.limits.max_connections.get())),
             config,
             cancel: CancellationToken::new(),
@@ -229,6 +231,11 @@ impl RunningGateway {
     /// HTTP requests waiting for a listener's response.
     pub fn pending_http_requests(&self) -> usize {
         self.shared.registry.http_count()
+    }
+
+    /// Relayed HTTP/2 connections the gRPC ingress holds open to listeners.
+    pub fn grpc_connections(&self) -> usize {
+        self.shared.grpc.open_count()
     }
 
     /// Rendezvous addresses handed out and not yet used or expired.

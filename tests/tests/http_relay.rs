@@ -448,3 +448,301 @@ async fn anonymous_http_senders_where_the_path_allows() {
     assert_eq!(http(addr, anonymous("/closed/hello")).await.0, 401);
     gw.shutdown().await;
 }
+
+/// Reports through `events` when dropped: proves a handler's future (and everything it
+/// holds) was dropped.
+struct DropSignal(tokio::sync::mpsc::Sender<&'static str>);
+
+impl Drop for DropSignal {
+    fn drop(&mut self) {
+        let _ = self.0.try_send("dropped");
+    }
+}
+
+/// An SDK HTTP listener on `path` whose handler says "started", then waits for ever holding
+/// a [`DropSignal`]; a path ending in `/stream` gets a response head and 100 KB of body
+/// (more than goes inline, so it streams over a rendezvous), then a body that never ends.
+async fn stuck_listener(
+    gw: &ferry_gateway::RunningGateway,
+    path: &str,
+) -> (
+    ferry_sdk::Listener,
+    tokio::sync::mpsc::Receiver<&'static str>,
+) {
+    use ferry_sdk::http::{Body, HttpConfig, HttpListener};
+
+    let addr = gw.plain_addr().unwrap();
+    let mut endpoint = ferry_sdk::Endpoint::new(&format!("ws://{addr}"), path).unwrap();
+    endpoint.set_token_provider(ferry_sdk::SasKeyProvider::new(
+        gw.rule_name(),
+        gw.rule_key(),
+        Duration::from_secs(3600),
+    ));
+    let (events_tx, events) = tokio::sync::mpsc::channel(16);
+    let handler = move |req: http::Request<Body>| {
+        let events = events_tx.clone();
+        async move {
+            let guard = DropSignal(events.clone());
+            let _ = events.send("started").await;
+            if req.uri().path().ends_with("/stream") {
+                let first = futures_util::stream::once(async {
+                    Ok::<_, std::io::Error>(bytes::Bytes::from(vec![7u8; 100_000]))
+                });
+                let rest = futures_util::stream::once(async move {
+                    let _guard = guard;
+                    std::future::pending::<Result<bytes::Bytes, std::io::Error>>().await
+                });
+                return http::Response::new(Body::from_stream(first.chain(rest)));
+            }
+            let _guard = guard;
+            std::future::pending::<http::Response<Body>>().await
+        }
+    };
+    let (listener, requests) = HttpListener::open(endpoint, HttpConfig::default())
+        .await
+        .expect("listener online")
+        .into_parts();
+    tokio::spawn(requests.serve(handler));
+    (listener, events)
+}
+
+/// The next event from a [`stuck_listener`], within `limit`.
+async fn event(
+    events: &mut tokio::sync::mpsc::Receiver<&'static str>,
+    limit: Duration,
+) -> &'static str {
+    tokio::time::timeout(limit, events.recv())
+        .await
+        .expect("event in time")
+        .expect("listener alive")
+}
+
+/// Polls until the gateway holds no waiting HTTP request.
+async fn no_pending_requests(gw: &ferry_gateway::RunningGateway) {
+    tokio::time::timeout(STEP, async {
+        while gw.pending_http_requests() != 0 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("pending requests forgotten");
+}
+
+#[tokio::test]
+async fn a_sender_that_disconnects_cancels_its_inline_request_on_the_sdk_listener() {
+    let gw = gateway(|_| {}).await;
+    let addr = gw.plain_addr().unwrap();
+    let (_listener, mut events) = stuck_listener(&gw, "cancel").await;
+    // An inline request (on the control channel): only the `cancel` command can reach the
+    // listener, as nothing else there names the request.
+    let mut tcp = TcpStream::connect(addr).await.unwrap();
+    tcp.write_all(get("/cancel/slow", &token(&gw, "cancel")).as_bytes())
+        .await
+        .unwrap();
+    assert_eq!(event(&mut events, STEP).await, "started");
+    drop(tcp);
+    assert_eq!(
+        event(&mut events, Duration::from_secs(2)).await,
+        "dropped",
+        "the handler's future is dropped once its sender is gone"
+    );
+    no_pending_requests(&gw).await;
+    gw.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_sender_that_disconnects_cancels_its_rendezvous_request_on_the_sdk_listener() {
+    let gw = gateway(|_| {}).await;
+    let addr = gw.plain_addr().unwrap();
+    let (_listener, mut events) = stuck_listener(&gw, "cancel").await;
+    // A body over 64 KiB makes it rendezvous-only; the handler does not read it.
+    let mut tcp = TcpStream::connect(addr).await.unwrap();
+    let tok = token(&gw, "cancel");
+    let head = format!(
+        "POST /cancel/upload HTTP/1.1\r\nHost: localhost\r\nServiceBusAuthorization: {tok}\r\nContent-Length: 200000\r\n\r\n"
+    );
+    tcp.write_all(head.as_bytes()).await.unwrap();
+    tcp.write_all(&vec![1u8; 200_000]).await.unwrap();
+    assert_eq!(event(&mut events, STEP).await, "started");
+    drop(tcp);
+    assert_eq!(event(&mut events, Duration::from_secs(2)).await, "dropped");
+    no_pending_requests(&gw).await;
+    gw.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_sender_that_disconnects_mid_response_body_stops_the_sdk_listener() {
+    let gw = gateway(|_| {}).await;
+    let addr = gw.plain_addr().unwrap();
+    let (_listener, mut events) = stuck_listener(&gw, "cancel").await;
+    // The response head and 100 KB of body arrive (over a rendezvous), then the body stalls.
+    let mut tcp = TcpStream::connect(addr).await.unwrap();
+    tcp.write_all(get("/cancel/stream", &token(&gw, "cancel")).as_bytes())
+        .await
+        .unwrap();
+    assert_eq!(event(&mut events, STEP).await, "started");
+    let mut seen = Vec::new();
+    let mut buf = vec![0u8; 64 * 1024];
+    while seen.len() < 100_000 {
+        let n = tokio::time::timeout(STEP, tcp.read(&mut buf))
+            .await
+            .expect("body in time")
+            .unwrap();
+        assert_ne!(n, 0, "the response went on");
+        seen.extend_from_slice(&buf[..n]);
+    }
+    assert!(String::from_utf8_lossy(&seen).starts_with("HTTP/1.1 200"));
+    drop(tcp);
+    assert_eq!(event(&mut events, Duration::from_secs(2)).await, "dropped");
+    no_pending_requests(&gw).await;
+    gw.shutdown().await;
+}
+
+#[tokio::test]
+async fn an_http2_stream_reset_cancels_its_request_on_the_sdk_listener() {
+    use http_body_util::Empty;
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+
+    let gw = gateway(|_| {}).await;
+    let addr = gw.plain_addr().unwrap();
+    let (_listener, mut events) = stuck_listener(&gw, "reset").await;
+    // h2c with prior knowledge on the plain port.
+    let tcp = TcpStream::connect(addr).await.unwrap();
+    let (mut client, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tcp))
+            .await
+            .expect("h2 handshake");
+    tokio::spawn(conn);
+    let request = http::Request::get("http://localhost/reset/slow")
+        .header("ServiceBusAuthorization", token(&gw, "reset"))
+        .body(Empty::<bytes::Bytes>::new())
+        .unwrap();
+    let response = tokio::spawn(client.send_request(request));
+    assert_eq!(event(&mut events, STEP).await, "started");
+    // Dropping the response future resets the stream; the connection stays up.
+    response.abort();
+    assert_eq!(event(&mut events, Duration::from_secs(2)).await, "dropped");
+    no_pending_requests(&gw).await;
+    assert!(client.is_ready(), "only the stream was reset");
+    gw.shutdown().await;
+}
+
+/// Opens a control channel on `path` by hand, with `Ferry-Features: features` if given.
+async fn raw_listener(
+    gw: &ferry_gateway::RunningGateway,
+    path: &str,
+    features: Option<&str>,
+) -> Ws {
+    let tok = token(gw, path);
+    let mut headers = vec![("ServiceBusAuthorization", tok.as_str())];
+    headers.extend(features.map(|f| ("Ferry-Features", f)));
+    ws(
+        gw.plain_addr().unwrap(),
+        &format!("/$hc/{path}?sb-hc-action=listen"),
+        &headers,
+    )
+    .await
+    .expect("listener accepted")
+}
+
+/// The text messages a control channel receives within `quiet`.
+async fn texts_within(control: &mut Ws, quiet: Duration) -> Vec<String> {
+    let mut texts = Vec::new();
+    let _ = tokio::time::timeout(quiet, async {
+        while let Some(Ok(msg)) = control.next().await {
+            if let Message::Text(t) = msg {
+                texts.push(t.to_string());
+            }
+        }
+    })
+    .await;
+    texts
+}
+
+#[tokio::test]
+async fn cancel_goes_only_to_listeners_that_advertise_it() {
+    let gw = gateway(|c| c.timeouts.request = Duration::from_secs(2)).await;
+    let addr = gw.plain_addr().unwrap();
+    let mut plain = raw_listener(&gw, "plain", None).await;
+    let mut capable = raw_listener(&gw, "capable", Some("x-future, Cancel")).await;
+
+    for (path, control) in [("plain", &mut plain), ("capable", &mut capable)] {
+        let mut tcp = TcpStream::connect(addr).await.unwrap();
+        tcp.write_all(get(&format!("/{path}/x"), &token(&gw, path)).as_bytes())
+            .await
+            .unwrap();
+        let (r, _) = next_request(control).await;
+        drop(tcp);
+        no_pending_requests(&gw).await;
+        let texts = texts_within(control, Duration::from_millis(800)).await;
+        if path == "plain" {
+            assert!(
+                texts.is_empty(),
+                "a listener that did not ask gets nothing new: {texts:?}"
+            );
+        } else {
+            let cancel = Command::Cancel(ferry_hc::command::Cancel { id: r.id.clone() });
+            assert_eq!(texts, [cancel.encode()]);
+        }
+    }
+
+    // The gateway giving up (504) cancels too, for the listener that understands it.
+    let late = tokio::spawn(http(addr, get("/capable/late", &token(&gw, "capable"))));
+    let (r, _) = next_request(&mut capable).await;
+    assert_eq!(late.await.unwrap().0, 504);
+    let Command::Cancel(cancel) = next_command(&mut capable).await else {
+        panic!("expected a cancel")
+    };
+    assert_eq!(cancel.id, r.id);
+    // An answered request is not cancelled.
+    let answered = tokio::spawn(http(addr, get("/capable/ok", &token(&gw, "capable"))));
+    let (r, _) = next_request(&mut capable).await;
+    capable.send(respond(&r.id, 200, false)).await.unwrap();
+    assert_eq!(answered.await.unwrap().0, 200);
+    let texts = texts_within(&mut capable, Duration::from_millis(500)).await;
+    assert!(texts.is_empty(), "{texts:?}");
+    assert_eq!(gw.pending_http_requests(), 0);
+    gw.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_sender_gone_mid_body_closes_the_response_rendezvous_at_once() {
+    let gw = gateway(|_| {}).await;
+    let addr = gw.plain_addr().unwrap();
+    // A listener without the extension: the rendezvous closing is all it can be told.
+    let mut control = raw_listener(&gw, "gone", None).await;
+    let mut tcp = TcpStream::connect(addr).await.unwrap();
+    tcp.write_all(get("/gone/x", &token(&gw, "gone")).as_bytes())
+        .await
+        .unwrap();
+    let (r, _) = next_request(&mut control).await;
+    // Answer on the request's rendezvous, as a listener does with a large response, and
+    // send part of the body.
+    let mut rv = ws(addr, &target_of(&r.address), &[])
+        .await
+        .expect("response rendezvous");
+    rv.send(respond(&r.id, 200, true)).await.unwrap();
+    let part = tokio_tungstenite::tungstenite::protocol::frame::Frame::message(
+        vec![3u8; 1000],
+        tokio_tungstenite::tungstenite::protocol::frame::coding::OpCode::Data(
+            tokio_tungstenite::tungstenite::protocol::frame::coding::Data::Binary,
+        ),
+        false,
+    );
+    rv.send(Message::Frame(part)).await.unwrap();
+    let mut head = vec![0u8; 4096];
+    let n = tokio::time::timeout(STEP, tcp.read(&mut head))
+        .await
+        .expect("head in time")
+        .unwrap();
+    assert!(String::from_utf8_lossy(&head[..n]).starts_with("HTTP/1.1 200"));
+    drop(tcp);
+    // The listener sends nothing more, yet is told at once.
+    let started = tokio::time::Instant::now();
+    assert_eq!(close_code(&mut rv).await, 1001);
+    assert!(started.elapsed() < Duration::from_secs(2));
+    let texts = texts_within(&mut control, Duration::from_millis(300)).await;
+    assert!(texts.is_empty(), "{texts:?}");
+    no_pending_requests(&gw).await;
+    gw.shutdown().await;
+}

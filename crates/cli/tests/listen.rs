@@ -300,3 +300,85 @@ async fn ferry_listen_answers_503_when_the_origin_is_down() -> Result<()> {
     })
     .await?
 }
+
+#[tokio::test]
+async fn ferry_listen_drops_the_origin_request_when_the_sender_goes_away() -> Result<()> {
+    tokio::time::timeout(LIMIT, async {
+        let gw = Gateway::start(Config::dev()).await?;
+        let port = gw.plain_addr().context("no plain port")?.port();
+        // An origin that answers `/ready` at once and never answers anything else, reporting
+        // when such a request arrives and when its connection closes.
+        let tcp = TcpListener::bind("127.0.0.1:0").await?;
+        let origin = format!("http://{}", tcp.local_addr()?);
+        let (events_tx, mut events) = tokio::sync::mpsc::channel(8);
+        tokio::spawn(async move {
+            while let Ok((mut s, _)) = tcp.accept().await {
+                let events = events_tx.clone();
+                tokio::spawn(async move {
+                    let mut buf = Vec::new();
+                    let mut chunk = [0u8; 4096];
+                    while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+                        match s.read(&mut chunk).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                        }
+                    }
+                    if buf.starts_with(b"GET /ready ") {
+                        let _ = s
+                            .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+                            .await;
+                        return;
+                    }
+                    let _ = events.send("request").await;
+                    // Nothing more comes from a proxy waiting for the answer, until it closes.
+                    while let Ok(n) = s.read(&mut chunk).await {
+                        if n == 0 {
+                            break;
+                        }
+                    }
+                    let _ = events.send("closed").await;
+                });
+            }
+        });
+        let _listener = Proc(
+            Command::new(FERRY)
+                .args(["listen", "--http-to", &origin, "gone"])
+                .env("FERRY_GATEWAY", format!("ws://127.0.0.1:{port}"))
+                .env("FERRY_KEY_NAME", gw.rule_name())
+                .env("FERRY_KEY", gw.rule_key())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()?,
+        );
+        let expiry = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)?
+            .as_secs()
+            + 600;
+        let token = SasToken::create(
+            "http://localhost/gone",
+            gw.rule_name(),
+            gw.rule_key(),
+            expiry,
+        )
+        .to_string();
+        while send(port, &token, "GET /gone/ready HTTP/1.1", b"").await?.status != 200 {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+
+        let mut sender = TcpStream::connect(("127.0.0.1", port)).await?;
+        let head = format!(
+            "GET /gone/slow HTTP/1.1\r\nHost: localhost\r\nServiceBusAuthorization: {token}\r\n\r\n"
+        );
+        sender.write_all(head.as_bytes()).await?;
+        assert_eq!(events.recv().await, Some("request"));
+        drop(sender);
+        let closed = tokio::time::timeout(Duration::from_secs(2), events.recv()).await;
+        assert_eq!(
+            closed.ok().flatten(),
+            Some("closed"),
+            "the origin sees its connection close once the sender is gone"
+        );
+        anyhow::Ok(())
+    })
+    .await?
+}

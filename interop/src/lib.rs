@@ -58,6 +58,11 @@ pub struct TestGateway {
 impl TestGateway {
     /// Starts a dev gateway (TLS with a generated CA, dynamic paths, one Manage rule).
     pub async fn start() -> Self {
+        Self::start_with(|_| {}).await
+    }
+
+    /// Starts a dev gateway with `tweak` applied to its configuration.
+    pub async fn start_with(tweak: impl FnOnce(&mut Config)) -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
         let ca_file = dir.path().join("ca.pem");
         let mut config = Config::dev();
@@ -65,6 +70,7 @@ impl TestGateway {
         config.tls = ferry_gateway::TlsSetup::Dev {
             ca_out: Some(ca_file.clone()),
         };
+        tweak(&mut config);
         let gw = Gateway::start(config).await.expect("gateway starts");
         Self {
             gw,

@@ -52,7 +52,8 @@ enum Command {
     Bridge(BridgeCommand),
     /// Decode a raw net.tcp capture (NMF records, binary SOAP) into readable XML.
     Decode(decode::DecodeArgs),
-    /// Listen on PATH and serve its HTTP requests from a local origin (a reverse proxy).
+    /// Listen on PATH and serve it from a local origin: HTTP requests (a reverse proxy) or
+    /// gRPC connections.
     Listen(ListenArgs),
 }
 
@@ -61,8 +62,12 @@ struct ListenArgs {
     /// Hybrid connection path.
     path: String,
     /// Local HTTP origin, http://HOST:PORT; /PATH is stripped from request targets.
+    #[arg(long, required_unless_present = "grpc_to", conflicts_with = "grpc_to")]
+    http_to: Option<String>,
+    /// Local gRPC server (any language), http://HOST:PORT: each relayed connection (one per
+    /// gateway, multiplexing every call) is forwarded to it as is.
     #[arg(long)]
-    http_to: String,
+    grpc_to: Option<String>,
     #[command(flatten)]
     connect: ConnectArgs,
 }
@@ -350,7 +355,6 @@ async fn bridge(command: BridgeCommand) -> anyhow::Result<()> {
 }
 
 async fn listen(args: ListenArgs) -> anyhow::Result<()> {
-    let origin = listen::Origin::parse(&args.http_to, &args.path)?;
     let endpoint = args.connect.endpoint(&args.path)?;
     let cancel = CancellationToken::new();
     let stopper = cancel.clone();
@@ -358,5 +362,27 @@ async fn listen(args: ListenArgs) -> anyhow::Result<()> {
         stop_signal().await;
         stopper.cancel();
     });
+    if let Some(grpc) = &args.grpc_to {
+        // gRPC is HTTP/2 end to end: relayed connections are spliced to the server whole
+        // (TCP_NODELAY on both legs), so streams, trailers and flow control are its own.
+        let target = grpc_target(grpc)?;
+        let config = RemoteConfig::new(endpoint, Some(target));
+        ferry_sdk::bridge::run_remote(config, cancel).await?;
+        return Ok(());
+    }
+    let http = args.http_to.as_deref().context("--http-to or --grpc-to is required")?;
+    let origin = listen::Origin::parse(http, &args.path)?;
     listen::run(endpoint, origin, cancel).await
+}
+
+/// `http://HOST:PORT` (h2c, as gRPC servers listen without TLS) → `HOST:PORT`.
+fn grpc_target(url: &str) -> anyhow::Result<String> {
+    let rest = url
+        .strip_prefix("http://")
+        .context("--grpc-to takes http://HOST:PORT (a plaintext h2c gRPC server)")?;
+    let authority = rest.trim_end_matches('/');
+    if authority.is_empty() || authority.contains('/') || !authority.contains(':') {
+        bail!("--grpc-to takes http://HOST:PORT, got {url}");
+    }
+    Ok(authority.to_owned())
 }

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{Context as _, bail};
-use ferry_gateway::{Config, PathConfig, TlsSetup};
+use ferry_gateway::{Config, GrpcRoute, PathConfig, TlsSetup};
 use ferry_hc::{Rights, Rule};
 use serde::Deserialize;
 
@@ -29,6 +29,8 @@ pub(crate) struct RawConfig {
     rules: Vec<RawRule>,
     #[serde(default)]
     paths: Vec<RawPath>,
+    #[serde(default)]
+    grpc: RawGrpc,
     #[serde(default)]
     limits: RawLimits,
     #[serde(default)]
@@ -76,6 +78,20 @@ struct RawPath {
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
+struct RawGrpc {
+    #[serde(default)]
+    routes: Vec<RawRoute>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRoute {
+    service: String,
+    path: String,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
 struct RawLimits {
     max_header_bytes: Option<usize>,
     max_connections: Option<NonZeroUsize>,
@@ -84,6 +100,7 @@ struct RawLimits {
     control_queue: Option<NonZeroUsize>,
     max_request_body: Option<usize>,
     max_response_body: Option<u64>,
+    max_grpc_message: Option<usize>,
 }
 
 /// Seconds, fractional allowed.
@@ -212,6 +229,18 @@ pub(crate) fn build(file: Option<RawConfig>, o: Overrides) -> anyhow::Result<Con
             .collect::<anyhow::Result<_>>()?;
         config.paths.push(path);
     }
+    for r in raw.grpc.routes {
+        if r.service.is_empty() || r.service.contains('/') || r.path.trim_matches('/').is_empty() {
+            bail!(
+                "grpc route {} → {}: give a package.Service name and a path",
+                r.service,
+                r.path
+            );
+        }
+        config
+            .grpc_routes
+            .push(GrpcRoute::new(r.service, r.path.trim_matches('/')));
+    }
     let l = raw.limits;
     let limits = &mut config.limits;
     if let Some(v) = l.max_header_bytes {
@@ -234,6 +263,9 @@ pub(crate) fn build(file: Option<RawConfig>, o: Overrides) -> anyhow::Result<Con
     }
     if let Some(v) = l.max_response_body {
         limits.max_response_body = v;
+    }
+    if let Some(v) = l.max_grpc_message {
+        limits.max_grpc_message = v;
     }
     let t = raw.timeouts;
     let timeouts = &mut config.timeouts;
@@ -288,8 +320,12 @@ mod tests {
             name = "send"
             key = "s"
             rights = ["send", "Listen"]
+            [[grpc.routes]]
+            service = "inventory.v1.Stock"
+            path = "/erp/orders/"
             [limits]
             max_message = 1024
+            max_grpc_message = 65536
             [timeouts]
             rendezvous = 2.5
             idle = 60
@@ -297,6 +333,11 @@ mod tests {
         )
         .unwrap();
         let c = build(Some(raw), Overrides::default()).unwrap();
+        assert_eq!(
+            c.grpc_routes,
+            [GrpcRoute::new("inventory.v1.Stock", "erp/orders")]
+        );
+        assert_eq!(c.limits.max_grpc_message, 65536);
         assert_eq!(c.namespace, "relay.example");
         assert!(!c.dynamic_paths);
         assert_eq!(c.plain_addr, None);

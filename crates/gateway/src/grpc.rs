@@ -708,7 +708,9 @@ impl hyper::body::Body for Reply {
     }
 
     fn is_end_stream(&self) -> bool {
-        self.finished
+        // A trailers-only answer (HEADERS with END_STREAM, how errors usually come) must
+        // leave as one too: a client may not accept an empty DATA frame ending it instead.
+        self.finished || self.inner.is_end_stream()
     }
 }
 

@@ -315,3 +315,44 @@ async fn a_listener_that_dies_mid_stream_ends_the_call_unavailable() -> Result<(
     })
     .await?
 }
+
+#[tokio::test]
+async fn a_malformed_http2_peer_does_not_disturb_other_calls() -> Result<()> {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    tokio::time::timeout(LIMIT, async {
+        let (gw, channel) = gateway(|_| {}).await?;
+        let _serving = serve(&gw, "echo").await?;
+        let token = token(&gw, "echo")?;
+        let mut client = EchoClient::new(channel);
+        client.unary(call(echo(b"before"), &token)).await?;
+        let addr = gw.plain_addr().context("no plain port")?;
+        const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+        let garbage: [&[u8]; 4] = [
+            // A SETTINGS frame of the wrong length.
+            &[0, 0, 5, 4, 0, 0, 0, 0, 0, 1, 2, 3, 4, 5],
+            // HEADERS on stream 1 with an undecodable HPACK block.
+            &[0, 0, 4, 1, 5, 0, 0, 0, 1, 0xff, 0xff, 0xff, 0xff],
+            // DATA on a stream never opened.
+            &[0, 0, 3, 0, 1, 0, 0, 0, 7, 1, 2, 3],
+            // A frame claiming 16 MiB.
+            &[0xff, 0xff, 0xff, 0, 0, 0, 0, 0, 1],
+        ];
+        for bad in garbage {
+            let mut tcp = tokio::net::TcpStream::connect(addr).await?;
+            tcp.write_all(PREFACE).await?;
+            tcp.write_all(&[0, 0, 0, 4, 0, 0, 0, 0, 0]).await?; // empty SETTINGS
+            tcp.write_all(bad).await?;
+            // The gateway answers with GOAWAY and closes; it never hangs on it.
+            let mut sink = Vec::new();
+            let read = tokio::time::timeout(Duration::from_secs(5), tcp.read_to_end(&mut sink));
+            read.await
+                .context("the gateway closed the broken connection")??;
+            // Calls on the good connection go on.
+            let reply = client.unary(call(echo(b"during"), &token)).await?;
+            assert_eq!(reply.into_inner().payload, b"during");
+        }
+        assert_eq!(gw.grpc_connections(), 1);
+        anyhow::Ok(())
+    })
+    .await?
+}

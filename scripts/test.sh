@@ -11,6 +11,7 @@ step "system packages"
 missing=()
 command -v iperf3 >/dev/null || missing+=(iperf3)
 command -v curl >/dev/null || missing+=(curl)
+command -v h2load >/dev/null || missing+=(nghttp2-client)
 command -v node >/dev/null || missing+=(nodejs)
 command -v npm >/dev/null || missing+=(npm)
 command -v python3 >/dev/null || missing+=(python3 python3-pip)
@@ -22,7 +23,7 @@ fi
 step "npm packages (hyco-ws, hyco-https)"
 (cd interop/node && npm ci --no-audit --no-fund --loglevel=error)
 
-step "PyPI packages (wcf)"
+step "PyPI packages (wcf, grpcio)"
 python3 -m pip install --quiet --disable-pip-version-check -r interop/requirements.txt
 
 if ! cargo nextest --version >/dev/null 2>&1; then

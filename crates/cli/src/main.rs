@@ -7,12 +7,14 @@
 //! ferry bridge local 127.0.0.1:2222 PATH --gateway wss://ns:443 ...
 //! ferry bridge remote PATH 127.0.0.1:22 --gateway wss://ns:443 ...
 //! ferry decode interop/recordings/tcp-session   # readable XML of a net.tcp capture
+//! ferry codegen wsdl/calculator -o crates/wcf/src/generated/calculator.rs  # Rust from WSDL
 //! ```
 
 // Doc comments on the clap types are the command-line help text, written for a terminal
 // (plain URLs, `[:port]`), not as rustdoc links.
 #![allow(rustdoc::bare_urls, rustdoc::broken_intra_doc_links)]
 
+mod codegen;
 mod decode;
 mod listen;
 mod settings;
@@ -52,6 +54,8 @@ enum Command {
     Bridge(BridgeCommand),
     /// Decode a raw net.tcp capture (NMF records, binary SOAP) into readable XML.
     Decode(decode::DecodeArgs),
+    /// Generate Rust (data types, service trait, client) from a WSDL contract directory.
+    Codegen(codegen::CodegenArgs),
     /// Listen on PATH and serve it from a local origin: HTTP requests (a reverse proxy) or
     /// gRPC connections.
     Listen(ListenArgs),
@@ -228,6 +232,7 @@ fn main() -> anyhow::Result<()> {
             }
             Command::Bridge(b) => bridge(b).await,
             Command::Decode(args) => decode::run(&args),
+            Command::Codegen(args) => codegen::run(&args),
             Command::Listen(args) => listen(args).await,
         }
     })

@@ -84,7 +84,11 @@ fn module(model: &Model, options: &EmitOptions) -> TokenStream {
     // Brings `Self::NAMESPACE` into scope in the impls.
     let data = (!model.types.is_empty()).then(|| quote! { use ferry_wcf::DataContract as _; });
     let uses = quote! { #future #data };
-    let types = model.types.iter().map(|t| type_def(model, t));
+    let types = model
+        .types
+        .iter()
+        .enumerate()
+        .map(|(i, t)| type_def(model, i, t));
     let contracts = model.contracts.iter().map(|c| contract(model, c));
     let endpoints = endpoints(&model.endpoints);
     quote! {
@@ -117,9 +121,9 @@ fn qname_text(namespace: &str, local: &str) -> String {
 // ---------------------------------------------------------------------------------------------
 // Types.
 
-fn type_def(model: &Model, t: &TypeDef) -> TokenStream {
+fn type_def(model: &Model, index: usize, t: &TypeDef) -> TokenStream {
     match &t.kind {
-        TypeKind::Struct { members, wrapper } => struct_def(model, t, members, *wrapper),
+        TypeKind::Struct { members, wrapper } => struct_def(model, index, t, members, *wrapper),
         TypeKind::Enum { values } => {
             let name = ident(&t.rust_name);
             let docs = doc(&format!(
@@ -189,7 +193,13 @@ fn data_contract(t: &TypeDef) -> TokenStream {
     }
 }
 
-fn struct_def(model: &Model, t: &TypeDef, members: &[Member], wrapper: bool) -> TokenStream {
+fn struct_def(
+    model: &Model,
+    index: usize,
+    t: &TypeDef,
+    members: &[Member],
+    wrapper: bool,
+) -> TokenStream {
     let name = ident(&t.rust_name);
     let what = if wrapper {
         "Message body element"
@@ -202,7 +212,7 @@ fn struct_def(model: &Model, t: &TypeDef, members: &[Member], wrapper: bool) -> 
     ));
     let fields = members.iter().map(|m| {
         let id = ident(&m.rust_name);
-        let ty = field_type(model, m);
+        let ty = field_type(model, index, m);
         let mut text = format!(
             "`{}`: `{}`",
             m.xml_name,
@@ -313,8 +323,12 @@ fn array_item(a: &ArrayRef) -> TokenStream {
     quote! { ferry_wcf::ArrayItem::new(#ns, #name) }
 }
 
-fn field_type(model: &Model, m: &Member) -> TokenStream {
-    let inner = type_tokens(model, &m.ty);
+/// The field's type; `Self` for the struct itself (a boxed self-reference).
+fn field_type(model: &Model, owner: usize, m: &Member) -> TokenStream {
+    let inner = match m.ty {
+        TypeRef::Def(i) if i == owner => quote! { Self },
+        _ => type_tokens(model, &m.ty),
+    };
     let inner = if m.boxed {
         quote! { Box<#inner> }
     } else {

@@ -7,7 +7,10 @@ use std::path::PathBuf;
 const GENERATED: &[(&str, &str)] = &[
     ("wsdl/calculator", "crates/wcf/src/generated/calculator.rs"),
     ("wsdl/relay", "crates/wcf/src/generated/relay.rs"),
-    ("wsdl/fixtures/features", "crates/wcf/tests/generated/features.rs"),
+    (
+        "wsdl/fixtures/features",
+        "crates/wcf/tests/generated/features.rs",
+    ),
 ];
 
 #[test]
@@ -23,7 +26,7 @@ fn generated_code_is_fresh() {
                 .lines()
                 .zip(current.lines())
                 .position(|(a, b)| a != b)
-                .map_or_else(|| fresh.lines().count().min(current.lines().count()), |n| n)
+                .unwrap_or_else(|| fresh.lines().count().min(current.lines().count()))
                 + 1;
             stale.push(format!(
                 "{out} differs from what {dir} generates (first at line {line}); run\n  \

@@ -4,7 +4,7 @@
 
 mod common;
 
-#[allow(clippy::all, dead_code, missing_docs, unreachable_pub)]
+#[allow(dead_code, unreachable_pub)]
 #[path = "generated/features.rs"]
 mod features;
 
@@ -95,7 +95,9 @@ fn every_type_round_trips() {
     round_trip(&LimitFault { limit: -1 });
     round_trip(&Check { code: 3 });
     round_trip(&CheckResponse { check_result: true });
-    round_trip(&Fire { color: Color::Green });
+    round_trip(&Fire {
+        color: Color::Green,
+    });
     round_trip(&Nothing {});
     round_trip(&NothingResponse {});
 }
@@ -168,7 +170,9 @@ fn bad_content_is_a_typed_error() {
         let doc = ferry_nbfx::Document::parse_xml(&xml, &Default::default()).unwrap();
         Everything::from_element(doc.root().unwrap()).unwrap_err()
     };
-    assert!(matches!(bad("<Flag>false</Flag>"), ferry_wcf::DataError::MissingMember { ref name } if name == "Int"));
+    assert!(
+        matches!(bad("<Flag>false</Flag>"), ferry_wcf::DataError::MissingMember { ref name } if name == "Int")
+    );
     for inner in [
         "<Int>x</Int>",
         "<Int>4294967296</Int>",
@@ -236,7 +240,11 @@ fn client_and_server_over_both_codecs() {
         }))
         .unwrap();
         assert_eq!(back.roundtrip_result, Some(value));
-        assert!(block_on(client.check(Check { code: 0 })).unwrap().check_result);
+        assert!(
+            block_on(client.check(Check { code: 0 }))
+                .unwrap()
+                .check_result
+        );
 
         let Err(CallError::Fault(f)) = block_on(client.check(Check { code: 1 })) else {
             panic!("expected a fault")
@@ -254,7 +262,10 @@ fn client_and_server_over_both_codecs() {
         let Err(CallError::Fault(f)) = block_on(client.check(Check { code: 2 })) else {
             panic!("expected a fault")
         };
-        assert_eq!(f.detail, Some(CheckFault::LimitFault(LimitFault { limit: 2 })));
+        assert_eq!(
+            f.detail,
+            Some(CheckFault::LimitFault(LimitFault { limit: 2 }))
+        );
         let Err(CallError::Fault(f)) = block_on(client.check(Check { code: 3 })) else {
             panic!("expected a fault")
         };
@@ -279,7 +290,11 @@ fn dispatch_table_and_errors() {
         .unwrap();
     assert!(fire.is_one_way());
     // The default action (no wsaw:Action) comes from the binding's soapAction.
-    assert!(FEATURES.operation("http://fixtures.example/features/IFeatures/Nothing").is_some());
+    assert!(
+        FEATURES
+            .operation("http://fixtures.example/features/IFeatures/Nothing")
+            .is_some()
+    );
     let check = &ops[1];
     assert_eq!(check.faults.len(), 2);
     // A fault without wsaw:Action gets WCF's default action.
@@ -299,7 +314,10 @@ fn dispatch_table_and_errors() {
 
     let wrong = Fire { color: Color::Red }.to_element();
     let err = block_on(server.dispatch(ops[1].action, Some(&wrong))).unwrap_err();
-    assert!(matches!(err, ferry_wcf::DispatchError::Deserialization { .. }), "{err}");
+    assert!(
+        matches!(err, ferry_wcf::DispatchError::Deserialization { .. }),
+        "{err}"
+    );
     let err = block_on(server.dispatch(ops[1].action, None)).unwrap_err();
     assert!(matches!(err, ferry_wcf::DispatchError::MissingBody { .. }));
 }

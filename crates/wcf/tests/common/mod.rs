@@ -95,7 +95,11 @@ impl<S: Service> Transport for Loopback<S> {
 
     async fn call(&self, action: &str, body: Element) -> Result<Envelope, Never> {
         let env = self.request(action, body);
-        let action = env.headers.action.clone().unwrap_or_else(|| action.to_owned());
+        let action = env
+            .headers
+            .action
+            .clone()
+            .unwrap_or_else(|| action.to_owned());
         let reply = match self.service.dispatch(&action, env.payload()).await {
             Ok(r) => r,
             Err(e) => e.to_reply(),
@@ -113,13 +117,17 @@ impl<S: Service> Transport for Loopback<S> {
             .await
             .expect("dispatch");
         assert_eq!(reply, Reply::None, "one-way operations reply nothing");
-        self.sent.lock().expect("not poisoned").push(action.to_owned());
+        self.sent
+            .lock()
+            .expect("not poisoned")
+            .push(action.to_owned());
         Ok(())
     }
 }
 
 /// The infoset of an element as a string: names with namespaces, non-namespace attributes by
-/// local name, text as .NET prints it (consecutive text records concatenated); prefixes and
+/// local name, text as .NET prints it (consecutive text records concatenated; numbers compared
+/// by value, as .NET Framework prints 17 digits where we print the shortest form); prefixes and
 /// namespace declarations left out.
 pub fn infoset(el: &Element) -> String {
     let mut out = String::new();
@@ -156,15 +164,27 @@ fn write_infoset(el: &Element, out: &mut String) {
             Node::Comment(_) => {}
         }
     }
-    out.push_str(&text);
+    out.push_str(&norm(&text));
     out.push_str("</>");
+}
+
+fn norm(text: &str) -> String {
+    match ferry_nbfx::value::parse_double(text) {
+        Some(v) if v.is_nan() => "NaN".into(),
+        Some(v) => format!("{v:?}"),
+        None => text.to_owned(),
+    }
 }
 
 /// Text form: to XML and back through quick-xml.
 pub fn via_text(el: &Element) -> Element {
     let xml = Document::from_root(el.clone()).to_xml();
-    let doc = Document::parse_xml(&xml, &ferry_nbfx::XmlOptions::default())
-        .unwrap_or_else(|e| panic!("{e}: {xml}"));
+    let options = ferry_nbfx::XmlOptions {
+        limits: Limits::unlimited(),
+        ..Default::default()
+    };
+    let doc = Document::parse_xml(&xml, &options)
+        .unwrap_or_else(|e| panic!("{e}: {}", xml.chars().take(200).collect::<String>()));
     doc.root().expect("root").clone()
 }
 
@@ -176,7 +196,7 @@ pub fn via_binary(el: &Element) -> Element {
         .expect("encode");
     let mut reader = ferry_nbfx::SessionDictionary::new(&Limits::default());
     let table = reader.read_table(&payload).expect("table");
-    let doc = Document::decode_with(&payload[table..], Some(&reader), Limits::default())
+    let doc = Document::decode_with(&payload[table..], Some(&reader), Limits::unlimited())
         .expect("decode");
     doc.root().expect("root").clone()
 }

@@ -87,7 +87,7 @@ pub struct Everything {
     /// `Circle`: `{http://fixtures.example/features/types}Circle`, nillable.
     pub circle: Option<Circle>,
     /// `Next`: `{http://fixtures.example/features/types}Everything`, nillable.
-    pub next: Option<Box<Everything>>,
+    pub next: Option<Box<Self>>,
 }
 
 impl ferry_wcf::XmlValue for Everything {

@@ -46,8 +46,8 @@ cargo test --doc --workspace --locked
 step "docs"
 RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --locked
 
-step "protocol crates stay sans-I/O (no tokio)"
-for crate in ferry-hc ferry-nbfx ferry-nmf ferry-soap; do
+step "protocol crates, the WCF runtime and codegen stay sans-I/O (no tokio)"
+for crate in ferry-hc ferry-nbfx ferry-nmf ferry-soap ferry-wcf ferry-codegen; do
   if cargo tree -e normal -p "$crate" --locked --prefix none | grep -q '^tokio '; then
     echo "error: $crate depends on tokio" >&2
     exit 1

@@ -851,6 +851,28 @@ mod tests {
     }
 
     #[test]
+    fn reads_binary_array_records() {
+        // .NET writes `int[]` as one Array record (MC-NBFX 2.2.1.3) instead of item elements.
+        let item = ArrayItem::new(ARRAYS_NS, "int");
+        let array = ferry_nbfx::Array::from_items(
+            ferry_nbfx::StartElement {
+                prefix: Cow::Borrowed("b"),
+                name: XmlString::inline("int"),
+            },
+            vec![xmlns("b", ARRAYS_NS)],
+            ferry_nbfx::ArrayType::Int32,
+            &[Text::Int32(7), Text::Int32(-9)],
+        )
+        .unwrap();
+        let numbers = Element::new("", XmlString::inline("Numbers"), "urn:t")
+            .with_child(Node::Array(array.into_owned()));
+        let outer = Element::new("", XmlString::inline("X"), "urn:t").with_element(numbers);
+        let mut r = Reader::new(&outer);
+        let got: Option<Vec<i32>> = r.array("urn:t", "Numbers", item).unwrap();
+        assert_eq!(got, Some(vec![7, -9]));
+    }
+
+    #[test]
     fn wrong_root_is_an_error() {
         let el = Element::new("", XmlString::inline("Other"), "urn:t");
         assert!(matches!(

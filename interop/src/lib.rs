@@ -2,6 +2,8 @@
 //! command (`scripts/test.sh`): a missing peer fails the test with a message saying so, it is
 //! never skipped.
 
+pub mod mono;
+
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;

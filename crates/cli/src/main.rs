@@ -90,6 +90,9 @@ struct GatewayArgs {
     /// TLS wss:// and https:// address.
     #[arg(long, env = "FERRY_TLS_LISTEN")]
     tls_listen: Option<SocketAddr>,
+    /// net.tcp address for WCF NetTcpBinding senders.
+    #[arg(long, env = "FERRY_NETTCP_LISTEN")]
+    nettcp_listen: Option<SocketAddr>,
     /// TLS certificate chain (PEM).
     #[arg(long, env = "FERRY_TLS_CERT", requires = "tls_key")]
     tls_cert: Option<PathBuf>,
@@ -264,6 +267,7 @@ async fn gateway(args: GatewayArgs) -> anyhow::Result<()> {
         namespace: args.namespace,
         plain: args.listen,
         tls: args.tls_listen,
+        nettcp: args.nettcp_listen,
         tls_cert: args.tls_cert,
         tls_key: args.tls_key,
         dev_ca_out: args.dev_ca_out,
@@ -281,9 +285,10 @@ async fn gateway(args: GatewayArgs) -> anyhow::Result<()> {
         print_dev_banner(&running, ca_out.as_deref());
     } else {
         announce(&format!(
-            "ferry gateway ready: plain={:?} tls={:?}",
+            "ferry gateway ready: plain={:?} tls={:?} nettcp={:?}",
             running.plain_addr(),
-            running.tls_addr()
+            running.tls_addr(),
+            running.nettcp_addr()
         ));
     }
     stop_signal().await;
@@ -310,11 +315,15 @@ fn print_dev_banner(gw: &ferry_gateway::RunningGateway, ca: Option<&std::path::P
         .tls_addr()
         .map(|a| format!("wss://localhost:{}", a.port()))
         .unwrap_or_default();
+    let nettcp = gw
+        .nettcp_addr()
+        .map(|a| format!("net.tcp://{a}"))
+        .unwrap_or_default();
     let ca = ca.map(|p| p.display().to_string()).unwrap_or_default();
     let (rule, key) = (gw.rule_name(), gw.rule_key());
     announce(&format!(
         "Ferry development gateway (single node, in-memory, any path)\n\
-         \n  plain      {plain}\n  tls        {tls}   (trust {ca})\n  rule       {rule}\n  key        {key}\n\
+         \n  plain      {plain}\n  tls        {tls}   (trust {ca})\n  net.tcp    {nettcp}\n  rule       {rule}\n  key        {key}\n\
          \nTry it: forward local port 2222 to 127.0.0.1:22 through path 'demo'\n\
          \n  export FERRY_GATEWAY={plain} FERRY_KEY_NAME={rule} FERRY_KEY='{key}'\
          \n  ferry bridge remote demo 127.0.0.1:22 &\

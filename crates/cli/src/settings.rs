@@ -16,6 +16,8 @@ use serde::Deserialize;
 pub(crate) const DEV_PLAIN: &str = "127.0.0.1:9080";
 /// Dev gateway's TLS port.
 pub(crate) const DEV_TLS: &str = "127.0.0.1:9443";
+/// Dev gateway's net.tcp port.
+pub(crate) const DEV_NETTCP: &str = "127.0.0.1:9808";
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -45,6 +47,7 @@ struct RawListen {
     #[serde(default)]
     plain_public: bool,
     tls: Option<SocketAddr>,
+    nettcp: Option<SocketAddr>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -72,6 +75,8 @@ struct RawPath {
     #[serde(default)]
     anonymous_senders: bool,
     max_listeners: Option<usize>,
+    #[serde(default)]
+    fan_out: bool,
     #[serde(default)]
     rules: Vec<RawRule>,
 }
@@ -101,6 +106,7 @@ struct RawLimits {
     max_request_body: Option<usize>,
     max_response_body: Option<u64>,
     max_grpc_message: Option<usize>,
+    max_nettcp_first_envelope: Option<usize>,
 }
 
 /// Seconds, fractional allowed.
@@ -122,6 +128,7 @@ pub(crate) struct Overrides {
     pub(crate) namespace: Option<String>,
     pub(crate) plain: Option<SocketAddr>,
     pub(crate) tls: Option<SocketAddr>,
+    pub(crate) nettcp: Option<SocketAddr>,
     pub(crate) tls_cert: Option<PathBuf>,
     pub(crate) tls_key: Option<PathBuf>,
     pub(crate) dev_ca_out: Option<PathBuf>,
@@ -169,6 +176,7 @@ pub(crate) fn build(file: Option<RawConfig>, o: Overrides) -> anyhow::Result<Con
         let mut c = Config::dev();
         c.plain_addr = Some(DEV_PLAIN.parse().expect("constant address"));
         c.tls_addr = Some(DEV_TLS.parse().expect("constant address"));
+        c.nettcp_addr = Some(DEV_NETTCP.parse().expect("constant address"));
         c
     } else {
         let namespace = raw
@@ -191,6 +199,9 @@ pub(crate) fn build(file: Option<RawConfig>, o: Overrides) -> anyhow::Result<Con
     if let Some(a) = o.tls.or(raw.listen.tls) {
         config.tls_addr = Some(a);
     }
+    if let Some(a) = o.nettcp.or(raw.listen.nettcp) {
+        config.nettcp_addr = Some(a);
+    }
     let (file_cert, file_key, file_ca) = match raw.tls {
         Some(t) => (t.cert, t.key, t.dev_ca_out),
         None => (None, None, None),
@@ -212,6 +223,7 @@ pub(crate) fn build(file: Option<RawConfig>, o: Overrides) -> anyhow::Result<Con
     for p in raw.paths {
         let mut path = PathConfig::new(p.name.trim_matches('/'));
         path.anonymous_senders = p.anonymous_senders;
+        path.fan_out = p.fan_out;
         if let Some(m) = p.max_listeners {
             if !(1..=ferry_hc::MAX_LISTENERS_PER_PATH).contains(&m) {
                 bail!(
@@ -266,6 +278,9 @@ pub(crate) fn build(file: Option<RawConfig>, o: Overrides) -> anyhow::Result<Con
     }
     if let Some(v) = l.max_grpc_message {
         limits.max_grpc_message = v;
+    }
+    if let Some(v) = l.max_nettcp_first_envelope {
+        limits.max_nettcp_first_envelope = v;
     }
     let t = raw.timeouts;
     let timeouts = &mut config.timeouts;
@@ -382,7 +397,9 @@ mod tests {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/ferry.toml");
         let c = build(Some(read(&path).unwrap()), Overrides::default()).unwrap();
         assert_eq!(c.namespace, "relay.example.com");
-        assert_eq!(c.paths.len(), 2);
+        assert_eq!(c.paths.len(), 3);
+        assert!(c.paths[2].fan_out);
+        assert_eq!(c.nettcp_addr, Some("0.0.0.0:9350".parse().unwrap()));
         assert_eq!(c.timeouts.idle, None);
     }
 

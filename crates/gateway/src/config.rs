@@ -43,6 +43,9 @@ pub const DEFAULT_MAX_RESPONSE_BODY: u64 = 4 << 30;
 /// default receive limit.
 pub const DEFAULT_MAX_GRPC_MESSAGE: usize = 4 << 20;
 
+/// Default for [`Limits::max_nettcp_first_envelope`]: 16 MiB.
+pub const DEFAULT_MAX_NETTCP_FIRST_ENVELOPE: usize = 16 << 20;
+
 /// Default bound on simultaneous TCP connections.
 pub const DEFAULT_MAX_CONNECTIONS: usize = 20_000;
 
@@ -78,6 +81,9 @@ pub struct PathConfig {
     /// How long an HTTP request may wait for its listener's response (504 after); `None`
     /// uses [`Timeouts::request`]. Azure's is a fixed 60 s; here it is per path.
     pub request_timeout: Option<Duration>,
+    /// Deliver each net.tcp session to every listener on the path (NetEventRelayBinding's
+    /// multicast, pub/sub) instead of to one.
+    pub fan_out: bool,
 }
 
 impl PathConfig {
@@ -89,6 +95,7 @@ impl PathConfig {
             rules: Vec::new(),
             max_listeners: ferry_hc::MAX_LISTENERS_PER_PATH,
             request_timeout: None,
+            fan_out: false,
         }
     }
 }
@@ -112,6 +119,9 @@ pub struct Limits {
     pub max_response_body: u64,
     /// Largest gRPC message relayed through the gRPC ingress, either way.
     pub max_grpc_message: usize,
+    /// Largest first message of a net.tcp session, which the gateway reads whole to find
+    /// the sender's token (`MaxMessageSizeExceededFault` beyond). Later messages stream.
+    pub max_nettcp_first_envelope: usize,
 }
 
 impl Default for Limits {
@@ -125,6 +135,7 @@ impl Default for Limits {
             max_request_body: DEFAULT_MAX_REQUEST_BODY,
             max_response_body: DEFAULT_MAX_RESPONSE_BODY,
             max_grpc_message: DEFAULT_MAX_GRPC_MESSAGE,
+            max_nettcp_first_envelope: DEFAULT_MAX_NETTCP_FIRST_ENVELOPE,
         }
     }
 }
@@ -175,6 +186,9 @@ pub struct Config {
     pub plain_public: bool,
     /// TLS `wss://` / `https://` port.
     pub tls_addr: Option<SocketAddr>,
+    /// net.tcp port for WCF NetTcpBinding senders (`net.tcp://host:port/{path}`): plain
+    /// framing, as NetTcpBinding with `SecurityMode.None` speaks it.
+    pub nettcp_addr: Option<SocketAddr>,
     /// Certificate source for the TLS port.
     pub tls: TlsSetup,
     /// Namespace-wide rules.
@@ -219,6 +233,7 @@ impl Config {
             plain_addr: None,
             plain_public: false,
             tls_addr: None,
+            nettcp_addr: None,
             tls: TlsSetup::Dev { ca_out: None },
             rules: Vec::new(),
             paths: Vec::new(),
@@ -236,6 +251,7 @@ impl Config {
         let mut config = Self::new("localhost");
         config.plain_addr = Some(SocketAddr::from(([127, 0, 0, 1], 0)));
         config.tls_addr = Some(SocketAddr::from(([127, 0, 0, 1], 0)));
+        config.nettcp_addr = Some(SocketAddr::from(([127, 0, 0, 1], 0)));
         config.dynamic_paths = true;
         config.rules = vec![Rule::new(DEV_RULE_NAME, random_key(), Rights::MANAGE)];
         config

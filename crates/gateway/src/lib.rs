@@ -7,6 +7,7 @@ mod front;
 pub mod grpc;
 mod handshake;
 mod http;
+mod nettcp;
 mod registry;
 
 use std::net::SocketAddr;
@@ -120,12 +121,17 @@ impl Gateway {
             Some(a) => Some(bind(a).await?),
             None => None,
         };
+        let nettcp = match config.nettcp_addr {
+            Some(a) => Some(bind(a).await?),
+            None => None,
+        };
         let secure = match config.tls_addr {
             Some(a) => Some(bind(a).await?),
             None => None,
         };
         let local = |l: &Option<TcpListener>| l.as_ref().and_then(|l| l.local_addr().ok());
         let (plain_addr, tls_addr) = (local(&plain), local(&secure));
+        let nettcp_addr = local(&nettcp);
 
         let relay = RelayConfig {
             buffer: config.limits.relay_buffer,
@@ -145,18 +151,27 @@ impl Gateway {
         });
         if let Some(l) = plain {
             info!(addr = ?plain_addr, "listening (plain)");
-            shared.tracker.spawn(accept_loop(shared.clone(), l, None));
+            shared
+                .tracker
+                .spawn(accept_loop(shared.clone(), l, Front::Http(None)));
+        }
+        if let Some(l) = nettcp {
+            info!(addr = ?nettcp_addr, "listening (net.tcp)");
+            shared
+                .tracker
+                .spawn(accept_loop(shared.clone(), l, Front::NetTcp));
         }
         if let Some(l) = secure {
             info!(addr = ?tls_addr, "listening (tls)");
             shared
                 .tracker
-                .spawn(accept_loop(shared.clone(), l, acceptor));
+                .spawn(accept_loop(shared.clone(), l, Front::Http(acceptor)));
         }
         Ok(RunningGateway {
             shared,
             plain_addr,
             tls_addr,
+            nettcp_addr,
             dev_ca_pem,
         })
     }
@@ -168,6 +183,7 @@ pub struct RunningGateway {
     shared: Arc<Shared>,
     plain_addr: Option<SocketAddr>,
     tls_addr: Option<SocketAddr>,
+    nettcp_addr: Option<SocketAddr>,
     dev_ca_pem: Option<String>,
 }
 
@@ -233,6 +249,11 @@ impl RunningGateway {
         self.shared.registry.http_count()
     }
 
+    /// The bound net.tcp address (WCF NetTcpBinding senders), if any.
+    pub fn nettcp_addr(&self) -> Option<SocketAddr> {
+        self.nettcp_addr
+    }
+
     /// Relayed HTTP/2 connections the gRPC ingress holds open to listeners.
     pub fn grpc_connections(&self) -> usize {
         self.shared.grpc.open_count()
@@ -267,7 +288,16 @@ impl RunningGateway {
 
 /// Accepts connections until shutdown. A permit of the connection semaphore is taken before
 /// each accept and moved into the connection's task, so at most `max_connections` run.
-async fn accept_loop(shared: Arc<Shared>, listener: TcpListener, tls: Option<TlsAcceptor>) {
+/// What a port serves.
+#[derive(Clone)]
+enum Front {
+    /// WebSocket and HTTP (and gRPC), with TLS if an acceptor is given.
+    Http(Option<TlsAcceptor>),
+    /// WCF net.tcp framing.
+    NetTcp,
+}
+
+async fn accept_loop(shared: Arc<Shared>, listener: TcpListener, front: Front) {
     let mut backoff = Duration::from_millis(10);
     loop {
         let permit = tokio::select! {
@@ -298,11 +328,14 @@ async fn accept_loop(shared: Arc<Shared>, listener: TcpListener, tls: Option<Tls
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let span = info_span!("conn", %peer, conn_id);
         let task_shared = shared.clone();
-        let tls = tls.clone();
+        let front = front.clone();
         shared.tracker.spawn(
             async move {
                 // The permit travels with the connection, into its relay task if it gets one.
-                front::serve(task_shared, tcp, peer, tls, permit).await;
+                match front {
+                    Front::Http(tls) => front::serve(task_shared, tcp, peer, tls, permit).await,
+                    Front::NetTcp => nettcp::serve(task_shared, tcp, peer, permit).await,
+                }
             }
             .instrument(span),
         );

@@ -25,6 +25,7 @@ pub(crate) struct PathSettings {
     pub(crate) rules: Rules,
     pub(crate) max_listeners: usize,
     pub(crate) request_timeout: std::time::Duration,
+    pub(crate) fan_out: bool,
 }
 
 /// What the gateway sends a listener's control channel: a command, and for a `request` with
@@ -245,6 +246,7 @@ impl Registry {
             rules: self.namespace_rules.clone(),
             max_listeners: ferry_hc::MAX_LISTENERS_PER_PATH,
             request_timeout: self.request_timeout,
+            fan_out: false,
         }
     }
 
@@ -319,6 +321,22 @@ impl Registry {
     }
 
     /// Number of listeners on a path.
+    /// Whether sessions on the path go to every listener.
+    pub(crate) fn fan_out(&self, name: &str) -> bool {
+        self.configured
+            .get(&normalize(name))
+            .is_some_and(|s| s.fan_out)
+    }
+
+    /// Every listener on the path.
+    pub(crate) fn all(&self, name: &str) -> Vec<ListenerHandle> {
+        self.lock()
+            .listeners
+            .get(&normalize(name))
+            .map(|e| e.listeners.clone())
+            .unwrap_or_default()
+    }
+
     pub(crate) fn listener_count(&self, name: &str) -> usize {
         self.lock()
             .listeners
@@ -364,6 +382,7 @@ fn settings(p: &PathConfig, namespace_rules: &Rules, config: &Config) -> PathSet
         rules,
         max_listeners: p.max_listeners,
         request_timeout: p.request_timeout.unwrap_or(config.timeouts.request),
+        fan_out: p.fan_out,
     }
 }
 

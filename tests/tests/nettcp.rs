@@ -1,0 +1,385 @@
+//! The gateway's net.tcp front end, driven with our MC-NMF client session on one side and an
+//! SDK listener that reads the relayed stream raw on the other, so every byte is checked.
+//! (Mono's NetTcpBinding client against the same port is in `interop/`.)
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use ferry_gateway::{PathConfig, RunningGateway};
+use ferry_nmf::{ClientConfig, Event, FaultCode, Limits, Session};
+use ferry_sdk::{Endpoint, HybridStream, Listener, SasKeyProvider};
+use ferry_soap::{AddressingVersion, BinarySession, Envelope, RelayAccessToken, SoapVersion};
+use ferry_tests::{STEP, gateway, token};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+async fn within<F: Future>(f: F) -> F::Output {
+    tokio::time::timeout(STEP * 3, f)
+        .await
+        .expect("test timed out")
+}
+
+fn endpoint(gw: &RunningGateway, path: &str) -> Endpoint {
+    let addr = gw.plain_addr().expect("plain port");
+    let mut endpoint = Endpoint::new(&format!("ws://{addr}"), path).expect("endpoint");
+    endpoint.set_token_provider(SasKeyProvider::new(
+        gw.rule_name(),
+        gw.rule_key(),
+        Duration::from_secs(3600),
+    ));
+    endpoint
+}
+
+fn nettcp(gw: &RunningGateway) -> SocketAddr {
+    gw.nettcp_addr().expect("net.tcp port")
+}
+
+/// A client session's bytes: the preamble for `via`.
+fn preamble(via: &str) -> (Session, Vec<u8>) {
+    let mut client =
+        Session::client(ClientConfig::net_tcp(via), Limits::default()).expect("client session");
+    let mut wire = Vec::new();
+    client.poll_transmit(&mut wire);
+    (client, wire)
+}
+
+/// Reads from `tcp` into `session` until it yields an event.
+async fn next_event(tcp: &mut TcpStream, session: &mut Session) -> Option<Event> {
+    let mut buf = [0u8; 4096];
+    loop {
+        if let Some(e) = session.poll_event() {
+            return Some(e);
+        }
+        let n = tokio::time::timeout(STEP, tcp.read(&mut buf))
+            .await
+            .ok()?
+            .ok()?;
+        if n == 0 {
+            return None;
+        }
+        session.handle_input(&buf[..n]).ok()?;
+    }
+}
+
+/// Everything `tcp` sends until it closes.
+async fn read_all(tcp: &mut TcpStream) -> Vec<u8> {
+    let mut all = Vec::new();
+    tokio::time::timeout(STEP, tcp.read_to_end(&mut all))
+        .await
+        .expect("the gateway closed")
+        .expect("read");
+    all
+}
+
+fn fault_record(code: FaultCode) -> Vec<u8> {
+    let mut out = Vec::new();
+    ferry_nmf::Record::Fault(code.uri().into()).encode(&mut out);
+    out
+}
+
+fn request(action: &str, token: Option<&str>) -> Envelope {
+    let mut env = Envelope::new(SoapVersion::Soap12, AddressingVersion::Wsa10);
+    env.headers.action = Some(action.into());
+    env.headers.message_id = Some("urn:uuid:00000000-0000-0000-0000-000000000001".into());
+    env.headers.to = Some("net.tcp://gateway/calc".into());
+    env.headers.relay_token = token.map(|t| RelayAccessToken::new("uuid:1", t));
+    env
+}
+
+/// The listener side: reads the relayed stream raw, checks it starts with `expected`, then
+/// plays an NMF server (ack, echo each envelope back, answer End).
+async fn serve_raw(mut stream: HybridStream, expected: Vec<u8>) {
+    let mut got = vec![0u8; expected.len()];
+    stream
+        .read_exact(&mut got)
+        .await
+        .expect("the preamble arrives");
+    assert_eq!(got, expected, "the preamble arrives byte for byte");
+    let mut server = Session::server(Limits::default());
+    server
+        .handle_input(&expected)
+        .expect("our own preamble parses");
+    assert!(matches!(
+        server.poll_event(),
+        Some(Event::PreambleReceived(_))
+    ));
+    server.accept().expect("accept");
+    let mut buf = [0u8; 4096];
+    loop {
+        let mut out = Vec::new();
+        server.poll_transmit(&mut out);
+        if !out.is_empty() {
+            stream.write_all(&out).await.expect("write");
+        }
+        while let Some(event) = server.poll_event() {
+            match event {
+                Event::Envelope(payload) => server.send_envelope(&payload).expect("echo"),
+                Event::End => server.close().expect("end"),
+                _ => {}
+            }
+        }
+        let mut out = Vec::new();
+        server.poll_transmit(&mut out);
+        if !out.is_empty() {
+            stream.write_all(&out).await.expect("write");
+        }
+        let n = stream.read(&mut buf).await.unwrap_or(0);
+        if n == 0 {
+            let _ = stream.shutdown().await;
+            return;
+        }
+        server.handle_input(&buf[..n]).expect("listener input");
+    }
+}
+
+#[tokio::test]
+async fn a_session_reaches_the_listener_with_its_preamble_intact() {
+    within(async {
+        let gw = gateway(|_| {}).await;
+        let mut listener = Listener::open(endpoint(&gw, "calc"))
+            .await
+            .expect("listener");
+        let via = format!("net.tcp://127.0.0.1:{}/calc", nettcp(&gw).port());
+        let (mut client, wire) = preamble(&via);
+        let mut preamble_bytes = wire.clone();
+        // Everything up to PreambleEnd is replayed; the listener must see exactly that.
+        let mut tcp = TcpStream::connect(nettcp(&gw)).await.expect("connect");
+        tcp.write_all(&wire).await.expect("preamble");
+        let expected = std::mem::take(&mut preamble_bytes);
+        assert_eq!(
+            next_event(&mut tcp, &mut client).await,
+            Some(Event::PreambleAcked)
+        );
+
+        // The first message carries the token in a RelayAccessToken header.
+        let mut ours = BinarySession::new(ferry_nbfx::Limits::default());
+        let env = request("urn:add", Some(&token(&gw, "calc")));
+        let payload = ours.encode(&env).expect("encode");
+        client.send_envelope(&payload).expect("send");
+        let mut out = Vec::new();
+        client.poll_transmit(&mut out);
+        tcp.write_all(&out).await.expect("first message");
+
+        let incoming = listener.accept().await.expect("accept command");
+        assert_eq!(incoming.header("Ferry-Ingress"), Some("net.tcp"));
+        let stream = incoming.accept().await.expect("rendezvous");
+        let server = tokio::spawn(serve_raw(stream, expected));
+
+        // The echo comes back through; a second message too; then End both ways.
+        assert_eq!(
+            next_event(&mut tcp, &mut client).await,
+            Some(Event::Envelope(payload.clone()))
+        );
+        let second = ours.encode(&request("urn:second", None)).expect("encode");
+        client.send_envelope(&second).expect("send");
+        client.close().expect("end");
+        let mut out = Vec::new();
+        client.poll_transmit(&mut out);
+        tcp.write_all(&out).await.expect("second + end");
+        assert_eq!(
+            next_event(&mut tcp, &mut client).await,
+            Some(Event::Envelope(second))
+        );
+        assert_eq!(next_event(&mut tcp, &mut client).await, Some(Event::End));
+        drop(tcp);
+        server.await.expect("listener side");
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn refusals_are_framing_faults_or_soap_faults_never_silence() {
+    within(async {
+        let gw = gateway(|c| {
+            c.dynamic_paths = false;
+            c.paths = vec![PathConfig::new("calc")];
+        })
+        .await;
+        let port = nettcp(&gw).port();
+
+        // Unknown path → EndpointNotFound, before any ack.
+        let (_, wire) = preamble(&format!("net.tcp://127.0.0.1:{port}/nowhere"));
+        let mut tcp = TcpStream::connect(nettcp(&gw)).await.expect("connect");
+        tcp.write_all(&wire).await.expect("preamble");
+        assert_eq!(
+            read_all(&mut tcp).await,
+            fault_record(FaultCode::EndpointNotFound)
+        );
+
+        // Bad version → UnsupportedVersion; an unknown mode → UnsupportedMode.
+        let mut tcp = TcpStream::connect(nettcp(&gw)).await.expect("connect");
+        tcp.write_all(&[0x00, 0x07, 0x00])
+            .await
+            .expect("bad version");
+        assert_eq!(
+            read_all(&mut tcp).await,
+            fault_record(FaultCode::UnsupportedVersion)
+        );
+        let mut tcp = TcpStream::connect(nettcp(&gw)).await.expect("connect");
+        tcp.write_all(&[0x00, 0x01, 0x00, 0x01, 0x09])
+            .await
+            .expect("bad mode");
+        assert_eq!(
+            read_all(&mut tcp).await,
+            fault_record(FaultCode::UnsupportedMode)
+        );
+
+        // An upgrade (transport security inside net.tcp) → UpgradeInvalid.
+        let via = format!("net.tcp://127.0.0.1:{port}/calc");
+        let mut upgrade = Vec::new();
+        for record in [
+            ferry_nmf::Record::Version { major: 1, minor: 0 },
+            ferry_nmf::Record::Mode(ferry_nmf::Mode::Duplex),
+            ferry_nmf::Record::Via(via.as_str().into()),
+            ferry_nmf::Record::KnownEncoding(ferry_nmf::KnownEncoding::BinarySession),
+            ferry_nmf::Record::UpgradeRequest("application/ssl-tls".into()),
+        ] {
+            record.encode(&mut upgrade);
+        }
+        let mut tcp = TcpStream::connect(nettcp(&gw)).await.expect("connect");
+        tcp.write_all(&upgrade).await.expect("upgrade");
+        assert_eq!(
+            read_all(&mut tcp).await,
+            fault_record(FaultCode::UpgradeInvalid)
+        );
+
+        // A known path but no token: acked, then the first request gets a SOAP fault, End.
+        let (mut client, wire) = preamble(&via);
+        let mut tcp = TcpStream::connect(nettcp(&gw)).await.expect("connect");
+        tcp.write_all(&wire).await.expect("preamble");
+        assert_eq!(
+            next_event(&mut tcp, &mut client).await,
+            Some(Event::PreambleAcked)
+        );
+        let payload = BinarySession::new(ferry_nbfx::Limits::default())
+            .encode(&request("urn:add", None))
+            .expect("encode");
+        client.send_envelope(&payload).expect("send");
+        let mut out = Vec::new();
+        client.poll_transmit(&mut out);
+        tcp.write_all(&out).await.expect("request");
+        let Some(Event::Envelope(reply)) = next_event(&mut tcp, &mut client).await else {
+            panic!("expected a SOAP fault");
+        };
+        let reply = BinarySession::new(ferry_nbfx::Limits::default())
+            .decode(&reply)
+            .expect("the fault decodes");
+        let fault = reply.fault().expect("a fault");
+        assert!(fault.is_sender());
+        assert!(fault.reason.starts_with("401"), "{}", fault.reason);
+        assert_eq!(
+            reply.headers.relates_to.as_deref(),
+            Some("urn:uuid:00000000-0000-0000-0000-000000000001")
+        );
+        assert_eq!(next_event(&mut tcp, &mut client).await, Some(Event::End));
+
+        // A valid token on the Via but no listener → EndpointNotFound after the ack.
+        let via = format!(
+            "net.tcp://127.0.0.1:{port}/calc?sb-hc-token={}",
+            ferry_hc::address::encode_query_value(&token(&gw, "calc"))
+        );
+        let (mut client, wire) = preamble(&via);
+        let mut tcp = TcpStream::connect(nettcp(&gw)).await.expect("connect");
+        tcp.write_all(&wire).await.expect("preamble");
+        assert_eq!(
+            next_event(&mut tcp, &mut client).await,
+            Some(Event::PreambleAcked)
+        );
+        assert_eq!(
+            next_event(&mut tcp, &mut client).await,
+            Some(Event::Fault(FaultCode::EndpointNotFound))
+        );
+
+        // Garbage: a fault or a close, and the gateway serves the next session.
+        let mut tcp = TcpStream::connect(nettcp(&gw)).await.expect("connect");
+        tcp.write_all(b"GET / HTTP/1.1\r\n\r\n")
+            .await
+            .expect("garbage");
+        let answer = read_all(&mut tcp).await;
+        let invalid = FaultCode::Other(
+            "http://schemas.microsoft.com/ws/2006/05/framing/faults/InvalidRecordSequence".into(),
+        );
+        assert_eq!(answer, fault_record(invalid));
+        let (_, wire) = preamble(&format!("net.tcp://127.0.0.1:{port}/nowhere"));
+        let mut tcp = TcpStream::connect(nettcp(&gw)).await.expect("connect");
+        tcp.write_all(&wire).await.expect("preamble");
+        assert_eq!(
+            read_all(&mut tcp).await,
+            fault_record(FaultCode::EndpointNotFound)
+        );
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_fan_out_path_delivers_one_session_to_every_listener() {
+    within(async {
+        let gw = gateway(|c| {
+            c.paths = vec![PathConfig {
+                anonymous_senders: true,
+                fan_out: true,
+                ..PathConfig::new("events")
+            }];
+        })
+        .await;
+        let mut listeners = Vec::new();
+        for _ in 0..3 {
+            listeners.push(
+                Listener::open(endpoint(&gw, "events"))
+                    .await
+                    .expect("listener"),
+            );
+        }
+        let via = format!("net.tcp://127.0.0.1:{}/events", nettcp(&gw).port());
+        let (mut client, wire) = preamble(&via);
+        let mut tcp = TcpStream::connect(nettcp(&gw)).await.expect("connect");
+        tcp.write_all(&wire).await.expect("preamble");
+        // Each listener acks its own copy of the session.
+        let mut servers = Vec::new();
+        for listener in &mut listeners {
+            let incoming = listener.accept().await.expect("accept");
+            let mut stream = incoming.accept().await.expect("rendezvous");
+            let expected = wire.clone();
+            servers.push(tokio::spawn(async move {
+                let mut got = vec![0u8; expected.len()];
+                stream.read_exact(&mut got).await.expect("preamble");
+                assert_eq!(got, expected);
+                stream.write_all(&[0x0B]).await.expect("ack");
+                // The rest of the session, until the sender's End.
+                let mut rest = Vec::new();
+                let mut buf = [0u8; 4096];
+                while !rest.ends_with(&[0x07]) {
+                    let n = stream.read(&mut buf).await.expect("read");
+                    assert!(n > 0, "the session ended early");
+                    rest.extend_from_slice(&buf[..n]);
+                }
+                stream.write_all(&[0x07]).await.expect("end");
+                rest
+            }));
+        }
+        assert_eq!(
+            next_event(&mut tcp, &mut client).await,
+            Some(Event::PreambleAcked)
+        );
+        let mut ours = BinarySession::new(ferry_nbfx::Limits::default());
+        let mut sent = Vec::new();
+        for i in 0..5 {
+            let payload = ours
+                .encode(&request(&format!("urn:notify/{i}"), None))
+                .expect("encode");
+            client.send_envelope(&payload).expect("send");
+        }
+        client.close().expect("end");
+        client.poll_transmit(&mut sent);
+        tcp.write_all(&sent).await.expect("messages");
+        assert_eq!(next_event(&mut tcp, &mut client).await, Some(Event::End));
+        for server in servers {
+            assert_eq!(
+                server.await.expect("listener"),
+                sent,
+                "every listener got every byte"
+            );
+        }
+    })
+    .await;
+}

@@ -9,6 +9,7 @@ pub mod contract;
 pub mod data;
 pub mod fault;
 pub mod generated;
+pub mod rewrite;
 pub mod service;
 pub mod value;
 

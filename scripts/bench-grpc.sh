@@ -10,6 +10,7 @@
 #   scripts/bench-grpc.sh --rounds 3                    # interleave and pool 3 rounds
 #   scripts/bench-grpc.sh --inflight 1,8,64 --stream-msg 65536 --streams 4
 #   scripts/bench-grpc.sh --transports relay            # one side only (e.g. under perf)
+#   scripts/bench-grpc.sh --gateway-threads 1           # gateway on a current-thread runtime
 #
 # Lines starting with {"bench":"grpc" are the machine-readable figures, one per line.
 # Numbers from 2 shared cores move with whatever else runs: check the load average the

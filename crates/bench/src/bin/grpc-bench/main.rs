@@ -21,8 +21,14 @@
 //! target/release/grpc-bench --secs 2 --warmup-secs 0.5 --transports relay
 //! ```
 //!
-//! The child PIDs are printed at start, for `perf record -p PID`. Numbers from 2 shared
-//! cores move with whatever else runs: the load average is printed before and after.
+//! The child PIDs are printed at start, for `perf record -p PID`; `--transports`,
+//! `--no-unary` / `--no-stream` and the `--*-threads` flags (tokio worker threads per
+//! process, 1 for a current-thread runtime) narrow a run down for such experiments.
+//!
+//! Numbers from 2 shared cores move with whatever else runs: the load average is printed
+//! before and after. Round trips with 1 call in flight also depend on how fast an idle vCPU
+//! wakes (each hop pays a wake-up), so compare runs made in the same state, or pool
+//! interleaved rounds with `--rounds`.
 
 mod load;
 mod procs;
@@ -57,7 +63,7 @@ struct Cli {
 enum Role {
     /// Internal: the gateway process.
     #[command(hide = true)]
-    Gateway,
+    Gateway(RuntimeArgs),
     /// Internal: a service process.
     #[command(hide = true)]
     Service(roles::ServiceArgs),
@@ -86,21 +92,55 @@ struct Opts {
     /// Skip the server-streaming case.
     #[arg(long)]
     no_stream: bool,
+    /// Skip the unary cases.
+    #[arg(long)]
+    no_unary: bool,
     /// Rounds of all cases, interleaving the transports; the samples are pooled.
     #[arg(long, default_value_t = 1)]
     rounds: usize,
     /// Measure only these transports (comma-separated), e.g. to profile one of them.
     #[arg(long, value_enum, value_delimiter = ',')]
     transports: Vec<Transport>,
+    /// Tokio worker threads of this (client) process; 0: one per core, 1: a current-thread
+    /// runtime. For experiments on where the time goes.
+    #[arg(long, default_value_t = 0)]
+    client_threads: usize,
+    /// Worker threads of the gateway process (as for --client-threads).
+    #[arg(long, default_value_t = 0)]
+    gateway_threads: usize,
+    /// Worker threads of the two service processes (as for --client-threads).
+    #[arg(long, default_value_t = 0)]
+    service_threads: usize,
+}
+
+/// A child's runtime settings.
+#[derive(Args, Clone, Copy, Debug)]
+struct RuntimeArgs {
+    /// Tokio worker threads; 0: one per core, 1: a current-thread runtime.
+    #[arg(long, default_value_t = 0)]
+    threads: usize,
 }
 
 fn main() -> Result<()> {
     let cli = Cli::parse();
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?;
+    let threads = match &cli.role {
+        Some(Role::Gateway(rt)) => rt.threads,
+        Some(Role::Service(args)) => args.runtime.threads,
+        None => cli.opts.client_threads,
+    };
+    let runtime = match threads {
+        0 => tokio::runtime::Builder::new_multi_thread(),
+        1 => tokio::runtime::Builder::new_current_thread(),
+        n => {
+            let mut b = tokio::runtime::Builder::new_multi_thread();
+            b.worker_threads(n);
+            b
+        }
+    }
+    .enable_all()
+    .build()?;
     match cli.role {
-        Some(Role::Gateway) => runtime.block_on(roles::gateway()),
+        Some(Role::Gateway(_)) => runtime.block_on(roles::gateway()),
         Some(Role::Service(args)) => runtime.block_on(roles::service(args)),
         None => runtime.block_on(bench(cli.opts)),
     }
@@ -112,16 +152,19 @@ const GATEWAY: usize = 1;
 const LISTENER: usize = 2;
 const DIRECT_SERVER: usize = 3;
 
-/// The child processes.
+/// The child processes. Fields drop in order: the services stop before the gateway, so the
+/// listener does not see its gateway vanish (and log it) first.
 struct Rig {
-    gateway: Proc,
     listener: Proc,
     direct: Proc,
+    gateway: Proc,
 }
 
 impl Rig {
-    async fn start() -> Result<Self> {
-        let gateway = Proc::start("gateway", &["gateway"], &[]).await?;
+    async fn start(o: &Opts) -> Result<Self> {
+        let gw_threads = o.gateway_threads.to_string();
+        let svc_threads = o.service_threads.to_string();
+        let gateway = Proc::start("gateway", &["gateway", "--threads", &gw_threads], &[]).await?;
         let plain = format!("ws://{}", gateway.field("plain")?);
         let rule = gateway.field("rule")?.to_owned();
         let key = gateway.field("key")?.to_owned();
@@ -139,11 +182,16 @@ impl Rig {
             &[(KEY_ENV, &key)],
         )
         .await?;
-        let direct = Proc::start("direct server", &["service", "--serve", "direct"], &[]).await?;
+        let direct = Proc::start(
+            "direct server",
+            &["service", "--serve", "direct", "--threads", &svc_threads],
+            &[],
+        )
+        .await?;
         Ok(Self {
-            gateway,
             listener,
             direct,
+            gateway,
         })
     }
 
@@ -226,7 +274,7 @@ fn secs(s: f64, what: &str) -> Result<Duration> {
     Ok(Duration::from_secs_f64(s))
 }
 
-async fn bench(o: Opts) -> Result<()> {
+async fn bench(mut o: Opts) -> Result<()> {
     let window = Window {
         warmup: secs(o.warmup_secs, "--warmup-secs")?,
         measure: secs(o.secs, "--secs")?,
@@ -245,6 +293,9 @@ async fn bench(o: Opts) -> Result<()> {
         "--stream-msg must be 1 B–4 MiB"
     );
     ensure!(o.payload <= 4 << 20, "--payload must be ≤ 4 MiB");
+    if o.no_unary {
+        o.inflight.clear();
+    }
     let transports: Vec<Transport> = [Transport::Direct, Transport::Relay]
         .into_iter()
         .filter(|t| o.transports.is_empty() || o.transports.contains(t))
@@ -253,7 +304,7 @@ async fn bench(o: Opts) -> Result<()> {
     let load_before = load_average();
     eprintln!("grpc-bench on {cores} cores, load average {load_before}");
 
-    let rig = Rig::start().await?;
+    let rig = Rig::start(&o).await?;
     eprintln!(
         "  pids: client {}, gateway {}, listener {}, direct server {}",
         std::process::id(),
@@ -390,14 +441,17 @@ async fn bench(o: Opts) -> Result<()> {
 
     let header = format!(
         "grpc-bench: {} s measured after {} s warm-up, {} round(s); unary {} B payload; \
-         server stream {} B messages x{} stream(s); {cores} cores, load average {load_before} \
-         -> {load_after}",
+         server stream {} B messages x{} stream(s); tokio threads client/gateway/services \
+         {}/{}/{} (0: one per core); {cores} cores, load average {load_before} -> {load_after}",
         o.secs,
         o.warmup_secs,
         o.rounds.max(1),
         o.payload,
         o.stream_msg,
-        o.streams
+        o.streams,
+        o.client_threads,
+        o.gateway_threads,
+        o.service_threads
     );
     print!(
         "{}",

@@ -45,6 +45,8 @@ pub(crate) struct ServiceArgs {
     /// The SAS rule name, for `--serve relay` (the key comes in `FERRY_BENCH_KEY`).
     #[arg(long)]
     rule: Option<String>,
+    #[command(flatten)]
+    pub(crate) runtime: crate::RuntimeArgs,
 }
 
 /// Log warnings and errors of the child's own crates to its standard error (inherited).

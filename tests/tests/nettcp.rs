@@ -383,3 +383,139 @@ async fn a_fan_out_path_delivers_one_session_to_every_listener() {
     })
     .await;
 }
+
+/// The NetTcpRelayBinding handshake as the client library performs it, over `io`, up to the
+/// reply; returns the reply envelope.
+async fn relay_handshake<S>(io: &mut S, token: Option<&str>, uri: &str) -> Envelope
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    let mut env = Envelope::new(SoapVersion::Soap12, AddressingVersion::Wsa10);
+    env.headers.action = Some(
+        "http://schemas.microsoft.com/netservices/2009/05/servicebus/connect/RelayedConnect".into(),
+    );
+    env.headers.message_id = Some("urn:uuid:00000000-0000-0000-0000-000000000002".into());
+    env.headers.relay_token = token.map(|t| RelayAccessToken::new("uuid:2", t));
+    env.headers.to = Some(uri.into());
+    let bytes = env.encode_binary().expect("encode");
+    let mut out = i32::try_from(bytes.len())
+        .expect("small")
+        .to_le_bytes()
+        .to_vec();
+    out.extend_from_slice(&bytes);
+    io.write_all(&out).await.expect("message");
+    let mut len = [0u8; 4];
+    io.read_exact(&mut len).await.expect("reply length");
+    let mut reply = vec![0u8; usize::try_from(i32::from_le_bytes(len)).expect("length")];
+    io.read_exact(&mut reply).await.expect("reply");
+    Envelope::decode_binary(&reply, None, ferry_nbfx::Limits::default()).expect("reply decodes")
+}
+
+fn connect_words(uri: &str, ssl: u8) -> Vec<u8> {
+    let mut out = Vec::new();
+    for word in [&b"connect"[..], uri.as_bytes()] {
+        out.extend_from_slice(&i32::try_from(word.len()).expect("small").to_le_bytes());
+        out.extend_from_slice(word);
+    }
+    out.push(ssl);
+    out
+}
+
+#[tokio::test]
+async fn the_relay_binding_handshake_leads_into_a_plain_net_tcp_session() {
+    within(async {
+        let gw = gateway(|_| {}).await;
+        let relayed = gw.relayed_addr().expect("relayed port");
+        let mut listener = Listener::open(endpoint(&gw, "calc"))
+            .await
+            .expect("listener");
+        let uri = "sb://localhost/calc";
+
+        // Over TLS (the 0x01 byte), trusting the gateway's development CA.
+        let pem = gw.dev_ca_pem().expect("dev CA");
+        let roots = ferry_net::tls::roots_from_pem(pem.as_bytes()).expect("roots");
+        let config = ferry_net::tls::client_config(roots, &[]).expect("client config");
+        let mut tcp = TcpStream::connect(relayed).await.expect("connect");
+        tcp.write_all(&connect_words(uri, 0x01))
+            .await
+            .expect("words");
+        let server_name = rustls_pki_types::ServerName::try_from("localhost").expect("name");
+        let mut tls = tokio_rustls::TlsConnector::from(config)
+            .connect(server_name, tcp)
+            .await
+            .expect("tls");
+        let accepted = tokio::spawn(async move {
+            let incoming = listener.accept().await.expect("accept");
+            let stream = incoming.accept().await.expect("rendezvous");
+            (listener, stream)
+        });
+        let reply = relay_handshake(&mut tls, Some(&token(&gw, "calc")), uri).await;
+        assert!(reply.fault().is_none(), "{reply:?}");
+        assert!(
+            reply
+                .headers
+                .action
+                .as_deref()
+                .is_some_and(|a| a.ends_with("RelayedConnectReply"))
+        );
+        // Now the pipe carries NMF end to end: the listener acks the preamble itself.
+        let (_listener, stream) = accepted.await.expect("listener side");
+        let (mut client, wire) = preamble(uri);
+        let server = tokio::spawn(serve_raw(stream, wire.clone()));
+        tls.write_all(&wire).await.expect("preamble");
+        let mut buf = [0u8; 64];
+        let n = tls.read(&mut buf).await.expect("ack");
+        client.handle_input(&buf[..n]).expect("ack parses");
+        assert_eq!(client.poll_event(), Some(Event::PreambleAcked));
+        let payload = BinarySession::new(ferry_nbfx::Limits::default())
+            .encode(&request("urn:add", None))
+            .expect("encode");
+        client.send_envelope(&payload).expect("send");
+        client.close().expect("end");
+        let mut out = Vec::new();
+        client.poll_transmit(&mut out);
+        tls.write_all(&out).await.expect("message");
+        let mut events = Vec::new();
+        while events.len() < 2 {
+            let n = tokio::time::timeout(STEP, tls.read(&mut buf))
+                .await
+                .expect("reply in time")
+                .expect("read");
+            assert!(n > 0, "the pipe closed early");
+            client.handle_input(&buf[..n]).expect("reply parses");
+            events.extend(std::iter::from_fn(|| client.poll_event()));
+        }
+        assert_eq!(events, [Event::Envelope(payload), Event::End]);
+        drop(tls);
+        server.await.expect("listener");
+
+        // Refusals are SOAP faults: no token, and a path nobody listens on.
+        let mut tcp = TcpStream::connect(relayed).await.expect("connect");
+        tcp.write_all(&connect_words(uri, 0x00))
+            .await
+            .expect("words");
+        let reply = relay_handshake(&mut tcp, None, uri).await;
+        let fault = reply.fault().expect("a fault");
+        assert!(fault.reason.starts_with("401"), "{}", fault.reason);
+        assert_eq!(fault.subcodes[0].local, "AuthenticationFailed");
+        let mut tcp = TcpStream::connect(relayed).await.expect("connect");
+        tcp.write_all(&connect_words("sb://localhost/idle", 0x00))
+            .await
+            .expect("words");
+        let reply = relay_handshake(&mut tcp, Some(&token(&gw, "idle")), uri).await;
+        assert_eq!(
+            reply.fault().expect("a fault").subcodes[0].local,
+            "EndpointNotFound"
+        );
+
+        // Garbage (a 2 GiB "connect" word): the gateway closes at once, without reading it.
+        let mut tcp = TcpStream::connect(relayed).await.expect("connect");
+        tcp.write_all(&[0xff, 0xff, 0xff, 0x7f, b'x'])
+            .await
+            .expect("garbage");
+        let mut sink = Vec::new();
+        let end = tokio::time::timeout(STEP, tcp.read_to_end(&mut sink)).await;
+        assert!(matches!(end, Ok(Ok(0)) | Ok(Err(_))), "closed: {end:?}");
+    })
+    .await;
+}

@@ -189,6 +189,9 @@ pub struct Config {
     /// net.tcp port for WCF NetTcpBinding senders (`net.tcp://host:port/{path}`): plain
     /// framing, as NetTcpBinding with `SecurityMode.None` speaks it.
     pub nettcp_addr: Option<SocketAddr>,
+    /// Port for NetTcpRelayBinding clients in relayed mode (their `connect` + URI handshake,
+    /// optional TLS, `RelayedConnect`, then net.tcp); Azure's is 9352.
+    pub relayed_addr: Option<SocketAddr>,
     /// Certificate source for the TLS port.
     pub tls: TlsSetup,
     /// Namespace-wide rules.
@@ -234,6 +237,7 @@ impl Config {
             plain_public: false,
             tls_addr: None,
             nettcp_addr: None,
+            relayed_addr: None,
             tls: TlsSetup::Dev { ca_out: None },
             rules: Vec::new(),
             paths: Vec::new(),
@@ -252,6 +256,7 @@ impl Config {
         config.plain_addr = Some(SocketAddr::from(([127, 0, 0, 1], 0)));
         config.tls_addr = Some(SocketAddr::from(([127, 0, 0, 1], 0)));
         config.nettcp_addr = Some(SocketAddr::from(([127, 0, 0, 1], 0)));
+        config.relayed_addr = Some(SocketAddr::from(([127, 0, 0, 1], 0)));
         config.dynamic_paths = true;
         config.rules = vec![Rule::new(DEV_RULE_NAME, random_key(), Rights::MANAGE)];
         config

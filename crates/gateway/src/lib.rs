@@ -9,6 +9,7 @@ mod handshake;
 mod http;
 mod nettcp;
 mod registry;
+mod relayed;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -86,9 +87,10 @@ impl Gateway {
             return Err(StartError::PlainNotLoopback(addr));
         }
         let mut dev_ca_pem = None;
-        let acceptor = match (&config.tls_addr, &config.tls) {
-            (None, _) => None,
-            (Some(_), TlsSetup::Dev { ca_out }) => {
+        let wants_tls = config.tls_addr.is_some() || config.relayed_addr.is_some();
+        let acceptor = match (wants_tls, &config.tls) {
+            (false, _) => None,
+            (true, TlsSetup::Dev { ca_out }) => {
                 let pki = DevPki::generate(std::slice::from_ref(&config.namespace))?;
                 if let Some(path) = ca_out {
                     tokio::fs::write(path, &pki.ca_pem)
@@ -104,7 +106,7 @@ impl Gateway {
                     &[tls::ALPN_H2, tls::ALPN_HTTP11],
                 )?))
             }
-            (Some(_), TlsSetup::Files { cert, key }) => {
+            (true, TlsSetup::Files { cert, key }) => {
                 let identity = Identity::from_pem_files(cert, key)?;
                 Some(TlsAcceptor::from(tls::server_config(
                     identity,
@@ -125,6 +127,10 @@ impl Gateway {
             Some(a) => Some(bind(a).await?),
             None => None,
         };
+        let relayed = match config.relayed_addr {
+            Some(a) => Some(bind(a).await?),
+            None => None,
+        };
         let secure = match config.tls_addr {
             Some(a) => Some(bind(a).await?),
             None => None,
@@ -132,6 +138,7 @@ impl Gateway {
         let local = |l: &Option<TcpListener>| l.as_ref().and_then(|l| l.local_addr().ok());
         let (plain_addr, tls_addr) = (local(&plain), local(&secure));
         let nettcp_addr = local(&nettcp);
+        let relayed_addr = local(&relayed);
 
         let relay = RelayConfig {
             buffer: config.limits.relay_buffer,
@@ -155,6 +162,14 @@ impl Gateway {
                 .tracker
                 .spawn(accept_loop(shared.clone(), l, Front::Http(None)));
         }
+        if let Some(l) = relayed {
+            info!(addr = ?relayed_addr, "listening (net.tcp relay handshake)");
+            shared.tracker.spawn(accept_loop(
+                shared.clone(),
+                l,
+                Front::Relayed(acceptor.clone()),
+            ));
+        }
         if let Some(l) = nettcp {
             info!(addr = ?nettcp_addr, "listening (net.tcp)");
             shared
@@ -172,6 +187,7 @@ impl Gateway {
             plain_addr,
             tls_addr,
             nettcp_addr,
+            relayed_addr,
             dev_ca_pem,
         })
     }
@@ -184,6 +200,7 @@ pub struct RunningGateway {
     plain_addr: Option<SocketAddr>,
     tls_addr: Option<SocketAddr>,
     nettcp_addr: Option<SocketAddr>,
+    relayed_addr: Option<SocketAddr>,
     dev_ca_pem: Option<String>,
 }
 
@@ -254,6 +271,11 @@ impl RunningGateway {
         self.nettcp_addr
     }
 
+    /// The bound address of the NetTcpRelayBinding handshake port, if any.
+    pub fn relayed_addr(&self) -> Option<SocketAddr> {
+        self.relayed_addr
+    }
+
     /// Relayed HTTP/2 connections the gRPC ingress holds open to listeners.
     pub fn grpc_connections(&self) -> usize {
         self.shared.grpc.open_count()
@@ -295,6 +317,8 @@ enum Front {
     Http(Option<TlsAcceptor>),
     /// WCF net.tcp framing.
     NetTcp,
+    /// The NetTcpRelayBinding handshake (TLS on request), then net.tcp.
+    Relayed(Option<TlsAcceptor>),
 }
 
 async fn accept_loop(shared: Arc<Shared>, listener: TcpListener, front: Front) {
@@ -335,6 +359,9 @@ async fn accept_loop(shared: Arc<Shared>, listener: TcpListener, front: Front) {
                 match front {
                     Front::Http(tls) => front::serve(task_shared, tcp, peer, tls, permit).await,
                     Front::NetTcp => nettcp::serve(task_shared, tcp, peer, permit).await,
+                    Front::Relayed(tls) => {
+                        relayed::serve(task_shared, tcp, peer, tls, permit).await;
+                    }
                 }
             }
             .instrument(span),

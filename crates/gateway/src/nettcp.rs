@@ -372,7 +372,7 @@ fn known(preamble: &Preamble) -> Option<KnownEncoding> {
 }
 
 /// The hybrid connection path a Via names: `net.tcp://host[:port]/a/b?query` → `a/b`.
-fn via_path(via: &str) -> Option<String> {
+pub(crate) fn via_path(via: &str) -> Option<String> {
     let (_, rest) = via.split_once("://")?;
     let path = rest.split_once('/').map_or("", |(_, p)| p);
     let path = path.split(['?', '#']).next().unwrap_or_default();
@@ -381,7 +381,7 @@ fn via_path(via: &str) -> Option<String> {
     (!path.is_empty()).then_some(path)
 }
 
-fn via_host(via: &str) -> Option<String> {
+pub(crate) fn via_host(via: &str) -> Option<String> {
     let (_, rest) = via.split_once("://")?;
     let authority = rest.split(['/', '?', '#']).next()?;
     let host = authority.rsplit_once(':').map_or(authority, |(h, _)| h);
@@ -395,7 +395,7 @@ fn via_token(via: &str) -> Option<String> {
 }
 
 /// Asks `listener` to open a rendezvous for a net.tcp sender; the listener's side of it.
-async fn rendezvous(
+pub(crate) async fn rendezvous(
     shared: &Arc<Shared>,
     listener: &ListenerHandle,
     path: &str,

@@ -1,0 +1,280 @@
+//! The NetTcpRelayBinding front end (relayed mode), on its own port: the handshake the relay
+//! binding's client library performs before its net.tcp session (reconstructed from the
+//! client library's behaviour; no public specification exists):
+//!
+//! ```text
+//!  client ── i32le len + "connect" ── i32le len + "sb://ns/path" ─────────────► gateway
+//!         ── 1 byte: 0x01 → TLS handshake (gateway certificate), 0x00 → plain ─►
+//!         ── i32le len + binary SOAP 1.2 (msbin1, no session dictionary):
+//!            Action …/connect/RelayedConnect, RelayAccessToken header,
+//!            body <Connect><Uri>sb://…</Uri></Connect> ─────────────────────────►
+//!         ◄─ i32le len + reply: …/connect/RelayedConnectReply, or a SOAP fault ──
+//!         ══ then a transparent byte pipe: the client's MC-NMF session, untouched,
+//!            to a listener on the path (which acks its preamble itself)
+//! ```
+//!
+//! Every step has a size limit and the handshake timeout; a refusal (unknown path, no
+//! listener, missing or wrong token, malformed handshake) is a SOAP fault in the reply
+//! framing whenever the client got as far as sending its message, so it fails with a reason.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use ferry_hc::auth::{AuthError, Right};
+use ferry_hc::command::RemoteEndpoint;
+use ferry_net::conn::Conn;
+use ferry_soap::{AddressingVersion, Body, Envelope, Fault, QName, SoapVersion};
+use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _};
+use tokio::net::TcpStream;
+use tokio::sync::OwnedSemaphorePermit;
+use tokio::time::{Instant, timeout, timeout_at};
+use tokio_rustls::TlsAcceptor;
+use tracing::{debug, info};
+
+use crate::front::{Shared, now_unix};
+use crate::nettcp::{rendezvous, via_host, via_path};
+use crate::registry::PickError;
+
+/// The relay's connect namespace.
+pub(crate) const CONNECT_NS: &str =
+    "http://schemas.microsoft.com/netservices/2009/05/servicebus/connect";
+/// The action of the client's handshake message.
+const RELAYED_CONNECT: &str =
+    "http://schemas.microsoft.com/netservices/2009/05/servicebus/connect/RelayedConnect";
+/// The action of our success reply.
+const RELAYED_CONNECT_REPLY: &str =
+    "http://schemas.microsoft.com/netservices/2009/05/servicebus/connect/RelayedConnectReply";
+/// WS-Addressing 1.0's fault action.
+const FAULT_ACTION: &str = "http://www.w3.org/2005/08/addressing/soap/fault";
+/// Longest "connect" word record.
+const MAX_WORD: usize = 64;
+/// Longest sb:// URI record.
+const MAX_URI: usize = 2048;
+/// Longest handshake message.
+const MAX_MESSAGE: usize = 64 * 1024;
+
+/// A handshake that cannot go on.
+#[derive(Debug, thiserror::Error)]
+enum HandshakeError {
+    #[error("connection closed or timed out during the relay handshake")]
+    Io,
+    #[error("relay handshake: {0}")]
+    Malformed(&'static str),
+}
+
+/// Serves one NetTcpRelayBinding connection.
+pub(crate) async fn serve(
+    shared: Arc<Shared>,
+    tcp: TcpStream,
+    peer: SocketAddr,
+    tls: Option<TlsAcceptor>,
+    permit: OwnedSemaphorePermit,
+) {
+    let deadline = Instant::now() + shared.config.timeouts.handshake;
+    let mut tcp = tcp;
+    let uri = match preamble(&mut tcp, deadline).await {
+        Ok(uri) => uri,
+        Err(e) => return debug!(%peer, error = %e, "relayed handshake refused"),
+    };
+    let mut flag = [0u8; 1];
+    if !matches!(
+        timeout_at(deadline, tcp.read_exact(&mut flag)).await,
+        Ok(Ok(_))
+    ) {
+        return;
+    }
+    let mut conn = match (flag[0], tls) {
+        (0x00, _) => Conn::from(tcp),
+        (0x01, Some(acceptor)) => match timeout_at(deadline, acceptor.accept(tcp)).await {
+            Ok(Ok(tls)) => Conn::from(tls),
+            _ => return debug!(%peer, "relayed handshake: tls failed"),
+        },
+        (0x01, None) => return debug!(%peer, "relayed handshake: tls asked for, none configured"),
+        (other, _) => return debug!(%peer, flag = other, "relayed handshake: bad ssl flag"),
+    };
+    let message = match frame(&mut conn, MAX_MESSAGE, deadline).await {
+        Ok(m) => m,
+        Err(e) => return debug!(%peer, error = %e, "relayed handshake refused"),
+    };
+    let limits = ferry_nbfx::Limits {
+        max_document_bytes: MAX_MESSAGE,
+        ..ferry_nbfx::Limits::default()
+    };
+    let request = match Envelope::decode_binary(&message, None, limits) {
+        Ok(env) if env.headers.action.as_deref() == Some(RELAYED_CONNECT) => env,
+        Ok(env) => {
+            let reason = "the first message must be RelayedConnect";
+            return fail(&shared, &mut conn, Some(&env), "InvalidRequest", reason).await;
+        }
+        Err(e) => {
+            debug!(%peer, error = %e, "relayed handshake: message does not decode");
+            let reason = "the RelayedConnect message could not be read";
+            return fail(&shared, &mut conn, None, "InvalidRequest", reason).await;
+        }
+    };
+    let Some(path) = via_path(&uri) else {
+        return fail(
+            &shared,
+            &mut conn,
+            Some(&request),
+            "EndpointNotFound",
+            "no path in the URI",
+        )
+        .await;
+    };
+    let Some(settings) = shared.registry.sender_path(&path) else {
+        let reason = format!("no hybrid connection {path}");
+        return fail(
+            &shared,
+            &mut conn,
+            Some(&request),
+            "EndpointNotFound",
+            &reason,
+        )
+        .await;
+    };
+    if !settings.anonymous_senders {
+        let token = request
+            .headers
+            .relay_token
+            .as_ref()
+            .map(|t| t.token.as_str());
+        let host = via_host(&uri).unwrap_or_default();
+        let hosts = [shared.config.namespace.as_str(), host.as_str()];
+        let verdict = token.ok_or(AuthError::Missing).and_then(|t| {
+            settings
+                .rules
+                .authorize_any_host(t, &hosts, &path, Right::Send, now_unix())
+        });
+        if let Err(e) = verdict {
+            info!(%peer, %path, status = e.status(), "relayed sender refused");
+            let subcode = if e.status() == 403 {
+                "AuthorizationFailed"
+            } else {
+                "AuthenticationFailed"
+            };
+            let reason = format!("{}: {e}", e.status());
+            return fail(&shared, &mut conn, Some(&request), subcode, &reason).await;
+        }
+    }
+    let listener = match shared.registry.pick(&settings.name, None, &[]) {
+        Ok(l) => l,
+        Err(PickError::NoListener | PickError::NoneMatch) => {
+            let reason = "no listener is connected";
+            return fail(
+                &shared,
+                &mut conn,
+                Some(&request),
+                "EndpointNotFound",
+                reason,
+            )
+            .await;
+        }
+    };
+    let remote = RemoteEndpoint {
+        address: peer.ip().to_string(),
+        port: peer.port(),
+    };
+    let Some((mut ws, listener_permit)) =
+        rendezvous(&shared, &listener, &settings.name, remote).await
+    else {
+        let reason = "the listener did not accept";
+        return fail(
+            &shared,
+            &mut conn,
+            Some(&request),
+            "EndpointNotFound",
+            reason,
+        )
+        .await;
+    };
+    let mut reply = Envelope::new(request.version, request.addressing);
+    reply.headers.action = Some(RELAYED_CONNECT_REPLY.into());
+    reply.headers.relates_to = request.headers.message_id.clone();
+    if write_message(&shared, &mut conn, &reply).await.is_err() {
+        return;
+    }
+    info!(%peer, path = %settings.name, listener = %listener.id, "relayed net.tcp started");
+    let task_shared = shared.clone();
+    shared.tracker.spawn(async move {
+        let _permits = (permit, listener_permit);
+        tokio::select! {
+            r = tokio::io::copy_bidirectional(&mut conn, &mut ws) => debug!(?r, "relayed net.tcp ended"),
+            () = task_shared.cancel.cancelled() => {}
+        }
+    });
+}
+
+/// Reads the "connect" word and the URI.
+async fn preamble(tcp: &mut TcpStream, deadline: Instant) -> Result<String, HandshakeError> {
+    let word = frame(tcp, MAX_WORD, deadline).await?;
+    if word != b"connect" {
+        return Err(HandshakeError::Malformed("expected \"connect\""));
+    }
+    let uri = frame(tcp, MAX_URI, deadline).await?;
+    String::from_utf8(uri).map_err(|_| HandshakeError::Malformed("the URI is not UTF-8"))
+}
+
+/// One `i32 LE length + bytes` record, at most `max` bytes.
+async fn frame<S: AsyncRead + Unpin>(
+    io: &mut S,
+    max: usize,
+    deadline: Instant,
+) -> Result<Vec<u8>, HandshakeError> {
+    let mut len = [0u8; 4];
+    timeout_at(deadline, io.read_exact(&mut len))
+        .await
+        .map_err(|_| HandshakeError::Io)?
+        .map_err(|_| HandshakeError::Io)?;
+    let len = i32::from_le_bytes(len);
+    let len = usize::try_from(len).map_err(|_| HandshakeError::Malformed("negative length"))?;
+    if len > max {
+        return Err(HandshakeError::Malformed("record over its size limit"));
+    }
+    let mut buf = vec![0u8; len];
+    timeout_at(deadline, io.read_exact(&mut buf))
+        .await
+        .map_err(|_| HandshakeError::Io)?
+        .map_err(|_| HandshakeError::Io)?;
+    Ok(buf)
+}
+
+async fn write_message<S: AsyncWrite + Unpin>(
+    shared: &Shared,
+    io: &mut S,
+    envelope: &Envelope,
+) -> std::io::Result<()> {
+    let bytes = envelope
+        .encode_binary()
+        .map_err(|e| std::io::Error::other(e.to_string()))?;
+    let len = i32::try_from(bytes.len()).map_err(std::io::Error::other)?;
+    let mut out = len.to_le_bytes().to_vec();
+    out.extend_from_slice(&bytes);
+    timeout(shared.config.timeouts.handshake, io.write_all(&out))
+        .await
+        .map_err(|_| std::io::Error::from(std::io::ErrorKind::TimedOut))??;
+    io.flush().await
+}
+
+/// Answers with a SOAP fault (Sender, a relay subcode, `reason`) and closes.
+async fn fail(
+    shared: &Shared,
+    conn: &mut Conn,
+    request: Option<&Envelope>,
+    subcode: &str,
+    reason: &str,
+) {
+    debug!(subcode, reason, "relayed handshake fault");
+    let (version, addressing) = request
+        .map_or((SoapVersion::Soap12, AddressingVersion::Wsa10), |r| {
+            (r.version, r.addressing)
+        });
+    let mut fault = Fault::sender(version, reason);
+    fault.subcodes.push(QName::new("rel", CONNECT_NS, subcode));
+    let mut reply = Envelope::new(version, addressing);
+    reply.headers.action = Some(FAULT_ACTION.into());
+    reply.headers.relates_to = request.and_then(|r| r.headers.message_id.clone());
+    reply.body = Body::Fault(Box::new(fault));
+    let _ = write_message(shared, conn, &reply).await;
+    let _ = timeout(shared.config.timeouts.close, conn.shutdown()).await;
+}

@@ -18,6 +18,8 @@ pub(crate) const DEV_PLAIN: &str = "127.0.0.1:9080";
 pub(crate) const DEV_TLS: &str = "127.0.0.1:9443";
 /// Dev gateway's net.tcp port.
 pub(crate) const DEV_NETTCP: &str = "127.0.0.1:9808";
+/// Dev gateway's NetTcpRelayBinding handshake port.
+pub(crate) const DEV_RELAYED: &str = "127.0.0.1:9352";
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -48,6 +50,8 @@ struct RawListen {
     plain_public: bool,
     tls: Option<SocketAddr>,
     nettcp: Option<SocketAddr>,
+    /// NetTcpRelayBinding (relayed mode) handshake port.
+    relayed: Option<SocketAddr>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -177,6 +181,7 @@ pub(crate) fn build(file: Option<RawConfig>, o: Overrides) -> anyhow::Result<Con
         c.plain_addr = Some(DEV_PLAIN.parse().expect("constant address"));
         c.tls_addr = Some(DEV_TLS.parse().expect("constant address"));
         c.nettcp_addr = Some(DEV_NETTCP.parse().expect("constant address"));
+        c.relayed_addr = Some(DEV_RELAYED.parse().expect("constant address"));
         c
     } else {
         let namespace = raw
@@ -201,6 +206,9 @@ pub(crate) fn build(file: Option<RawConfig>, o: Overrides) -> anyhow::Result<Con
     }
     if let Some(a) = o.nettcp.or(raw.listen.nettcp) {
         config.nettcp_addr = Some(a);
+    }
+    if let Some(a) = raw.listen.relayed {
+        config.relayed_addr = Some(a);
     }
     let (file_cert, file_key, file_ca) = match raw.tls {
         Some(t) => (t.cert, t.key, t.dev_ca_out),

@@ -93,6 +93,9 @@ struct GatewayArgs {
     /// net.tcp address for WCF NetTcpBinding senders.
     #[arg(long, env = "FERRY_NETTCP_LISTEN")]
     nettcp_listen: Option<SocketAddr>,
+    /// NetTcpRelayBinding (relayed mode) handshake address.
+    #[arg(long, env = "FERRY_RELAYED_LISTEN")]
+    relayed_listen: Option<SocketAddr>,
     /// TLS certificate chain (PEM).
     #[arg(long, env = "FERRY_TLS_CERT", requires = "tls_key")]
     tls_cert: Option<PathBuf>,
@@ -268,6 +271,7 @@ async fn gateway(args: GatewayArgs) -> anyhow::Result<()> {
         plain: args.listen,
         tls: args.tls_listen,
         nettcp: args.nettcp_listen,
+        relayed: args.relayed_listen,
         tls_cert: args.tls_cert,
         tls_key: args.tls_key,
         dev_ca_out: args.dev_ca_out,

@@ -133,6 +133,7 @@ pub(crate) struct Overrides {
     pub(crate) plain: Option<SocketAddr>,
     pub(crate) tls: Option<SocketAddr>,
     pub(crate) nettcp: Option<SocketAddr>,
+    pub(crate) relayed: Option<SocketAddr>,
     pub(crate) tls_cert: Option<PathBuf>,
     pub(crate) tls_key: Option<PathBuf>,
     pub(crate) dev_ca_out: Option<PathBuf>,
@@ -207,7 +208,7 @@ pub(crate) fn build(file: Option<RawConfig>, o: Overrides) -> anyhow::Result<Con
     if let Some(a) = o.nettcp.or(raw.listen.nettcp) {
         config.nettcp_addr = Some(a);
     }
-    if let Some(a) = raw.listen.relayed {
+    if let Some(a) = o.relayed.or(raw.listen.relayed) {
         config.relayed_addr = Some(a);
     }
     let (file_cert, file_key, file_ca) = match raw.tls {

@@ -130,6 +130,10 @@ async fn a_gib_each_way_leaves_gateway_and_listener_memory_flat() {
                 "gateway",
                 "--listen",
                 &format!("127.0.0.1:{plain}"),
+                "--nettcp-listen",
+                "127.0.0.1:0",
+                "--relayed-listen",
+                "127.0.0.1:0",
                 "--tls-listen",
                 &format!("127.0.0.1:{}", free_port()),
             ])

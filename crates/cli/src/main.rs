@@ -8,6 +8,7 @@
 //! ferry bridge remote PATH 127.0.0.1:22 --gateway wss://ns:443 ...
 //! ferry decode interop/recordings/tcp-session   # readable XML of a net.tcp capture
 //! ferry codegen wsdl/calculator -o crates/wcf/src/generated/calculator.rs  # Rust from WSDL
+//! ferry replay interop/recordings/tcp-session --to net.tcp://127.0.0.1:8701/calc/tcp
 //! ```
 
 // Doc comments on the clap types are the command-line help text, written for a terminal
@@ -17,6 +18,7 @@
 mod codegen;
 mod decode;
 mod listen;
+mod replay;
 mod settings;
 
 use std::collections::BTreeMap;
@@ -59,6 +61,8 @@ enum Command {
     /// Listen on PATH and serve it from a local origin: HTTP requests (a reverse proxy) or
     /// gRPC connections.
     Listen(ListenArgs),
+    /// Replay a recorded client session against a live service and compare every answer.
+    Replay(replay::ReplayArgs),
 }
 
 #[derive(Args)]
@@ -240,6 +244,7 @@ fn main() -> anyhow::Result<()> {
             Command::Decode(args) => decode::run(&args),
             Command::Codegen(args) => codegen::run(&args),
             Command::Listen(args) => listen(args).await,
+            Command::Replay(args) => replay::run(&args).await,
         }
     })
 }
@@ -388,7 +393,10 @@ async fn listen(args: ListenArgs) -> anyhow::Result<()> {
         ferry_sdk::bridge::run_remote(config, cancel).await?;
         return Ok(());
     }
-    let http = args.http_to.as_deref().context("--http-to or --grpc-to is required")?;
+    let http = args
+        .http_to
+        .as_deref()
+        .context("--http-to or --grpc-to is required")?;
     let origin = listen::Origin::parse(http, &args.path)?;
     listen::run(endpoint, origin, cancel).await
 }

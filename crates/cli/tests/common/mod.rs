@@ -1,0 +1,169 @@
+//! Shared helpers for the WCF tests: the Mono calculator service (`interop/mono/CalcService.cs`,
+//! the real peer), `ferry` subprocesses, and the recordings.
+
+#![allow(dead_code, unreachable_pub)]
+
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::Duration;
+
+use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
+use tokio::process::{Child, Command};
+
+/// The `ferry` binary under test.
+pub const FERRY: &str = env!("CARGO_BIN_EXE_ferry");
+/// Longest any one test may take.
+pub const LIMIT: Duration = Duration::from_secs(180);
+/// Longest a process may take to say it is ready.
+const READY: Duration = Duration::from_secs(60);
+
+/// `interop/recordings/NAME`.
+pub fn recording(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../../interop/recordings")
+        .join(name)
+}
+
+/// A port nothing listens on right now (WCF cannot pick one itself, so the test does).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free loopback port")
+        .port()
+}
+
+/// The Mono calculator service, killed on drop.
+pub struct Calc {
+    _child: Child,
+    /// `net.tcp://127.0.0.1:PORT/calc/tcp`, its NetTcpBinding endpoint address.
+    pub tcp: String,
+    /// `http://127.0.0.1:PORT/calc/basic`, its BasicHttpBinding endpoint.
+    pub http: String,
+    /// `net.tcp://127.0.0.1:PORT/calc/mex`, its mexTcpBinding endpoint.
+    pub mex: String,
+    /// `http://127.0.0.1:PORT/calc`, where its WSDL is (`?wsdl`).
+    pub base: String,
+}
+
+impl Calc {
+    /// Compiles (once) and starts the service on free ports; waits for its `ready` line.
+    pub async fn start() -> Self {
+        let exe = ferry_interop::mono::compile("CalcService", &["CalcService.cs"]);
+        // A port picked free may be taken before Mono binds it: try again with others.
+        for _ in 0..3 {
+            let (tcp, http, mex) = (free_port(), free_port(), free_port());
+            let args = [
+                "--tcp",
+                &tcp.to_string(),
+                "--http",
+                &http.to_string(),
+                "--mex",
+                &mex.to_string(),
+            ]
+            .map(str::to_owned);
+            let mut child = ferry_interop::mono::run(&exe, &args);
+            let stdout = child.stdout.take().expect("stdout piped");
+            if let Some(line) = line_containing(stdout, "ready tcp=").await {
+                let field = |name: &str| {
+                    line.split_whitespace()
+                        .find_map(|f| f.strip_prefix(&format!("{name}=")).map(str::to_owned))
+                        .unwrap_or_else(|| panic!("no {name}= in {line:?}"))
+                };
+                return Self {
+                    tcp: field("tcp"),
+                    http: field("http"),
+                    mex: field("mex"),
+                    base: format!("http://127.0.0.1:{http}/calc"),
+                    _child: child,
+                };
+            }
+        }
+        panic!("the Mono calculator service did not start (see its stderr above)");
+    }
+}
+
+/// Reads lines until one contains `needle` (ANSI colours ignored) and returns it, `None` if
+/// the stream ends first; fails the test after [`READY`]. The rest of the stream is drained
+/// in the background, so the process never blocks on a full pipe.
+pub async fn line_containing<R>(stream: R, needle: &str) -> Option<String>
+where
+    R: AsyncRead + Unpin + Send + 'static,
+{
+    let mut lines = BufReader::new(stream).lines();
+    let found = tokio::time::timeout(READY, async {
+        while let Ok(Some(line)) = lines.next_line().await {
+            let line = strip_ansi(&line);
+            if line.contains(needle) {
+                return Some(line);
+            }
+        }
+        None
+    })
+    .await
+    .unwrap_or_else(|_| panic!("no line with {needle:?} within {READY:?}"));
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    found
+}
+
+fn strip_ansi(line: &str) -> String {
+    let mut out = String::new();
+    let mut chars = line.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            for c in chars.by_ref() {
+                if c.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// Runs `ferry replay RECORDING --to ADDR`; returns whether it succeeded and its report.
+pub async fn replay(recording: &std::path::Path, to: &str) -> (bool, String) {
+    let out = tokio::time::timeout(
+        LIMIT,
+        Command::new(FERRY)
+            .arg("replay")
+            .arg(recording)
+            .args(["--to", to, "--timeout", "20"])
+            .env("RUST_BACKTRACE", "0")
+            .kill_on_drop(true)
+            .output(),
+    )
+    .await
+    .expect("ferry replay finished in time")
+    .expect("ferry replay runs");
+    let report = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), report)
+}
+
+/// Starts a `ferry` subcommand with stderr (its log) piped, killed on drop; returns once a
+/// log line contains `ready`.
+pub async fn ferry(args: &[&str], env: &[(&str, String)], ready: &str) -> Child {
+    let mut cmd = Command::new(FERRY);
+    cmd.args(args)
+        .env("RUST_LOG", "info")
+        .env("NO_COLOR", "1")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let mut child = cmd.spawn().expect("ferry starts");
+    let stderr = child.stderr.take().expect("stderr piped");
+    if line_containing(stderr, ready).await.is_none() {
+        panic!("ferry {args:?} exited before logging {ready:?}");
+    }
+    child
+}

@@ -8,6 +8,7 @@
 //! ferry bridge remote PATH 127.0.0.1:22 --gateway wss://ns:443 ...
 //! ferry decode interop/recordings/tcp-session   # readable XML of a net.tcp capture
 //! ferry codegen wsdl/calculator -o crates/wcf/src/generated/calculator.rs  # Rust from WSDL
+//! ferry listen calc --wcf-to net.tcp://10.0.0.5:808/calc  # relay to a WCF service
 //! ferry replay interop/recordings/tcp-session --to net.tcp://127.0.0.1:8701/calc/tcp
 //! ```
 
@@ -20,6 +21,7 @@ mod decode;
 mod listen;
 mod replay;
 mod settings;
+mod wcf_listen;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -58,8 +60,8 @@ enum Command {
     Decode(decode::DecodeArgs),
     /// Generate Rust (data types, service trait, client) from a WSDL contract directory.
     Codegen(codegen::CodegenArgs),
-    /// Listen on PATH and serve it from a local origin: HTTP requests (a reverse proxy) or
-    /// gRPC connections.
+    /// Listen on PATH and serve it from a local origin: HTTP requests (a reverse proxy), gRPC
+    /// connections or WCF net.tcp sessions.
     Listen(ListenArgs),
     /// Replay a recorded client session against a live service and compare every answer.
     Replay(replay::ReplayArgs),
@@ -70,12 +72,20 @@ struct ListenArgs {
     /// Hybrid connection path.
     path: String,
     /// Local HTTP origin, http://HOST:PORT; /PATH is stripped from request targets.
-    #[arg(long, required_unless_present = "grpc_to", conflicts_with = "grpc_to")]
+    #[arg(
+        long,
+        required_unless_present_any = ["grpc_to", "wcf_to"],
+        conflicts_with_all = ["grpc_to", "wcf_to"]
+    )]
     http_to: Option<String>,
     /// Local gRPC server (any language), http://HOST:PORT: each relayed connection (one per
     /// gateway, multiplexing every call) is forwarded to it as is.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "wcf_to")]
     grpc_to: Option<String>,
+    /// A WCF net.tcp service, net.tcp://HOST:PORT/PATH (its endpoint address): each relayed
+    /// session is forwarded to it with its Via and To rewritten to that address.
+    #[arg(long)]
+    wcf_to: Option<String>,
     #[command(flatten)]
     connect: ConnectArgs,
 }
@@ -385,6 +395,10 @@ async fn listen(args: ListenArgs) -> anyhow::Result<()> {
         stop_signal().await;
         stopper.cancel();
     });
+    if let Some(wcf) = &args.wcf_to {
+        let origin = wcf_listen::Origin::parse(wcf)?;
+        return wcf_listen::run(endpoint, origin, cancel).await;
+    }
     if let Some(grpc) = &args.grpc_to {
         // gRPC is HTTP/2 end to end: relayed connections are spliced to the server whole
         // (TCP_NODELAY on both legs), so streams, trailers and flow control are its own.

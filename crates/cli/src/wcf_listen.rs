@@ -1,0 +1,419 @@
+//! `ferry listen --wcf-to net.tcp://HOST:PORT/PATH RELAYPATH`: forwards relayed WCF net.tcp
+//! sessions to an existing (legacy) WCF service.
+//!
+//! ```text
+//!  relayed stream ──► ClientRewriter (Via, To → the origin's address; RelayAccessToken out) ──► origin TCP
+//!  relayed stream ◄── ServerStream (unchanged, whole records only)                         ◄── origin TCP
+//! ```
+//!
+//! Each accepted connection gets its own TCP connection to the origin (`TCP_NODELAY`), so
+//! sessions are independent: one that fails ends alone. The client's framing must be valid
+//! and its envelopes decodable (they are re-encoded); what the origin sends is passed on as
+//! is, record by record. Refusals are framing faults, as a WCF server sends them, never a
+//! silent close: an origin that cannot be reached is `EndpointNotFound` (answered after the
+//! client's preamble, so a WCF client reads it as the preamble's answer), a client whose
+//! bytes cannot be carried gets the fault [`RewriteError::fault`] names, and an origin that
+//! breaks in the middle of a record is `EndpointUnavailable`. Memory per session is bounded:
+//! one read buffer per direction plus at most one record (limited by
+//! [`MAX_ENVELOPE_BYTES`]) and its decoded tree.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context as _, bail};
+use ferry_nmf::FaultCode;
+use ferry_sdk::{Endpoint, HybridStream, IncomingConnection, Listener, ListenerError};
+use ferry_wcf::rewrite::{
+    ClientRewriter, RewriteError, RewriteEvent, RewriteLimits, ServerStream, Target, fault_record,
+};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{Instrument as _, debug, info, info_span, warn};
+
+/// Largest envelope carried either way: 16 MiB (WCF's default is 64 KiB; services that raise
+/// their quota usually stay well below this). Each is held whole while it is rewritten.
+pub(crate) const MAX_ENVELOPE_BYTES: usize = 16 * 1024 * 1024;
+/// Sessions carried at once; further senders are turned away with 503 by the relay.
+const MAX_SESSIONS: usize = 1024;
+/// TCP connect to the origin.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Longest a client may take to send its preamble (WCF's default `ChannelInitializationTimeout`
+/// is 30 s).
+const PREAMBLE_TIMEOUT: Duration = Duration::from_secs(30);
+/// A direction with no bytes for this long ends the session (WCF's default `ReceiveTimeout`).
+const IDLE_TIMEOUT: Duration = Duration::from_secs(600);
+/// Longest a single write may wait for a peer that stopped reading.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long a refused client is given to read our fault before the stream is dropped.
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
+/// Read size per direction.
+const READ_CHUNK: usize = 64 * 1024;
+
+/// The WCF service sessions are forwarded to.
+#[derive(Clone, Debug)]
+pub(crate) struct Origin {
+    /// `host:port` to connect to.
+    authority: String,
+    /// The endpoint address: the Via and `To` every forwarded session gets.
+    address: String,
+}
+
+impl Origin {
+    /// Parses `net.tcp://HOST:PORT/PATH` (the service's endpoint address, exactly as its
+    /// clients would write it: Mono and .NET compare `To` with it).
+    pub(crate) fn parse(url: &str) -> anyhow::Result<Self> {
+        let rest = url
+            .strip_prefix("net.tcp://")
+            .context("--wcf-to takes the service's net.tcp://HOST:PORT/PATH address")?;
+        let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+        if authority.is_empty() {
+            bail!("--wcf-to {url}: no host");
+        }
+        // NetTcpBinding's default port is 808.
+        let authority = if authority
+            .rsplit_once(':')
+            .is_some_and(|(_, p)| !p.contains(']'))
+        {
+            authority.to_owned()
+        } else {
+            format!("{authority}:808")
+        };
+        Ok(Self {
+            authority,
+            address: url.to_owned(),
+        })
+    }
+}
+
+/// Runs the listener until `cancel` fires.
+pub(crate) async fn run(
+    endpoint: Endpoint,
+    origin: Origin,
+    cancel: CancellationToken,
+) -> anyhow::Result<()> {
+    let mut listener = Listener::open(endpoint)
+        .await
+        .context("cannot open the listener")?;
+    info!(origin = %origin.address, "forwarding net.tcp sessions");
+    let origin = Arc::new(origin);
+    let permits = Arc::new(Semaphore::new(MAX_SESSIONS));
+    let tracker = TaskTracker::new();
+    let result = loop {
+        let incoming = tokio::select! {
+            () = cancel.cancelled() => break Ok(()),
+            r = listener.accept() => r,
+        };
+        let conn = match incoming {
+            Ok(conn) => conn,
+            Err(ListenerError::Closed) => break Ok(()),
+            Err(e) => break Err(anyhow::Error::new(e).context("the gateway refused the listener")),
+        };
+        let origin = origin.clone();
+        let cancel = cancel.clone();
+        // Over the limit the sender is refused by the relay; the permit otherwise lives as
+        // long as the session.
+        let permit = permits.clone().try_acquire_owned().ok();
+        let span = info_span!("wcf_session", sender_id = %conn.id);
+        tracker.spawn(
+            async move {
+                let Some(_permit) = permit else {
+                    if let Err(e) = conn.reject(503, "Too many sessions").await {
+                        debug!(error = %e, "reject failed");
+                    }
+                    return;
+                };
+                tokio::select! {
+                    () = session(conn, &origin) => {}
+                    // Shutdown: dropping the streams closes both legs.
+                    () = cancel.cancelled() => debug!("session cancelled"),
+                }
+            }
+            .instrument(span),
+        );
+    };
+    listener.close().await;
+    tracker.close();
+    tracker.wait().await;
+    result
+}
+
+/// One relayed session.
+async fn session(conn: IncomingConnection, origin: &Origin) {
+    let relay = match conn.accept().await {
+        Ok(s) => s,
+        Err(e) => return warn!(error = %e, "rendezvous failed"),
+    };
+    let limits = RewriteLimits::with_max_envelope(MAX_ENVELOPE_BYTES);
+    let tcp =
+        match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(&origin.authority)).await {
+            Ok(Ok(tcp)) => tcp,
+            Ok(Err(e)) => {
+                warn!(origin = %origin.authority, error = %e, "origin connect failed");
+                return refuse(relay, limits, FaultCode::EndpointNotFound).await;
+            }
+            Err(_) => {
+                warn!(origin = %origin.authority, "origin connect timed out");
+                return refuse(relay, limits, FaultCode::EndpointNotFound).await;
+            }
+        };
+    if let Err(e) = tcp.set_nodelay(true) {
+        debug!(error = %e, "cannot set TCP_NODELAY");
+    }
+    let rewriter = ClientRewriter::new(Target::new(&origin.address), limits);
+    let (origin_r, origin_w) = tcp.into_split();
+    let (relay_r, relay_w) = tokio::io::split(relay);
+    // Each direction stops the other when it ends: `stop_down` asks the origin→client pump to
+    // stop at the next record boundary (so a fault can follow), `stop_up` ends the
+    // client→origin pump (the origin is gone, nothing more can be delivered).
+    let stop_down = CancellationToken::new();
+    let stop_up = CancellationToken::new();
+    let up = async {
+        let r = client_to_origin(relay_r, origin_w, rewriter, &stop_up).await;
+        if r.is_err() {
+            stop_down.cancel();
+        }
+        r
+    };
+    let down = async {
+        let r = origin_to_client(origin_r, relay_w, limits.framing, &stop_down).await;
+        stop_up.cancel();
+        r
+    };
+    let (up, (mut relay_w, down)) = tokio::join!(up, down);
+    let fault = match (up, down) {
+        (Err(Up::Client(e)), _) => {
+            warn!(error = %e, "client session refused");
+            Some(e.fault())
+        }
+        (_, Down::Broken(why)) => {
+            warn!(%why, "origin broke the session");
+            Some(FaultCode::EndpointUnavailable)
+        }
+        (Err(Up::Io(e)), _) => {
+            debug!(error = %e, "client stream ended with an error");
+            None
+        }
+        (Ok(()), Down::Ended) => None,
+    };
+    if let Some(fault) = fault {
+        let _ = tokio::time::timeout(WRITE_TIMEOUT, relay_w.write_all(&fault_record(&fault))).await;
+    }
+    let _ = tokio::time::timeout(CLOSE_TIMEOUT, relay_w.shutdown()).await;
+    debug!("session ended");
+}
+
+/// Why the client→origin pump stopped early.
+enum Up {
+    /// The client's bytes cannot be carried.
+    Client(RewriteError),
+    /// A stream failed or timed out.
+    Io(std::io::Error),
+}
+
+/// Reads the relayed stream, rewrites it and writes it to the origin; on the client's EOF
+/// half-closes the origin. Returns when the client is done, `stop` fires, or on an error.
+async fn client_to_origin<R, W>(
+    mut relay: R,
+    mut origin: W,
+    mut rewriter: ClientRewriter,
+    stop: &CancellationToken,
+) -> Result<(), Up>
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    let mut buf = vec![0u8; READ_CHUNK];
+    // Bytes of a record not yet complete; the rewriter's framing limits refuse a record from
+    // its size field, so this never holds more than one record.
+    let mut pending = Vec::new();
+    let mut out = Vec::new();
+    loop {
+        let wait = if rewriter.is_open() {
+            IDLE_TIMEOUT
+        } else {
+            PREAMBLE_TIMEOUT
+        };
+        let n = tokio::select! {
+            // The origin is gone: nothing more can be delivered.
+            () = stop.cancelled() => return Ok(()),
+            r = tokio::time::timeout(wait, relay.read(&mut buf)) => match r {
+                Ok(Ok(n)) => n,
+                Ok(Err(e)) => return Err(Up::Io(e)),
+                Err(_) => return Err(Up::Io(std::io::ErrorKind::TimedOut.into())),
+            },
+        };
+        if n == 0 {
+            if !pending.is_empty() {
+                debug!(bytes = pending.len(), "client closed inside a record");
+            }
+            // Half-close: the origin sees our EOF and answers what it has, then closes.
+            let _ = tokio::time::timeout(WRITE_TIMEOUT, origin.shutdown()).await;
+            return Ok(());
+        }
+        pending.extend_from_slice(&buf[..n]);
+        let result = rewriter.handle_input(&pending);
+        // Whatever was rewritten before a bad record still goes out, in order.
+        rewriter.poll_transmit(&mut out);
+        while let Some(event) = rewriter.poll_event() {
+            log_event(&event);
+        }
+        if !out.is_empty() {
+            write(&mut origin, &out).await.map_err(Up::Io)?;
+            out.clear();
+        }
+        let used = result.map_err(Up::Client)?;
+        pending.drain(..used);
+    }
+}
+
+/// How the origin→client pump ended.
+enum Down {
+    /// The origin closed at a record boundary, or the pump was stopped.
+    Ended,
+    /// The origin sent something that is not framing, closed inside a record, or failed.
+    Broken(String),
+}
+
+/// Copies the origin's records to the relayed stream unchanged, whole records at a time.
+/// Returns the relay's write half so a fault can still be sent.
+async fn origin_to_client<R, W>(
+    mut origin: R,
+    mut relay: W,
+    limits: ferry_nmf::Limits,
+    stop: &CancellationToken,
+) -> (W, Down)
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    let mut records = ServerStream::new(limits);
+    let mut buf = vec![0u8; READ_CHUNK];
+    let mut pending = Vec::new();
+    let down = loop {
+        let n = tokio::select! {
+            // Only between records: a write in progress is never cut.
+            () = stop.cancelled() => break Down::Ended,
+            r = tokio::time::timeout(IDLE_TIMEOUT, origin.read(&mut buf)) => match r {
+                Ok(Ok(n)) => n,
+                Ok(Err(e)) => break Down::Broken(e.to_string()),
+                Err(_) => break Down::Ended,
+            },
+        };
+        if n == 0 {
+            break if pending.is_empty() {
+                Down::Ended
+            } else {
+                Down::Broken("closed inside a record".into())
+            };
+        }
+        pending.extend_from_slice(&buf[..n]);
+        let used = match records.handle_input(&pending) {
+            Ok(used) => used,
+            Err(e) => break Down::Broken(e.to_string()),
+        };
+        while let Some(event) = records.poll_event() {
+            debug!(?event, "origin record");
+        }
+        if used > 0 {
+            if let Err(e) = write(&mut relay, &pending[..used]).await {
+                // The client is gone; nothing more to say to it.
+                debug!(error = %e, "relay write failed");
+                break Down::Ended;
+            }
+            pending.drain(..used);
+        }
+    };
+    (relay, down)
+}
+
+async fn write<W: AsyncWrite + Unpin>(w: &mut W, bytes: &[u8]) -> std::io::Result<()> {
+    match tokio::time::timeout(WRITE_TIMEOUT, async {
+        w.write_all(bytes).await?;
+        w.flush().await
+    })
+    .await
+    {
+        Ok(r) => r,
+        Err(_) => Err(std::io::ErrorKind::TimedOut.into()),
+    }
+}
+
+fn log_event(event: &RewriteEvent) {
+    match event {
+        RewriteEvent::Preamble {
+            via,
+            mode,
+            content_type,
+        } => debug!(%via, mode = mode.name(), %content_type, "preamble"),
+        RewriteEvent::Envelope {
+            index,
+            action,
+            token_removed,
+            ..
+        } => debug!(index, ?action, token_removed, "envelope"),
+        RewriteEvent::End => debug!("end"),
+        other => debug!(?other, "event"),
+    }
+}
+
+/// Answers a session that cannot be carried with a Fault record: first the client's
+/// preamble is read (a WCF client reads the answer only after sending it, and a stream closed
+/// with input unread may reset before the fault arrives), then the fault, then close.
+async fn refuse(mut relay: HybridStream, limits: RewriteLimits, fault: FaultCode) {
+    let mut reader = ClientRewriter::new(Target::new(""), limits);
+    let mut buf = vec![0u8; READ_CHUNK];
+    let mut pending = Vec::new();
+    let _ = tokio::time::timeout(PREAMBLE_TIMEOUT, async {
+        while !reader.is_open() {
+            let n = match relay.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => n,
+            };
+            pending.extend_from_slice(&buf[..n]);
+            match reader.handle_input(&pending) {
+                Ok(used) => drop(pending.drain(..used)),
+                // A broken preamble gets the same answer: the origin is unreachable anyway.
+                Err(_) => return,
+            }
+        }
+    })
+    .await;
+    let _ = tokio::time::timeout(WRITE_TIMEOUT, relay.write_all(&fault_record(&fault))).await;
+    let _ = tokio::time::timeout(CLOSE_TIMEOUT, relay.shutdown()).await;
+    // Read what the client still sends until it closes too, so the close is orderly.
+    let _ = tokio::time::timeout(CLOSE_TIMEOUT, async {
+        while matches!(relay.read(&mut buf).await, Ok(n) if n > 0) {}
+    })
+    .await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn origin_addresses() {
+        let o = Origin::parse("net.tcp://127.0.0.1:8701/calc/tcp").unwrap();
+        assert_eq!(o.authority, "127.0.0.1:8701");
+        assert_eq!(o.address, "net.tcp://127.0.0.1:8701/calc/tcp");
+        assert_eq!(
+            Origin::parse("net.tcp://legacy.internal/svc")
+                .unwrap()
+                .authority,
+            "legacy.internal:808"
+        );
+        assert_eq!(
+            Origin::parse("net.tcp://[::1]:9/x").unwrap().authority,
+            "[::1]:9"
+        );
+        assert_eq!(
+            Origin::parse("net.tcp://[::1]/x").unwrap().authority,
+            "[::1]:808"
+        );
+        assert!(Origin::parse("http://x:1/y").is_err());
+        assert!(Origin::parse("net.tcp:///y").is_err());
+    }
+}

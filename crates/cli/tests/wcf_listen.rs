@@ -1,0 +1,430 @@
+//! `ferry listen --wcf-to` end to end with real WCF peers: Mono's calculator service
+//! (`interop/mono/CalcService.cs`) behind the listener, the recorded client streams
+//! (`ferry replay`) in front, a gateway in this process between them. Two routes:
+//!
+//! ```text
+//!  client ─TCP─► ferry bridge local ─HC─► gateway ─► ferry listen --wcf-to ─TCP─► Mono service
+//!  client ─net.tcp─► gateway's net.tcp port ─────► ferry listen --wcf-to ─TCP─► Mono service
+//! ```
+//!
+//! Every answer must equal a direct call's; bad input and an unreachable origin end the
+//! sender's session with a framing Fault record, never silence, and other sessions carry on.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{Calc, LIMIT, free_port, recording, replay};
+use ferry_gateway::{Config, Gateway, RunningGateway};
+use ferry_hc::SasToken;
+use ferry_nmf::{ClientConfig, Event, FaultCode, Limits, Record, Session};
+use ferry_soap::version::WSA10_ANONYMOUS;
+use ferry_soap::{
+    AddressingVersion, BinarySession, Body, EndpointReference, Envelope, RelayAccessToken,
+    SoapVersion,
+};
+use ferry_wcf::DataContract;
+use ferry_wcf::generated::calculator::{Add, AddResponse};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::process::Child;
+
+/// Longest wait for one answer.
+const STEP: Duration = Duration::from_secs(30);
+
+async fn within<F: Future>(f: F) -> F::Output {
+    tokio::time::timeout(LIMIT, f)
+        .await
+        .expect("test timed out")
+}
+
+/// The environment `ferry listen` and `ferry bridge` need to reach `gw`.
+fn env(gw: &RunningGateway) -> Vec<(&'static str, String)> {
+    let plain = gw.plain_addr().expect("plain port");
+    vec![
+        ("FERRY_GATEWAY", format!("ws://{plain}")),
+        ("FERRY_KEY_NAME", gw.rule_name().to_owned()),
+        ("FERRY_KEY", gw.rule_key().to_owned()),
+    ]
+}
+
+/// `ferry listen PATH --wcf-to ORIGIN`, once the gateway has its listener.
+async fn listen(gw: &RunningGateway, path: &str, origin: &str) -> Child {
+    let child = common::ferry(
+        &["listen", path, "--wcf-to", origin],
+        &env(gw),
+        "forwarding net.tcp sessions",
+    )
+    .await;
+    while gw.listener_count(path) == 0 {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    child
+}
+
+/// `ferry bridge local 127.0.0.1:PORT PATH`; returns it and the port.
+async fn bridge(gw: &RunningGateway, path: &str) -> (Child, u16) {
+    let port = free_port();
+    let child = common::ferry(
+        &["bridge", "local", &format!("127.0.0.1:{port}"), path],
+        &env(gw),
+        "bridge local side running",
+    )
+    .await;
+    (child, port)
+}
+
+fn token(gw: &RunningGateway, path: &str) -> String {
+    let expiry = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs()
+        + 3600;
+    SasToken::create(
+        &format!("http://localhost/{path}"),
+        gw.rule_name(),
+        gw.rule_key(),
+        expiry,
+    )
+}
+
+/// The gateway's net.tcp address for `path`, with a token on the Via.
+fn nettcp_via(gw: &RunningGateway, path: &str) -> String {
+    let port = gw.nettcp_addr().expect("net.tcp port").port();
+    format!(
+        "net.tcp://127.0.0.1:{port}/{path}?sb-hc-token={}",
+        ferry_hc::address::encode_query_value(&token(gw, path))
+    )
+}
+
+#[tokio::test]
+async fn recordings_replay_through_the_relay_to_mono() {
+    within(async {
+        let calc = Calc::start().await;
+        let gw = Gateway::start(Config::dev()).await.expect("gateway");
+        let _listener = listen(&gw, "calc", &calc.tcp).await;
+        let (_bridge, port) = bridge(&gw, "calc").await;
+        for name in ["tcp-session", "tcp-oneway", "tcp-fault"] {
+            for to in [
+                format!("net.tcp://127.0.0.1:{port}/calc/tcp"),
+                nettcp_via(&gw, "calc"),
+            ] {
+                let (ok, report) = replay(&recording(name), &to).await;
+                assert!(ok, "{name} through {to}:\n{report}");
+                assert!(report.contains(" 0 differ"), "{report}");
+            }
+        }
+    })
+    .await;
+}
+
+/// A net.tcp client session driven by hand, to send what a WCF client would not.
+struct RawClient {
+    tcp: TcpStream,
+    session: Session,
+    codec: BinarySession,
+    via: String,
+    next_id: u32,
+}
+
+impl RawClient {
+    /// Connects and sends the preamble for `via`; does not wait for the answer.
+    async fn connect(port: u16, via: &str) -> Self {
+        let mut tcp = TcpStream::connect(("127.0.0.1", port))
+            .await
+            .expect("connect");
+        tcp.set_nodelay(true).expect("nodelay");
+        let mut session =
+            Session::client(ClientConfig::net_tcp(via), Limits::default()).expect("session");
+        let mut out = Vec::new();
+        session.poll_transmit(&mut out);
+        tcp.write_all(&out).await.expect("preamble");
+        Self {
+            tcp,
+            session,
+            codec: BinarySession::new(ferry_nbfx::Limits::default()),
+            via: via.to_owned(),
+            next_id: 1,
+        }
+    }
+
+    async fn event(&mut self) -> Option<Event> {
+        let mut buf = [0u8; 8192];
+        loop {
+            if let Some(e) = self.session.poll_event() {
+                return Some(e);
+            }
+            let n = tokio::time::timeout(STEP, self.tcp.read(&mut buf))
+                .await
+                .expect("an answer in time")
+                .ok()?;
+            if n == 0 {
+                return None;
+            }
+            self.session.handle_input(&buf[..n]).ok()?;
+        }
+    }
+
+    /// Calls Add the way Mono's client does (Action, MessageID, ReplyTo, To = the Via).
+    async fn add(&mut self, a: i32, b: i32, token: Option<&str>) -> i32 {
+        let mut request = Envelope::new(SoapVersion::Soap12, AddressingVersion::Wsa10);
+        request.headers.action = Some("http://interop.example/calc/2024/ICalculator/Add".into());
+        request.headers.message_id = Some(format!(
+            "urn:uuid:00000000-0000-0000-0000-{:012}",
+            self.next_id
+        ));
+        self.next_id += 1;
+        request.headers.reply_to = Some(EndpointReference::new(WSA10_ANONYMOUS));
+        request.headers.to = Some(self.via.clone());
+        request.headers.relay_token = token.map(|t| RelayAccessToken::new("uuid:1", t));
+        request.body = Body::Payload(vec![Add { a, b }.to_element()]);
+        let payload = self.codec.encode(&request).expect("encode");
+        self.session.send_envelope(&payload).expect("send");
+        let mut out = Vec::new();
+        self.session.poll_transmit(&mut out);
+        self.tcp.write_all(&out).await.expect("request");
+        let Some(Event::Envelope(reply)) = self.event().await else {
+            panic!("no reply to Add");
+        };
+        let reply = self.codec.decode(&reply).expect("the reply decodes");
+        AddResponse::from_element(reply.payload().expect("a payload"))
+            .expect("an AddResponse")
+            .add_result
+    }
+
+    /// Everything until the peer closes.
+    async fn rest(&mut self) -> Vec<u8> {
+        let mut all = Vec::new();
+        tokio::time::timeout(STEP, self.tcp.read_to_end(&mut all))
+            .await
+            .expect("the relay closed in time")
+            .expect("read");
+        all
+    }
+}
+
+/// Sends `bytes` on a fresh connection to the bridge and returns all it answers.
+async fn answer_to(port: u16, bytes: &[u8]) -> Vec<u8> {
+    let mut tcp = TcpStream::connect(("127.0.0.1", port))
+        .await
+        .expect("connect");
+    tcp.write_all(bytes).await.expect("send");
+    let mut all = Vec::new();
+    tokio::time::timeout(STEP, tcp.read_to_end(&mut all))
+        .await
+        .expect("an answer, not silence")
+        .expect("read");
+    all
+}
+
+/// The framing fault at the end of an answer (after whatever whole records came first).
+fn fault_in(answer: &[u8]) -> Option<FaultCode> {
+    let mut pos = 0;
+    let mut fault = None;
+    while pos < answer.len() {
+        let (record, n) = Record::decode(&answer[pos..], &Limits::default()).ok()??;
+        if let Record::Fault(uri) = record {
+            fault = Some(FaultCode::from_uri(&uri));
+        }
+        pos += n;
+    }
+    fault
+}
+
+fn preamble(via: &str) -> Vec<u8> {
+    let mut out = Vec::new();
+    let mut s = Session::client(ClientConfig::net_tcp(via), Limits::default()).expect("session");
+    s.poll_transmit(&mut out);
+    out
+}
+
+#[tokio::test]
+async fn bad_input_gets_a_framing_fault_and_other_sessions_carry_on() {
+    within(async {
+        let calc = Calc::start().await;
+        let gw = Gateway::start(Config::dev()).await.expect("gateway");
+        let _listener = listen(&gw, "calc", &calc.tcp).await;
+        let (_bridge, port) = bridge(&gw, "calc").await;
+
+        // A good session, open across the bad ones.
+        let via = format!("net.tcp://127.0.0.1:{port}/calc/tcp");
+        let mut good = RawClient::connect(port, &via).await;
+        assert_eq!(good.event().await, Some(Event::PreambleAcked));
+        assert_eq!(good.add(2, 3, None).await, 5);
+
+        let cases: [(&str, Vec<u8>, FaultCode); 5] = [
+            (
+                "framing version 2",
+                vec![0x00, 0x02, 0x00, 0x01, 0x02],
+                FaultCode::UnsupportedVersion,
+            ),
+            (
+                "singleton-sized mode",
+                vec![0x00, 0x01, 0x00, 0x01, 0x04],
+                FaultCode::UnsupportedMode,
+            ),
+            (
+                "not framing at all",
+                b"GET / HTTP/1.1\r\n\r\n".to_vec(),
+                FaultCode::ContentTypeInvalid,
+            ),
+            (
+                "garbage envelope",
+                [preamble(&via), vec![0x06, 0x04, 0x00, 0x42, 0x03, 0x01]].concat(),
+                FaultCode::ContentTypeInvalid,
+            ),
+            (
+                "envelope over the size limit",
+                [preamble(&via), vec![0x06, 0xFF, 0xFF, 0xFF, 0x7F]].concat(),
+                FaultCode::MaxMessageSizeExceeded,
+            ),
+        ];
+        for (what, bytes, expected) in cases {
+            let answer = answer_to(port, &bytes).await;
+            assert_eq!(fault_in(&answer), Some(expected), "{what}: {answer:02x?}");
+        }
+
+        // The good session is unaffected, and so is the service (which a malformed envelope
+        // can kill: it never got one).
+        assert_eq!(good.add(40, 2, None).await, 42);
+        let mut again = RawClient::connect(port, &via).await;
+        assert_eq!(again.event().await, Some(Event::PreambleAcked));
+        assert_eq!(again.add(-1, 1, None).await, 0);
+        // Ending a session: End goes to the service, which closes; so does the relay.
+        good.session.close().expect("close");
+        let mut out = Vec::new();
+        good.session.poll_transmit(&mut out);
+        good.tcp.write_all(&out).await.expect("end");
+        good.tcp.shutdown().await.expect("half-close");
+        assert_eq!(good.rest().await, Vec::<u8>::new());
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn an_unreachable_origin_is_endpoint_not_found() {
+    within(async {
+        let gw = Gateway::start(Config::dev()).await.expect("gateway");
+        let closed = free_port();
+        let origin = format!("net.tcp://127.0.0.1:{closed}/calc/tcp");
+        let _listener = listen(&gw, "down", &origin).await;
+        let (_bridge, port) = bridge(&gw, "down").await;
+
+        // Through the bridge: the fault answers the preamble.
+        let via = format!("net.tcp://127.0.0.1:{port}/calc/tcp");
+        let mut raw = RawClient::connect(port, &via).await;
+        assert_eq!(
+            raw.event().await,
+            Some(Event::Fault(FaultCode::EndpointNotFound))
+        );
+
+        // Through the gateway's net.tcp port: the gateway acks the preamble itself, so the
+        // fault answers the first message.
+        let via = nettcp_via(&gw, "down");
+        let mut raw = RawClient::connect(gw.nettcp_addr().expect("port").port(), &via).await;
+        assert_eq!(raw.event().await, Some(Event::PreambleAcked));
+        let mut request = Envelope::new(SoapVersion::Soap12, AddressingVersion::Wsa10);
+        request.headers.action = Some("http://interop.example/calc/2024/ICalculator/Add".into());
+        request.body = Body::Payload(vec![Add { a: 1, b: 2 }.to_element()]);
+        let payload = raw.codec.encode(&request).expect("encode");
+        raw.session.send_envelope(&payload).expect("send");
+        let mut out = Vec::new();
+        raw.session.poll_transmit(&mut out);
+        raw.tcp.write_all(&out).await.expect("request");
+        assert_eq!(
+            raw.event().await,
+            Some(Event::Fault(FaultCode::EndpointNotFound))
+        );
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn the_origin_sees_its_own_address_and_never_the_relay_token() {
+    within(async {
+        // An origin that records what it is sent (the Mono service cannot tell us): it acks
+        // the preamble, answers nothing, and keeps every byte.
+        let origin = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let address = format!(
+            "net.tcp://127.0.0.1:{}/legacy/calc",
+            origin.local_addr().expect("addr").port()
+        );
+        let captured = tokio::spawn(async move {
+            let (mut tcp, _) = origin.accept().await.expect("accept");
+            let mut all = Vec::new();
+            let mut buf = [0u8; 4096];
+            let mut acked = false;
+            loop {
+                let n = tcp.read(&mut buf).await.expect("read");
+                if n == 0 {
+                    return all;
+                }
+                all.extend_from_slice(&buf[..n]);
+                if !acked && all.contains(&0x0C) {
+                    tcp.write_all(&[0x0B]).await.expect("ack");
+                    acked = true;
+                }
+            }
+        });
+        let gw = Gateway::start(Config::dev()).await.expect("gateway");
+        let _listener = listen(&gw, "calc", &address).await;
+        let secret = token(&gw, "calc");
+        let port = gw.nettcp_addr().expect("port").port();
+        let via = format!("net.tcp://127.0.0.1:{port}/calc");
+        let mut raw = RawClient::connect(port, &via).await;
+        assert_eq!(raw.event().await, Some(Event::PreambleAcked));
+        // Two requests carrying the token (no answers come: the origin only listens).
+        for a in 0..2 {
+            let mut request = Envelope::new(SoapVersion::Soap12, AddressingVersion::Wsa10);
+            request.headers.action = Some("urn:op".into());
+            request.headers.to = Some(via.clone());
+            request.headers.relay_token = Some(RelayAccessToken::new("uuid:1", &secret));
+            request.body = Body::Payload(vec![Add { a, b: 0 }.to_element()]);
+            let payload = raw.codec.encode(&request).expect("encode");
+            raw.session.send_envelope(&payload).expect("send");
+        }
+        raw.session.close().expect("end");
+        let mut out = Vec::new();
+        raw.session.poll_transmit(&mut out);
+        raw.tcp.write_all(&out).await.expect("send");
+        raw.tcp.shutdown().await.expect("half-close");
+        let seen = tokio::time::timeout(STEP, captured)
+            .await
+            .expect("the origin saw the end")
+            .expect("capture");
+
+        let mut origin_side = BinarySession::new(ferry_nbfx::Limits::default());
+        let mut pos = 0;
+        let mut vias = Vec::new();
+        let mut envelopes = Vec::new();
+        while pos < seen.len() {
+            let (record, n) = Record::decode(&seen[pos..], &Limits::default())
+                .expect("framing")
+                .expect("whole records");
+            match record {
+                Record::Via(v) => vias.push(v.into_owned()),
+                Record::SizedEnvelope(p) => {
+                    envelopes.push(origin_side.decode(&p).expect("decodes"))
+                }
+                _ => {}
+            }
+            pos += n;
+        }
+        assert_eq!(vias, std::slice::from_ref(&address));
+        assert_eq!(envelopes.len(), 2);
+        for e in &envelopes {
+            assert_eq!(e.headers.to.as_deref(), Some(address.as_str()));
+            assert_eq!(e.headers.relay_token, None);
+            assert_eq!(e.headers.action.as_deref(), Some("urn:op"));
+        }
+        let sig = secret.split("sig=").nth(1).expect("a signature");
+        let sig = sig.split('&').next().expect("sig");
+        assert!(
+            !seen.windows(sig.len()).any(|w| w == sig.as_bytes()),
+            "the token's signature reached the origin"
+        );
+    })
+    .await;
+}

@@ -111,6 +111,8 @@ impl From<AuthError> for Failure {
 pub(crate) struct Pool {
     slots: Mutex<HashMap<u64, Arc<Slot>>>,
     generation: AtomicU64,
+    /// (token, path, host) → Unix second until which it is good.
+    verified: Mutex<HashMap<(String, String, String), u64>>,
 }
 
 /// One listener's connection: the ready handle, and a lock held while (re)connecting so a
@@ -168,6 +170,10 @@ pub(crate) fn is_grpc<B>(req: &http::Request<B>) -> bool {
                     .is_some_and(|rest| rest.is_empty() || rest.starts_with(['+', ';']))
             })
 }
+
+/// HTTP/2 frames on the listener connection may be this large (the listener sends fewer,
+/// larger DATA frames: fewer WebSocket messages and syscalls per byte).
+const MAX_FRAME: u32 = 256 * 1024;
 
 /// The forwarded request body: the caller's, with each message's length checked.
 type UpBody = Checked<Incoming>;
@@ -289,13 +295,18 @@ async fn call(
     let authority = parts
         .uri
         .authority()
-        .map_or_else(|| "ferry.relay".to_owned(), ToString::to_string);
+        .cloned()
+        .unwrap_or_else(|| http::uri::Authority::from_static("ferry.relay"));
     let path_and_query = parts
         .uri
         .path_and_query()
-        .map_or("/", http::uri::PathAndQuery::as_str);
-    parts.uri = format!("http://{authority}{path_and_query}")
-        .parse()
+        .cloned()
+        .unwrap_or_else(|| http::uri::PathAndQuery::from_static("/"));
+    let mut uri = http::uri::Parts::default();
+    uri.scheme = Some(http::uri::Scheme::HTTP);
+    uri.authority = Some(authority);
+    uri.path_and_query = Some(path_and_query);
+    parts.uri = http::Uri::from_parts(uri)
         .map_err(|_| Failure::new(Code::Internal, "cannot rebuild the request URI"))?;
     let abort = Arc::new(OnceLock::new());
     let limit = shared.config.limits.max_grpc_message as u64;
@@ -366,11 +377,36 @@ fn authorize(
     path: &str,
 ) -> Result<(), Failure> {
     let token = token.ok_or(AuthError::Missing)?;
+    let now = now_unix();
+    // gRPC clients send the same token with every call: one that passed for this path and
+    // host is not parsed and signed again until it expires.
+    let key = (
+        token.to_owned(),
+        path.to_owned(),
+        host.unwrap_or_default().to_owned(),
+    );
+    if lock(&shared.grpc.verified)
+        .get(&key)
+        .is_some_and(|&until| now <= until)
+    {
+        return Ok(());
+    }
     let mut hosts = vec![shared.config.namespace.as_str()];
     hosts.extend(host);
-    rules.authorize_any_host(token, &hosts, path, Right::Send, now_unix())?;
+    let grant = rules.authorize_any_host(token, &hosts, path, Right::Send, now)?;
+    let until = grant
+        .expiry
+        .saturating_add(shared.config.timeouts.token_grace.as_secs());
+    let mut verified = lock(&shared.grpc.verified);
+    if verified.len() >= VERIFIED_TOKENS {
+        verified.clear();
+    }
+    verified.insert(key, until);
     Ok(())
 }
+
+/// Tokens remembered as verified (see [`authorize`]); the memory is dropped when full.
+const VERIFIED_TOKENS: usize = 4096;
 
 /// The listener's relayed connection: the open one, or a new one.
 async fn connection(
@@ -393,7 +429,7 @@ async fn connection(
         return Ok(send);
     }
     let generation = shared.grpc.generation.fetch_add(1, Ordering::Relaxed);
-    let send = open(shared, listener, path, generation).await?;
+    let send = Box::pin(open(shared, listener, path, generation)).await?;
     *lock(&slot.ready) = Some((generation, send.clone()));
     Ok(send)
 }
@@ -467,6 +503,7 @@ async fn open(
         .keep_alive_interval(keepalive)
         .keep_alive_timeout(keepalive)
         .keep_alive_while_idle(true)
+        .max_frame_size(MAX_FRAME)
         .handshake(TokioIo::new(ws));
     let (send, connection) = timeout(shared.config.timeouts.handshake, handshake)
         .await

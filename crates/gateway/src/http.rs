@@ -165,9 +165,11 @@ async fn handle(
     req: http::Request<Incoming>,
 ) -> http::Response<Body> {
     if crate::grpc::is_grpc(&req) {
-        return crate::grpc::handle(shared, req).await;
+        // Boxed: each path's state lives on the heap, so the per-request task stays small
+        // instead of carrying the larger of the two futures inline (and copying it).
+        return Box::pin(crate::grpc::handle(shared, req)).await;
     }
-    match relay(shared, peer, req).await {
+    match Box::pin(relay(shared, peer, req)).await {
         Ok(response) => response,
         Err(refusal) => {
             let mut response = http::Response::new(full(Bytes::from(refusal.message + "\n")));

@@ -629,7 +629,12 @@ where
                 this.rd.end_frame();
                 continue;
             }
-            let n = ready!(this.poll_payload(cx, buf.initialize_unfilled()))?;
+            // Only as much of the caller's buffer as this frame can fill is initialised:
+            // zeroing all of a large buffer on every read costs more than small frames do.
+            let want = usize::try_from(frame.remaining)
+                .unwrap_or(usize::MAX)
+                .min(buf.remaining());
+            let n = ready!(this.poll_payload(cx, buf.initialize_unfilled_to(want)))?;
             buf.advance(n);
             if this.rd.frame.is_some_and(|f| f.remaining == 0) {
                 this.rd.end_frame();

@@ -49,7 +49,11 @@ RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --locked
 
 step "protocol crates, the WCF runtime and codegen stay sans-I/O (no tokio)"
 for crate in ferry-hc ferry-nbfx ferry-nmf ferry-soap ferry-wcf ferry-codegen; do
-  if cargo tree -e normal -p "$crate" --locked --prefix none | grep -q '^tokio '; then
+  # ferry-wcf's service host and client channels (tokio) sit behind its default `runtime`
+  # feature; without default features it must be the sans-I/O runtime alone.
+  features=()
+  [[ $crate == ferry-wcf ]] && features=(--no-default-features)
+  if cargo tree -e normal -p "$crate" "${features[@]}" --locked --prefix none | grep -q '^tokio '; then
     echo "error: $crate depends on tokio" >&2
     exit 1
   fi

@@ -16,6 +16,10 @@ pub const DEFAULT_FAULT_ACTION: &str = "http://www.w3.org/2005/08/addressing/soa
 pub const DISPATCHER_NS: &str =
     "http://schemas.microsoft.com/net/2005/12/windowscommunicationfoundation/dispatcher";
 
+/// The reason WCF gives for an unhandled exception when the service does not include
+/// exception details in faults (`IncludeExceptionDetailInFaults = false`, the default).
+pub const INTERNAL_ERROR_REASON: &str = "The server was unable to process the request due to an internal error.  For more information about the error, either turn on IncludeExceptionDetailInFaults (either from ServiceBehaviorAttribute or from the <serviceDebug> configuration behavior) on the server in order to send the exception information back to the client, or turn on tracing as per the Microsoft .NET Framework SDK documentation and inspect the server trace logs.";
+
 /// The fault code, independent of the SOAP version (which spells `Sender` as `Client` in 1.1).
 #[derive(Clone, Debug, PartialEq, Eq, Default)]
 pub enum FaultCode {
@@ -101,6 +105,18 @@ impl<D> Fault<D> {
         }
     }
 
+    /// The generic fault WCF sends for an unhandled exception (no details): code `Receiver`,
+    /// subcode `InternalServiceFault` in the dispatcher namespace, [`INTERNAL_ERROR_REASON`],
+    /// sent with the dispatcher's fault action (SOAP 1.1 writes the subcode as `faultcode`).
+    pub fn internal_error() -> Self {
+        let mut fault = Self::receiver(INTERNAL_ERROR_REASON);
+        fault
+            .subcodes
+            .push(QName::new("a", DISPATCHER_NS, "InternalServiceFault"));
+        fault.action = Some(crate::service::DISPATCHER_FAULT_ACTION.to_owned());
+        fault
+    }
+
     /// A fault with this code.
     pub fn with_code(code: FaultCode, reason: impl Into<String>) -> Self {
         Self {
@@ -153,10 +169,13 @@ impl<D: FaultDetail> Fault<D> {
             SoapVersion::Soap12 => QName::new("s", version.namespace(), v12),
             SoapVersion::Soap11 => QName::new("s", version.namespace(), v11),
         };
-        let code = match &self.code {
-            FaultCode::Sender => standard("Sender", "Client"),
-            FaultCode::Receiver => standard("Receiver", "Server"),
-            FaultCode::Other(q) => q.clone(),
+        let code = match (&self.code, version, self.subcodes.first()) {
+            // SOAP 1.1 has no subcodes: WCF writes the first subcode as the code itself
+            // (`a:ActionNotSupported`, `a:InternalServiceFault`), as MessageFault.WriteTo11 does.
+            (_, SoapVersion::Soap11, Some(sub)) => sub.clone(),
+            (FaultCode::Sender, ..) => standard("Sender", "Client"),
+            (FaultCode::Receiver, ..) => standard("Receiver", "Server"),
+            (FaultCode::Other(q), ..) => q.clone(),
         };
         let inner = self
             .detail
@@ -249,5 +268,23 @@ mod tests {
         let back = Fault::<NoDetail>::from_soap(&f.to_soap(SoapVersion::Soap11), None).unwrap();
         assert_eq!(back.code, FaultCode::Sender);
         assert_eq!(f.reply_action(), DEFAULT_FAULT_ACTION);
+    }
+
+    #[test]
+    fn soap11_writes_the_first_subcode_as_the_code() {
+        let f: Fault = Fault::internal_error();
+        let v12 = f.to_soap(SoapVersion::Soap12);
+        assert_eq!(v12.code.local, "Receiver");
+        assert_eq!(v12.subcodes[0].local, "InternalServiceFault");
+        let v11 = f.to_soap(SoapVersion::Soap11);
+        assert_eq!(
+            v11.code,
+            QName::new("a", DISPATCHER_NS, "InternalServiceFault")
+        );
+        assert!(v11.subcodes.is_empty());
+        assert_eq!(
+            f.reply_action(),
+            "http://schemas.microsoft.com/net/2005/12/windowscommunicationfoundation/dispatcher/fault"
+        );
     }
 }

@@ -4,11 +4,20 @@
 // Generated code names the runtime `ferry_wcf::…` wherever it is compiled, here included.
 extern crate self as ferry_wcf;
 
+#[cfg(feature = "runtime")]
+pub mod basic_http;
+pub mod calc;
 pub mod client;
+#[cfg(feature = "runtime")]
+pub mod codec;
 pub mod contract;
 pub mod data;
 pub mod fault;
 pub mod generated;
+#[cfg(feature = "runtime")]
+pub mod host;
+#[cfg(feature = "runtime")]
+pub mod net_tcp;
 pub mod rewrite;
 pub mod service;
 pub mod value;
@@ -18,3 +27,10 @@ pub use contract::{Contract, Endpoint, FaultInfo, Operation};
 pub use data::{ArrayItem, DataContract, DataError, Reader, Writer, XmlValue};
 pub use fault::{Fault, FaultCode, FaultDetail, NoDetail};
 pub use service::{DispatchError, Reply, Service};
+
+#[cfg(feature = "runtime")]
+pub use basic_http::{BasicHttp, BasicHttpChannel};
+#[cfg(feature = "runtime")]
+pub use host::{Host, HostConfig};
+#[cfg(feature = "runtime")]
+pub use net_tcp::{ChannelConfig, NetTcpChannel};

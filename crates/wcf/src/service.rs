@@ -50,6 +50,21 @@ pub trait Service: Send + Sync {
     ) -> impl Future<Output = Result<Reply, DispatchError>> + Send;
 }
 
+/// A shared service is served as itself (one service behind several hosts or transports).
+impl<S: Service + ?Sized> Service for std::sync::Arc<S> {
+    fn contract(&self) -> &'static Contract {
+        (**self).contract()
+    }
+
+    fn dispatch(
+        &self,
+        action: &str,
+        body: Option<&Element>,
+    ) -> impl Future<Output = Result<Reply, DispatchError>> + Send {
+        (**self).dispatch(action, body)
+    }
+}
+
 /// What to send back for one request.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Reply {
@@ -120,17 +135,37 @@ pub enum DispatchError {
 }
 
 impl DispatchError {
-    /// The fault WCF's dispatcher answers with: `ActionNotSupported` (WS-Addressing) for an
-    /// unknown action, `DeserializationFailed` for an unreadable body.
+    /// The fault WCF's dispatcher answers with (for a WS-Addressing 1.0 request):
+    /// `ActionNotSupported` for an unknown action, `DeserializationFailed` for an unreadable
+    /// body.
     pub fn to_reply(&self) -> Reply {
-        let (subcode, action) = match self {
-            Self::UnknownAction(_) => (action_not_supported(), ADDRESSING_FAULT_ACTION),
+        self.reply_for(AddressingVersion::Wsa10)
+    }
+
+    /// [`Self::to_reply`] for a request of the given addressing version: WCF puts
+    /// `ActionNotSupported` in that version's namespace (the "none" namespace on basicHttp).
+    pub fn reply_for(&self, addressing: AddressingVersion) -> Reply {
+        let (subcode, action, reason) = match self {
+            Self::UnknownAction(action) => (
+                QName::new("a", addressing.namespace(), &action_not_supported().local),
+                ADDRESSING_FAULT_ACTION,
+                format!(
+                    "The message with Action '{action}' cannot be processed at the receiver, due \
+                     to a ContractFilter mismatch at the EndpointDispatcher. This may be because \
+                     of either a contract mismatch (mismatched Actions between sender and \
+                     receiver) or a binding/security mismatch between the sender and the \
+                     receiver.  Check that sender and receiver have the same contract and the \
+                     same binding (including security requirements, e.g. Message, Transport, \
+                     None)."
+                ),
+            ),
             Self::MissingBody { .. } | Self::Deserialization { .. } => (
                 QName::new("a", DISPATCHER_NS, "DeserializationFailed"),
                 DISPATCHER_FAULT_ACTION,
+                self.to_string(),
             ),
         };
-        let mut fault = Fault::with_code(FaultCode::Sender, self.to_string());
+        let mut fault = Fault::with_code(FaultCode::Sender, reason);
         fault.subcodes.push(subcode);
         Reply::Fault {
             action: action.to_owned(),

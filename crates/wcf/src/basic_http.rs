@@ -1,0 +1,505 @@
+//! basicHttp: SOAP 1.1 text over HTTP, both sides.
+//!
+//! Service side, [`BasicHttp`]: an HTTP handler that answers `POST` requests carrying a SOAP
+//! envelope (`Content-Type: text/xml; charset=utf-8`, the action in `SOAPAction`) with a
+//! [`Service`], as WCF's BasicHttpBinding does:
+//!
+//! | request | answer |
+//! |---|---|
+//! | a request/reply operation | `200`, the response envelope |
+//! | a fault (typed, untyped, ActionNotSupported, internal) | `500`, the fault envelope |
+//! | a one-way operation | `202 Accepted`, empty |
+//! | not `POST` | `405` |
+//! | another content type | `415` |
+//! | a body over the message size | `413` |
+//! | not a SOAP envelope | `400` |
+//!
+//! It runs behind the gateway's HTTP relay ([`BasicHttp::serve`] on an SDK
+//! [`HttpListener`]'s requests) or directly on a TCP port ([`BasicHttp::serve_tcp`], HTTP/1.1).
+//! SOAP 1.2 envelopes (`application/soap+xml`, the action in its `action` parameter) are
+//! answered too, in SOAP 1.2.
+//!
+//! Client side, [`BasicHttpChannel`]: a [`Transport`] posting envelopes with hyper
+//! (`http://` URLs; HTTPS is not offered here).
+
+use std::convert::Infallible;
+use std::io;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use ferry_nbfx::Element;
+use ferry_sdk::ListenerError;
+use ferry_sdk::http::{Body, HttpListener, HttpRequests};
+use ferry_soap::{AddressingVersion, Body as SoapBody, Envelope, SoapVersion};
+use http::header::{ALLOW, CONTENT_TYPE, HeaderName, HeaderValue};
+use http::{Method, Request, Response, StatusCode};
+use http_body_util::{BodyExt as _, Full, Limited};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use tokio::time::timeout;
+use tracing::{Instrument, debug, debug_span, warn};
+
+use crate::client::Transport;
+use crate::codec::decode_text;
+use crate::host::{HostConfig, respond};
+use crate::service::Service;
+
+/// The content type of SOAP 1.1 messages.
+pub const SOAP11_CONTENT_TYPE: &str = "text/xml; charset=utf-8";
+/// The content type of SOAP 1.2 messages (without the `action` parameter).
+pub const SOAP12_CONTENT_TYPE: &str = "application/soap+xml; charset=utf-8";
+/// The header carrying a SOAP 1.1 request's action.
+pub const SOAP_ACTION: &str = "SOAPAction";
+
+/// How long a client on [`BasicHttp::serve_tcp`] may take to send a request head.
+const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A basicHttp endpoint for one [`Service`]. Cheap to clone (shared).
+#[derive(Debug)]
+pub struct BasicHttp<S> {
+    shared: Arc<Shared<S>>,
+}
+
+impl<S> Clone for BasicHttp<S> {
+    fn clone(&self) -> Self {
+        Self {
+            shared: Arc::clone(&self.shared),
+        }
+    }
+}
+
+#[derive(Debug)]
+struct Shared<S> {
+    service: S,
+    config: HostConfig,
+}
+
+impl<S: Service + 'static> BasicHttp<S> {
+    /// An endpoint with the default limits ([`HostConfig::default`]: 64 KiB messages).
+    pub fn new(service: S) -> Self {
+        Self::with_config(service, HostConfig::default())
+    }
+
+    /// An endpoint with `config`'s message size and XML limits (and, for
+    /// [`Self::serve_tcp`], its session limit as the connection limit).
+    pub fn with_config(service: S, config: HostConfig) -> Self {
+        Self {
+            shared: Arc::new(Shared { service, config }),
+        }
+    }
+
+    /// The service served.
+    pub fn service(&self) -> &S {
+        &self.shared.service
+    }
+
+    /// Answers one request whose body has been read: the transport-independent core of
+    /// [`Self::handle`]. `head` gives the method and headers.
+    ///
+    /// # Cancel safety
+    ///
+    /// Dropping the future drops the operation's future.
+    pub async fn respond(&self, head: &http::request::Parts, body: &[u8]) -> Response<Bytes> {
+        if let Some(refusal) = self.check_head(head) {
+            return refusal;
+        }
+        if body.len() > self.shared.config.max_message_size() {
+            return plain(StatusCode::PAYLOAD_TOO_LARGE, "message too large");
+        }
+        let mut request = match decode_text(body, self.shared.config.xml_limits()) {
+            Ok(r) => r,
+            Err(e) => {
+                debug!(error = %e, "malformed soap request");
+                return plain(StatusCode::BAD_REQUEST, "malformed SOAP envelope");
+            }
+        };
+        if let Some(action) = request_action(head, request.version) {
+            request.headers.action = Some(action);
+        }
+        match respond(&self.shared.service, &request).await {
+            None => Response::builder()
+                .status(StatusCode::ACCEPTED)
+                .body(Bytes::new())
+                .unwrap_or_default(),
+            Some(reply) => {
+                let status = match reply.body {
+                    SoapBody::Fault(_) => StatusCode::INTERNAL_SERVER_ERROR,
+                    SoapBody::Payload(_) => StatusCode::OK,
+                };
+                let content_type = match reply.version {
+                    SoapVersion::Soap11 => SOAP11_CONTENT_TYPE,
+                    SoapVersion::Soap12 => SOAP12_CONTENT_TYPE,
+                };
+                Response::builder()
+                    .status(status)
+                    .header(CONTENT_TYPE, content_type)
+                    .body(Bytes::from(reply.encode_text()))
+                    .unwrap_or_default()
+            }
+        }
+    }
+
+    /// Answers one request of an SDK HTTP listener (see the module docs): checks method and
+    /// content type first, then reads the body up to the message size.
+    ///
+    /// # Cancel safety
+    ///
+    /// Dropping the future drops the operation's future.
+    pub async fn handle(&self, request: Request<Body>) -> Response<Body> {
+        let (head, body) = request.into_parts();
+        if let Some(refusal) = self.check_head(&head) {
+            return refusal.map(Body::from);
+        }
+        let body = match body.collect(self.shared.config.max_message_size()).await {
+            Ok(b) => b,
+            Err(ferry_sdk::http::BodyError::TooLarge(_)) => {
+                return plain(StatusCode::PAYLOAD_TOO_LARGE, "message too large").map(Body::from);
+            }
+            Err(e) => {
+                debug!(error = %e, "request body failed");
+                return plain(StatusCode::BAD_REQUEST, "request body failed").map(Body::from);
+            }
+        };
+        self.respond(&head, &body).await.map(Body::from)
+    }
+
+    /// Serves every request of an SDK listener's HTTP side (from
+    /// [`HttpListener::into_parts`]) until the listener closes.
+    ///
+    /// # Errors
+    ///
+    /// Why the listener stopped.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: requests already being served finish in their tasks.
+    pub async fn serve(self, requests: HttpRequests) -> Result<(), ListenerError> {
+        requests
+            .serve(move |request| {
+                let this = self.clone();
+                async move { this.handle(request).await }
+            })
+            .await
+    }
+
+    /// Serves every request of an SDK HTTP listener until it closes.
+    ///
+    /// # Errors
+    ///
+    /// Why the listener stopped.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: requests already being served finish in their tasks.
+    pub async fn serve_listener(self, listener: HttpListener) -> Result<(), ListenerError> {
+        // The listener half lives as long as the loop: dropping it closes the channel.
+        let (_listener, requests) = listener.into_parts();
+        self.serve(requests).await
+    }
+
+    /// Serves HTTP/1.1 on every connection of a TCP listener (no relay), at most
+    /// [`HostConfig::set_max_sessions`] connections at once.
+    ///
+    /// # Errors
+    ///
+    /// None at present; accept failures are logged and retried.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: connections already accepted go on in their tasks.
+    pub async fn serve_tcp(self, listener: TcpListener) -> io::Result<()> {
+        let permits = Arc::new(Semaphore::new(self.shared.config.max_sessions()));
+        loop {
+            // Taken before accepting: past the limit, connections wait in the backlog.
+            let Ok(permit) = Arc::clone(&permits).acquire_owned().await else {
+                return Ok(());
+            };
+            let (stream, peer) = match listener.accept().await {
+                Ok(a) => a,
+                Err(e) => {
+                    warn!(error = %e, "accept failed; retrying");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            };
+            let this = self.clone();
+            let limit = self.shared.config.max_message_size();
+            let service =
+                hyper::service::service_fn(move |request: Request<hyper::body::Incoming>| {
+                    let this = this.clone();
+                    async move {
+                        let (head, body) = request.into_parts();
+                        let response = match this.check_head(&head) {
+                            Some(refusal) => refusal,
+                            None => match Limited::new(body, limit).collect().await {
+                                Ok(body) => this.respond(&head, &body.to_bytes()).await,
+                                Err(_) => plain(StatusCode::PAYLOAD_TOO_LARGE, "message too large"),
+                            },
+                        };
+                        Ok::<_, Infallible>(response.map(Full::new))
+                    }
+                });
+            // One task per connection, holding its permit.
+            tokio::spawn(
+                async move {
+                    let _permit = permit;
+                    let result = hyper::server::conn::http1::Builder::new()
+                        .timer(TokioTimer::new())
+                        .header_read_timeout(HEADER_READ_TIMEOUT)
+                        .serve_connection(TokioIo::new(stream), service)
+                        .await;
+                    if let Err(e) = result {
+                        debug!(error = %e, "http connection ended");
+                    }
+                }
+                .instrument(debug_span!("basic_http", %peer)),
+            );
+        }
+    }
+
+    /// The refusal for a request head that cannot carry a SOAP request, if any.
+    fn check_head(&self, head: &http::request::Parts) -> Option<Response<Bytes>> {
+        if head.method != Method::POST {
+            let mut r = plain(StatusCode::METHOD_NOT_ALLOWED, "only POST is served");
+            r.headers_mut()
+                .insert(ALLOW, HeaderValue::from_static("POST"));
+            return Some(r);
+        }
+        let content_type = head
+            .headers
+            .get(CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default();
+        let media = content_type.split(';').next().unwrap_or_default().trim();
+        let charset_ok = content_type
+            .split(';')
+            .skip(1)
+            .all(|p| match p.split_once('=') {
+                Some((k, v)) if k.trim().eq_ignore_ascii_case("charset") => {
+                    v.trim().trim_matches('"').eq_ignore_ascii_case("utf-8")
+                }
+                _ => true,
+            });
+        let soap = media.eq_ignore_ascii_case("text/xml")
+            || media.eq_ignore_ascii_case("application/soap+xml");
+        if !soap || !charset_ok {
+            return Some(plain(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "expected text/xml; charset=utf-8",
+            ));
+        }
+        if head
+            .headers
+            .get(http::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<usize>().ok())
+            .is_some_and(|n| n > self.shared.config.max_message_size())
+        {
+            return Some(plain(StatusCode::PAYLOAD_TOO_LARGE, "message too large"));
+        }
+        None
+    }
+}
+
+/// The request's action: `SOAPAction` (SOAP 1.1, quotes removed) or the content type's
+/// `action` parameter (SOAP 1.2); `None` leaves the envelope's own Action header.
+fn request_action(head: &http::request::Parts, version: SoapVersion) -> Option<String> {
+    let unquote = |v: &str| v.trim().trim_matches('"').to_owned();
+    let found = match version {
+        SoapVersion::Soap11 => head
+            .headers
+            .get(SOAP_ACTION)
+            .and_then(|v| v.to_str().ok())
+            .map(unquote),
+        SoapVersion::Soap12 => head
+            .headers
+            .get(CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|ct| {
+                ct.split(';').skip(1).find_map(|p| match p.split_once('=') {
+                    Some((k, v)) if k.trim().eq_ignore_ascii_case("action") => Some(unquote(v)),
+                    _ => None,
+                })
+            }),
+    };
+    found.filter(|a| !a.is_empty())
+}
+
+/// A short plain-text answer.
+fn plain(status: StatusCode, text: &'static str) -> Response<Bytes> {
+    Response::builder()
+        .status(status)
+        .header(CONTENT_TYPE, "text/plain; charset=utf-8")
+        .body(Bytes::from_static(text.as_bytes()))
+        .unwrap_or_default()
+}
+
+/// Default for [`BasicHttpChannel::set_timeout`]: 1 minute, WCF's `SendTimeout`.
+pub const DEFAULT_CLIENT_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// What a [`BasicHttpChannel`] can fail with.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum BasicHttpError {
+    /// The URL is not an `http://` URL.
+    #[error("invalid endpoint url {0:?}")]
+    Url(String),
+    /// A header name or value is invalid.
+    #[error("invalid header {0:?}")]
+    Header(String),
+    /// The HTTP exchange failed.
+    #[error("http request failed")]
+    Http(#[source] Box<dyn std::error::Error + Send + Sync>),
+    /// No complete response within the timeout.
+    #[error("no response within {0:?}")]
+    Timeout(Duration),
+    /// The response is over the message size.
+    #[error("response over {0} bytes")]
+    TooLarge(usize),
+    /// The service answered with a status that carries no SOAP envelope.
+    #[error("service answered {status}")]
+    Status {
+        /// The status.
+        status: StatusCode,
+    },
+    /// The response is not a SOAP envelope.
+    #[error("undecodable response")]
+    Decode(#[source] ferry_soap::DecodeError),
+}
+
+/// A basicHttp client channel: SOAP 1.1 text envelopes posted to one URL.
+#[derive(Clone, Debug)]
+pub struct BasicHttpChannel {
+    client: Client<HttpConnector, Full<Bytes>>,
+    url: http::Uri,
+    headers: http::HeaderMap,
+    timeout: Duration,
+    max_message_bytes: usize,
+    xml: ferry_nbfx::Limits,
+}
+
+impl BasicHttpChannel {
+    /// A channel posting to `url` (`http://host:port/path`).
+    ///
+    /// # Errors
+    ///
+    /// [`BasicHttpError::Url`] for anything but an absolute `http://` URL.
+    pub fn new(url: &str) -> Result<Self, BasicHttpError> {
+        let parsed: http::Uri = url.parse().map_err(|_| BasicHttpError::Url(url.into()))?;
+        if parsed.scheme_str() != Some("http") || parsed.host().is_none() {
+            return Err(BasicHttpError::Url(url.into()));
+        }
+        Ok(Self {
+            client: Client::builder(TokioExecutor::new()).build_http(),
+            url: parsed,
+            headers: http::HeaderMap::new(),
+            timeout: DEFAULT_CLIENT_TIMEOUT,
+            max_message_bytes: crate::host::DEFAULT_MAX_MESSAGE_BYTES,
+            xml: ferry_nbfx::Limits::default(),
+        })
+    }
+
+    /// Adds a header to every request, e.g. `ServiceBusAuthorization` with a SAS token for a
+    /// gateway path that requires senders to authenticate.
+    ///
+    /// # Errors
+    ///
+    /// [`BasicHttpError::Header`] for an invalid name or value.
+    pub fn set_header(&mut self, name: &str, value: &str) -> Result<&mut Self, BasicHttpError> {
+        let n = HeaderName::from_bytes(name.as_bytes())
+            .map_err(|_| BasicHttpError::Header(name.into()))?;
+        let v = HeaderValue::from_str(value).map_err(|_| BasicHttpError::Header(name.into()))?;
+        self.headers.insert(n, v);
+        Ok(self)
+    }
+
+    /// Sets how long one call may take (default [`DEFAULT_CLIENT_TIMEOUT`]).
+    pub fn set_timeout(&mut self, timeout: Duration) -> &mut Self {
+        self.timeout = timeout;
+        self
+    }
+
+    /// Sets the largest response accepted, raising the byte-counting reader quotas with it
+    /// (default 64 KiB).
+    pub fn set_max_message_size(&mut self, bytes: usize) -> &mut Self {
+        self.max_message_bytes = bytes;
+        self.xml.max_document_bytes = bytes;
+        self.xml.max_string_bytes = bytes.max(self.xml.max_string_bytes);
+        self.xml.max_array_length = bytes.max(self.xml.max_array_length);
+        self
+    }
+
+    /// Posts one envelope; the status and body of the answer.
+    async fn post(
+        &self,
+        action: &str,
+        body: Element,
+    ) -> Result<(StatusCode, Bytes), BasicHttpError> {
+        let mut env = Envelope::new(SoapVersion::Soap11, AddressingVersion::None);
+        env.body = SoapBody::Payload(vec![body]);
+        let mut request = Request::post(self.url.clone())
+            .header(CONTENT_TYPE, SOAP11_CONTENT_TYPE)
+            .header(SOAP_ACTION, format!("\"{action}\""))
+            .body(Full::new(Bytes::from(env.encode_text())))
+            .map_err(|_| BasicHttpError::Header(SOAP_ACTION.into()))?;
+        request
+            .headers_mut()
+            .extend(self.headers.iter().map(|(k, v)| (k.clone(), v.clone())));
+        let exchange = async {
+            let response = self
+                .client
+                .request(request)
+                .await
+                .map_err(|e| BasicHttpError::Http(Box::new(e)))?;
+            let status = response.status();
+            let body = Limited::new(response.into_body(), self.max_message_bytes)
+                .collect()
+                .await
+                .map_err(|e| {
+                    if e.is::<http_body_util::LengthLimitError>() {
+                        BasicHttpError::TooLarge(self.max_message_bytes)
+                    } else {
+                        BasicHttpError::Http(e)
+                    }
+                })?
+                .to_bytes();
+            Ok((status, body))
+        };
+        timeout(self.timeout, exchange)
+            .await
+            .map_err(|_| BasicHttpError::Timeout(self.timeout))?
+    }
+}
+
+impl Transport for BasicHttpChannel {
+    type Error = BasicHttpError;
+
+    async fn call(&self, action: &str, body: Element) -> Result<Envelope, BasicHttpError> {
+        let (status, body) = self.post(action, body).await?;
+        // 200 carries the response, 500 a fault; anything else is an HTTP-level refusal.
+        if status != StatusCode::OK && status != StatusCode::INTERNAL_SERVER_ERROR {
+            return Err(BasicHttpError::Status { status });
+        }
+        decode_text(&body, self.xml).map_err(|e| {
+            if status == StatusCode::OK {
+                BasicHttpError::Decode(e)
+            } else {
+                BasicHttpError::Status { status }
+            }
+        })
+    }
+
+    async fn send(&self, action: &str, body: Element) -> Result<(), BasicHttpError> {
+        let (status, _) = self.post(action, body).await?;
+        // WCF answers one-way messages with 202; Mono with an empty 200.
+        if status == StatusCode::ACCEPTED || status == StatusCode::OK {
+            Ok(())
+        } else {
+            Err(BasicHttpError::Status { status })
+        }
+    }
+}

@@ -103,7 +103,9 @@ pub(crate) async fn run(
     let tracker = TaskTracker::new();
     let result = loop {
         let incoming = tokio::select! {
+            // Shutdown: stop accepting; the sessions under way are ended below.
             () = cancel.cancelled() => break Ok(()),
+            // Cancel safe: an accept command not yet read stays with the listener.
             r = listener.accept() => r,
         };
         let conn = match incoming {
@@ -126,6 +128,7 @@ pub(crate) async fn run(
                     return;
                 };
                 tokio::select! {
+                    // The session ends by itself: both legs closed, or a fault sent.
                     () = session(conn, &origin) => {}
                     // Shutdown: dropping the streams closes both legs.
                     () = cancel.cancelled() => debug!("session cancelled"),
@@ -239,6 +242,7 @@ where
         let n = tokio::select! {
             // The origin is gone: nothing more can be delivered.
             () = stop.cancelled() => return Ok(()),
+            // Cancel safe: a read that loses the race has consumed nothing.
             r = tokio::time::timeout(wait, relay.read(&mut buf)) => match r {
                 Ok(Ok(n)) => n,
                 Ok(Err(e)) => return Err(Up::Io(e)),
@@ -296,6 +300,7 @@ where
         let n = tokio::select! {
             // Only between records: a write in progress is never cut.
             () = stop.cancelled() => break Down::Ended,
+            // An origin silent for the idle time ends the session like a close.
             r = tokio::time::timeout(IDLE_TIMEOUT, origin.read(&mut buf)) => match r {
                 Ok(Ok(n)) => n,
                 Ok(Err(e)) => break Down::Broken(e.to_string()),

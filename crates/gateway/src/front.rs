@@ -50,6 +50,7 @@ const MAX_CONTROL_MESSAGE: usize = ferry_hc::command::MAX_COMMAND_LEN;
 pub(crate) struct Shared {
     pub(crate) config: Config,
     pub(crate) grpc: crate::grpc::Pool,
+    pub(crate) verified: crate::verified::Verified,
     pub(crate) registry: Registry,
     pub(crate) cancel: CancellationToken,
     pub(crate) tracker: TaskTracker,

@@ -35,7 +35,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use ferry_hc::Command;
 use ferry_hc::address::{self, Action};
-use ferry_hc::auth::{AuthError, Right};
+use ferry_hc::auth::AuthError;
 use ferry_hc::command::{Accept, Headers, RemoteEndpoint};
 use ferry_net::stream::WsStream;
 use http::{HeaderMap, HeaderValue, StatusCode};
@@ -111,8 +111,6 @@ impl From<AuthError> for Failure {
 pub(crate) struct Pool {
     slots: Mutex<HashMap<u64, Arc<Slot>>>,
     generation: AtomicU64,
-    /// (token, path, host) → Unix second until which it is good.
-    verified: Mutex<HashMap<(String, String, String), u64>>,
 }
 
 /// One listener's connection: the ready handle, and a lock held while (re)connecting so a
@@ -377,36 +375,14 @@ fn authorize(
     path: &str,
 ) -> Result<(), Failure> {
     let token = token.ok_or(AuthError::Missing)?;
-    let now = now_unix();
-    // gRPC clients send the same token with every call: one that passed for this path and
-    // host is not parsed and signed again until it expires.
-    let key = (
-        token.to_owned(),
-        path.to_owned(),
-        host.unwrap_or_default().to_owned(),
-    );
-    if lock(&shared.grpc.verified)
-        .get(&key)
-        .is_some_and(|&until| now <= until)
-    {
-        return Ok(());
-    }
     let mut hosts = vec![shared.config.namespace.as_str()];
     hosts.extend(host);
-    let grant = rules.authorize_any_host(token, &hosts, path, Right::Send, now)?;
-    let until = grant
-        .expiry
-        .saturating_add(shared.config.timeouts.token_grace.as_secs());
-    let mut verified = lock(&shared.grpc.verified);
-    if verified.len() >= VERIFIED_TOKENS {
-        verified.clear();
-    }
-    verified.insert(key, until);
+    let grace = shared.config.timeouts.token_grace.as_secs();
+    shared
+        .verified
+        .authorize_send(rules, token, &hosts, path, now_unix(), grace)?;
     Ok(())
 }
-
-/// Tokens remembered as verified (see [`authorize`]); the memory is dropped when full.
-const VERIFIED_TOKENS: usize = 4096;
 
 /// The listener's relayed connection: the open one, or a new one.
 async fn connection(

@@ -32,7 +32,7 @@ use std::task::{Context, Poll};
 use bytes::Bytes;
 use ferry_hc::Command;
 use ferry_hc::address::{self, HcQuery, encode_path};
-use ferry_hc::auth::{AuthError, Right};
+use ferry_hc::auth::AuthError;
 use ferry_hc::command::{Headers, RemoteEndpoint, Request};
 use ferry_net::conn::Conn;
 use http::{HeaderName, HeaderValue, StatusCode};
@@ -462,9 +462,10 @@ fn authorize(
     let token = token.ok_or(AuthError::Missing)?;
     let mut hosts = vec![shared.config.namespace.as_str()];
     hosts.extend(host);
-    settings
-        .rules
-        .authorize_any_host(token, &hosts, path, Right::Send, now_unix())?;
+    let grace = shared.config.timeouts.token_grace.as_secs();
+    shared
+        .verified
+        .authorize_send(&settings.rules, token, &hosts, path, now_unix(), grace)?;
     Ok(())
 }
 

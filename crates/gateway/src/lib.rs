@@ -10,6 +10,7 @@ mod http;
 mod nettcp;
 mod registry;
 mod relayed;
+mod verified;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -149,6 +150,7 @@ impl Gateway {
         let shared = Arc::new(Shared {
             registry: Registry::new(&config),
             grpc: grpc::Pool::default(),
+            verified: verified::Verified::default(),
             connections: Arc::new(Semaphore::new(config.limits.max_connections.get())),
             config,
             cancel: CancellationToken::new(),

@@ -39,7 +39,9 @@ pub fn require_mono() {
 /// Compilations are serialised within the test process (tests run in parallel threads).
 pub fn compile(name: &str, sources: &[&str]) -> PathBuf {
     static LOCK: Mutex<()> = Mutex::new(());
-    let _guard = LOCK.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let _guard = LOCK
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     require_mono();
     let out_dir = std::env::temp_dir().join("ferry-interop-mono");
     std::fs::create_dir_all(&out_dir).expect("create the mono output directory");

@@ -9,6 +9,10 @@
 //! headers are removed both ways (RFC 9110 §7.6.1), `Host` names the origin, and an origin
 //! that cannot be reached or answers garbage gives 503 (502 and 504 are the relay service's
 //! own answers, spec §3).
+//!
+//! The listener asks the gateway for cancellations (`Ferry-Features: cancel`): when a sender
+//! goes away, its request's handler is dropped, which drops the origin request and closes
+//! that origin connection, so the origin stops working for nobody.
 
 use std::io;
 use std::sync::{Arc, Mutex, PoisonError};

@@ -1,6 +1,7 @@
 //! `ferry listen --wcf-to` end to end with real WCF peers: Mono's calculator service
-//! (`interop/mono/CalcService.cs`) behind the listener, the recorded client streams
-//! (`ferry replay`) in front, a gateway in this process between them. Two routes:
+//! (`interop/mono/CalcService.cs`) behind the listener, Mono's WCF client
+//! (`interop/mono/CalcClient.cs`) and the recorded client streams (`ferry replay`) in front,
+//! a gateway in this process between them. Two routes:
 //!
 //! ```text
 //!  client ─TCP─► ferry bridge local ─HC─► gateway ─► ferry listen --wcf-to ─TCP─► Mono service
@@ -95,6 +96,69 @@ fn nettcp_via(gw: &RunningGateway, path: &str) -> String {
         "net.tcp://127.0.0.1:{port}/{path}?sb-hc-token={}",
         ferry_hc::address::encode_query_value(&token(gw, path))
     )
+}
+
+/// Runs the Mono client (`nettcp`) against `address`; returns its JSON lines.
+async fn mono_client(address: &str, token: Option<&str>) -> Vec<serde_json::Value> {
+    let exe = ferry_interop::mono::compile("CalcClient", &["CalcClient.cs"]);
+    let args = ["nettcp", address, token.unwrap_or("-")].map(str::to_owned);
+    let child = ferry_interop::mono::run(&exe, &args);
+    let (ok, out) = ferry_interop::finish(child).await;
+    let lines: Vec<serde_json::Value> = out
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect();
+    assert!(ok, "the Mono client failed against {address}:\n{out}");
+    assert_eq!(
+        lines.last(),
+        Some(&serde_json::json!({"done": true})),
+        "{out}"
+    );
+    lines
+}
+
+/// Asserts two runs of the Mono client saw the same thing, call by call.
+fn assert_same_calls(direct: &[serde_json::Value], relayed: &[serde_json::Value], route: &str) {
+    assert!(direct.len() > 20, "{direct:?}");
+    for (d, r) in direct.iter().zip(relayed) {
+        assert_eq!(d, r, "{route}: a call differs from the direct one");
+        assert_ne!(r["outcome"], "exception", "{route}: {r}");
+    }
+    assert_eq!(direct.len(), relayed.len(), "{route}");
+}
+
+#[tokio::test]
+async fn mono_client_through_a_port_bridge_gets_the_direct_answers() {
+    within(async {
+        let calc = Calc::start().await;
+        let direct = mono_client(&calc.tcp, None).await;
+        let gw = Gateway::start(Config::dev()).await.expect("gateway");
+        let _listener = listen(&gw, "calc", &calc.tcp).await;
+        let (_bridge, port) = bridge(&gw, "calc").await;
+        let relayed = mono_client(&format!("net.tcp://127.0.0.1:{port}/calc/tcp"), None).await;
+        assert_same_calls(&direct, &relayed, "bridge");
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn mono_client_through_the_gateway_nettcp_port_gets_the_direct_answers() {
+    within(async {
+        let calc = Calc::start().await;
+        let direct = mono_client(&calc.tcp, None).await;
+        let gw = Gateway::start(Config::dev()).await.expect("gateway");
+        let _listener = listen(&gw, "calc", &calc.tcp).await;
+        // The token rides in a RelayAccessToken header on every message; the gateway checks
+        // the first, the listener takes them all out before the service sees them.
+        let port = gw.nettcp_addr().expect("net.tcp port").port();
+        let relayed = mono_client(
+            &format!("net.tcp://127.0.0.1:{port}/calc"),
+            Some(&token(&gw, "calc")),
+        )
+        .await;
+        assert_same_calls(&direct, &relayed, "gateway net.tcp");
+    })
+    .await;
 }
 
 #[tokio::test]
@@ -335,8 +399,30 @@ async fn an_unreachable_origin_is_endpoint_not_found() {
             raw.event().await,
             Some(Event::Fault(FaultCode::EndpointNotFound))
         );
+
+        // A real WCF client fails its call at once instead of hanging.
+        let lines = mono_client_failing(&format!("net.tcp://127.0.0.1:{port}/calc/tcp")).await;
+        assert!(lines.iter().any(|l| l.get("error").is_some()), "{lines:?}");
     })
     .await;
+}
+
+/// Runs the Mono client where it must fail; returns its lines (it exits non-zero).
+async fn mono_client_failing(address: &str) -> Vec<serde_json::Value> {
+    let exe = ferry_interop::mono::compile("CalcClient", &["CalcClient.cs"]);
+    let args = ["nettcp", address, "-"].map(str::to_owned);
+    let child = ferry_interop::mono::run(&exe, &args);
+    let started = tokio::time::Instant::now();
+    let (ok, out) = ferry_interop::finish(child).await;
+    assert!(
+        !ok,
+        "the Mono client succeeded against a dead origin:\n{out}"
+    );
+    // Well under the client's 30 s timeouts: the fault, not a timeout, ended it.
+    assert!(started.elapsed() < Duration::from_secs(25), "{out}");
+    out.lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect()
 }
 
 #[tokio::test]

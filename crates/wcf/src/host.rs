@@ -31,6 +31,12 @@
 //! unknown action, `DeserializationFailed` for a body that is not the operation's request,
 //! and the generic `InternalServiceFault` for an operation that panicked (WCF's answer to an
 //! unhandled exception without `IncludeExceptionDetailInFaults`).
+//!
+//! The relay's own one-way messages inside a NetOneway / NetEvent sender's session (its
+//! `Connect`, then `OnewayPing` keep-alives; see [`RELAY_SESSION_ACTIONS`]) reach the host
+//! too: the gateway cannot take them out of the stream, since the binary session dictionary
+//! ties every message to the ones before it. Unless the service's contract has them, they are
+//! accepted and dropped without an answer: they are one-way and meant for the relay.
 
 use std::io;
 use std::panic::AssertUnwindSafe;
@@ -66,6 +72,15 @@ pub const DEFAULT_SEND_TIMEOUT: Duration = Duration::from_secs(60);
 pub const DEFAULT_MAX_SESSIONS: usize = 256;
 /// How long [`Host::shutdown`] waits for sessions to end.
 pub const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Actions of the relay's one-way session messages that a host drops unanswered unless its
+/// contract has them: NetOneway / NetEvent senders open their session with `Connect` (the
+/// `sb://` URI, with the token that the gateway already checked) and keep it alive with
+/// `OnewayPing`.
+pub const RELAY_SESSION_ACTIONS: [&str; 2] = [
+    "http://schemas.microsoft.com/netservices/2009/05/servicebus/connect/Connect",
+    "http://schemas.microsoft.com/netservices/2009/05/servicebus/connect/OnewayPing",
+];
 
 /// Read buffer per connection.
 const READ_CHUNK: usize = 64 * 1024;
@@ -546,17 +561,22 @@ pub async fn serve_tcp<S: Service + 'static>(listener: TcpListener, service: S) 
 /// header, catches a panicking operation (→ [`Fault::internal_error`]), and builds the reply
 /// envelope in the request's SOAP and addressing version with `RelatesTo` set to its
 /// `MessageID`. `None` when nothing goes back (a one-way operation, even one that failed, as
-/// WCF cannot answer those either).
+/// WCF cannot answer those either, and the relay's session messages of
+/// [`RELAY_SESSION_ACTIONS`] when the contract does not have them).
 ///
 /// # Cancel safety
 ///
 /// Dropping the future drops the operation's future.
 pub async fn respond<S: Service>(service: &S, request: &Envelope) -> Option<Envelope> {
     let action = request.headers.action.as_deref().unwrap_or_default();
-    let one_way = service
-        .contract()
-        .operation(action)
-        .is_some_and(|op| op.is_one_way());
+    let operation = service.contract().operation(action);
+    if operation.is_none() && RELAY_SESSION_ACTIONS.contains(&action) {
+        // Meant for the relay and one-way: an ActionNotSupported fault would reach a sender
+        // that expects no answer from a listener (or, on a fan-out path, nobody at all).
+        debug!(action, "relay session message dropped");
+        return None;
+    }
+    let one_way = operation.is_some_and(|op| op.is_one_way());
     let dispatched = AssertUnwindSafe(service.dispatch(action, request.payload()))
         .catch_unwind()
         .await;
@@ -804,5 +824,72 @@ where
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use ferry_soap::{Body, SoapVersion};
+
+    use super::*;
+    use crate::DataContract as _;
+    use crate::calc::Calc;
+    use crate::generated::calculator::{
+        Calculator as _, CalculatorServer, GetNotifications, Notify,
+    };
+    use crate::generated::relay::{Connect, OnewayPing};
+
+    fn request(action: &str, body: ferry_nbfx::Element) -> Envelope {
+        let mut env = Envelope::new(SoapVersion::Soap12, AddressingVersion::Wsa10);
+        env.headers.action = Some(action.to_owned());
+        env.headers.message_id = Some("urn:uuid:6c9e1a52-1111-4c2b-9a47-0d6f3e8b2a10".into());
+        env.body = Body::Payload(vec![body]);
+        env
+    }
+
+    #[tokio::test]
+    async fn relay_session_messages_are_dropped_unanswered() {
+        let service = CalculatorServer(Calc::new());
+        let connect = Connect {
+            uri: Some("sb://gateway.example/events".into()),
+        };
+        let [connect_action, ping_action] = RELAY_SESSION_ACTIONS;
+        assert_eq!(
+            respond(&service, &request(connect_action, connect.to_element())).await,
+            None
+        );
+        assert_eq!(
+            respond(&service, &request(ping_action, OnewayPing {}.to_element())).await,
+            None
+        );
+        // Neither reached the calculator, whose one-way Notify still works as before.
+        let notify = Notify {
+            message: Some("after the relay's messages".into()),
+        };
+        let action = "http://interop.example/calc/2024/ICalculator/Notify";
+        assert_eq!(
+            respond(&service, &request(action, notify.to_element())).await,
+            None
+        );
+        let drained = service.0.get_notifications(GetNotifications {}).await;
+        assert_eq!(
+            drained.expect("drained").get_notifications_result,
+            [Some("after the relay's messages".to_owned())]
+        );
+    }
+
+    #[tokio::test]
+    async fn other_unknown_actions_still_get_action_not_supported() {
+        let service = CalculatorServer(Calc::new());
+        let redirect =
+            "http://schemas.microsoft.com/netservices/2009/05/servicebus/connect/Redirect";
+        let body = ferry_nbfx::Element::new("", ferry_nbfx::XmlString::inline("Redirect"), "urn:x");
+        let reply = respond(&service, &request(redirect, body))
+            .await
+            .expect("a fault");
+        let Body::Fault(fault) = &reply.body else {
+            panic!("fault expected: {reply:?}");
+        };
+        assert_eq!(fault.subcodes[0].local, "ActionNotSupported");
     }
 }

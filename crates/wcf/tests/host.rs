@@ -308,6 +308,45 @@ async fn unknown_action_is_action_not_supported_and_the_session_goes_on() {
 }
 
 #[tokio::test]
+async fn relay_session_messages_get_no_answer_and_the_session_goes_on() {
+    // What a NetOneway / NetEvent sender's session carries through the gateway: the relay's
+    // Connect first, OnewayPing keep-alives between its one-way messages.
+    let (_host, addr) = net_tcp_host(config()).await;
+    let channel = channel(addr, KnownEncoding::BinarySession).await;
+    let connect = ferry_wcf::generated::relay::Connect {
+        uri: Some("sb://gateway.example/calc".into()),
+    };
+    let [connect_action, ping_action] = ferry_wcf::host::RELAY_SESSION_ACTIONS;
+    channel
+        .send(connect_action, connect.to_element())
+        .await
+        .unwrap();
+    let notify = |m: &str| {
+        Notify {
+            message: Some(m.into()),
+        }
+        .to_element()
+    };
+    let notify_action = "http://interop.example/calc/2024/ICalculator/Notify";
+    channel.send(notify_action, notify("one")).await.unwrap();
+    let ping = ferry_wcf::generated::relay::OnewayPing {};
+    channel.send(ping_action, ping.to_element()).await.unwrap();
+    channel.send(notify_action, notify("two")).await.unwrap();
+    // Had the host answered either relay message (with ActionNotSupported), that fault would
+    // be read here as the reply: requests without a MessageID get faults without RelatesTo.
+    let client = CalculatorClient::new(channel);
+    let drained = tokio::time::timeout(STEP, client.get_notifications(GetNotifications {}))
+        .await
+        .expect("in time")
+        .expect("the next call is answered");
+    assert_eq!(
+        drained.get_notifications_result,
+        [Some("one".to_owned()), Some("two".to_owned())]
+    );
+    client.transport().close().await.expect("End handshake");
+}
+
+#[tokio::test]
 async fn basic_http_statuses() {
     let addr = http_host().await;
     let url = format!("http://{addr}/calc");

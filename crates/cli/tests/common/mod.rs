@@ -125,12 +125,18 @@ fn strip_ansi(line: &str) -> String {
 
 /// Runs `ferry replay RECORDING --to ADDR`; returns whether it succeeded and its report.
 pub async fn replay(recording: &std::path::Path, to: &str) -> (bool, String) {
+    replay_with(recording, to, &[]).await
+}
+
+/// `ferry replay` with extra arguments (e.g. `--mono-quirks`).
+pub async fn replay_with(recording: &std::path::Path, to: &str, extra: &[&str]) -> (bool, String) {
     let out = tokio::time::timeout(
         LIMIT,
         Command::new(FERRY)
             .arg("replay")
             .arg(recording)
             .args(["--to", to, "--timeout", "20"])
+            .args(extra)
             .env("RUST_BACKTRACE", "0")
             .kill_on_drop(true)
             .output(),

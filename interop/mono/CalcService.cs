@@ -2,13 +2,16 @@
 // describes it: contract ICalculator in http://interop.example/calc/2024, data contracts in
 // http://interop.example/calc/types, published metadata equal to wsdl/calculator/*.
 //
-//   mono CalcService.exe --tcp PORT [--http PORT] [--mex PORT] [--host 127.0.0.1]
+//   mono CalcService.exe --tcp PORT [--http PORT] [--mex PORT] [--host 127.0.0.1] [--max-sessions N]
 //
 // Endpoints (each on its own port: Mono cannot share a port between two net.tcp endpoints):
 //   net.tcp://HOST:TCP/calc/tcp    NetTcpBinding, SecurityMode.None
 //   http://HOST:HTTP/calc/basic    BasicHttpBinding, no security; WSDL at http://HOST:HTTP/calc?wsdl
 //   net.tcp://HOST:MEX/calc/mex    mexTcpBinding (Mono answers WS-Transfer Get with empty Metadata)
-// Quotas: MaxReceivedMessageSize and reader quotas 64 MiB; everything else default.
+// Quotas: MaxReceivedMessageSize and reader quotas 64 MiB; everything else default. That includes
+// the service throttle: Mono serves at most 10 sessions at once (the .NET 3.x default of
+// MaxConcurrentSessions; further clients wait in Open), unless --max-sessions N raises it (a load
+// test with more channels needs that).
 //
 // Mono drops a net.tcp message whose To differs from the endpoint address (FINDINGS.md §5.2), so
 // whoever calls the net.tcp endpoint must address it exactly as printed. When every endpoint is
@@ -208,13 +211,13 @@ namespace Ferry.Interop
         static int Usage(string why)
         {
             Console.Error.WriteLine("CalcService: " + why);
-            Console.Error.WriteLine("usage: CalcService.exe --tcp PORT [--http PORT] [--mex PORT] [--host HOST]");
+            Console.Error.WriteLine("usage: CalcService.exe --tcp PORT [--http PORT] [--mex PORT] [--host HOST] [--max-sessions N]");
             return 2;
         }
 
         public static int Main(string[] args)
         {
-            int tcp = 0, http = 0, mex = 0;
+            int tcp = 0, http = 0, mex = 0, maxSessions = 0;
             string host = "127.0.0.1";
             for (int i = 0; i < args.Length; i++)
             {
@@ -226,6 +229,7 @@ namespace Ferry.Interop
                     case "--http": http = int.Parse(value); break;
                     case "--mex": mex = int.Parse(value); break;
                     case "--host": host = value; break;
+                    case "--max-sessions": maxSessions = int.Parse(value); break;
                     default: return Usage("unknown option " + args[i - 1]);
                 }
             }
@@ -257,6 +261,15 @@ namespace Ferry.Interop
             var metadata = new ServiceMetadataBehavior();
             metadata.HttpGetEnabled = http > 0;
             serviceHost.Description.Behaviors.Add(metadata);
+            if (maxSessions > 0)
+            {
+                serviceHost.Description.Behaviors.Add(new ServiceThrottlingBehavior
+                {
+                    MaxConcurrentSessions = maxSessions,
+                    MaxConcurrentCalls = maxSessions,
+                    MaxConcurrentInstances = maxSessions,
+                });
+            }
             if (mex > 0)
             {
                 string mexAddress = "net.tcp://" + host + ":" + mex + "/calc/mex";

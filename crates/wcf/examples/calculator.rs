@@ -13,6 +13,11 @@
 //! `PATH` defaults to `calc`. `FERRY_CA` names a PEM file to trust instead of the system roots
 //! (the dev gateway's CA, for `wss://`). Messages up to 64 MiB are accepted. It prints
 //! `serving PATH` once the listener is online; Ctrl-C stops it.
+//!
+//! The metadata is published too: `http://GATEWAY/PATH?wsdl` (the HTTP address is the
+//! gateway's, `FERRY_GATEWAY` read as `http`/`https`), and WS-Transfer `Get` on
+//! `net.tcp://GATEWAY/PATH/mex`. Set `FERRY_NETTCP` (e.g. `net.tcp://127.0.0.1:9352`, the
+//! gateway's net.tcp port) for the WSDL to name the net.tcp endpoint as well.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -31,6 +36,7 @@ const QUOTA: usize = 64 * 1024 * 1024;
 async fn main() -> Result<()> {
     let path = std::env::args().nth(1).unwrap_or_else(|| "calc".to_owned());
     let endpoint = endpoint(&path)?;
+    let endpoint_base = endpoint.base();
     let listener = HttpListener::open(endpoint, HttpConfig::default())
         .await
         .context("opening the listener")?;
@@ -38,6 +44,7 @@ async fn main() -> Result<()> {
 
     let mut config = HostConfig::default();
     config.set_quotas(QUOTA);
+    config.set_metadata(metadata(&endpoint_base)?);
     // One calculator behind both transports: a Notify over HTTP is seen by GetNotifications
     // over net.tcp, as with the recorded Mono service.
     let service = Arc::new(CalculatorServer(Calc::new()));
@@ -52,6 +59,20 @@ async fn main() -> Result<()> {
     }
     host.shutdown().await;
     Ok(())
+}
+
+/// The calculator's metadata with the gateway's public addresses: `base` (the listener's
+/// `ws://` or `wss://` gateway address) as `http`/`https`, and `FERRY_NETTCP` if set.
+fn metadata(base: &str) -> Result<ferry_wcf::Metadata> {
+    let mut metadata = ferry_wcf::calc::metadata();
+    let http = base
+        .replacen("wss://", "https://", 1)
+        .replacen("ws://", "http://", 1);
+    metadata.set_public_base(&http)?;
+    if let Ok(nettcp) = std::env::var("FERRY_NETTCP") {
+        metadata.set_public_base(&nettcp)?;
+    }
+    Ok(metadata)
 }
 
 /// The endpoint from `FERRY_GATEWAY`, `FERRY_KEY_NAME`, `FERRY_KEY` and `FERRY_CA`.

@@ -9,7 +9,9 @@
 //! | a request/reply operation | `200`, the response envelope |
 //! | a fault (typed, untyped, ActionNotSupported, internal) | `500`, the fault envelope |
 //! | a one-way operation | `202 Accepted`, empty |
-//! | not `POST` | `405` |
+//! | `GET` with metadata published ([`HostConfig::set_metadata`]) | `200`, the document `?wsdl`, `?wsdl=wsdlN` or `?xsd=xsdN` names (`text/xml; charset=UTF-8`), else a help page (`text/html`) |
+//! | a WS-Transfer `Get` envelope with metadata published | `200`, the `wsx:Metadata` (mex over HTTP) |
+//! | not `POST` (nor `GET` with metadata) | `405` |
 //! | another content type | `415` |
 //! | a body over the message size | `413` |
 //! | not a SOAP envelope | `400` |
@@ -45,7 +47,8 @@ use tracing::{Instrument, debug, debug_span, warn};
 
 use crate::client::Transport;
 use crate::codec::decode_text;
-use crate::host::{HostConfig, respond};
+use crate::host::{HostConfig, metadata_reply, respond};
+use crate::metadata::Page;
 use crate::service::Service;
 
 /// The content type of SOAP 1.1 messages.
@@ -104,6 +107,9 @@ impl<S: Service + 'static> BasicHttp<S> {
     ///
     /// Dropping the future drops the operation's future.
     pub async fn respond(&self, head: &http::request::Parts, body: &[u8]) -> Response<Bytes> {
+        if let Some(page) = self.metadata_page(head) {
+            return page;
+        }
         if let Some(refusal) = self.check_head(head) {
             return refusal;
         }
@@ -120,7 +126,13 @@ impl<S: Service + 'static> BasicHttp<S> {
         if let Some(action) = request_action(head, request.version) {
             request.headers.action = Some(action);
         }
-        match respond(&self.shared.service, &request).await {
+        let metadata = self.shared.config.metadata();
+        let url = self.request_url(head);
+        let reply = match metadata_reply(&self.shared.service, metadata, &request, url.as_deref()) {
+            Some(reply) => Some(reply),
+            None => respond(&self.shared.service, &request).await,
+        };
+        match reply {
             None => Response::builder()
                 .status(StatusCode::ACCEPTED)
                 .body(Bytes::new())
@@ -151,6 +163,9 @@ impl<S: Service + 'static> BasicHttp<S> {
     /// Dropping the future drops the operation's future.
     pub async fn handle(&self, request: Request<Body>) -> Response<Body> {
         let (head, body) = request.into_parts();
+        if let Some(page) = self.metadata_page(&head) {
+            return page.map(Body::from);
+        }
         if let Some(refusal) = self.check_head(&head) {
             return refusal.map(Body::from);
         }
@@ -233,8 +248,9 @@ impl<S: Service + 'static> BasicHttp<S> {
                     let this = this.clone();
                     async move {
                         let (head, body) = request.into_parts();
-                        let response = match this.check_head(&head) {
-                            Some(refusal) => refusal,
+                        let early = this.metadata_page(&head).or_else(|| this.check_head(&head));
+                        let response = match early {
+                            Some(early) => early,
                             None => match Limited::new(body, limit).collect().await {
                                 Ok(body) => this.respond(&head, &body.to_bytes()).await,
                                 Err(_) => plain(StatusCode::PAYLOAD_TOO_LARGE, "message too large"),
@@ -261,12 +277,58 @@ impl<S: Service + 'static> BasicHttp<S> {
         }
     }
 
+    /// The answer to a `GET` when metadata is published (see [`crate::metadata`]): a
+    /// document or the help page, addressed to the `Host` header (through the relay, which
+    /// drops it, to the configured public base) and the request's path.
+    fn metadata_page(&self, head: &http::request::Parts) -> Option<Response<Bytes>> {
+        let metadata = self.shared.config.metadata()?;
+        if head.method != Method::GET {
+            return None;
+        }
+        let host = head
+            .headers
+            .get(http::header::HOST)
+            .and_then(|v| v.to_str().ok());
+        let Page { content_type, body } =
+            metadata.page(head.uri.query().unwrap_or_default(), host, head.uri.path());
+        Some(
+            Response::builder()
+                .status(StatusCode::OK)
+                .header(CONTENT_TYPE, content_type)
+                .body(Bytes::from(body))
+                .unwrap_or_default(),
+        )
+    }
+
+    /// The URL a request came in on, as far as it is known: `http://{Host}{path}`, else the
+    /// metadata's public `http` (or `https`) base and the path.
+    fn request_url(&self, head: &http::request::Parts) -> Option<String> {
+        let path = head.uri.path();
+        if let Some(host) = head
+            .headers
+            .get(http::header::HOST)
+            .and_then(|v| v.to_str().ok())
+        {
+            return Some(format!("http://{host}{path}"));
+        }
+        let metadata = self.shared.config.metadata()?;
+        let base = metadata
+            .public_base("http")
+            .or_else(|| metadata.public_base("https"))?;
+        Some(format!("{base}{path}"))
+    }
+
     /// The refusal for a request head that cannot carry a SOAP request, if any.
     fn check_head(&self, head: &http::request::Parts) -> Option<Response<Bytes>> {
         if head.method != Method::POST {
-            let mut r = plain(StatusCode::METHOD_NOT_ALLOWED, "only POST is served");
+            let (allow, text) = if self.shared.config.metadata().is_some() {
+                ("GET, POST", "only GET and POST are served")
+            } else {
+                ("POST", "only POST is served")
+            };
+            let mut r = plain(StatusCode::METHOD_NOT_ALLOWED, text);
             r.headers_mut()
-                .insert(ALLOW, HeaderValue::from_static("POST"));
+                .insert(ALLOW, HeaderValue::from_static(allow));
             return Some(r);
         }
         let content_type = head

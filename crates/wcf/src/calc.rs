@@ -20,6 +20,10 @@
 //! - `Crash` is an unhandled error: the operation panics, which a host answers with WCF's
 //!   generic `InternalServiceFault` ([`Fault::internal_error`]). So does `SafeDivide` of
 //!   `int.MinValue` by -1, whose overflow .NET throws as an exception too.
+//!
+//! [`metadata`] is its WSDL and XSDs as the recorded service published them
+//! (`wsdl/calculator`, embedded at compile time) with the `[FaultContract]` Mono leaves out
+//! (`faults.wsdl`) merged in, for a host to serve.
 
 use std::sync::{Mutex, PoisonError};
 
@@ -32,6 +36,7 @@ use crate::generated::calculator::{
     ReverseBytes, ReverseBytesResponse, SafeDivide, SafeDivideFault, SafeDivideResponse,
     SubmitOrder, SubmitOrderResponse,
 };
+use crate::metadata::Metadata;
 
 /// The service namespace, which the `DivideByZero` fault code lives in.
 pub const SERVICE_NS: &str = "http://interop.example/calc/2024";
@@ -165,6 +170,30 @@ impl Calculator for Calc {
     }
 }
 
+/// The calculator's metadata documents, as [`Metadata`] to serve: the recorded service's
+/// `?wsdl` (the one with the `wsdl:service`), `?wsdl=wsdl0` and `?xsd=xsd0` to `xsd3`, plus
+/// `faults.wsdl`. Set the public bases ([`Metadata::set_public_base`]) before serving it.
+pub fn metadata() -> Metadata {
+    const WSDLS: [&str; 2] = [
+        include_str!("../../../wsdl/calculator/calc.wsdl"),
+        include_str!("../../../wsdl/calculator/calc.wsdl0.wsdl"),
+    ];
+    const SCHEMAS: [&str; 4] = [
+        include_str!("../../../wsdl/calculator/calc.xsd0.xsd"),
+        include_str!("../../../wsdl/calculator/calc.xsd1.xsd"),
+        include_str!("../../../wsdl/calculator/calc.xsd2.xsd"),
+        include_str!("../../../wsdl/calculator/calc.xsd3.xsd"),
+    ];
+    const FAULTS: &str = include_str!("../../../wsdl/calculator/faults.wsdl");
+    let mut metadata = Metadata::new(&WSDLS, &SCHEMAS)
+        // Checked-in documents, parsed by the unit tests: they cannot fail here.
+        .expect("the checked-in calculator metadata parses");
+    metadata
+        .supplement(FAULTS)
+        .expect("faults.wsdl matches the checked-in calculator metadata");
+    metadata
+}
+
 /// Upper case, one character for one (characters whose upper case is longer, like `ß`,
 /// stay), as .NET's `String.ToUpper`.
 fn upper(s: &str) -> String {
@@ -182,6 +211,17 @@ fn upper(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_checked_in_metadata_is_served() {
+        let m = metadata();
+        assert_eq!(m.service_name(), "service");
+        assert!(
+            m.page("wsdl", Some("h"), "/calc")
+                .body
+                .contains("wsdl:definitions")
+        );
+    }
 
     #[test]
     fn upper_case_is_one_for_one() {

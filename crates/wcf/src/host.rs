@@ -32,6 +32,11 @@
 //! and the generic `InternalServiceFault` for an operation that panicked (WCF's answer to an
 //! unhandled exception without `IncludeExceptionDetailInFaults`).
 //!
+//! With metadata published ([`HostConfig::set_metadata`]) a WS-Transfer `Get` is answered
+//! with the service's WSDL and schemas ([`metadata_reply`]) on whatever address it comes to:
+//! behind the gateway WCF clients ask `{path}/mex`, which reaches this listener. The
+//! addresses in the answer follow the request's `To` (else the session's Via).
+//!
 //! The relay's own one-way messages inside a NetOneway / NetEvent sender's session (its
 //! `Connect`, then `OnewayPing` keep-alives; see [`RELAY_SESSION_ACTIONS`]) reach the host
 //! too: the gateway cannot take them out of the stream, since the binary session dictionary
@@ -57,6 +62,7 @@ use tracing::{Instrument, debug, debug_span, warn};
 
 use crate::codec::Codec;
 use crate::fault::Fault;
+use crate::metadata::{Metadata, TRANSFER_GET, TRANSFER_GET_RESPONSE};
 use crate::service::{Reply, Service};
 
 /// Default for [`HostConfig::set_max_message_size`]: 64 KiB, WCF's `MaxReceivedMessageSize`.
@@ -106,6 +112,7 @@ pub struct HostConfig {
     receive_timeout: Duration,
     send_timeout: Duration,
     max_sessions: usize,
+    metadata: Option<Arc<Metadata>>,
 }
 
 impl Default for HostConfig {
@@ -117,6 +124,7 @@ impl Default for HostConfig {
             receive_timeout: DEFAULT_RECEIVE_TIMEOUT,
             send_timeout: DEFAULT_SEND_TIMEOUT,
             max_sessions: DEFAULT_MAX_SESSIONS,
+            metadata: None,
         }
     }
 }
@@ -192,6 +200,23 @@ impl HostConfig {
     pub fn set_max_sessions(&mut self, n: usize) -> &mut Self {
         self.max_sessions = n.max(1);
         self
+    }
+
+    /// Publishes the service's metadata (default: none, as WCF without a
+    /// `ServiceMetadataBehavior`): a [`Host`] answers WS-Transfer `Get`
+    /// ([`crate::metadata::TRANSFER_GET`]) on any address it serves, a
+    /// [`crate::basic_http::BasicHttp`] that too and `GET ?wsdl`, `?wsdl=wsdlN`, `?xsd=xsdN`.
+    /// Behind the gateway the `Get` comes to `{path}/mex` (where WCF clients look for a mex
+    /// endpoint, and which the gateway routes to the listener of `{path}`) or to `{path}`
+    /// itself; see [`crate::metadata`] for the addresses the documents then name.
+    pub fn set_metadata(&mut self, metadata: Metadata) -> &mut Self {
+        self.metadata = Some(Arc::new(metadata));
+        self
+    }
+
+    /// The metadata published, if any.
+    pub fn metadata(&self) -> Option<&Metadata> {
+        self.metadata.as_deref()
     }
 
     /// The largest message accepted.
@@ -479,6 +504,7 @@ impl<S: Service + 'static> Host<S> {
             session: Session::server(self.shared.config.nmf_limits()),
             buf: vec![0; READ_CHUNK].into_boxed_slice(),
             out: Vec::new(),
+            via: String::new(),
         };
         let result = conn.run().await;
         match &result {
@@ -616,6 +642,34 @@ pub async fn respond<S: Service>(service: &S, request: &Envelope) -> Option<Enve
     Some(envelope)
 }
 
+/// The answer to a WS-Transfer `Get` when `metadata` is published and the service's own
+/// contract does not have that action (a service may serve `Get` itself); `None` for any
+/// other request. `to` is where the request went when it has no `To` header (the preamble's
+/// Via, the HTTP request's URL). The reply is in the request's SOAP and addressing version,
+/// with `RelatesTo` (no addressing headers on basicHttp, as [`respond`]).
+pub fn metadata_reply<S: Service>(
+    service: &S,
+    metadata: Option<&Metadata>,
+    request: &Envelope,
+    to: Option<&str>,
+) -> Option<Envelope> {
+    let metadata = metadata?;
+    let action = request.headers.action.as_deref()?;
+    if action != TRANSFER_GET || service.contract().operation(action).is_some() {
+        return None;
+    }
+    let to = request.headers.to.as_deref().or(to);
+    // Not the address itself: a Via may carry the relay token in its query.
+    debug!("metadata requested");
+    let mut envelope = Envelope::new(request.version, request.addressing);
+    envelope.body = ferry_soap::Body::Payload(vec![metadata.get_response(to)]);
+    if request.addressing != AddressingVersion::None {
+        envelope.headers.action = Some(TRANSFER_GET_RESPONSE.to_owned());
+        envelope.headers.relates_to = request.headers.message_id.clone();
+    }
+    Some(envelope)
+}
+
 /// How a session ended without error.
 enum Ended {
     /// The End handshake is done; the connection may carry another session.
@@ -632,6 +686,8 @@ struct Connection<'a, IO, S> {
     buf: Box<[u8]>,
     /// Bytes to send, drained from the session.
     out: Vec<u8>,
+    /// The session's Via: where its messages went, for a metadata request without `To`.
+    via: String,
 }
 
 impl<IO, S> Connection<'_, IO, S>
@@ -648,6 +704,7 @@ where
             };
             first = false;
             debug!(via = %preamble.via, mode = preamble.mode.name(), "preamble received");
+            self.via.clone_from(&preamble.via);
             let mut codec = self.negotiate(&preamble)?;
             self.session.accept()?;
             self.flush().await?;
@@ -768,7 +825,13 @@ where
 
     /// Dispatches one request and sends the reply, if any.
     async fn answer(&mut self, codec: &mut Codec, request: &Envelope) -> Result<(), HostError> {
-        let Some(reply) = respond(&self.shared.service, request).await else {
+        let service = &self.shared.service;
+        let metadata = self.shared.config.metadata();
+        let reply = match metadata_reply(service, metadata, request, Some(&self.via)) {
+            Some(reply) => Some(reply),
+            None => respond(service, request).await,
+        };
+        let Some(reply) = reply else {
             return Ok(());
         };
         let bytes = codec.encode(&reply).map_err(HostError::Encode)?;
@@ -876,6 +939,76 @@ mod tests {
             drained.expect("drained").get_notifications_result,
             [Some("after the relay's messages".to_owned())]
         );
+    }
+
+    fn get(to: Option<&str>) -> Envelope {
+        let mut env = Envelope::new(SoapVersion::Soap12, AddressingVersion::Wsa10);
+        env.headers.action = Some(TRANSFER_GET.to_owned());
+        env.headers.message_id = Some("urn:uuid:668cc613-5d6a-4744-8e45-ee7f63777252".into());
+        env.headers.to = to.map(str::to_owned);
+        env
+    }
+
+    #[test]
+    fn metadata_get_is_answered_with_every_section() {
+        let service = CalculatorServer(Calc::new());
+        let metadata = crate::calc::metadata();
+        // As pynettcp sends it: empty body, To naming the mex address.
+        let request = get(Some("net.tcp://gateway.example:9352/calc/tcp/mex"));
+        let reply = metadata_reply(&service, Some(&metadata), &request, Some("net.tcp://via"))
+            .expect("answered");
+        assert_eq!(reply.headers.action.as_deref(), Some(TRANSFER_GET_RESPONSE));
+        assert_eq!(reply.headers.relates_to, request.headers.message_id);
+        assert_eq!(
+            (reply.version, reply.addressing),
+            (SoapVersion::Soap12, AddressingVersion::Wsa10)
+        );
+        let body = reply.payload().expect("a body");
+        assert_eq!(
+            (body.namespace.as_str(), body.local_name()),
+            (crate::metadata::MEX_NS, "Metadata")
+        );
+        assert_eq!(body.elements().count(), 6);
+        let xml = ferry_nbfx::Document::from_root(body.clone()).to_xml();
+        assert!(
+            xml.contains("net.tcp://gateway.example:9352/calc/tcp\""),
+            "{xml}"
+        );
+        // The binary session encoding (what goes back over net.tcp) takes it.
+        let mut codec = Codec::for_encoding(
+            &ferry_nmf::Encoding::Known(ferry_nmf::KnownEncoding::BinarySession),
+            ferry_nbfx::Limits::default(),
+        )
+        .expect("codec");
+        assert!(codec.encode(&reply).is_ok());
+    }
+
+    #[test]
+    fn metadata_get_without_to_uses_the_via() {
+        let service = CalculatorServer(Calc::new());
+        let metadata = crate::calc::metadata();
+        let reply = metadata_reply(
+            &service,
+            Some(&metadata),
+            &get(None),
+            Some("net.tcp://g:1/calc"),
+        )
+        .expect("answered");
+        let xml = ferry_nbfx::Document::from_root(reply.payload().cloned().unwrap()).to_xml();
+        assert!(xml.contains("location=\"net.tcp://g:1/calc\""), "{xml}");
+    }
+
+    #[test]
+    fn metadata_get_is_left_to_the_service_without_metadata() {
+        let service = CalculatorServer(Calc::new());
+        assert_eq!(metadata_reply(&service, None, &get(None), None), None);
+        // Any other action is the service's.
+        let metadata = crate::calc::metadata();
+        let add = request(
+            "http://interop.example/calc/2024/ICalculator/Add",
+            crate::generated::calculator::Add { a: 1, b: 2 }.to_element(),
+        );
+        assert_eq!(metadata_reply(&service, Some(&metadata), &add, None), None);
     }
 
     #[tokio::test]

@@ -16,6 +16,7 @@ pub mod fault;
 pub mod generated;
 #[cfg(feature = "runtime")]
 pub mod host;
+pub mod metadata;
 #[cfg(feature = "runtime")]
 pub mod net_tcp;
 pub mod rewrite;
@@ -26,6 +27,7 @@ pub use client::{CallError, Transport};
 pub use contract::{Contract, Endpoint, FaultInfo, Operation};
 pub use data::{ArrayItem, DataContract, DataError, Reader, Writer, XmlValue};
 pub use fault::{Fault, FaultCode, FaultDetail, NoDetail};
+pub use metadata::Metadata;
 pub use service::{DispatchError, Reply, Service};
 
 #[cfg(feature = "runtime")]

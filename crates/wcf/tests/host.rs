@@ -453,6 +453,104 @@ async fn basic_http_statuses() {
     assert!(out.starts_with("HTTP/1.1 405"), "{out}");
 }
 
+#[tokio::test]
+async fn metadata_over_http_get_and_mex_post() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let mut config = config();
+    let mut metadata = ferry_wcf::calc::metadata();
+    metadata
+        .set_public_base("net.tcp://gateway.example:9352")
+        .unwrap();
+    config.set_metadata(metadata);
+    let http = BasicHttp::with_config(CalculatorServer(Calc::new()), config);
+    tokio::spawn(http.serve_tcp(listener));
+    let request = |head: String, body: String| async move {
+        let mut tcp = TcpStream::connect(addr).await.unwrap();
+        tcp.write_all(head.as_bytes()).await.unwrap();
+        tcp.write_all(body.as_bytes()).await.unwrap();
+        let mut out = Vec::new();
+        tokio::time::timeout(STEP, tcp.read_to_end(&mut out))
+            .await
+            .unwrap()
+            .unwrap();
+        String::from_utf8(out).unwrap()
+    };
+    let get = |target: &'static str| {
+        request(
+            format!("GET {target} HTTP/1.1\r\nHost: gw.example:8080\r\nConnection: close\r\n\r\n"),
+            String::new(),
+        )
+    };
+
+    let r = get("/calc/tcp?wsdl").await;
+    assert!(r.starts_with("HTTP/1.1 200"), "{r}");
+    assert!(r.contains("content-type: text/xml; charset=UTF-8"), "{r}");
+    assert!(
+        r.contains("location=\"http://gw.example:8080/calc/tcp?wsdl=wsdl0\""),
+        "{r}"
+    );
+    assert!(
+        r.contains("<soap:address location=\"http://gw.example:8080/calc/tcp\"/>"),
+        "{r}"
+    );
+    assert!(
+        r.contains("<soap12:address location=\"net.tcp://gateway.example:9352/calc/tcp\"/>"),
+        "{r}"
+    );
+    let r = get("/calc/tcp?xsd=xsd3").await;
+    assert!(r.starts_with("HTTP/1.1 200"), "{r}");
+    assert!(r.contains("ArrayOfstring"), "{r}");
+    // An unknown query (Mono imports `?xsd=`) gets the help page, as from WCF.
+    let r = get("/calc/tcp?xsd=").await;
+    assert!(r.starts_with("HTTP/1.1 200"), "{r}");
+    assert!(r.contains("content-type: text/html; charset=UTF-8"), "{r}");
+    assert!(r.contains("http://gw.example:8080/calc/tcp?wsdl"), "{r}");
+    let r = request(
+        "PUT /calc/tcp HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+            .into(),
+        String::new(),
+    )
+    .await;
+    assert!(r.starts_with("HTTP/1.1 405"), "{r}");
+    assert!(r.contains("allow: GET, POST"), "{r}");
+
+    // mexHttpBinding: a SOAP 1.2 Get posted to the mex address.
+    let envelope = format!(
+        "<s:Envelope xmlns:s=\"http://www.w3.org/2003/05/soap-envelope\" \
+         xmlns:a=\"http://www.w3.org/2005/08/addressing\"><s:Header><a:Action \
+         s:mustUnderstand=\"1\">{}</a:Action><a:MessageID>urn:uuid:1</a:MessageID><a:To \
+         s:mustUnderstand=\"1\">http://gw.example:8080/calc/tcp/mex</a:To></s:Header>\
+         <s:Body/></s:Envelope>",
+        ferry_wcf::metadata::TRANSFER_GET
+    );
+    let r = request(
+        format!(
+            "POST /calc/tcp/mex HTTP/1.1\r\nHost: gw.example:8080\r\nContent-Type: \
+             application/soap+xml; charset=utf-8\r\nContent-Length: {}\r\nConnection: \
+             close\r\n\r\n",
+            envelope.len()
+        ),
+        envelope,
+    )
+    .await;
+    assert!(r.starts_with("HTTP/1.1 200"), "{r}");
+    assert!(
+        r.contains(ferry_wcf::metadata::TRANSFER_GET_RESPONSE),
+        "{r}"
+    );
+    assert!(r.contains("MetadataSection"), "{r}");
+    assert!(
+        r.contains("<soap:address location=\"http://gw.example:8080/calc/tcp\"/>"),
+        "{r}"
+    );
+
+    // SOAP still works next to it.
+    let client =
+        CalculatorClient::new(BasicHttpChannel::new(&format!("http://{addr}/calc/tcp")).unwrap());
+    assert_eq!(client.add(Add { a: 2, b: 3 }).await.unwrap().add_result, 5);
+}
+
 // ---------------------------------------------------------------------------------------------
 // Raw bytes.
 

@@ -17,11 +17,16 @@
 //!   `Expect: 100-continue`.
 //!
 //! Answers are compared as XML infosets (names with their namespaces, attributes, text),
-//! not bytes: prefixes, namespace declarations and the binary records chosen do not count, nor
+//! not bytes: prefixes (also inside the QName values of WSDL and XML Schema attributes such as
+//! `type="tns:Order"`), namespace declarations and the binary records chosen do not count, nor
 //! do values that differ on every run: MessageID, RelatesTo, `To`, `urn:uuid:` values,
-//! WS-Security timestamps, and the recorded endpoint address (replaced by ADDR). HTTP answers
-//! compare their status and SOAP body. Every message gets a line of the report; any mismatch
-//! makes the command fail.
+//! WS-Security timestamps. Addresses map to the live ones: the recorded endpoint address (the
+//! Via) and the recorded HTTP base address (`scheme://HOST:PORT/PATH` of each recorded
+//! request, with the host and port the recorded answer names it by) compare as ADDR, and
+//! `--address RECORDED=LIVE` adds others (e.g. the endpoint addresses a WSDL publishes). HTTP
+//! answers compare their status, content type (media type and charset, without regard to
+//! case) and body: a SOAP envelope's Body, or a whole XML document (a WSDL, an XSD). Every
+//! message gets a line of the report; any mismatch makes the command fail.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
@@ -51,6 +56,27 @@ const WSA: [&str; 2] = [
 /// WS-Security utility namespace (`wsu:Timestamp`, `wsu:Created`, `wsu:Expires`).
 const WSU: &str =
     "http://docs.oasis-open.org/wss/2004/01/oasis-200401-wss-wssecurity-utility-1.0.xsd";
+/// WSDL 1.1.
+const WSDL_NS: &str = "http://schemas.xmlsoap.org/wsdl/";
+/// XML Schema.
+const XSD_NS: &str = "http://www.w3.org/2001/XMLSchema";
+/// WSDL 1.1 SOAP 1.1 binding.
+const SOAP11_BINDING_NS: &str = "http://schemas.xmlsoap.org/wsdl/soap/";
+/// WSDL 1.1 SOAP 1.2 binding.
+const SOAP12_BINDING_NS: &str = "http://schemas.xmlsoap.org/wsdl/soap12/";
+/// WS-MetadataExchange 2004/09.
+const MEX_NS: &str = "http://schemas.xmlsoap.org/ws/2004/09/mex";
+/// Unprefixed WSDL and XML Schema attributes whose values are QNames.
+const QNAME_ATTRIBUTES: [&str; 8] = [
+    "base",
+    "binding",
+    "element",
+    "itemType",
+    "message",
+    "ref",
+    "substitutionGroup",
+    "type",
+];
 
 /// Arguments of `ferry replay`.
 #[derive(clap::Args, Debug)]
@@ -64,12 +90,20 @@ pub(crate) struct ReplayArgs {
     /// Longest wait for each answer, in seconds.
     #[arg(long, default_value_t = 30)]
     pub(crate) timeout: u64,
+    /// An address the recorded answers name that the live service has elsewhere, as
+    /// RECORDED=LIVE (repeatable), e.g. an endpoint address a WSDL publishes:
+    /// `--address net.tcp://127.0.0.1:9701/calc/tcp=net.tcp://127.0.0.1:9352/calc/tcp`. A
+    /// recorded value starting with RECORDED, where the address ends (at `/`, `?`, `#`, a
+    /// quote, space or the end), compares with LIVE in its place.
+    #[arg(long = "address", value_name = "RECORDED=LIVE")]
+    pub(crate) addresses: Vec<String>,
     /// The recording was made against Mono's WCF and the live service behaves like .NET:
     /// Mono's documented deviations (interop/recordings/FINDINGS.md §2 no End back, §7 the
     /// fault Action's missing slash and empty xml:lang, §8 faults without RelatesTo, §9
     /// untyped faults replaced by a generic InternalServiceFault, §11 one-way over HTTP
-    /// answered 200 instead of 202) are reported as `known`, each naming its section,
-    /// instead of as differences.
+    /// answered 200 instead of 202, §14 the WSDL's repeated wsdl:import, its import of the
+    /// XML Schema namespace from `?xsd=` and its missing FaultContract, §15 the empty mex
+    /// answer) are reported as `known`, each naming its section, instead of as differences.
     #[arg(long)]
     pub(crate) mono_quirks: bool,
 }
@@ -77,6 +111,7 @@ pub(crate) struct ReplayArgs {
 /// Runs `ferry replay`; fails when any answer differs from the recording.
 pub(crate) async fn run(args: &ReplayArgs) -> anyhow::Result<()> {
     let recording = Recording::open(&args.recording)?;
+    let addresses = AddressMap::parse(&args.addresses)?;
     let wait = Duration::from_secs(args.timeout.max(1));
     let mut report = Report {
         mono: args.mono_quirks,
@@ -96,9 +131,9 @@ pub(crate) async fn run(args: &ReplayArgs) -> anyhow::Result<()> {
     for conn in &recording.connections {
         println!("connection {}", conn.index);
         let result = if conn.c2s.first() == Some(&0x00) {
-            nettcp::replay(conn, &args.to, wait, &mut report).await
+            nettcp::replay(conn, &args.to, &addresses, wait, &mut report).await
         } else {
-            http::replay(conn, &args.to, wait, &mut report).await
+            http::replay(conn, &args.to, &addresses, wait, &mut report).await
         };
         if let Err(e) = result {
             report.fail(format!("connection {} stopped: {e:#}", conn.index));
@@ -167,6 +202,70 @@ impl Report {
             None if !verdict.known.is_empty() => self.known(what, &verdict.known),
             None => self.ok(what),
         }
+    }
+}
+
+/// Recorded addresses and the live ones they compare as, longest recorded first (so that a
+/// service's base address does not take the place of a longer endpoint address under it).
+#[derive(Clone, Debug, Default)]
+struct AddressMap {
+    pairs: Vec<(String, String)>,
+}
+
+impl AddressMap {
+    /// `--address RECORDED=LIVE` values.
+    fn parse(specs: &[String]) -> anyhow::Result<Self> {
+        let mut map = Self::default();
+        for spec in specs {
+            let (recorded, live) = spec
+                .split_once('=')
+                .filter(|(r, _)| !r.is_empty())
+                .with_context(|| format!("--address {spec:?}: expected RECORDED=LIVE"))?;
+            map.add(recorded, live);
+        }
+        Ok(map)
+    }
+
+    /// This map and `recorded` → `live`.
+    fn with(&self, recorded: &str, live: &str) -> Self {
+        let mut map = self.clone();
+        map.add(recorded, live);
+        map
+    }
+
+    fn add(&mut self, recorded: &str, live: &str) {
+        if recorded.is_empty() || self.pairs.iter().any(|(r, _)| r == recorded) {
+            return;
+        }
+        self.pairs.push((recorded.to_owned(), live.to_owned()));
+        self.pairs.sort_by_key(|p| std::cmp::Reverse(p.0.len()));
+    }
+
+    /// `text` with every recorded address, where it ends at an address boundary, replaced
+    /// by its live one, in one pass (a replacement is never replaced again).
+    fn apply(&self, text: &str) -> String {
+        if self.pairs.is_empty() {
+            return text.to_owned();
+        }
+        // Characters that continue a host, port or path segment: an address followed by one
+        // of them is only the start of another address.
+        let continues = |c: char| c.is_alphanumeric() || matches!(c, '-' | '.' | '_' | '~' | '%');
+        let mut out = String::with_capacity(text.len());
+        let mut rest = text;
+        'scan: while let Some(c) = rest.chars().next() {
+            for (recorded, live) in &self.pairs {
+                if let Some(after) = rest.strip_prefix(recorded.as_str())
+                    && !after.chars().next().is_some_and(continues)
+                {
+                    out.push_str(live);
+                    rest = after;
+                    continue 'scan;
+                }
+            }
+            out.push(c);
+            rest = &rest[c.len_utf8()..];
+        }
+        out
     }
 }
 
@@ -309,6 +408,7 @@ mod nettcp {
     pub(super) async fn replay(
         conn: &Connection,
         to: &str,
+        addresses: &AddressMap,
         wait: Duration,
         report: &mut Report,
     ) -> anyhow::Result<()> {
@@ -336,6 +436,8 @@ mod nettcp {
                 None
             })
             .context("the recording has no Via")?;
+        let addresses = addresses.with(&recorded_via, to);
+        let mut quirks = report.mono.then(MonoState::default);
         // Which server units the client waited for after each of its units: those seen after
         // it and before its next one.
         let mut expected = vec![0usize; client.len()];
@@ -403,11 +505,9 @@ mod nettcp {
                 let (answer, verdict) = compare_records(
                     &recorded.record,
                     &got,
-                    &mut recorded_dict,
-                    &mut live_dict,
-                    &recorded_via,
-                    to,
-                    report.mono,
+                    (&mut recorded_dict, &mut live_dict),
+                    &addresses,
+                    quirks.as_mut(),
                 );
                 let what = if count > 1 {
                     format!("{sent} → {answer} ({}/{count})", i + 1)
@@ -495,21 +595,16 @@ mod nettcp {
     fn compare_records(
         recorded: &Record<'_>,
         live: &Record<'_>,
-        recorded_dict: &mut SessionDictionary,
-        live_dict: &mut SessionDictionary,
-        recorded_address: &str,
-        address: &str,
-        mono: bool,
+        (recorded_dict, live_dict): (&mut SessionDictionary, &mut SessionDictionary),
+        addresses: &AddressMap,
+        mono: Option<&mut MonoState>,
     ) -> (String, Verdict) {
         match (recorded, live) {
             (Record::SizedEnvelope(want), Record::SizedEnvelope(got)) => {
                 let want = decode(want, recorded_dict);
                 let got = decode(got, live_dict);
                 match (want, got) {
-                    (Ok(w), Ok(g)) => (
-                        label(&w),
-                        compare_with(&w, &g, recorded_address, address, mono),
-                    ),
+                    (Ok(w), Ok(g)) => (label(&w), compare_with(&w, &g, addresses, mono)),
                     (Err(e), _) => (
                         "envelope".into(),
                         Verdict::differ(format!("the recorded envelope does not decode: {e}")),
@@ -685,9 +780,11 @@ mod http {
     pub(super) async fn replay(
         conn: &Connection,
         to: &str,
+        addresses: &AddressMap,
         wait: Duration,
         report: &mut Report,
     ) -> anyhow::Result<()> {
+        let mut quirks = report.mono.then(MonoState::default);
         let rest = to
             .strip_prefix("http://")
             .context("an HTTP recording needs --to http://HOST:PORT/PATH")?;
@@ -717,12 +814,30 @@ mod http {
                 parts.next().unwrap_or("/"),
                 parts.next().unwrap_or("HTTP/1.1"),
             );
-            let query = target.find('?').map_or("", |i| &target[i..]);
+            let (recorded_path, query) = target.split_at(target.find('?').unwrap_or(target.len()));
             let new_target = if path.is_empty() {
                 target.to_owned()
             } else {
                 format!("{path}{query}")
             };
+            // The recorded base address (where this request went, by the Host it named and by
+            // the host and port the answer names it with) is the live one.
+            let live_base = format!(
+                "http://{authority}{}",
+                if path.is_empty() { recorded_path } else { path }
+            );
+            let mut exchange_addresses = addresses.clone();
+            let recorded_authorities = request
+                .header("host")
+                .into_iter()
+                .map(|h| ("http".to_owned(), h.trim().to_owned()))
+                .chain(authorities_naming(&recorded.body, recorded_path));
+            for (scheme, recorded_authority) in recorded_authorities {
+                exchange_addresses = exchange_addresses.with(
+                    &format!("{scheme}://{recorded_authority}{recorded_path}"),
+                    &live_base,
+                );
+            }
             let action = request
                 .header("soapaction")
                 .map(|a| {
@@ -771,8 +886,17 @@ mod http {
                     got.body.len(),
                     recorded.body.len()
                 ));
-            } else if !recorded.body.is_empty() {
-                verdict = compare_bodies(&recorded.body, &got.body, to, report.mono);
+            } else if recorded.body.is_empty() {
+                // Nothing to compare beyond the status.
+            } else if let Some(d) = content_type_differs(recorded, &got) {
+                verdict = Verdict::differ(d);
+            } else {
+                verdict = compare_bodies(
+                    &recorded.body,
+                    &got.body,
+                    &exchange_addresses,
+                    quirks.as_mut(),
+                );
             }
             report.verdict(what, verdict);
             if got
@@ -865,8 +989,65 @@ mod http {
         Ok(m)
     }
 
-    /// Compares the SOAP bodies of two XML answers (anything else byte for byte).
-    fn compare_bodies(recorded: &[u8], live: &[u8], address: &str, mono: bool) -> Verdict {
+    /// The content types of two answers with bodies, when their media types or charsets
+    /// differ (case does not count: `charset=utf-8` is `charset=UTF-8`).
+    fn content_type_differs(recorded: &Message, live: &Message) -> Option<String> {
+        let normal = |m: &Message| {
+            let value = m
+                .header("content-type")
+                .unwrap_or_default()
+                .to_ascii_lowercase();
+            let mut parts = value.split(';').map(str::trim);
+            let media = parts.next().unwrap_or_default().to_owned();
+            let charset = parts
+                .find_map(|p| p.strip_prefix("charset="))
+                .map(|c| c.trim_matches('"').to_owned());
+            (media, charset)
+        };
+        (normal(recorded) != normal(live)).then(|| {
+            format!(
+                "content type {:?}, recorded {:?}",
+                live.header("content-type").unwrap_or_default(),
+                recorded.header("content-type").unwrap_or_default()
+            )
+        })
+    }
+
+    /// The (scheme, authority) pairs under which `body` names `path` with a query
+    /// (`http://127.0.0.1:8702/calc?wsdl=wsdl0`): how the recorded service names its own
+    /// documents, by its base address, which need not be the Host the client sent (Mono names
+    /// its configured base, not the recorder the client went through). Only a query counts:
+    /// namespace URIs such as `http://interop.example/calc/2024` look like addresses too.
+    fn authorities_naming(body: &[u8], path: &str) -> BTreeSet<(String, String)> {
+        let text = String::from_utf8_lossy(body);
+        let mut found = BTreeSet::new();
+        for scheme in ["http", "https"] {
+            let marker = format!("{scheme}://");
+            for (at, _) in text.match_indices(&marker) {
+                let rest = &text[at + marker.len()..];
+                let end = rest
+                    .find(['/', '?', '#', '"', '\'', '<', ' '])
+                    .unwrap_or(rest.len());
+                let (authority, after) = rest.split_at(end);
+                let names_path = after
+                    .strip_prefix(path)
+                    .is_some_and(|tail| tail.starts_with('?'));
+                if !authority.is_empty() && names_path {
+                    found.insert((scheme.to_owned(), authority.to_owned()));
+                }
+            }
+        }
+        found
+    }
+
+    /// Compares two XML answers: the Body of SOAP envelopes, else whole documents (WSDL,
+    /// XSD); anything else byte for byte.
+    fn compare_bodies(
+        recorded: &[u8],
+        live: &[u8],
+        addresses: &AddressMap,
+        mono: Option<&mut MonoState>,
+    ) -> Verdict {
         let parse = |b: &[u8]| {
             let options = XmlOptions {
                 dictionary: DictionaryUse::None,
@@ -889,17 +1070,16 @@ mod http {
             (Some(w), Some(g)) => compare_with(
                 &Document::from_root(w),
                 &Document::from_root(g),
-                "",
-                address,
+                addresses,
                 mono,
             ),
-            _ => compare_with(&want, &got, "", address, mono),
+            _ => compare_with(&want, &got, addresses, mono),
         }
     }
 }
 
 /// An element reduced to what the comparison looks at.
-#[derive(Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq)]
 struct Item {
     name: (String, String),
     attributes: BTreeMap<(String, String), String>,
@@ -942,27 +1122,29 @@ fn compare(
     recorded_address: &str,
     address: &str,
 ) -> Option<String> {
-    compare_with(want, got, recorded_address, address, false).diff
+    let addresses = AddressMap::default().with(recorded_address, address);
+    compare_with(want, got, &addresses, None).diff
 }
 
-/// [`compare`], optionally setting Mono's documented deviations aside (see
-/// [`ReplayArgs::mono_quirks`]).
+/// [`compare`] with the recorded addresses `addresses` maps, optionally setting Mono's
+/// documented deviations aside (see [`ReplayArgs::mono_quirks`]; `mono` carries what earlier
+/// answers of the connection showed).
 fn compare_with(
     want: &Document,
     got: &Document,
-    recorded_address: &str,
-    address: &str,
-    mono: bool,
+    addresses: &AddressMap,
+    mono: Option<&mut MonoState>,
 ) -> Verdict {
+    let none = AddressMap::default();
     let want = want
         .root()
-        .map(|r| item(r, &mut Vec::new(), recorded_address, address, false));
-    let got = got.root().map(|r| item(r, &mut Vec::new(), "", "", false));
+        .map(|r| item(r, &mut Vec::new(), addresses, false));
+    let got = got.root().map(|r| item(r, &mut Vec::new(), &none, false));
     match (want, got) {
         (Some(mut w), Some(mut g)) => {
             let mut known = BTreeSet::new();
-            if mono {
-                mono_deviations(&mut w, &mut g, &mut known);
+            if let Some(state) = mono {
+                mono_deviations(&mut w, &mut g, &mut known, state);
             }
             Verdict {
                 diff: diff(&w, &g, ""),
@@ -974,9 +1156,343 @@ fn compare_with(
     }
 }
 
-/// Sets aside, in a recorded Mono answer and a live one that are both faults, what
-/// FINDINGS.md documents as Mono's own behaviour, noting each section used.
-fn mono_deviations(want: &mut Item, got: &mut Item, known: &mut BTreeSet<&'static str>) {
+/// What the Mono rules learn from one answer for the next ones of a connection.
+#[derive(Debug, Default)]
+struct MonoState {
+    /// The detail elements (namespace, local name) of the fault contracts set aside under
+    /// §14 in a WSDL answer, whose types a later schema answer may then carry.
+    fault_details: BTreeSet<(String, String)>,
+}
+
+/// Sets aside, in a recorded Mono answer and a live one, what FINDINGS.md documents as
+/// Mono's own behaviour, noting each section used: faults (§7, §8, §9), metadata documents
+/// (§14), the mex answer (§15).
+fn mono_deviations(
+    want: &mut Item,
+    got: &mut Item,
+    known: &mut BTreeSet<&'static str>,
+    state: &mut MonoState,
+) {
+    mono_fault_deviations(want, got, known);
+    mono_mex_deviation(want, got, known);
+    mono_metadata_deviations(want, got, known, state);
+}
+
+/// §15: Mono's mex endpoint answers WS-Transfer Get with an empty `wsx:Metadata`; a live one
+/// with metadata sections is what .NET sends. Only the sections are set aside: the
+/// `Metadata` element itself, the envelope and its headers still compare.
+fn mono_mex_deviation(want: &mut Item, got: &mut Item, known: &mut BTreeSet<&'static str>) {
+    fn metadata_mut(envelope: &mut Item) -> Option<&mut Item> {
+        let body = match envelope.name.1.as_str() {
+            "Envelope" => envelope.children.iter_mut().find(|c| c.name.1 == "Body")?,
+            "Body" => envelope,
+            _ => return None,
+        };
+        body.children
+            .iter_mut()
+            .find(|c| c.name == (MEX_NS.to_owned(), "Metadata".to_owned()))
+    }
+    let (Some(w), Some(g)) = (metadata_mut(want), metadata_mut(got)) else {
+        return;
+    };
+    let sections = |m: &Item| {
+        !m.children.is_empty()
+            && m.children.iter().all(|c| {
+                c.name == (MEX_NS.to_owned(), "MetadataSection".to_owned())
+                    && c.attributes
+                        .contains_key(&(String::new(), "Dialect".to_owned()))
+                    && c.children.len() == 1
+            })
+    };
+    if w.children.is_empty() && w.text.is_empty() && sections(g) {
+        g.children.clear();
+        known.insert("§15");
+    }
+}
+
+/// §14: Mono's WSDL repeats its `wsdl:import`, imports the XML Schema namespace from
+/// `?xsd=` (an empty id), and has no `wsdl:fault` for a `[FaultContract]`. Set aside only in
+/// the shape .NET publishes: a recorded import repeated exactly where the live document has
+/// it once; a recorded `xs:import` of the XML Schema namespace from `…?xsd=` that the live
+/// schema lacks; in the live documents, a portType operation's `wsdl:fault` whose message
+/// (also only live) has one `detail` part, that message, a binding operation's `wsdl:fault`
+/// holding just its `soap:fault` / `soap12:fault` of the same name with `use="literal"`, and
+/// in a later schema the `xs:complexType` and `xs:element` of a detail element so announced.
+/// Everything else still compares.
+fn mono_metadata_deviations(
+    want: &mut Item,
+    got: &mut Item,
+    known: &mut BTreeSet<&'static str>,
+    state: &mut MonoState,
+) {
+    let definitions = (WSDL_NS.to_owned(), "definitions".to_owned());
+    let schema = (XSD_NS.to_owned(), "schema".to_owned());
+    if want.name == definitions && got.name == definitions {
+        repeated_wsdl_import(want, got, known);
+        xml_schema_import(want, got, known);
+        port_type_faults(want, got, known, state);
+        binding_faults(want, got, known);
+        let types = |i: &Item| i.name == (WSDL_NS.to_owned(), "types".to_owned());
+        let (Some(w), Some(g)) = (
+            want.children.iter().find(|c| types(c)),
+            got.children.iter_mut().find(|c| types(c)),
+        ) else {
+            return;
+        };
+        for (ws, gs) in w.children.iter().zip(g.children.iter_mut()) {
+            schema_fault_types(ws, gs, known, state);
+        }
+    } else if want.name == schema && got.name == schema {
+        schema_fault_types(want, got, known, state);
+    }
+}
+
+/// An unprefixed attribute's value.
+fn plain_attr(i: &Item, local: &str) -> Option<String> {
+    i.attributes
+        .get(&(String::new(), local.to_owned()))
+        .cloned()
+}
+
+fn wsdl_name(local: &str) -> (String, String) {
+    (WSDL_NS.to_owned(), local.to_owned())
+}
+
+/// §14: the recorded `wsdl:import` repeated exactly, where the live document has it once.
+fn repeated_wsdl_import(want: &mut Item, got: &Item, known: &mut BTreeSet<&'static str>) {
+    let imports = |i: &Item| {
+        i.children
+            .iter()
+            .filter(|c| c.name == wsdl_name("import"))
+            .count()
+    };
+    let mut extra = imports(want).saturating_sub(imports(got));
+    let mut seen: Vec<Item> = Vec::new();
+    want.children.retain(|c| {
+        if c.name != wsdl_name("import") {
+            return true;
+        }
+        if extra > 0 && seen.contains(c) {
+            extra -= 1;
+            known.insert("§14");
+            return false;
+        }
+        seen.push(c.clone());
+        true
+    });
+}
+
+/// §14: the recorded types' `xs:import` of the XML Schema namespace from `…?xsd=`, where no
+/// live schema imports that namespace.
+fn xml_schema_import(want: &mut Item, got: &Item, known: &mut BTreeSet<&'static str>) {
+    let xsd_import = |i: &Item| {
+        i.name == (XSD_NS.to_owned(), "import".to_owned())
+            && plain_attr(i, "namespace").as_deref() == Some(XSD_NS)
+    };
+    let live_imports_xsd = got
+        .children
+        .iter()
+        .filter(|c| c.name == wsdl_name("types"))
+        .any(|t| t.children.iter().any(|s| s.children.iter().any(xsd_import)));
+    if live_imports_xsd {
+        return;
+    }
+    for types in want
+        .children
+        .iter_mut()
+        .filter(|c| c.name == wsdl_name("types"))
+    {
+        for schema in &mut types.children {
+            schema.children.retain(|i| {
+                let quirk = xsd_import(i)
+                    && plain_attr(i, "schemaLocation").is_some_and(|l| l.ends_with("?xsd="));
+                if quirk {
+                    known.insert("§14");
+                }
+                !quirk
+            });
+        }
+    }
+}
+
+/// §14: a live portType operation's `wsdl:fault` (where the recorded operation has none)
+/// whose message, also only live, has one `detail` part; the fault and the message are set
+/// aside and the detail element remembered for [`schema_fault_types`].
+fn port_type_faults(
+    want: &Item,
+    got: &mut Item,
+    known: &mut BTreeSet<&'static str>,
+    state: &mut MonoState,
+) {
+    let tns = plain_attr(got, "targetNamespace").unwrap_or_default();
+    let recorded_messages: BTreeSet<String> = want
+        .children
+        .iter()
+        .filter(|c| c.name == wsdl_name("message"))
+        .filter_map(|c| plain_attr(c, "name"))
+        .collect();
+    let live_messages: Vec<Item> = got
+        .children
+        .iter()
+        .filter(|c| c.name == wsdl_name("message"))
+        .cloned()
+        .collect();
+    let mut set_aside = BTreeSet::new();
+    for port_type in got
+        .children
+        .iter_mut()
+        .filter(|c| c.name == wsdl_name("portType"))
+    {
+        let Some(recorded_type) = counterpart(want, port_type) else {
+            continue;
+        };
+        for op in port_type
+            .children
+            .iter_mut()
+            .filter(|c| c.name == wsdl_name("operation"))
+        {
+            if !without_faults(counterpart(recorded_type, op)) {
+                continue;
+            }
+            op.children.retain(|fault| {
+                if fault.name != wsdl_name("fault") {
+                    return true;
+                }
+                // `message` is a QName, resolved to {namespace}local by `item`.
+                let Some(local) = plain_attr(fault, "message")
+                    .and_then(|m| m.strip_prefix(&format!("{{{tns}}}")).map(str::to_owned))
+                else {
+                    return true;
+                };
+                let message = live_messages
+                    .iter()
+                    .find(|m| plain_attr(m, "name").as_deref() == Some(local.as_str()));
+                let detail = message.and_then(|m| match m.children.as_slice() {
+                    [part]
+                        if part.name == wsdl_name("part")
+                            && plain_attr(part, "name").as_deref() == Some("detail") =>
+                    {
+                        plain_attr(part, "element")
+                    }
+                    _ => None,
+                });
+                let Some(detail) = detail.filter(|_| !recorded_messages.contains(&local)) else {
+                    return true;
+                };
+                if let Some((ns, name)) = detail.strip_prefix('{').and_then(|d| d.split_once('}')) {
+                    state.fault_details.insert((ns.to_owned(), name.to_owned()));
+                }
+                set_aside.insert(local);
+                known.insert("§14");
+                false
+            });
+        }
+    }
+    got.children.retain(|c| {
+        !(c.name == wsdl_name("message")
+            && plain_attr(c, "name").is_some_and(|n| set_aside.contains(&n)))
+    });
+}
+
+/// §14: a live binding operation's `wsdl:fault` (where the recorded operation has none)
+/// holding only the `soap:fault` / `soap12:fault` of the binding's SOAP version, of the same
+/// name, `use="literal"`, as .NET's exporter writes it.
+fn binding_faults(want: &Item, got: &mut Item, known: &mut BTreeSet<&'static str>) {
+    for binding in got
+        .children
+        .iter_mut()
+        .filter(|c| c.name == wsdl_name("binding"))
+    {
+        let soap12 = binding
+            .children
+            .iter()
+            .any(|c| c.name == (SOAP12_BINDING_NS.to_owned(), "binding".to_owned()));
+        let soap_fault = if soap12 {
+            (SOAP12_BINDING_NS.to_owned(), "fault".to_owned())
+        } else {
+            (SOAP11_BINDING_NS.to_owned(), "fault".to_owned())
+        };
+        let Some(recorded_binding) = counterpart(want, binding) else {
+            continue;
+        };
+        for op in binding
+            .children
+            .iter_mut()
+            .filter(|c| c.name == wsdl_name("operation"))
+        {
+            if !without_faults(counterpart(recorded_binding, op)) {
+                continue;
+            }
+            op.children.retain(|fault| {
+                let name = plain_attr(fault, "name");
+                let dotnet_shape = fault.name == wsdl_name("fault")
+                    && fault.attributes.len() == 1
+                    && fault.text.is_empty()
+                    && match fault.children.as_slice() {
+                        [soap] => {
+                            soap.name == soap_fault
+                                && soap.children.is_empty()
+                                && soap.attributes.len() == 2
+                                && plain_attr(soap, "name") == name
+                                && plain_attr(soap, "use").as_deref() == Some("literal")
+                        }
+                        _ => false,
+                    };
+                if dotnet_shape {
+                    known.insert("§14");
+                }
+                !dotnet_shape
+            });
+        }
+    }
+}
+
+/// The child of `parent` with `item`'s element name and `name` attribute.
+fn counterpart<'a>(parent: &'a Item, item: &Item) -> Option<&'a Item> {
+    parent
+        .children
+        .iter()
+        .find(|c| c.name == item.name && plain_attr(c, "name") == plain_attr(item, "name"))
+}
+
+/// A recorded operation that exists and declares no `wsdl:fault`.
+fn without_faults(recorded: Option<&Item>) -> bool {
+    recorded.is_some_and(|r| !r.children.iter().any(|c| c.name == wsdl_name("fault")))
+}
+
+/// §14 in a schema: the live `xs:complexType` and `xs:element` of a fault detail that a
+/// set-aside `wsdl:fault` announced, which the recorded schema (Mono's) lacks.
+fn schema_fault_types(
+    want: &Item,
+    got: &mut Item,
+    known: &mut BTreeSet<&'static str>,
+    state: &MonoState,
+) {
+    let tns = plain_attr(got, "targetNamespace").unwrap_or_default();
+    let recorded_names: BTreeSet<(String, String)> = want
+        .children
+        .iter()
+        .filter_map(|c| Some((c.name.1.clone(), plain_attr(c, "name")?)))
+        .collect();
+    got.children.retain(|c| {
+        let Some(name) = plain_attr(c, "name") else {
+            return true;
+        };
+        let detail = state.fault_details.contains(&(tns.clone(), name.clone()));
+        let kind_ok = c.name == (XSD_NS.to_owned(), "complexType".to_owned())
+            || (c.name == (XSD_NS.to_owned(), "element".to_owned())
+                && plain_attr(c, "type").as_deref() == Some(&format!("{{{tns}}}{name}")));
+        let set_aside = detail && kind_ok && !recorded_names.contains(&(c.name.1.clone(), name));
+        if set_aside {
+            known.insert("§14");
+        }
+        !set_aside
+    });
+}
+
+/// §7, §8, §9: sets aside, in a recorded Mono answer and a live one that are both faults,
+/// what FINDINGS.md documents as Mono's own behaviour.
+fn mono_fault_deviations(want: &mut Item, got: &mut Item, known: &mut BTreeSet<&'static str>) {
     fn child_mut<'a>(item: &'a mut Item, name: &str) -> Option<&'a mut Item> {
         item.children.iter_mut().find(|c| c.name.1 == name)
     }
@@ -1065,12 +1581,12 @@ fn mono_deviations(want: &mut Item, got: &mut Item, known: &mut BTreeSet<&'stati
     }
 }
 
-/// Reduces an element, with `scopes` the namespace declarations in force (prefix, URI).
+/// Reduces an element, with `scopes` the namespace declarations in force (prefix, URI), and
+/// recorded addresses replaced by the live ones `addresses` maps them to.
 fn item(
     el: &Element,
     scopes: &mut Vec<(String, String)>,
-    recorded_address: &str,
-    address: &str,
+    addresses: &AddressMap,
     ignore_text: bool,
 ) -> Item {
     let depth = scopes.len();
@@ -1092,12 +1608,24 @@ fn item(
             .find(|(p, _)| p == prefix)
             .map_or_else(|| format!("{prefix}:"), |(_, ns)| ns.clone())
     };
+    // WSDL and XML Schema attributes whose values are QNames: compared as {namespace}local,
+    // so that the prefix chosen does not count there either.
+    let qname_values = matches!(el.namespace.as_str(), WSDL_NS | XSD_NS);
     let mut attributes = BTreeMap::new();
     for a in &el.attributes {
         if let Attr::Attribute(a) = a {
+            let mut value = a.value.to_string();
+            if qname_values
+                && a.prefix.is_empty()
+                && QNAME_ATTRIBUTES.contains(&&*a.name.text)
+                && let Some((prefix, local)) = value.split_once(':')
+                && let Some((_, ns)) = scopes.iter().rev().find(|(p, _)| p == prefix)
+            {
+                value = format!("{{{ns}}}{local}");
+            }
             attributes.insert(
                 (resolve(&a.prefix), a.name.text.to_string()),
-                per_run(&a.value.to_string(), recorded_address, address),
+                per_run(&value, addresses),
             );
         }
     }
@@ -1112,7 +1640,7 @@ fn item(
     for node in &el.children {
         match node {
             Node::Element(child) => {
-                children.push(item(child, scopes, recorded_address, address, ignore_text));
+                children.push(item(child, scopes, addresses, ignore_text));
             }
             Node::Text(t) => {
                 let _ = write!(text, "{t}");
@@ -1130,20 +1658,16 @@ fn item(
         text: if ignore_text {
             String::new()
         } else {
-            per_run(&text, recorded_address, address)
+            per_run(&text, addresses)
         },
         children,
     }
 }
 
-/// Text with per-run values made comparable: the recorded endpoint address becomes the live
-/// one, `urn:uuid:…` values become `urn:uuid:*`.
-fn per_run(text: &str, recorded_address: &str, address: &str) -> String {
-    let mut out = if recorded_address.is_empty() {
-        text.to_owned()
-    } else {
-        text.replace(recorded_address, address)
-    };
+/// Text with per-run values made comparable: recorded addresses become the live ones,
+/// `urn:uuid:…` values become `urn:uuid:*`.
+fn per_run(text: &str, addresses: &AddressMap) -> String {
+    let mut out = addresses.apply(text);
     while let Some(i) = out.find("urn:uuid:") {
         let start = i + "urn:uuid:".len();
         let end = out[start..]
@@ -1247,9 +1771,187 @@ mod tests {
     }
 
     #[test]
+    fn addresses_map_longest_first_where_they_end() {
+        let map = AddressMap::parse(&["http://a:1/calc/basic=http://b:2/x".to_owned()])
+            .unwrap()
+            .with("http://a:1/calc", "http://b:2/x");
+        assert_eq!(
+            map.apply("http://a:1/calc?wsdl=wsdl0"),
+            "http://b:2/x?wsdl=wsdl0"
+        );
+        assert_eq!(map.apply("http://a:1/calc/basic"), "http://b:2/x");
+        assert_eq!(map.apply("http://a:1/calc/other"), "http://b:2/x/other");
+        assert_eq!(map.apply("(http://a:1/calc)"), "(http://b:2/x)");
+        // Not where the address goes on: another host, port or path segment.
+        for other in [
+            "http://a:1/calculator",
+            "http://a:10/calc",
+            "http://a:1/calc-x",
+        ] {
+            assert_eq!(map.apply(other), other);
+        }
+        // A replacement is not replaced again.
+        let chain = AddressMap::default()
+            .with("x://a", "x://b")
+            .with("x://b", "x://c");
+        assert_eq!(chain.apply("x://a x://b"), "x://b x://c");
+        assert!(AddressMap::parse(&["nope".to_owned()]).is_err());
+        assert!(AddressMap::parse(&["=x".to_owned()]).is_err());
+    }
+
+    const DEFS: &str = r#"xmlns:w="http://schemas.xmlsoap.org/wsdl/" xmlns:s="http://schemas.xmlsoap.org/wsdl/soap/" xmlns:x="http://www.w3.org/2001/XMLSchema" xmlns:tns="urn:c" xmlns:q="urn:t" targetNamespace="urn:c""#;
+
+    fn mono(want: &str, got: &str, state: &mut MonoState) -> Verdict {
+        compare_with(&doc(want), &doc(got), &AddressMap::default(), Some(state))
+    }
+
+    #[test]
+    fn a_repeated_wsdl_import_is_mono_only_where_live_has_it_once() {
+        let import = r#"<w:import namespace="urn:c" location="http://h/c?wsdl=wsdl0"/>"#;
+        let recorded = format!("<w:definitions {DEFS}>{import}{import}</w:definitions>");
+        let once = format!("<w:definitions {DEFS}>{import}</w:definitions>");
+        let v = mono(&recorded, &once, &mut MonoState::default());
+        assert_eq!((v.diff, v.known), (None, BTreeSet::from(["§14"])));
+        let v = mono(&recorded, &recorded, &mut MonoState::default());
+        assert_eq!((v.diff, v.known), (None, BTreeSet::new()));
+        // Two different imports are not a repeat.
+        let other = r#"<w:import namespace="urn:d" location="http://h/c?wsdl=wsdl1"/>"#;
+        let two = format!("<w:definitions {DEFS}>{import}{other}</w:definitions>");
+        assert!(mono(&two, &once, &mut MonoState::default()).diff.is_some());
+    }
+
+    #[test]
+    fn only_the_empty_xsd_id_import_of_xml_schema_is_mono() {
+        let ours = r#"<x:import namespace="urn:c" schemaLocation="http://h/c?xsd=xsd0"/>"#;
+        let types = |imports: &str| {
+            format!(
+                "<w:definitions {DEFS}><w:types><x:schema>{imports}</x:schema></w:types></w:definitions>"
+            )
+        };
+        let quirk = r#"<x:import namespace="http://www.w3.org/2001/XMLSchema" schemaLocation="http://h/c?xsd="/>"#;
+        let v = mono(
+            &types(&format!("{quirk}{ours}")),
+            &types(ours),
+            &mut MonoState::default(),
+        );
+        assert_eq!((v.diff, v.known), (None, BTreeSet::from(["§14"])));
+        let named = r#"<x:import namespace="http://www.w3.org/2001/XMLSchema" schemaLocation="http://h/c?xsd=xsd9"/>"#;
+        let v = mono(
+            &types(&format!("{named}{ours}")),
+            &types(ours),
+            &mut MonoState::default(),
+        );
+        assert!(v.diff.is_some());
+    }
+
+    #[test]
+    fn a_fault_contract_is_mono_only_in_dotnet_shape() {
+        let op = |fault: &str| {
+            format!(
+                r#"<w:portType name="I"><w:operation name="Div"><w:input message="tns:In"/>{fault}</w:operation></w:portType>"#
+            )
+        };
+        let message = r#"<w:message name="I_Div_F"><w:part name="detail" element="q:CalcFault"/></w:message>"#;
+        let fault = r#"<w:fault name="F" message="tns:I_Div_F"/>"#;
+        let recorded = format!("<w:definitions {DEFS}>{}</w:definitions>", op(""));
+        let live = format!(
+            "<w:definitions {DEFS}>{message}{}</w:definitions>",
+            op(fault)
+        );
+        let mut state = MonoState::default();
+        let v = mono(&recorded, &live, &mut state);
+        assert_eq!((v.diff, v.known), (None, BTreeSet::from(["§14"])));
+        assert_eq!(
+            state.fault_details,
+            BTreeSet::from([("urn:t".to_owned(), "CalcFault".to_owned())])
+        );
+        // Its detail type may then be in the schema of its namespace, and only that type.
+        let schema = |extra: &str| {
+            format!(
+                r#"<x:schema xmlns:x="http://www.w3.org/2001/XMLSchema" xmlns:tns="urn:t" targetNamespace="urn:t"><x:complexType name="Order"/>{extra}</x:schema>"#
+            )
+        };
+        let detail = r#"<x:complexType name="CalcFault"/><x:element name="CalcFault" type="tns:CalcFault"/>"#;
+        let v = mono(&schema(""), &schema(detail), &mut state);
+        assert_eq!((v.diff, v.known), (None, BTreeSet::from(["§14"])));
+        let unannounced = r#"<x:complexType name="Other"/>"#;
+        assert!(
+            mono(&schema(""), &schema(unannounced), &mut state)
+                .diff
+                .is_some()
+        );
+        assert!(
+            mono(&schema(""), &schema(detail), &mut MonoState::default())
+                .diff
+                .is_some(),
+            "without the WSDL's fault the type is a difference"
+        );
+        // A fault whose message is not there (or has no detail part) is not .NET's shape.
+        let orphan = format!("<w:definitions {DEFS}>{}</w:definitions>", op(fault));
+        assert!(
+            mono(&recorded, &orphan, &mut MonoState::default())
+                .diff
+                .is_some()
+        );
+        let no_detail =
+            r#"<w:message name="I_Div_F"><w:part name="x" element="q:CalcFault"/></w:message>"#;
+        let odd = format!(
+            "<w:definitions {DEFS}>{no_detail}{}</w:definitions>",
+            op(fault)
+        );
+        assert!(
+            mono(&recorded, &odd, &mut MonoState::default())
+                .diff
+                .is_some()
+        );
+    }
+
+    #[test]
+    fn a_binding_fault_is_mono_only_in_dotnet_shape() {
+        let binding = |fault: &str| {
+            format!(
+                r#"<w:definitions {DEFS}><w:binding name="B" type="tns:I"><s:binding/><w:operation name="Div"><w:input/>{fault}</w:operation></w:binding></w:definitions>"#
+            )
+        };
+        let dotnet = r#"<w:fault name="F"><s:fault name="F" use="literal"/></w:fault>"#;
+        let v = mono(&binding(""), &binding(dotnet), &mut MonoState::default());
+        assert_eq!((v.diff, v.known), (None, BTreeSet::from(["§14"])));
+        for other in [
+            r#"<w:fault name="F"><s:fault name="F" use="encoded"/></w:fault>"#,
+            r#"<w:fault name="F"><s:fault name="G" use="literal"/></w:fault>"#,
+            r#"<w:fault name="F"/>"#,
+        ] {
+            let v = mono(&binding(""), &binding(other), &mut MonoState::default());
+            assert!(v.diff.is_some(), "{other}");
+        }
+    }
+
+    #[test]
+    fn only_an_empty_recorded_mex_answer_is_mono() {
+        let envelope = |metadata: &str| {
+            format!(
+                r#"<s:Envelope xmlns:s="http://www.w3.org/2003/05/soap-envelope"><s:Body><Metadata xmlns="http://schemas.xmlsoap.org/ws/2004/09/mex">{metadata}</Metadata></s:Body></s:Envelope>"#
+            )
+        };
+        let section = r#"<MetadataSection Dialect="http://schemas.xmlsoap.org/wsdl/" Identifier="urn:c"><definitions xmlns="http://schemas.xmlsoap.org/wsdl/"/></MetadataSection>"#;
+        let v = mono(&envelope(""), &envelope(section), &mut MonoState::default());
+        assert_eq!((v.diff, v.known), (None, BTreeSet::from(["§15"])));
+        // Recorded sections compare as they are.
+        let v = mono(&envelope(section), &envelope(""), &mut MonoState::default());
+        assert!(v.diff.is_some());
+        // Anything but sections is not what .NET answers.
+        let v = mono(
+            &envelope(""),
+            &envelope("<Other/>"),
+            &mut MonoState::default(),
+        );
+        assert!(v.diff.is_some());
+    }
+
+    #[test]
     fn uuid_values_are_masked() {
         assert_eq!(
-            per_run("id urn:uuid:3f25-04e0, urn:uuid:x", "", ""),
+            per_run("id urn:uuid:3f25-04e0, urn:uuid:x", &AddressMap::default()),
             "id urn:uuid:*, urn:uuid:x"
         );
     }

@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{Calc, LIMIT, recording, replay};
+use common::{Calc, LIMIT, recording, replay, replay_with};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 async fn replays_cleanly(name: &str, to: impl Fn(&Calc) -> String) {
@@ -38,6 +38,29 @@ async fn tcp_fault_replays_against_mono() {
 #[tokio::test]
 async fn http_basic_replays_against_mono() {
     replays_cleanly("http-basic", |c| c.http.clone()).await;
+}
+
+#[tokio::test]
+async fn http_wsdl_replays_against_mono() {
+    tokio::time::timeout(LIMIT, async {
+        let calc = Calc::start().await;
+        // The WSDL names the net.tcp endpoint, whose address is the service's own (the
+        // recorder's port in the recording); the HTTP ones are under the base address.
+        let address = format!("net.tcp://127.0.0.1:9701/calc/tcp={}", calc.tcp);
+        let (ok, report) = replay_with(
+            &recording("http-wsdl"),
+            &calc.base,
+            &["--address", &address],
+        )
+        .await;
+        assert!(ok, "http-wsdl did not replay cleanly:\n{report}");
+        assert!(
+            report.contains("6 checked, 6 matched, 0 differ"),
+            "{report}"
+        );
+    })
+    .await
+    .expect("test timed out");
 }
 
 #[tokio::test]

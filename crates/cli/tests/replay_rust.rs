@@ -1,9 +1,15 @@
 //! Every recording replays against the Rust listener: the calculator generated from the
-//! recorded WSDL (`ferry_wcf::calc`), hosted on an SDK listener behind an in-process gateway.
-//! net.tcp recordings go through the gateway's net.tcp port, http-basic through its HTTP
-//! relay, exactly as a WCF client reaches the listener. The recordings come from Mono, and
-//! where Mono departs from .NET (FINDINGS.md) the Rust listener does what .NET does: those
-//! answers are reported as `known` with their FINDINGS section, everything else must match.
+//! recorded WSDL (`ferry_wcf::calc`), hosted on an SDK listener behind an in-process gateway,
+//! publishing its metadata (`ferry_wcf::calc::metadata`). net.tcp recordings go through the
+//! gateway's net.tcp port, the HTTP ones through its HTTP relay, exactly as a WCF client
+//! reaches the listener. The recordings come from Mono, and where Mono departs from .NET
+//! (FINDINGS.md) the Rust listener does what .NET does: those answers are reported as `known`
+//! with their FINDINGS section, everything else must match; a changed answer still fails.
+//!
+//! Addressing behind the gateway: one path (`calc/tcp`) is the whole service. Its WSDL is at
+//! `http://GATEWAY/calc/tcp?wsdl` and names both endpoints on that path (the HTTP relay and
+//! the net.tcp port); its mex endpoint is `net.tcp://GATEWAY/calc/tcp/mex`, which the gateway
+//! routes to the same listener (paths match by prefix) and the host answers.
 
 mod common;
 
@@ -17,7 +23,7 @@ use ferry_sdk::{Endpoint, SasKeyProvider};
 use ferry_wcf::basic_http::BasicHttp;
 use ferry_wcf::calc::Calc;
 use ferry_wcf::generated::calculator::CalculatorServer;
-use ferry_wcf::host::Host;
+use ferry_wcf::host::{Host, HostConfig};
 
 /// A gateway with an anonymous path `calc/tcp` served by the Rust calculator over net.tcp
 /// and basicHttp (one calculator behind both, as the recorded service).
@@ -39,36 +45,98 @@ async fn rust_listener() -> RunningGateway {
         .await
         .expect("listener");
     let (listener, requests) = listener.into_parts();
+    // The relay drops the Host header: the metadata names the gateway's public addresses.
+    let mut metadata = ferry_wcf::calc::metadata();
+    metadata
+        .set_public_base(&format!("http://{addr}"))
+        .and_then(|m| m.set_public_base(&nettcp_base(&gw)))
+        .expect("public bases");
+    let mut config = HostConfig::default();
+    config.set_metadata(metadata);
     let service = Arc::new(CalculatorServer(Calc::new()));
-    let host = Host::new(Arc::clone(&service));
-    let http = BasicHttp::new(service);
+    let host = Host::with_config(Arc::clone(&service), config.clone());
+    let http = BasicHttp::with_config(service, config);
     tokio::spawn(async move { host.serve_listener(listener).await });
     tokio::spawn(http.serve(requests));
     gw
 }
 
 async fn replays_cleanly(name: &str, to: impl Fn(&RunningGateway) -> String) {
+    replays_cleanly_with(name, to, |_| Vec::new()).await;
+}
+
+/// [`replays_cleanly`] with more `ferry replay` arguments.
+async fn replays_cleanly_with(
+    name: &str,
+    to: impl Fn(&RunningGateway) -> String,
+    extra: impl Fn(&RunningGateway) -> Vec<String>,
+) -> String {
     tokio::time::timeout(LIMIT, async {
         let gw = rust_listener().await;
         // The recordings were made against Mono; the Rust listener behaves like .NET where
         // the two differ, so Mono's documented deviations are named, not counted.
-        let (ok, report) = replay_with(&recording(name), &to(&gw), &["--mono-quirks"]).await;
+        let mut args = vec!["--mono-quirks".to_owned()];
+        args.extend(extra(&gw));
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let (ok, report) = replay_with(&recording(name), &to(&gw), &args).await;
         eprintln!("{report}");
         assert!(
             ok,
             "{name} did not replay cleanly against the Rust listener:\n{report}"
         );
         assert!(report.contains(" 0 differ"), "{report}");
+        report
     })
     .await
-    .expect("test timed out");
+    .expect("test timed out")
+}
+
+fn nettcp_base(gw: &RunningGateway) -> String {
+    format!("net.tcp://{}", gw.nettcp_addr().expect("net.tcp port"))
 }
 
 fn nettcp(gw: &RunningGateway) -> String {
-    format!(
-        "net.tcp://{}/calc/tcp",
-        gw.nettcp_addr().expect("net.tcp port")
-    )
+    format!("{}/calc/tcp", nettcp_base(gw))
+}
+
+fn http(gw: &RunningGateway) -> String {
+    format!("http://{}/calc/tcp", gw.plain_addr().expect("plain port"))
+}
+
+/// The endpoint addresses the recorded WSDL publishes (interop/recordings/README.md) and
+/// where the Rust listener has them: both on its one path, through the gateway.
+fn endpoint_addresses(gw: &RunningGateway) -> Vec<String> {
+    vec![
+        "--address".into(),
+        format!("http://127.0.0.1:8702/calc/basic={}", http(gw)),
+        "--address".into(),
+        format!("net.tcp://127.0.0.1:9701/calc/tcp={}", nettcp(gw)),
+    ]
+}
+
+/// A copy of recording `name` with `from` replaced by `to` (same length, so that sizes and
+/// the timeline stay right) in `file`, where it must occur exactly once.
+fn patched(name: &str, file: &str, from: &[u8], to: &[u8]) -> tempfile::TempDir {
+    assert_eq!(from.len(), to.len(), "a patch keeps the length");
+    let dir = tempfile::tempdir().expect("temp dir");
+    for entry in std::fs::read_dir(recording(name)).expect("recording") {
+        let path = entry.expect("entry").path();
+        if path.is_file() {
+            std::fs::copy(&path, dir.path().join(path.file_name().expect("name"))).expect("copy");
+        }
+    }
+    let target = dir.path().join(file);
+    let mut bytes = std::fs::read(&target).expect("read");
+    let found: Vec<usize> = bytes
+        .windows(from.len())
+        .enumerate()
+        .filter(|(_, w)| *w == from)
+        .map(|(i, _)| i)
+        .collect();
+    assert_eq!(found.len(), 1, "{from:?} occurs once in {file}");
+    bytes[found[0]..found[0] + to.len()].copy_from_slice(to);
+    std::fs::write(&target, bytes).expect("write");
+    dir
 }
 
 #[tokio::test]
@@ -88,10 +156,121 @@ async fn tcp_fault_replays_against_the_rust_listener() {
 
 #[tokio::test]
 async fn http_basic_replays_against_the_rust_listener() {
-    replays_cleanly("http-basic", |gw| {
-        format!("http://{}/calc/tcp", gw.plain_addr().expect("plain port"))
-    })
+    replays_cleanly("http-basic", http).await;
+}
+
+#[tokio::test]
+async fn http_wsdl_replays_against_the_rust_listener() {
+    let report = replays_cleanly_with("http-wsdl", http, endpoint_addresses).await;
+    // Mono's WSDL quirks are named: its repeated wsdl:import and missing binding faults
+    // (?wsdl), its XML Schema import and missing portType fault (?wsdl=wsdl0), the fault
+    // detail type it leaves out (?xsd=xsd2); the other schemas match as they are.
+    let known: Vec<&str> = report.lines().filter(|l| l.contains("  known ")).collect();
+    assert_eq!(known.len(), 3, "{report}");
+    for (line, query) in known.iter().zip(["?wsdl ", "?wsdl=wsdl0", "?xsd=xsd2"]) {
+        assert!(
+            line.contains(query) && line.contains("FINDINGS §14"),
+            "{report}"
+        );
+    }
+    assert!(
+        report.contains("6 checked, 6 matched, 0 differ"),
+        "{report}"
+    );
+}
+
+#[tokio::test]
+async fn pynettcp_mex_replays_against_the_rust_listener() {
+    // pynettcp's codegen asks `{address}/mex`; so does this replay.
+    let report = replays_cleanly_with(
+        "pynettcp-mex",
+        |gw| format!("{}/mex", nettcp(gw)),
+        |_| Vec::new(),
+    )
     .await;
+    assert!(report.contains("FINDINGS §15"), "{report}");
+}
+
+#[tokio::test]
+async fn without_mono_quirks_the_metadata_differences_show() {
+    tokio::time::timeout(LIMIT, async {
+        let gw = rust_listener().await;
+        let args = endpoint_addresses(&gw);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let (ok, report) = replay_with(&recording("http-wsdl"), &http(&gw), &args).await;
+        eprintln!("{report}");
+        assert!(!ok, "the replay passed:\n{report}");
+        assert!(
+            report.contains("6 checked, 3 matched, 3 differ"),
+            "{report}"
+        );
+        let (ok, report) = replay_with(
+            &recording("pynettcp-mex"),
+            &format!("{}/mex", nettcp(&gw)),
+            &[],
+        )
+        .await;
+        assert!(!ok, "the replay passed:\n{report}");
+        assert!(
+            report.contains("Metadata: 6 child elements, recorded 0"),
+            "{report}"
+        );
+    })
+    .await
+    .expect("test timed out");
+}
+
+#[tokio::test]
+async fn mono_quirks_do_not_hide_a_changed_wsdl() {
+    tokio::time::timeout(LIMIT, async {
+        // The recorded ?wsdl=wsdl0 with SafeDivide's reply action changed: the operation
+        // whose missing wsdl:fault §14 sets aside must still compare.
+        let dir = patched(
+            "http-wsdl",
+            "server_to_client.bin",
+            b"ICalculator/SafeDivideResponse\"",
+            b"ICalculator/SafeDivideRespons3\"",
+        );
+        let gw = rust_listener().await;
+        let mut args = vec!["--mono-quirks".to_owned()];
+        args.extend(endpoint_addresses(&gw));
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let (ok, report) = replay_with(dir.path(), &http(&gw), &args).await;
+        eprintln!("{report}");
+        assert!(!ok, "the replay passed:\n{report}");
+        let diffs: Vec<&str> = report.lines().filter(|l| l.contains("DIFF")).collect();
+        assert_eq!(diffs.len(), 1, "{report}");
+        assert!(
+            diffs[0].contains("?wsdl=wsdl0") && diffs[0].contains("SafeDivideRespons3"),
+            "{report}"
+        );
+    })
+    .await
+    .expect("test timed out");
+}
+
+#[tokio::test]
+async fn mono_quirks_do_not_hide_a_changed_mex_answer() {
+    tokio::time::timeout(LIMIT, async {
+        // The recorded GetResponse with its Action changed (…/transfer/GetResponse →
+        // …/transfer/GetResponsx): §15 sets the metadata sections aside, not the envelope.
+        let dir = patched(
+            "pynettcp-mex",
+            "server_to_client.bin",
+            b"transfer/GetResponse",
+            b"transfer/GetResponsx",
+        );
+        let gw = rust_listener().await;
+        let to = format!("{}/mex", nettcp(&gw));
+        let (ok, report) = replay_with(dir.path(), &to, &["--mono-quirks"]).await;
+        eprintln!("{report}");
+        assert!(!ok, "the replay passed:\n{report}");
+        let diffs: Vec<&str> = report.lines().filter(|l| l.contains("DIFF")).collect();
+        assert_eq!(diffs.len(), 1, "{report}");
+        assert!(diffs[0].contains("GetResponsx"), "{report}");
+    })
+    .await
+    .expect("test timed out");
 }
 
 #[tokio::test]

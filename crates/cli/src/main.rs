@@ -25,6 +25,7 @@ mod wcf_listen;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
+use std::num::NonZeroUsize;
 use std::path::PathBuf;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -43,6 +44,10 @@ use tokio_util::sync::CancellationToken;
     about = "Self-hosted relay gateway, wire-compatible with Azure Relay Hybrid Connections"
 )]
 struct Cli {
+    /// Runtime worker threads (default: one per core). 1 runs everything on one thread,
+    /// which costs the least CPU per request when the machine has few cores to share.
+    #[arg(long, global = true, env = "FERRY_WORKER_THREADS")]
+    worker_threads: Option<NonZeroUsize>,
     #[command(subcommand)]
     command: Command,
 }
@@ -236,9 +241,18 @@ fn main() -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?;
+    let runtime = match cli.worker_threads.map(NonZeroUsize::get) {
+        Some(1) => tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?,
+        Some(n) => tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(n)
+            .enable_all()
+            .build()?,
+        None => tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()?,
+    };
     runtime.block_on(async move {
         match cli.command {
             Command::Gateway(args) => gateway(args).await,

@@ -33,44 +33,10 @@ using System.Text;
 using System.Threading;
 using System.Xml;
 
+using Ferry.Interop.Contract;
+
 namespace Ferry.Interop.Bench
 {
-    [ServiceContract(Namespace = "http://interop.example/calc/2024", Name = "ICalculator")]
-    public interface ICalculator
-    {
-        [OperationContract] int Add(int a, int b);
-        [OperationContract] byte[] ReverseBytes(byte[] data);
-    }
-
-    // The relay's token header (the shape CalcClient.cs sends): RelayAccessToken wrapping a
-    // WS-Security BinarySecurityToken whose content is the base64 of the SAS token's UTF-8 bytes.
-    class RelayTokenHeader : MessageHeader
-    {
-        const string ConnectNs = "http://schemas.microsoft.com/netservices/2009/05/servicebus/connect";
-        const string WsseNs = "http://docs.oasis-open.org/wss/2004/01/oasis-200401-wss-wssecurity-secext-1.0.xsd";
-        const string WsuNs = "http://docs.oasis-open.org/wss/2004/01/oasis-200401-wss-wssecurity-utility-1.0.xsd";
-        const string ValueType = "http://schemas.xmlsoap.org/ws/2009/11/swt-token-profile-1.0";
-        const string EncodingType = "http://docs.oasis-open.org/wss/2004/01/oasis-200401-wss-soap-message-security-1.0#Base64Binary";
-
-        readonly string token;
-
-        public RelayTokenHeader(string token) { this.token = token; }
-
-        public override string Name { get { return "RelayAccessToken"; } }
-        public override string Namespace { get { return ConnectNs; } }
-
-        protected override void OnWriteHeaderContents(XmlDictionaryWriter w, MessageVersion version)
-        {
-            w.WriteStartElement("wsse", "BinarySecurityToken", WsseNs);
-            w.WriteAttributeString("wsu", "Id", WsuNs, "uuid:" + Guid.NewGuid());
-            w.WriteAttributeString("ValueType", ValueType);
-            w.WriteAttributeString("EncodingType", EncodingType);
-            var bytes = Encoding.UTF8.GetBytes(token);
-            w.WriteBase64(bytes, 0, bytes.Length);
-            w.WriteEndElement();
-        }
-    }
-
     class Program
     {
         const int Quota = 64 * 1024 * 1024;

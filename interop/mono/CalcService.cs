@@ -27,80 +27,10 @@ using System.ServiceModel.Channels;
 using System.ServiceModel.Description;
 using System.Threading;
 
+using Ferry.Interop.Contract;
+
 namespace Ferry.Interop
 {
-    [DataContract(Namespace = "http://interop.example/calc/types")]
-    public class Address
-    {
-        [DataMember(Order = 0)] public string Street;
-        [DataMember(Order = 1)] public string City;
-        [DataMember(Order = 2)] public string Country;
-    }
-
-    [DataContract(Namespace = "http://interop.example/calc/types")]
-    public class OrderLine
-    {
-        [DataMember(Order = 0)] public string Sku;
-        [DataMember(Order = 1)] public int Quantity;
-        [DataMember(Order = 2)] public double UnitPrice;
-    }
-
-    [DataContract(Namespace = "http://interop.example/calc/types")]
-    public class Order
-    {
-        [DataMember(Order = 0)] public int Id;
-        [DataMember(Order = 1)] public string Customer;
-        [DataMember(Order = 2)] public Address ShipTo;
-        [DataMember(Order = 3)] public List<OrderLine> Lines;
-        [DataMember(Order = 4)] public List<string> Tags;
-        [DataMember(Order = 5)] public DateTime Created;
-        [DataMember(Order = 6)] public bool Express;
-        [DataMember(Order = 7)] public decimal Discount;
-        [DataMember(Order = 8)] public Guid Reference;
-        [DataMember(Order = 9)] public long Sequence;
-        [DataMember(Order = 10)] public string Note;
-    }
-
-    [DataContract(Namespace = "http://interop.example/calc/types")]
-    public class OrderSummary
-    {
-        [DataMember(Order = 0)] public int OrderId;
-        [DataMember(Order = 1)] public string CustomerUpper;
-        [DataMember(Order = 2)] public int LineCount;
-        [DataMember(Order = 3)] public int TotalQuantity;
-        [DataMember(Order = 4)] public double Total;
-        [DataMember(Order = 5)] public List<string> Skus;
-        [DataMember(Order = 6)] public Address ShipTo;
-        [DataMember(Order = 7)] public Guid Reference;
-        [DataMember(Order = 8)] public DateTime Created;
-        [DataMember(Order = 9)] public bool Express;
-    }
-
-    [DataContract(Namespace = "http://interop.example/calc/types")]
-    public class CalcFault
-    {
-        [DataMember(Order = 0)] public string Operation;
-        [DataMember(Order = 1)] public string ProblemType;
-        [DataMember(Order = 2)] public int Code;
-    }
-
-    [ServiceContract(Namespace = "http://interop.example/calc/2024")]
-    public interface ICalculator
-    {
-        [OperationContract] int Add(int a, int b);
-        [OperationContract] double Divide(double a, double b);
-        [OperationContract] string Echo(string text);
-        [OperationContract] byte[] ReverseBytes(byte[] data);
-        [OperationContract] OrderSummary SubmitOrder(Order order);
-        [OperationContract(IsOneWay = true)] void Notify(string message);
-        [OperationContract] List<string> GetNotifications();
-        [OperationContract]
-        [FaultContract(typeof(CalcFault))]
-        int SafeDivide(int a, int b);
-        [OperationContract] void Fail(string reason);
-        [OperationContract] void Crash();
-    }
-
     // One instance for every session and binding: Notify over basicHttp and GetNotifications on
     // the next request must see the same list (the recording's http-basic does exactly that).
     [ServiceBehavior(InstanceContextMode = InstanceContextMode.Single,

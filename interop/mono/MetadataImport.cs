@@ -15,17 +15,10 @@ using System.Collections.Generic;
 using System.ServiceModel;
 using System.ServiceModel.Description;
 
+using Ferry.Interop.Contract;
+
 namespace Ferry.Interop.Metadata
 {
-    // The one operation called, with the contract's names: the rest of ICalculator is not
-    // needed to prove the imported endpoints work.
-    [ServiceContract(Namespace = "http://interop.example/calc/2024", Name = "ICalculator")]
-    public interface ICalculator
-    {
-        [OperationContract]
-        int Add(int a, int b);
-    }
-
     static class Program
     {
         static string Quote(string s)

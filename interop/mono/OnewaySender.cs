@@ -34,6 +34,8 @@ using System.Text;
 using System.Threading;
 using System.Xml;
 
+using Ferry.Interop.Contract;
+
 namespace Ferry.Interop.Oneway
 {
     static class Ns
@@ -69,34 +71,6 @@ namespace Ferry.Interop.Oneway
 
         [OperationContract(IsOneWay = true, Action = Ns.Connect + "/OnewayPing")]
         void OnewayPing(OnewayPingMessage ping);
-    }
-
-    // The relay's token header: RelayAccessToken wrapping a WS-Security BinarySecurityToken whose
-    // content is the base64 of the SAS token's UTF-8 bytes (the shape CalcClient.cs sends).
-    class RelayTokenHeader : MessageHeader
-    {
-        const string WsseNs = "http://docs.oasis-open.org/wss/2004/01/oasis-200401-wss-wssecurity-secext-1.0.xsd";
-        const string WsuNs = "http://docs.oasis-open.org/wss/2004/01/oasis-200401-wss-wssecurity-utility-1.0.xsd";
-        const string ValueType = "http://schemas.xmlsoap.org/ws/2009/11/swt-token-profile-1.0";
-        const string EncodingType = "http://docs.oasis-open.org/wss/2004/01/oasis-200401-wss-soap-message-security-1.0#Base64Binary";
-
-        readonly string token;
-
-        public RelayTokenHeader(string token) { this.token = token; }
-
-        public override string Name { get { return "RelayAccessToken"; } }
-        public override string Namespace { get { return Ns.Connect; } }
-
-        protected override void OnWriteHeaderContents(XmlDictionaryWriter w, MessageVersion version)
-        {
-            w.WriteStartElement("wsse", "BinarySecurityToken", WsseNs);
-            w.WriteAttributeString("wsu", "Id", WsuNs, "uuid:" + Guid.NewGuid());
-            w.WriteAttributeString("ValueType", ValueType);
-            w.WriteAttributeString("EncodingType", EncodingType);
-            var bytes = Encoding.UTF8.GetBytes(token);
-            w.WriteBase64(bytes, 0, bytes.Length);
-            w.WriteEndElement();
-        }
     }
 
     // ---- The watching channel layer ------------------------------------------------------------

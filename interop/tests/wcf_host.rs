@@ -86,7 +86,7 @@ fn token(gw: &TestGateway, path: &str) -> String {
 /// Runs the Mono client with `args`; its JSON lines, after checking it succeeded. Prints the
 /// call rate seen.
 async fn mono_client(args: &[String]) -> Vec<Value> {
-    let exe = mono::compile("CalcClient", &["CalcClient.cs"]);
+    let exe = mono::compile("CalcClient", &["CalcClient.cs", "CalcContract.cs"]);
     let started = Instant::now();
     let (ok, out) = finish(mono::run(&exe, args)).await;
     let lines = json_lines(&out);

@@ -162,7 +162,7 @@ async fn mono_imports_the_wsdl_through_the_gateway() {
     tokio::time::timeout(LIMIT, async {
         let gw = rust_listener().await;
         let http = gw.plain_addr().expect("plain port");
-        let exe = mono::compile("MetadataImport", &["MetadataImport.cs"]);
+        let exe = mono::compile("MetadataImport", &["MetadataImport.cs", "CalcContract.cs"]);
         let wsdl = format!("http://{http}/calc/tcp?wsdl");
         let (ok, out) = finish(mono::run(&exe, &[wsdl])).await;
         println!("{out}");

@@ -130,7 +130,7 @@ fn address(gw: &TestGateway, path: &str) -> String {
 
 /// Runs the Mono sender; whether it exited 0, and its JSON lines.
 async fn mono_sender(address: String, token: String, extra: &[&str]) -> (bool, Vec<Value>) {
-    let exe = mono::compile("OnewaySender", &["OnewaySender.cs"]);
+    let exe = mono::compile("OnewaySender", &["OnewaySender.cs", "CalcContract.cs"]);
     let mut args = vec![address, token];
     args.extend(extra.iter().map(|s| (*s).to_owned()));
     let (ok, out) = finish(mono::run(&exe, &args)).await;

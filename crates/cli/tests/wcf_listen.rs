@@ -100,7 +100,7 @@ fn nettcp_via(gw: &RunningGateway, path: &str) -> String {
 
 /// Runs the Mono client (`nettcp`) against `address`; returns its JSON lines.
 async fn mono_client(address: &str, token: Option<&str>) -> Vec<serde_json::Value> {
-    let exe = ferry_interop::mono::compile("CalcClient", &["CalcClient.cs"]);
+    let exe = ferry_interop::mono::compile("CalcClient", &["CalcClient.cs", "CalcContract.cs"]);
     let args = ["nettcp", address, token.unwrap_or("-")].map(str::to_owned);
     let child = ferry_interop::mono::run(&exe, &args);
     let (ok, out) = ferry_interop::finish(child).await;
@@ -409,7 +409,7 @@ async fn an_unreachable_origin_is_endpoint_not_found() {
 
 /// Runs the Mono client where it must fail; returns its lines (it exits non-zero).
 async fn mono_client_failing(address: &str) -> Vec<serde_json::Value> {
-    let exe = ferry_interop::mono::compile("CalcClient", &["CalcClient.cs"]);
+    let exe = ferry_interop::mono::compile("CalcClient", &["CalcClient.cs", "CalcContract.cs"]);
     let args = ["nettcp", address, "-"].map(str::to_owned);
     let child = ferry_interop::mono::run(&exe, &args);
     let started = tokio::time::Instant::now();

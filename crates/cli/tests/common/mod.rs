@@ -49,7 +49,8 @@ pub struct Calc {
 impl Calc {
     /// Compiles (once) and starts the service on free ports; waits for its `ready` line.
     pub async fn start() -> Self {
-        let exe = ferry_interop::mono::compile("CalcService", &["CalcService.cs"]);
+        let exe =
+            ferry_interop::mono::compile("CalcService", &["CalcService.cs", "CalcContract.cs"]);
         // A port picked free may be taken before Mono binds it: try again with others.
         for _ in 0..3 {
             let (tcp, http, mex) = (free_port(), free_port(), free_port());

@@ -48,14 +48,19 @@ pub(crate) fn require() -> Result<()> {
     Ok(())
 }
 
-/// Compiles `interop/mono/{name}.cs` into `{out_dir}/{name}.exe` unless that is newer than
-/// the source; returns the executable.
+/// Compiles `interop/mono/{name}.cs` with the shared contract (`CalcContract.cs`) into
+/// `{out_dir}/{name}.exe` unless that is newer than both sources; returns the executable.
 pub(crate) async fn compile(name: &str, out_dir: &Path) -> Result<PathBuf> {
     let source = source_dir().join(format!("{name}.cs"));
+    let contract = source_dir().join("CalcContract.cs");
     let exe = out_dir.join(format!("{name}.exe"));
     let modified = |p: &Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
-    let src_time = modified(&source).with_context(|| format!("reading {}", source.display()))?;
-    if modified(&exe).is_some_and(|built| built >= src_time) {
+    let mut src_time = None;
+    for s in [&source, &contract] {
+        let t = modified(s).with_context(|| format!("reading {}", s.display()))?;
+        src_time = src_time.max(Some(t));
+    }
+    if modified(&exe).is_some_and(|built| Some(built) >= src_time) {
         return Ok(exe);
     }
     std::fs::create_dir_all(out_dir)?;
@@ -65,6 +70,7 @@ pub(crate) async fn compile(name: &str, out_dir: &Path) -> Result<PathBuf> {
         .arg(format!("-out:{}", tmp.display()))
         .args(WCF_REFERENCES.iter().map(|r| format!("-r:{r}")))
         .arg(&source)
+        .arg(&contract)
         .kill_on_drop(true);
     let output = timeout(COMPILE_LIMIT, cmd.output())
         .await

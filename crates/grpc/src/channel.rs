@@ -1,6 +1,6 @@
 //! Calling a service through the relay: a tonic [`Channel`] whose connector opens a sender
 //! connection to a hybrid connection path. The listener on that path serves HTTP/2 on it
-//! (with [`crate::incoming`], or `ferry listen --grpc-to` in front of any gRPC server).
+//! (with [`crate::incoming()`], or `ferry listen --grpc-to` in front of any gRPC server).
 //!
 //! One channel keeps one relayed connection and multiplexes every call on it; it reconnects
 //! (a new sender connection) when that connection fails.

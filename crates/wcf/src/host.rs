@@ -661,10 +661,29 @@ pub fn metadata_reply<S: Service>(
     let to = request.headers.to.as_deref().or(to);
     // Not the address itself: a Via may carry the relay token in its query.
     debug!("metadata requested");
-    let mut envelope = Envelope::new(request.version, request.addressing);
-    envelope.body = ferry_soap::Body::Payload(vec![metadata.get_response(to)]);
-    if request.addressing != AddressingVersion::None {
-        envelope.headers.action = Some(TRANSFER_GET_RESPONSE.to_owned());
+    // `to` is the peer's: a bug it reaches answers with the generic fault, as a panicking
+    // operation does in [`respond`], instead of ending the session.
+    let mut envelope =
+        match std::panic::catch_unwind(AssertUnwindSafe(|| metadata.get_response(to))) {
+            Ok(body) => {
+                let mut envelope = Envelope::new(request.version, request.addressing);
+                envelope.body = ferry_soap::Body::Payload(vec![body]);
+                envelope.headers.action = Some(TRANSFER_GET_RESPONSE.to_owned());
+                envelope
+            }
+            Err(_) => {
+                warn!("metadata answer panicked; answering with the generic internal fault");
+                let fault = Fault::internal_error();
+                let reply = Reply::Fault {
+                    action: fault.reply_action(),
+                    fault,
+                };
+                reply.into_envelope(request.version, request.addressing)?
+            }
+        };
+    if request.addressing == AddressingVersion::None {
+        envelope.headers.action = None;
+    } else {
         envelope.headers.relates_to = request.headers.message_id.clone();
     }
     Some(envelope)
@@ -996,6 +1015,22 @@ mod tests {
         .expect("answered");
         let xml = ferry_nbfx::Document::from_root(reply.payload().cloned().unwrap()).to_xml();
         assert!(xml.contains("location=\"net.tcp://g:1/calc\""), "{xml}");
+    }
+
+    #[test]
+    fn metadata_get_to_a_non_ascii_path_is_answered() {
+        let service = CalculatorServer(Calc::new());
+        let metadata = crate::calc::metadata();
+        let reply = metadata_reply(
+            &service,
+            Some(&metadata),
+            &get(Some("net.tcp://x/€€")),
+            None,
+        )
+        .expect("answered");
+        assert_eq!(reply.headers.action.as_deref(), Some(TRANSFER_GET_RESPONSE));
+        let xml = ferry_nbfx::Document::from_root(reply.payload().cloned().unwrap()).to_xml();
+        assert!(xml.contains("location=\"net.tcp://x/€€\""), "{xml}");
     }
 
     #[test]

@@ -380,8 +380,14 @@ impl Metadata {
                 format!("{scheme}://{authority}"),
             );
             let p = trim_path(p);
+            // `get`: a cut inside a multi-byte character (a non-ASCII path) is no `/mex`.
             let service = match p.len().checked_sub(MEX_SEGMENT.len()) {
-                Some(cut) if p[cut..].eq_ignore_ascii_case(MEX_SEGMENT) => trim_path(&p[..cut]),
+                Some(cut)
+                    if p.get(cut..)
+                        .is_some_and(|s| s.eq_ignore_ascii_case(MEX_SEGMENT)) =>
+                {
+                    trim_path(&p[..cut])
+                }
                 _ => p,
             };
             path = Some(service);
@@ -1134,6 +1140,21 @@ mod tests {
         );
         let none = m.get_response(None);
         assert_eq!(find(&none, WSDL_NS, "port").len(), 0);
+    }
+
+    #[test]
+    fn mex_to_with_a_non_ascii_path_is_answered() {
+        let m = metadata();
+        // `len - 4` falls inside a `€` in each: no `/mex` there, and no panic.
+        for (to, location) in [
+            ("net.tcp://x/€€", "net.tcp://x/€€"),
+            ("net.tcp://x/a€€", "net.tcp://x/a€€"),
+            ("net.tcp://x/€€/mex", "net.tcp://x/€€"),
+        ] {
+            let body = m.get_response(Some(to));
+            let tcp = find(&body, SOAP12_BINDING_NS, "address");
+            assert_eq!(attr(tcp[0], "location").as_deref(), Some(location), "{to}");
+        }
     }
 
     #[test]

@@ -352,7 +352,11 @@ fn log_event(event: &RewriteEvent) {
             via,
             mode,
             content_type,
-        } => debug!(%via, mode = mode.name(), %content_type, "preamble"),
+        } => {
+            // Not the query: a Via may carry the relay token (`?sb-hc-token=`).
+            let via = without_query(via);
+            debug!(via, mode = mode.name(), %content_type, "preamble");
+        }
         RewriteEvent::Envelope {
             index,
             action,
@@ -362,6 +366,12 @@ fn log_event(event: &RewriteEvent) {
         RewriteEvent::End => debug!("end"),
         other => debug!(?other, "event"),
     }
+}
+
+/// `url` less its query and fragment (scheme, authority and path): what may be logged of a
+/// Via, whose query may hold the relay token.
+fn without_query(url: &str) -> &str {
+    url.find(['?', '#']).map_or(url, |end| &url[..end])
 }
 
 /// Answers a session that cannot be carried with a Fault record: first the client's
@@ -420,5 +430,15 @@ mod tests {
         );
         assert!(Origin::parse("http://x:1/y").is_err());
         assert!(Origin::parse("net.tcp:///y").is_err());
+    }
+
+    #[test]
+    fn logged_vias_have_no_token() {
+        assert_eq!(
+            without_query("net.tcp://g:9352/calc?sb-hc-token=SharedAccessSignature%20sr"),
+            "net.tcp://g:9352/calc"
+        );
+        assert_eq!(without_query("net.tcp://g/a#x?y"), "net.tcp://g/a");
+        assert_eq!(without_query("net.tcp://g/calc"), "net.tcp://g/calc");
     }
 }

@@ -689,6 +689,12 @@ pub fn metadata_reply<S: Service>(
     Some(envelope)
 }
 
+/// `url` less its query and fragment (scheme, authority and path): what may be logged of a
+/// Via, whose query may hold the relay token.
+fn without_query(url: &str) -> &str {
+    url.find(['?', '#']).map_or(url, |end| &url[..end])
+}
+
 /// How a session ended without error.
 enum Ended {
     /// The End handshake is done; the connection may carry another session.
@@ -722,7 +728,12 @@ where
                 return Ok(());
             };
             first = false;
-            debug!(via = %preamble.via, mode = preamble.mode.name(), "preamble received");
+            // Not the query: a Via may carry the relay token (`?sb-hc-token=`).
+            debug!(
+                via = without_query(&preamble.via),
+                mode = preamble.mode.name(),
+                "preamble received"
+            );
             self.via.clone_from(&preamble.via);
             let mut codec = self.negotiate(&preamble)?;
             self.session.accept()?;
@@ -1031,6 +1042,16 @@ mod tests {
         assert_eq!(reply.headers.action.as_deref(), Some(TRANSFER_GET_RESPONSE));
         let xml = ferry_nbfx::Document::from_root(reply.payload().cloned().unwrap()).to_xml();
         assert!(xml.contains("location=\"net.tcp://x/€€\""), "{xml}");
+    }
+
+    #[test]
+    fn logged_vias_have_no_token() {
+        assert_eq!(
+            without_query("net.tcp://g:9352/calc?sb-hc-token=SharedAccessSignature%20sr"),
+            "net.tcp://g:9352/calc"
+        );
+        assert_eq!(without_query("net.tcp://g/a#x?y"), "net.tcp://g/a");
+        assert_eq!(without_query("net.tcp://g/€"), "net.tcp://g/€");
     }
 
     #[test]

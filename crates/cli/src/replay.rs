@@ -1682,15 +1682,18 @@ fn per_run(text: &str, addresses: &AddressMap) -> String {
 }
 
 /// Two spellings of one xs:double (`0.33333333333333331` and `0.3333333333333333`): writers
-/// differ in how many digits they print, not in the value.
+/// differ in how many digits they print, not in the value. Only when both are written as
+/// doubles (a `.` or an exponent): integers (xs:int, xs:long, `007`) must match exactly, as
+/// a long past 2^53 and its neighbour are one f64, and `1` is not `1.0` on the wire.
 fn same_number(a: &str, b: &str) -> bool {
-    let looks_numeric = |t: &str| {
-        !t.is_empty()
+    let double_spelling = |t: &str| {
+        t.bytes().any(|c| matches!(c, b'.' | b'e' | b'E'))
             && t.bytes()
                 .all(|c| c.is_ascii_digit() || matches!(c, b'.' | b'-' | b'+' | b'e' | b'E'))
+            && t.bytes().any(|c| c.is_ascii_digit())
     };
-    looks_numeric(a)
-        && looks_numeric(b)
+    double_spelling(a)
+        && double_spelling(b)
         && matches!((a.parse::<f64>(), b.parse::<f64>()), (Ok(x), Ok(y)) if x == y)
 }
 
@@ -1756,6 +1759,26 @@ mod tests {
             r#"<q:E xmlns:q="urn:s" xmlns:w="http://www.w3.org/2005/08/addressing"><w:RelatesTo>urn:uuid:2222</w:RelatesTo><X xmlns="urn:t" xmlns:z="urn:t" z:k="v">net.tcp://new/y urn:uuid:cccc</X></q:E>"#,
         );
         assert_eq!(compare(&a, &b, "net.tcp://old/x", "net.tcp://new/y"), None);
+    }
+
+    #[test]
+    fn only_double_spellings_compare_as_numbers() {
+        assert!(same_number("0.33333333333333331", "0.3333333333333333"));
+        assert!(same_number("1E+300", "1e300"));
+        assert!(same_number("-2.50", "-2.5"));
+        // Integers are compared as written.
+        assert!(!same_number("007", "7"));
+        assert!(!same_number("9007199254740993", "9007199254740992"));
+        assert!(!same_number("1", "1.0"));
+        assert!(!same_number("1.0", "1"));
+        assert!(!same_number(".", "."));
+        // And through compare: a long past 2^53 is not its f64 neighbour.
+        let a = doc(r#"<E xmlns="urn:s"><V>9007199254740993</V></E>"#);
+        let b = doc(r#"<E xmlns="urn:s"><V>9007199254740992</V></E>"#);
+        assert!(compare(&a, &b, "", "").is_some());
+        let c = doc(r#"<E xmlns="urn:s"><V>0.1000000000000000055</V></E>"#);
+        let d = doc(r#"<E xmlns="urn:s"><V>0.1</V></E>"#);
+        assert_eq!(compare(&c, &d, "", ""), None);
     }
 
     #[test]

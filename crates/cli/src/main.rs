@@ -435,8 +435,36 @@ fn grpc_target(url: &str) -> anyhow::Result<String> {
         .strip_prefix("http://")
         .context("--grpc-to takes http://HOST:PORT (a plaintext h2c gRPC server)")?;
     let authority = rest.trim_end_matches('/');
-    if authority.is_empty() || authority.contains('/') || !authority.contains(':') {
+    // The port's ':' is the last one and not inside an IPv6 literal's brackets (`[::1]`).
+    let has_port = authority
+        .rsplit_once(':')
+        .is_some_and(|(_, p)| !p.contains(']'));
+    if authority.is_empty() || authority.contains('/') || !has_port {
         bail!("--grpc-to takes http://HOST:PORT, got {url}");
     }
     Ok(authority.to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn grpc_targets_need_a_port() {
+        assert_eq!(
+            grpc_target("http://127.0.0.1:50051").unwrap(),
+            "127.0.0.1:50051"
+        );
+        assert_eq!(grpc_target("http://[::1]:50051/").unwrap(), "[::1]:50051");
+        for bad in [
+            "http://[::1]",
+            "http://[::1]/",
+            "http://host",
+            "http://",
+            "http://h:1/x",
+            "https://h:1",
+        ] {
+            assert!(grpc_target(bad).is_err(), "{bad}");
+        }
+    }
 }

@@ -18,6 +18,7 @@
 //! [`MAX_ENVELOPE_BYTES`]) and its decoded tree.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use anyhow::{Context as _, bail};
@@ -29,6 +30,7 @@ use ferry_wcf::rewrite::{
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::Semaphore;
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{Instrument as _, debug, info, info_span, warn};
@@ -43,7 +45,9 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Longest a client may take to send its preamble (WCF's default `ChannelInitializationTimeout`
 /// is 30 s).
 const PREAMBLE_TIMEOUT: Duration = Duration::from_secs(30);
-/// A direction with no bytes for this long ends the session (WCF's default `ReceiveTimeout`).
+/// A session with no bytes either way for this long ends (WCF's default `ReceiveTimeout`).
+/// One deadline for both directions: a one-way client, or an origin pushing callbacks, keeps
+/// the session alive though the other direction is silent.
 const IDLE_TIMEOUT: Duration = Duration::from_secs(600);
 /// Longest a single write may wait for a peer that stopped reading.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(60);
@@ -173,15 +177,16 @@ async fn session(conn: IncomingConnection, origin: &Origin) {
     // client→origin pump (the origin is gone, nothing more can be delivered).
     let stop_down = CancellationToken::new();
     let stop_up = CancellationToken::new();
+    let idle = Idle::new(IDLE_TIMEOUT);
     let up = async {
-        let r = client_to_origin(relay_r, origin_w, rewriter, &stop_up).await;
+        let r = client_to_origin(relay_r, origin_w, rewriter, &idle, &stop_up).await;
         if r.is_err() {
             stop_down.cancel();
         }
         r
     };
     let down = async {
-        let r = origin_to_client(origin_r, relay_w, limits.framing, &stop_down).await;
+        let r = origin_to_client(origin_r, relay_w, limits.framing, &idle, &stop_down).await;
         stop_up.cancel();
         r
     };
@@ -208,6 +213,61 @@ async fn session(conn: IncomingConnection, origin: &Origin) {
     debug!("session ended");
 }
 
+/// The session's idle deadline, shared by both pumps: bytes either way push it back, so a
+/// read that times out ends its pump only when the other direction was quiet too.
+struct Idle {
+    /// When the session started; `last` counts from here.
+    start: Instant,
+    /// How long the session may go without bytes.
+    limit: Duration,
+    /// When bytes last went either way, in milliseconds since `start`.
+    last: AtomicU64,
+}
+
+impl Idle {
+    fn new(limit: Duration) -> Self {
+        Self {
+            start: Instant::now(),
+            limit,
+            last: AtomicU64::new(0),
+        }
+    }
+
+    /// Bytes went one way: the session is not idle.
+    fn touch(&self) {
+        let ms = u64::try_from(self.start.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.last.fetch_max(ms, Ordering::Relaxed);
+    }
+
+    /// When the session is idle unless bytes go either way before.
+    fn deadline(&self) -> Instant {
+        self.start + Duration::from_millis(self.last.load(Ordering::Relaxed)) + self.limit
+    }
+
+    /// Reads within the session's idle deadline, waiting on while the other direction keeps
+    /// moving it; `None` once the whole session was idle for the limit.
+    ///
+    /// Cancel safe: a read that loses a race has consumed nothing.
+    async fn read<R: AsyncRead + Unpin>(
+        &self,
+        r: &mut R,
+        buf: &mut [u8],
+    ) -> Option<std::io::Result<usize>> {
+        loop {
+            let deadline = self.deadline();
+            if let Ok(read) = tokio::time::timeout_at(deadline, r.read(buf)).await {
+                if matches!(read, Ok(n) if n > 0) {
+                    self.touch();
+                }
+                return Some(read);
+            }
+            if self.deadline() <= deadline {
+                return None;
+            }
+        }
+    }
+}
+
 /// Why the client→origin pump stopped early.
 enum Up {
     /// The client's bytes cannot be carried.
@@ -222,6 +282,7 @@ async fn client_to_origin<R, W>(
     mut relay: R,
     mut origin: W,
     mut rewriter: ClientRewriter,
+    idle: &Idle,
     stop: &CancellationToken,
 ) -> Result<(), Up>
 where
@@ -234,19 +295,25 @@ where
     let mut pending = Vec::new();
     let mut out = Vec::new();
     loop {
-        let wait = if rewriter.is_open() {
-            IDLE_TIMEOUT
-        } else {
-            PREAMBLE_TIMEOUT
+        let read = async {
+            if rewriter.is_open() {
+                idle.read(&mut relay, &mut buf).await
+            } else {
+                let r = tokio::time::timeout(PREAMBLE_TIMEOUT, relay.read(&mut buf)).await;
+                if matches!(r, Ok(Ok(n)) if n > 0) {
+                    idle.touch();
+                }
+                r.ok()
+            }
         };
         let n = tokio::select! {
             // The origin is gone: nothing more can be delivered.
             () = stop.cancelled() => return Ok(()),
             // Cancel safe: a read that loses the race has consumed nothing.
-            r = tokio::time::timeout(wait, relay.read(&mut buf)) => match r {
-                Ok(Ok(n)) => n,
-                Ok(Err(e)) => return Err(Up::Io(e)),
-                Err(_) => return Err(Up::Io(std::io::ErrorKind::TimedOut.into())),
+            r = read => match r {
+                Some(Ok(n)) => n,
+                Some(Err(e)) => return Err(Up::Io(e)),
+                None => return Err(Up::Io(std::io::ErrorKind::TimedOut.into())),
             },
         };
         if n == 0 {
@@ -287,6 +354,7 @@ async fn origin_to_client<R, W>(
     mut origin: R,
     mut relay: W,
     limits: ferry_nmf::Limits,
+    idle: &Idle,
     stop: &CancellationToken,
 ) -> (W, Down)
 where
@@ -300,11 +368,11 @@ where
         let n = tokio::select! {
             // Only between records: a write in progress is never cut.
             () = stop.cancelled() => break Down::Ended,
-            // An origin silent for the idle time ends the session like a close.
-            r = tokio::time::timeout(IDLE_TIMEOUT, origin.read(&mut buf)) => match r {
-                Ok(Ok(n)) => n,
-                Ok(Err(e)) => break Down::Broken(e.to_string()),
-                Err(_) => break Down::Ended,
+            // A session silent both ways for the idle time ends like a close.
+            r = idle.read(&mut origin, &mut buf) => match r {
+                Some(Ok(n)) => n,
+                Some(Err(e)) => break Down::Broken(e.to_string()),
+                None => break Down::Ended,
             },
         };
         if n == 0 {
@@ -430,6 +498,34 @@ mod tests {
         );
         assert!(Origin::parse("http://x:1/y").is_err());
         assert!(Origin::parse("net.tcp:///y").is_err());
+    }
+
+    /// An origin that never speaks, with a client still sending (here: the shared deadline
+    /// pushed back as the other pump does), keeps the session; once both are quiet for the
+    /// idle time it ends.
+    #[tokio::test]
+    async fn one_quiet_direction_does_not_end_the_session() {
+        let idle = Idle::new(Duration::from_millis(300));
+        let (_origin_peer, origin) = tokio::io::duplex(64);
+        let (relay, _relay_peer) = tokio::io::duplex(64);
+        let stop = CancellationToken::new();
+        let pump = origin_to_client(origin, relay, ferry_nmf::Limits::default(), &idle, &stop);
+        tokio::pin!(pump);
+        let client = async {
+            for _ in 0..10 {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                idle.touch();
+            }
+        };
+        tokio::select! {
+            _ = &mut pump => panic!("the session ended while the client was still sending"),
+            () = client => {}
+        }
+        let (_, down) = tokio::time::timeout(Duration::from_secs(5), pump)
+            .await
+            .expect("a session idle both ways ends");
+        assert!(matches!(down, Down::Ended));
+        assert!(idle.deadline() <= Instant::now());
     }
 
     #[test]

@@ -519,3 +519,48 @@ async fn the_relay_binding_handshake_leads_into_a_plain_net_tcp_session() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn a_second_session_on_one_connection_never_reaches_the_listener() {
+    within(async {
+        let gw = gateway(|_| {}).await;
+        let mut listener = Listener::open(endpoint(&gw, "calc"))
+            .await
+            .expect("listener");
+        let port = nettcp(&gw).port();
+        let token = ferry_hc::address::encode_query_value(&token(&gw, "calc"));
+        let (mut client, wire) = preamble(&format!(
+            "net.tcp://127.0.0.1:{port}/calc?sb-hc-token={token}"
+        ));
+        let mut tcp = TcpStream::connect(nettcp(&gw)).await.expect("connect");
+        tcp.write_all(&wire).await.expect("preamble");
+        assert_eq!(
+            next_event(&mut tcp, &mut client).await,
+            Some(Event::PreambleAcked)
+        );
+        let incoming = listener.accept().await.expect("accept");
+        let mut stream = incoming.accept().await.expect("rendezvous");
+        let mut got = vec![0u8; wire.len()];
+        stream.read_exact(&mut got).await.expect("the preamble");
+        assert_eq!(got, wire);
+        stream.write_all(&[0x0B]).await.expect("ack");
+        // End, then at once a second session to another path with no token, as a pooled
+        // connection would carry it: it was never routed or checked, so it must not pass.
+        let mut evil = vec![0x07];
+        let (_, second) = preamble(&format!("net.tcp://127.0.0.1:{port}/admin"));
+        evil.extend_from_slice(&second);
+        ferry_nmf::Record::SizedEnvelope(vec![1u8; 32].into()).encode(&mut evil);
+        tcp.write_all(&evil).await.expect("end + second session");
+        let mut rest = Vec::new();
+        tokio::time::timeout(STEP, stream.read_to_end(&mut rest))
+            .await
+            .expect("the listener's stream ends")
+            .expect("read");
+        assert_eq!(
+            rest,
+            [0x07],
+            "the listener saw its session's End, nothing more"
+        );
+    })
+    .await;
+}

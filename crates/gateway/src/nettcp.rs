@@ -39,7 +39,7 @@ use ferry_net::conn::Conn;
 use ferry_net::stream::WsStream;
 use ferry_nmf::{Event, FaultCode, KnownEncoding, Mode, Preamble, Session};
 use ferry_soap::{Body, Envelope, Fault, QName};
-use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _};
 use tokio::net::TcpStream;
 use tokio::sync::{OwnedSemaphorePermit, mpsc, oneshot};
 use tokio::time::{Instant, timeout, timeout_at};
@@ -162,8 +162,21 @@ pub(crate) async fn serve(
         address: peer.ip().to_string(),
         port: peer.port(),
     };
+    // Only this session's bytes go to the listener(s) (see `Boundary`).
+    let mut boundary = Boundary::default();
+    if let Ok(Some(end)) = boundary.feed(&raw) {
+        raw.truncate(end);
+    }
+    let acked = !matches!(preamble.mode, Mode::Simplex | Mode::SingletonSized);
     if shared.registry.fan_out(&settings.name) {
-        return fan_out(shared, tcp, session, raw, &settings.name, remote, permit).await;
+        let sender = Sender {
+            tcp,
+            session,
+            boundary,
+            raw,
+            permit,
+        };
+        return fan_out(shared, sender, &settings.name, remote, acked).await;
     }
     let listener = match shared.registry.pick(&settings.name, None, &[]) {
         Ok(l) => l,
@@ -176,7 +189,6 @@ pub(crate) async fn serve(
     else {
         return refuse(&shared, tcp, &mut session, FaultCode::EndpointNotFound).await;
     };
-    let acked = !matches!(preamble.mode, Mode::Simplex | Mode::SingletonSized);
     match replay(&shared, &mut ws, &raw, acked).await {
         Ok(rest) => {
             if !rest.is_empty() && tcp.write_all(&rest).await.is_err() {
@@ -193,12 +205,185 @@ pub(crate) async fn serve(
     let task_shared = shared.clone();
     shared.tracker.spawn(async move {
         let _permits = (permit, listener_permit);
-        let splice = tokio::io::copy_bidirectional(&mut tcp, &mut ws);
-        tokio::select! {
-            r = splice => debug!(?r, "net.tcp relay ended"),
-            () = task_shared.cancel.cancelled() => {}
-        }
+        splice(&task_shared, tcp, ws, boundary).await;
+        debug!("net.tcp relay ended");
     });
+}
+
+/// Follows the record boundaries of a sender's byte stream without buffering it, to find
+/// where its session ends. A connection carries one session through the gateway: WCF reuses a
+/// pooled connection for the next session to the same host and port (End, End, then a new
+/// preamble), and that session's Via and token were never routed or checked, so nothing after
+/// the first End is relayed.
+#[derive(Debug, Default)]
+pub(crate) struct Boundary {
+    state: Scan,
+    /// Singleton-sized mode: after the preamble the stream is raw message octets.
+    singleton_sized: bool,
+}
+
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+enum Scan {
+    /// At a record's first byte.
+    #[default]
+    Record,
+    /// Skipping this many bytes of fixed-size record fields.
+    Fixed(u8, After),
+    /// Reading a varint: value so far, bits read, what it sizes.
+    Size(u32, u32, Sized),
+    /// Skipping a sized payload.
+    Skip(u64, Sized),
+    /// Raw octets to the end of the stream (singleton-sized mode).
+    Raw,
+    /// The End record was read.
+    Ended,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum After {
+    /// Back to records.
+    Record,
+    /// A Mode record: remember singleton-sized.
+    Mode,
+    /// An encoding record: raw octets follow in singleton-sized mode.
+    Encoding,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Sized {
+    /// A string or a sized envelope: one payload, then records.
+    One,
+    /// An encoding string (ExtensibleEncoding): as `One`, then maybe raw octets.
+    Encoding,
+    /// An unsized envelope's chunk: more chunks until a zero size.
+    Chunk,
+}
+
+impl Boundary {
+    /// Consumes `data`: `Ok(Some(n))` when the End record finishes at `data[n - 1]`
+    /// (`data[n..]` belongs to another session), `Ok(None)` when `data` is all part of this
+    /// one, `Err(())` for bytes that are not framing.
+    pub(crate) fn feed(&mut self, data: &[u8]) -> Result<Option<usize>, ()> {
+        for (i, &b) in data.iter().enumerate() {
+            self.state = match self.state {
+                Scan::Ended => return Ok(Some(i)),
+                Scan::Raw => return Ok(None),
+                Scan::Record => match b {
+                    0x00 => Scan::Fixed(2, After::Record),
+                    0x01 => Scan::Fixed(1, After::Mode),
+                    0x03 => Scan::Fixed(1, After::Encoding),
+                    0x02 | 0x06 | 0x08 | 0x09 => Scan::Size(0, 0, Sized::One),
+                    0x04 => Scan::Size(0, 0, Sized::Encoding),
+                    0x05 => Scan::Size(0, 0, Sized::Chunk),
+                    0x07 => {
+                        self.state = Scan::Ended;
+                        return Ok(Some(i + 1));
+                    }
+                    0x0A..=0x0C => Scan::Record,
+                    _ => return Err(()),
+                },
+                Scan::Fixed(n, after) => {
+                    if after == After::Mode {
+                        self.singleton_sized = b == 0x04;
+                    }
+                    if n > 1 {
+                        Scan::Fixed(n - 1, after)
+                    } else if after == After::Encoding && self.singleton_sized {
+                        Scan::Raw
+                    } else {
+                        Scan::Record
+                    }
+                }
+                Scan::Size(value, bits, sized) => {
+                    if bits >= 35 {
+                        return Err(());
+                    }
+                    let value = value | (u32::from(b & 0x7F) << bits);
+                    if b & 0x80 != 0 {
+                        Scan::Size(value, bits + 7, sized)
+                    } else if value == 0 {
+                        match sized {
+                            // The chunk terminator, or an empty string.
+                            Sized::Chunk | Sized::One => Scan::Record,
+                            Sized::Encoding if self.singleton_sized => Scan::Raw,
+                            Sized::Encoding => Scan::Record,
+                        }
+                    } else {
+                        Scan::Skip(u64::from(value), sized)
+                    }
+                }
+                Scan::Skip(left, sized) => {
+                    if left > 1 {
+                        Scan::Skip(left - 1, sized)
+                    } else {
+                        match sized {
+                            Sized::One => Scan::Record,
+                            Sized::Encoding if self.singleton_sized => Scan::Raw,
+                            Sized::Encoding => Scan::Record,
+                            Sized::Chunk => Scan::Size(0, 0, Sized::Chunk),
+                        }
+                    }
+                }
+            };
+        }
+        Ok(match self.state {
+            Scan::Ended => Some(data.len()),
+            _ => None,
+        })
+    }
+}
+
+/// Relays a paired session both ways until it ends (see [`Boundary`]: nothing after the
+/// sender's End goes to the listener). Each direction reads under the idle timeout, if one is
+/// configured; once one direction ends the other has the close timeout to finish.
+pub(crate) async fn splice<S>(
+    shared: &Shared,
+    sender: S,
+    listener: WsStream<Conn>,
+    mut boundary: Boundary,
+) where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let (mut sender_rd, mut sender_wr) = tokio::io::split(sender);
+    let (mut listener_rd, mut listener_wr) = tokio::io::split(listener);
+    let (idle, close) = (shared.config.timeouts.idle, shared.config.timeouts.close);
+    let write_limit = close.max(shared.config.timeouts.handshake);
+    let up = async {
+        let mut buf = vec![0u8; READ];
+        while boundary.state != Scan::Ended {
+            let read = sender_rd.read(&mut buf);
+            let n = match idle {
+                Some(idle) => match timeout(idle, read).await {
+                    Ok(Ok(n)) => n,
+                    _ => 0,
+                },
+                None => read.await.unwrap_or(0),
+            };
+            if n == 0 {
+                break;
+            }
+            let Ok(end) = boundary.feed(&buf[..n]) else {
+                // Not framing: nothing of it goes to the listener.
+                break;
+            };
+            let n = end.unwrap_or(n);
+            let write = timeout(write_limit, listener_wr.write_all(&buf[..n])).await;
+            if !matches!(write, Ok(Ok(()))) {
+                break;
+            }
+        }
+        let _ = timeout(close, listener_wr.shutdown()).await;
+    };
+    let down = async {
+        let _ = tokio::io::copy(&mut listener_rd, &mut sender_wr).await;
+        let _ = timeout(close, sender_wr.shutdown()).await;
+    };
+    tokio::pin!(up, down);
+    tokio::select! {
+        () = &mut up => { let _ = timeout(close, &mut down).await; }
+        () = &mut down => { let _ = timeout(close, &mut up).await; }
+        () = shared.cancel.cancelled() => {}
+    }
 }
 
 /// Why reading stopped.
@@ -487,15 +672,30 @@ async fn replay(
 }
 
 /// One session delivered to every listener on the path (NetEvent multicast).
+/// A fan-out sender's connection and what was read of it.
+struct Sender {
+    tcp: TcpStream,
+    session: Session,
+    boundary: Boundary,
+    /// Its bytes so far (this session's only), replayed to each listener.
+    raw: Vec<u8>,
+    permit: OwnedSemaphorePermit,
+}
+
 async fn fan_out(
     shared: Arc<Shared>,
-    mut tcp: TcpStream,
-    mut session: Session,
-    raw: Vec<u8>,
+    sender: Sender,
     path: &str,
     remote: RemoteEndpoint,
-    permit: OwnedSemaphorePermit,
+    acked: bool,
 ) {
+    let Sender {
+        mut tcp,
+        mut session,
+        mut boundary,
+        raw,
+        permit,
+    } = sender;
     let listeners = shared.registry.all(path);
     let mut queues = Vec::new();
     for listener in &listeners {
@@ -504,7 +704,7 @@ async fn fan_out(
         else {
             continue;
         };
-        if replay(&shared, &mut ws, &raw, true).await.is_err() {
+        if replay(&shared, &mut ws, &raw, acked).await.is_err() {
             continue;
         }
         let (tx, mut rx) = mpsc::channel::<Bytes>(FAN_OUT_QUEUE);
@@ -518,16 +718,20 @@ async fn fan_out(
                 let mut sink = [0u8; 1024];
                 while matches!(reader.read(&mut sink).await, Ok(n) if n > 0) {}
             };
+            let close = task_shared.config.timeouts.close;
             let pump = async {
                 while let Some(chunk) = rx.recv().await {
                     if writer.write_all(&chunk).await.is_err() {
                         return;
                     }
                 }
-                let _ = writer.shutdown().await;
+                let _ = timeout(close, writer.shutdown()).await;
             };
+            // Once either side is done the other has the close timeout to finish.
+            tokio::pin!(pump, drain);
             tokio::select! {
-                () = async { tokio::join!(pump, drain); } => {}
+                () = &mut pump => { let _ = timeout(close, &mut drain).await; }
+                () = &mut drain => { let _ = timeout(close, &mut pump).await; }
                 () = task_shared.cancel.cancelled() => {}
             }
         });
@@ -538,6 +742,20 @@ async fn fan_out(
     }
     info!(path, listeners = queues.len(), "net.tcp fan-out started");
     let _permit = permit;
+    let close = shared.config.timeouts.close;
+    // The sender may have sent End with its first message: it was in `raw`, so every
+    // listener has it already; answer it.
+    let mut ended = false;
+    while let Some(event) = session.poll_event() {
+        ended |= matches!(event, Event::End);
+    }
+    if ended {
+        let _ = session.close();
+        let _ = flush(&shared, &mut tcp, &mut session).await;
+        drop(queues);
+        let _ = tcp.shutdown().await;
+        return;
+    }
     let mut buf = vec![0u8; READ];
     let idle = shared.config.timeouts.idle;
     loop {
@@ -555,9 +773,22 @@ async fn fan_out(
         if n == 0 {
             break;
         }
+        // Nothing after the session's End (or after bytes that are not framing) is relayed.
+        let (n, last) = match boundary.feed(&buf[..n]) {
+            Ok(None) => (n, false),
+            Ok(Some(end)) => (end, true),
+            Err(()) => (0, true),
+        };
         let chunk = Bytes::copy_from_slice(&buf[..n]);
-        // A listener that cannot keep up is dropped; the others go on.
-        queues.retain(|q| q.try_send(chunk.clone()).is_ok());
+        // The sender is slowed to the listeners' pace; one that stays full for the close
+        // timeout is dropped, and the others go on.
+        let mut kept = Vec::with_capacity(queues.len());
+        for q in queues {
+            if matches!(timeout(close, q.send(chunk.clone())).await, Ok(Ok(()))) {
+                kept.push(q);
+            }
+        }
+        queues = kept;
         if session.handle_input(&buf[..n]).is_err() {
             let _ = flush(&shared, &mut tcp, &mut session).await;
             break;
@@ -569,6 +800,9 @@ async fn fan_out(
         if ended {
             let _ = session.close();
             let _ = flush(&shared, &mut tcp, &mut session).await;
+            break;
+        }
+        if last {
             break;
         }
         if queues.is_empty() {
@@ -596,5 +830,73 @@ mod tests {
         assert_eq!(via_path("net.tcp://host:1/"), None);
         assert_eq!(via_path("not a uri"), None);
         assert_eq!(via_host("net.tcp://[::1]:9/x").as_deref(), Some("::1"));
+    }
+
+    fn records(list: &[ferry_nmf::Record<'_>]) -> Vec<u8> {
+        let mut out = Vec::new();
+        for r in list {
+            r.encode(&mut out);
+        }
+        out
+    }
+
+    fn preamble(mode: Mode) -> Vec<u8> {
+        use ferry_nmf::Record;
+        let mut out = records(&[
+            Record::Version { major: 1, minor: 0 },
+            Record::Mode(mode),
+            Record::Via("net.tcp://gw/calc".into()),
+            Record::KnownEncoding(KnownEncoding::BinarySession),
+        ]);
+        if mode != Mode::SingletonSized {
+            out.push(0x0C);
+        }
+        out
+    }
+
+    #[test]
+    fn the_boundary_is_found_after_end_however_the_stream_is_cut() {
+        use ferry_nmf::Record;
+        let mut first = preamble(Mode::Duplex);
+        first.extend(records(&[
+            Record::SizedEnvelope(vec![0x07; 300].into()),
+            Record::UnsizedEnvelope(vec![vec![0x07u8; 3].into(), vec![0x00u8; 200].into()]),
+            Record::SizedEnvelope(Vec::new().into()),
+            Record::End,
+        ]));
+        let mut stream = first.clone();
+        // A second session on the same connection, as a pooled WCF connection sends it.
+        stream.extend(preamble(Mode::Duplex));
+        stream.extend(records(&[Record::SizedEnvelope(vec![1; 10].into())]));
+        for piece in [1usize, 2, 3, 7, 64, stream.len()] {
+            let mut b = Boundary::default();
+            let mut relayed = Vec::new();
+            for chunk in stream.chunks(piece) {
+                match b.feed(chunk) {
+                    Ok(None) => relayed.extend_from_slice(chunk),
+                    Ok(Some(end)) => {
+                        relayed.extend_from_slice(&chunk[..end]);
+                        break;
+                    }
+                    Err(()) => panic!("valid framing refused"),
+                }
+            }
+            assert_eq!(relayed, first, "pieces of {piece}");
+        }
+    }
+
+    #[test]
+    fn singleton_sized_octets_and_garbage() {
+        // Singleton-sized: after the preamble everything is message octets, End bytes too.
+        let mut b = Boundary::default();
+        assert_eq!(b.feed(&preamble(Mode::SingletonSized)), Ok(None));
+        assert_eq!(b.feed(&[0x07, 0x00, 0x07]), Ok(None));
+        // Bytes that are not framing.
+        assert_eq!(Boundary::default().feed(b"GET / HTTP/1.1"), Err(()));
+        // A size varint longer than five bytes.
+        assert_eq!(
+            Boundary::default().feed(&[0x06, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01]),
+            Err(())
+        );
     }
 }

@@ -32,7 +32,7 @@ use tokio_rustls::TlsAcceptor;
 use tracing::{debug, info};
 
 use crate::front::{Shared, now_unix};
-use crate::nettcp::{rendezvous, via_host, via_path};
+use crate::nettcp::{Boundary, rendezvous, splice, via_host, via_path};
 use crate::registry::PickError;
 
 /// The relay's connect namespace.
@@ -175,8 +175,7 @@ pub(crate) async fn serve(
         address: peer.ip().to_string(),
         port: peer.port(),
     };
-    let Some((mut ws, listener_permit)) =
-        rendezvous(&shared, &listener, &settings.name, remote).await
+    let Some((ws, listener_permit)) = rendezvous(&shared, &listener, &settings.name, remote).await
     else {
         let reason = "the listener did not accept";
         return fail(
@@ -198,10 +197,8 @@ pub(crate) async fn serve(
     let task_shared = shared.clone();
     shared.tracker.spawn(async move {
         let _permits = (permit, listener_permit);
-        tokio::select! {
-            r = tokio::io::copy_bidirectional(&mut conn, &mut ws) => debug!(?r, "relayed net.tcp ended"),
-            () = task_shared.cancel.cancelled() => {}
-        }
+        splice(&task_shared, conn, ws, Boundary::default()).await;
+        debug!("relayed net.tcp ended");
     });
 }
 

@@ -1503,12 +1503,6 @@ fn mono_fault_deviations(want: &mut Item, got: &mut Item, known: &mut BTreeSet<&
             _ => None,
         }
     }
-    fn all_text(item: &Item, out: &mut String) {
-        out.push_str(&item.text);
-        for c in &item.children {
-            all_text(c, out);
-        }
-    }
     fn clear_lang(item: &mut Item, recorded: &Item, known: &mut BTreeSet<&'static str>) {
         let lang = (
             ferry_nbfx::document::XML_NAMESPACE.to_owned(),
@@ -1538,18 +1532,39 @@ fn mono_fault_deviations(want: &mut Item, got: &mut Item, known: &mut BTreeSet<&
         h.children.retain(|c| c.name.1 != "RelatesTo");
         known.insert("§8");
     }
-    let Some(want_fault) = fault_mut(want) else {
+    let (Some(want_fault), Some(got_fault)) = (fault_mut(want).cloned(), fault_mut(got).cloned())
+    else {
         return;
     };
-    let mut recorded_code = String::new();
-    all_text(want_fault, &mut recorded_code);
-    let generic = want_fault
+    // §9: Mono replaced the service's fault by its generic one, told by its code alone (not
+    // by text anywhere in the fault). The live fault answers it only in .NET's shape for that
+    // case: Receiver with the dispatcher's InternalServiceFault subcode, or the service's own
+    // untyped fault (no detail) passed through; never a fault about the request itself.
+    let recorded_codes = fault_codes(&want_fault);
+    let live_codes = fault_codes(&got_fault);
+    let local = |code: &str| {
+        code.rsplit(['}', ':'])
+            .next()
+            .unwrap_or_default()
+            .to_owned()
+    };
+    let recorded_generic = recorded_codes
+        .iter()
+        .any(|c| local(c) == "InternalServiceFault");
+    let about_the_request = live_codes.iter().any(|c| {
+        let l = local(c);
+        l == "ActionNotSupported" || l == "DeserializationFailed" || l.contains("ContractFilter")
+    });
+    let dotnet_internal = live_codes.first().is_some_and(|c| local(c) == "Receiver")
+        && live_codes
+            .iter()
+            .any(|c| *c == format!("{{{DISPATCHER_NS}}}InternalServiceFault"));
+    let untyped = !got_fault
         .children
         .iter()
-        .any(|c| matches!(c.name.1.as_str(), "Code" | "faultcode"))
-        && recorded_code.contains("InternalServiceFault");
+        .any(|c| matches!(c.name.1.as_str(), "Detail" | "detail"));
+    let generic = recorded_generic && !about_the_request && (dotnet_internal || untyped);
     if generic {
-        // §9: Mono replaced the service's fault by a generic one; any fault answers it.
         if let (Some(w), Some(g)) = (fault_mut(want), fault_mut(got)) {
             w.children.clear();
             w.text.clear();
@@ -1561,24 +1576,60 @@ fn mono_fault_deviations(want: &mut Item, got: &mut Item, known: &mut BTreeSet<&
     } else if let (Some(w), Some(g)) = (fault_mut(want), fault_mut(got)) {
         clear_lang(g, w, known);
     }
-    // The fault's Action: §7 (a missing slash) or §9 (the request's Action).
+    // The fault's Action: §7 (a missing slash between the contract namespace and the
+    // contract name) or §9 (Mono's generic fault has the request's Action where .NET has its
+    // fault Action).
     if let (Some(w), Some(g)) = (
         child_mut(want, "Header")
             .and_then(|h| child_mut(h, "Action"))
             .map(|a| a.text.clone()),
         child_mut(got, "Header").and_then(|h| child_mut(h, "Action")),
     ) {
-        let slash_dropped = g
-            .text
-            .match_indices('/')
-            .any(|(i, _)| format!("{}{}", &g.text[..i], &g.text[i + 1..]) == w);
+        // `{namespace}/{Contract}/{Action}`: the slash Mono drops is the one before the
+        // contract name, so exactly one more follows it, and the namespace ends before it.
+        let slash_dropped = g.text.match_indices('/').any(|(i, _)| {
+            let (ns, rest) = (&g.text[..i], &g.text[i + 1..]);
+            !ns.ends_with('/')
+                && ns.contains("://")
+                && rest.matches('/').count() == 1
+                && !rest.starts_with('/')
+                && format!("{ns}{rest}") == w
+        });
         if slash_dropped {
             g.text = w;
             known.insert("§7");
-        } else if generic && w != g.text {
+        } else if generic && DOTNET_FAULT_ACTIONS.contains(&g.text.as_str()) && w != g.text {
             g.text = w;
         }
     }
+}
+
+/// WCF's dispatcher namespace: .NET's generic fault has the subcode `InternalServiceFault` in it.
+const DISPATCHER_NS: &str =
+    "http://schemas.microsoft.com/net/2005/12/windowscommunicationfoundation/dispatcher";
+/// The Actions .NET gives a fault that has no contract Action.
+const DOTNET_FAULT_ACTIONS: [&str; 2] = [
+    "http://schemas.microsoft.com/net/2005/12/windowscommunicationfoundation/dispatcher/fault",
+    "http://www.w3.org/2005/08/addressing/soap/fault",
+];
+/// SOAP 1.2's envelope namespace.
+const SOAP12_NS: &str = "http://www.w3.org/2003/05/soap-envelope";
+
+/// A fault's codes, outermost first, as `{namespace}local` (the SOAP 1.2 `Code/Value` then
+/// each `Subcode/Value`, or the SOAP 1.1 `faultcode`).
+fn fault_codes(fault: &Item) -> Vec<String> {
+    let mut codes = Vec::new();
+    if let Some(c) = fault.children.iter().find(|c| c.name.1 == "faultcode") {
+        codes.push(c.text.trim().to_owned());
+    }
+    let mut code = fault.children.iter().find(|c| c.name.1 == "Code");
+    while let Some(c) = code {
+        if let Some(v) = c.children.iter().find(|v| v.name.1 == "Value") {
+            codes.push(v.text.trim().to_owned());
+        }
+        code = c.children.iter().find(|s| s.name.1 == "Subcode");
+    }
+    codes
 }
 
 /// Reduces an element, with `scopes` the namespace declarations in force (prefix, URI), and
@@ -1650,6 +1701,15 @@ fn item(
             }
             Node::Comment(_) => {}
         }
+    }
+    // A fault code is a QName: compared as {namespace}local, as QName attributes are.
+    let code = (el.namespace == SOAP12_NS && el.local_name() == "Value")
+        || (el.namespace.is_empty() && el.local_name() == "faultcode");
+    if code
+        && let Some((prefix, local)) = text.trim().split_once(':')
+        && let Some((_, ns)) = scopes.iter().rev().find(|(p, _)| p == prefix)
+    {
+        text = format!("{{{ns}}}{local}");
     }
     scopes.truncate(depth);
     Item {
@@ -1826,6 +1886,119 @@ mod tests {
 
     fn mono(want: &str, got: &str, state: &mut MonoState) -> Verdict {
         compare_with(&doc(want), &doc(got), &AddressMap::default(), Some(state))
+    }
+
+    /// A SOAP 1.2 fault envelope: its Action, extra headers, `Code` content, and the rest of
+    /// the Fault after its Reason.
+    fn fault(action: &str, headers: &str, code: &str, rest: &str) -> String {
+        format!(
+            r#"<s:Envelope xmlns:s="http://www.w3.org/2003/05/soap-envelope" xmlns:a="http://www.w3.org/2005/08/addressing"><s:Header><a:Action s:mustUnderstand="1">{action}</a:Action>{headers}</s:Header><s:Body><s:Fault><s:Code>{code}</s:Code><s:Reason><s:Text xml:lang="">why</s:Text></s:Reason>{rest}</s:Fault></s:Body></s:Envelope>"#
+        )
+    }
+
+    const CRASH: &str = "http://interop.example/calc/2024/ICalculator/Crash";
+    const DISPATCHER_FAULT: &str =
+        "http://schemas.microsoft.com/net/2005/12/windowscommunicationfoundation/dispatcher/fault";
+    const SOAP_FAULT: &str = "http://www.w3.org/2005/08/addressing/soap/fault";
+
+    /// Mono's generic fault (FINDINGS §9): its code is a:InternalServiceFault, its Action the
+    /// request's.
+    fn mono_generic() -> String {
+        fault(CRASH, "", "<s:Value>a:InternalServiceFault</s:Value>", "")
+    }
+
+    #[test]
+    fn a_generic_mono_fault_is_answered_by_dotnet_shaped_faults_only() {
+        let relates = "<a:RelatesTo>urn:uuid:1</a:RelatesTo>";
+        // .NET's generic fault: Receiver / dispatcher InternalServiceFault, its fault Action.
+        let dotnet = fault(
+            DISPATCHER_FAULT,
+            relates,
+            r#"<s:Value>s:Receiver</s:Value><s:Subcode><s:Value xmlns:d="http://schemas.microsoft.com/net/2005/12/windowscommunicationfoundation/dispatcher">d:InternalServiceFault</s:Value></s:Subcode>"#,
+            "",
+        );
+        let v = mono(&mono_generic(), &dotnet, &mut MonoState::default());
+        assert_eq!((v.diff, v.known), (None, BTreeSet::from(["§8", "§9"])));
+        // The service's own untyped fault, passed through.
+        let untyped = fault(SOAP_FAULT, "", "<s:Value>s:Sender</s:Value>", "");
+        let v = mono(&mono_generic(), &untyped, &mut MonoState::default());
+        assert_eq!((v.diff, v.known), (None, BTreeSet::from(["§9"])));
+        // Not a fault about the request: ActionNotSupported, DeserializationFailed.
+        for subcode in ["a:ActionNotSupported", "a:DeserializationFailed"] {
+            let live = fault(
+                SOAP_FAULT,
+                "",
+                &format!(
+                    "<s:Value>s:Sender</s:Value><s:Subcode><s:Value>{subcode}</s:Value></s:Subcode>"
+                ),
+                "",
+            );
+            let v = mono(&mono_generic(), &live, &mut MonoState::default());
+            assert!(v.diff.is_some(), "{subcode} answered the generic fault");
+        }
+        // Not a typed fault (with a Detail).
+        let typed = fault(
+            SOAP_FAULT,
+            "",
+            r#"<s:Value>s:Receiver</s:Value><s:Subcode><s:Value xmlns:t="urn:t">t:CalcFault</s:Value></s:Subcode>"#,
+            r#"<s:Detail><CalcFault xmlns="urn:t"/></s:Detail>"#,
+        );
+        assert!(
+            mono(&mono_generic(), &typed, &mut MonoState::default())
+                .diff
+                .is_some()
+        );
+        // The Action is set aside only when it is one of .NET's fault Actions.
+        let other_action = fault(
+            "http://interop.example/calc/2024/ICalculator/Other",
+            "",
+            "<s:Value>s:Sender</s:Value>",
+            "",
+        );
+        let v = mono(&mono_generic(), &other_action, &mut MonoState::default());
+        assert!(v.diff.is_some_and(|d| d.contains("Action")));
+    }
+
+    #[test]
+    fn a_fault_is_generic_by_its_code_not_its_text() {
+        // A typed fault whose reason mentions InternalServiceFault is not Mono's generic one.
+        let recorded = fault(CRASH, "", "<s:Value>s:Sender</s:Value>", "")
+            .replace(">why<", ">not an InternalServiceFault<");
+        let live = fault(
+            SOAP_FAULT,
+            "",
+            "<s:Value>s:Sender</s:Value><s:Subcode><s:Value>a:ActionNotSupported</s:Value></s:Subcode>",
+            "",
+        );
+        assert!(
+            mono(&recorded, &live, &mut MonoState::default())
+                .diff
+                .is_some()
+        );
+    }
+
+    #[test]
+    fn the_dropped_slash_is_only_the_one_before_the_contract_name() {
+        let live = fault(
+            "http://interop.example/calc/2024/ICalculator/SafeDivideCalcFaultFault",
+            "",
+            "<s:Value>a:DivideByZero</s:Value>",
+            "",
+        );
+        let recorded = |action: &str| fault(action, "", "<s:Value>a:DivideByZero</s:Value>", "");
+        let v = mono(
+            &recorded("http://interop.example/calc/2024ICalculator/SafeDivideCalcFaultFault"),
+            &live,
+            &mut MonoState::default(),
+        );
+        assert_eq!((v.diff, v.known), (None, BTreeSet::from(["§7"])));
+        for elsewhere in [
+            "http://interop.example/calc/2024/ICalculatorSafeDivideCalcFaultFault",
+            "http://interop.examplecalc/2024/ICalculator/SafeDivideCalcFaultFault",
+        ] {
+            let v = mono(&recorded(elsewhere), &live, &mut MonoState::default());
+            assert!(v.diff.is_some(), "{elsewhere}");
+        }
     }
 
     #[test]

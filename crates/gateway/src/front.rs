@@ -309,6 +309,7 @@ pub(crate) struct Unregister {
 impl Drop for Unregister {
     fn drop(&mut self) {
         self.shared.registry.unregister(&self.name, self.conn_id);
+        self.shared.grpc.forget(self.conn_id);
     }
 }
 

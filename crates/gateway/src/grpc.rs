@@ -142,6 +142,16 @@ impl Pool {
         }
     }
 
+    /// Lets a listener's connection go once its control channel is gone: no call can pick
+    /// it any more, so when the calls on it finish and the last handle drops, hyper closes
+    /// it (otherwise keep-alive pings would hold it, and the listener's permit, for ever).
+    pub(crate) fn forget(&self, conn_id: u64) {
+        let slot = lock(&self.slots).remove(&conn_id);
+        if let Some(slot) = slot {
+            lock(&slot.ready).take();
+        }
+    }
+
     /// Relayed connections open now.
     pub(crate) fn open_count(&self) -> usize {
         lock(&self.slots)
@@ -237,13 +247,7 @@ async fn call(
         // with a valid token.
         if shared.config.dynamic_paths {
             let namespace = shared.registry.namespace_settings();
-            authorize(
-                shared,
-                &namespace.rules,
-                token.as_deref(),
-                host.as_deref(),
-                &path,
-            )?;
+            authorize(shared, &namespace, token.as_deref(), host.as_deref(), &path)?;
             return Err(Failure::new(Code::Unavailable, "no listener is connected"));
         }
         return Err(Failure::new(
@@ -252,13 +256,7 @@ async fn call(
         ));
     };
     if !settings.anonymous_senders {
-        authorize(
-            shared,
-            &settings.rules,
-            token.as_deref(),
-            host.as_deref(),
-            &path,
-        )?;
+        authorize(shared, &settings, token.as_deref(), host.as_deref(), &path)?;
     }
     let listener = match shared.registry.pick(&settings.name, None, &[]) {
         Ok(l) => l,
@@ -369,7 +367,7 @@ fn token(headers: &HeaderMap) -> Option<String> {
 
 fn authorize(
     shared: &Shared,
-    rules: &ferry_hc::auth::Rules,
+    settings: &crate::registry::PathSettings,
     token: Option<&str>,
     host: Option<&str>,
     path: &str,
@@ -380,7 +378,7 @@ fn authorize(
     let grace = shared.config.timeouts.token_grace.as_secs();
     shared
         .verified
-        .authorize_send(rules, token, &hosts, path, now_unix(), grace)?;
+        .authorize_send(settings, token, &hosts, path, now_unix(), grace)?;
     Ok(())
 }
 

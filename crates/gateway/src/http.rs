@@ -465,7 +465,7 @@ fn authorize(
     let grace = shared.config.timeouts.token_grace.as_secs();
     shared
         .verified
-        .authorize_send(&settings.rules, token, &hosts, path, now_unix(), grace)?;
+        .authorize_send(settings, token, &hosts, path, now_unix(), grace)?;
     Ok(())
 }
 

@@ -1,41 +1,57 @@
 //! Tokens that passed recently. HTTP and gRPC senders repeat the same SAS token on every
-//! request; a token verified for a path and host is not parsed and signed again until it
-//! expires. Keys are whole token strings in a map with a random hasher, so lookups reveal
-//! nothing about stored tokens through timing; the memory is bounded and simply dropped
-//! when full.
+//! request; a token verified for a hybrid connection, path and host is not parsed and signed
+//! again until it expires. Entries are keyed by a SHA-256 digest of all of that (the
+//! resolved hybrid connection included, since in dynamic mode one path can resolve to
+//! different settings over time), so each costs a few dozen bytes whatever the token's
+//! length, lookups reveal nothing about stored tokens, and the memory is bounded: it is
+//! simply dropped when full.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
 
-use ferry_hc::auth::{AuthError, Right, Rules};
+use ferry_hc::auth::{AuthError, Right};
+use sha2::{Digest as _, Sha256};
+
+use crate::registry::PathSettings;
 
 /// Entries kept before the memory is dropped.
 const CAPACITY: usize = 4096;
 
-/// (token, path, host) → Unix second until which the token is good.
+/// Digest of (hybrid connection, token, path, hosts) → Unix second until which the token is
+/// good.
 #[derive(Default)]
 pub(crate) struct Verified {
-    map: Mutex<HashMap<(String, String, String), u64>>,
+    map: Mutex<HashMap<[u8; 32], u64>>,
 }
 
 impl Verified {
-    /// Checks `token` grants `Send` on `path` for one of `hosts` (the namespace first, then
-    /// the host the sender named, if any), remembering a success until the token's expiry
-    /// plus `grace` seconds.
+    /// Checks `token` grants `Send` on `path` under `settings` (the hybrid connection `path`
+    /// resolved to) for one of `hosts` (the namespace first, then the host the sender named,
+    /// if any), remembering a success until the token's expiry plus `grace` seconds.
     pub(crate) fn authorize_send(
         &self,
-        rules: &Rules,
+        settings: &PathSettings,
         token: &str,
         hosts: &[&str],
         path: &str,
         now: u64,
         grace: u64,
     ) -> Result<(), AuthError> {
-        let key = (token.to_owned(), path.to_owned(), hosts.join(" "));
+        let mut digest = Sha256::new();
+        for part in [settings.name.as_str(), token, path]
+            .into_iter()
+            .chain(hosts.iter().copied())
+        {
+            digest.update((part.len() as u64).to_le_bytes());
+            digest.update(part.as_bytes());
+        }
+        let key: [u8; 32] = digest.finalize().into();
         if self.lock().get(&key).is_some_and(|&until| now <= until) {
             return Ok(());
         }
-        let grant = rules.authorize_any_host(token, hosts, path, Right::Send, now)?;
+        let grant = settings
+            .rules
+            .authorize_any_host(token, hosts, path, Right::Send, now)?;
         let mut map = self.lock();
         if map.len() >= CAPACITY {
             map.clear();
@@ -44,7 +60,7 @@ impl Verified {
         Ok(())
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<(String, String, String), u64>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<[u8; 32], u64>> {
         // Each critical section is one map operation: a panic cannot leave it torn.
         self.map
             .lock()
@@ -54,43 +70,60 @@ impl Verified {
 
 #[cfg(test)]
 mod tests {
+    use ferry_hc::auth::Rules;
     use ferry_hc::{Rights, Rule, SasToken};
 
     use super::*;
 
+    fn settings(name: &str, rules: Vec<Rule>) -> PathSettings {
+        PathSettings {
+            name: name.into(),
+            anonymous_senders: false,
+            rules: Rules::new(rules),
+            max_listeners: 25,
+            request_timeout: std::time::Duration::from_secs(60),
+            fan_out: false,
+        }
+    }
+
     #[test]
     fn a_token_is_remembered_per_path_until_it_expires() {
-        let rules = Rules::new(vec![Rule::new("send", "key", Rights::SEND)]);
+        let a = settings("a", vec![Rule::new("send", "key", Rights::SEND)]);
         let token = SasToken::create("http://ns/a", "send", "key", 1_000);
+        let verified = Verified::default();
+        let check = |s: &PathSettings, token: &str, path: &str, now: u64| {
+            verified
+                .authorize_send(s, token, &["ns"], path, now, 0)
+                .is_ok()
+        };
+        assert!(check(&a, &token, "a", 900));
+        assert_eq!(verified.lock().len(), 1);
+        // Remembered: still good; another path is checked afresh (and refused).
+        assert!(check(&a, &token, "a", 950));
+        assert!(!check(&a, &token, "b", 950));
+        // Past expiry (plus grace) it is checked again, and refused.
+        assert!(!check(&a, &token, "a", 1_001));
+        // A forged token never gets in, remembered or not.
+        let forged = token.replace("sig=", "sig=A");
+        assert!(!check(&a, &forged, "a", 900));
+    }
+
+    #[test]
+    fn a_token_remembered_for_one_hybrid_connection_is_checked_again_for_another() {
+        // Dynamic mode: `orders/x` first resolved to the configured `orders` (whose own rule
+        // signed the token), then to a dynamic `orders/x` with namespace rules only.
+        let token = SasToken::create("http://ns/orders/x", "orders-send", "k1", 1_000);
+        let configured = settings("orders", vec![Rule::new("orders-send", "k1", Rights::SEND)]);
+        let dynamic = settings("orders/x", vec![Rule::new("root", "k0", Rights::MANAGE)]);
         let verified = Verified::default();
         assert!(
             verified
-                .authorize_send(&rules, &token, &["ns"], "a", 900, 0)
-                .is_ok()
-        );
-        assert_eq!(verified.lock().len(), 1);
-        // Remembered: still good; another path is checked afresh (and refused).
-        assert!(
-            verified
-                .authorize_send(&rules, &token, &["ns"], "a", 950, 0)
+                .authorize_send(&configured, &token, &["ns"], "orders/x", 900, 0)
                 .is_ok()
         );
         assert!(
             verified
-                .authorize_send(&rules, &token, &["ns"], "b", 950, 0)
-                .is_err()
-        );
-        // Past expiry (plus grace) it is checked again, and refused.
-        assert!(
-            verified
-                .authorize_send(&rules, &token, &["ns"], "a", 1_001, 0)
-                .is_err()
-        );
-        // A forged token never gets in, remembered or not.
-        let forged = token.replace("sig=", "sig=A");
-        assert!(
-            verified
-                .authorize_send(&rules, &forged, &["ns"], "a", 900, 0)
+                .authorize_send(&dynamic, &token, &["ns"], "orders/x", 900, 0)
                 .is_err()
         );
     }

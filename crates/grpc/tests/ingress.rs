@@ -356,3 +356,55 @@ async fn a_malformed_http2_peer_does_not_disturb_other_calls() -> Result<()> {
     })
     .await?
 }
+
+#[tokio::test]
+async fn a_listener_that_leaves_takes_its_relayed_connection_with_it() -> Result<()> {
+    tokio::time::timeout(LIMIT, async {
+        let (gw, channel) = gateway(|_| {}).await?;
+        let listener = Listener::open(endpoint(&gw, "echo")?).await?;
+        let mut incoming = Box::pin(ferry_grpc::incoming(listener));
+        // The control channel lives in this task; the relayed connections outlive it.
+        let (conn_tx, mut conn_rx) = tokio::sync::mpsc::channel(8);
+        let control = tokio::spawn(async move {
+            while let Some(Ok(conn)) = incoming.next().await {
+                if conn_tx.send(conn).await.is_err() {
+                    break;
+                }
+            }
+        });
+        let routes = Routes::new(EchoServer::new(EchoService));
+        let connections = tokio::spawn(async move {
+            let mut served = JoinSet::new();
+            while let Some(conn) = conn_rx.recv().await {
+                let svc = hyper_util::service::TowerToHyperService::new(routes.clone());
+                served.spawn(async move {
+                    let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+                        .serve_connection(TokioIo::new(conn), svc)
+                        .await;
+                });
+            }
+            served.join_all().await;
+        });
+        let token = token(&gw, "echo")?;
+        let mut client = EchoClient::new(channel);
+        client.unary(call(echo(b"1"), &token)).await?;
+        assert_eq!(gw.grpc_connections(), 1);
+        // The listener's control channel goes (its process stops listening): the gateway
+        // lets its relayed connection go too, and the listener side sees it close.
+        control.abort();
+        for _ in 0..200 {
+            if gw.listener_count("echo") == 0 && gw.grpc_connections() == 0 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(gw.grpc_connections(), 0);
+        tokio::time::timeout(Duration::from_secs(10), connections)
+            .await
+            .context("the relayed connection closed")??;
+        let status = client.unary(call(echo(b"2"), &token)).await.unwrap_err();
+        assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+        anyhow::Ok(())
+    })
+    .await?
+}

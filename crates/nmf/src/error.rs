@@ -31,7 +31,9 @@ pub enum DecodeError {
     /// A size over a configured limit (detected from the size field, before buffering).
     #[error("{limit} limit of {max} exceeded at offset {offset}")]
     LimitExceeded {
-        /// Offset of the record.
+        /// Offset of the record; from an
+        /// [`UnsizedEnvelopeReader`](crate::record::UnsizedEnvelopeReader), whose record began
+        /// in an earlier input, the offset of the chunk size field.
         offset: usize,
         /// Which limit.
         limit: Limit,
@@ -127,7 +129,9 @@ impl SessionError {
     pub fn fault(&self) -> Option<FaultCode> {
         match self {
             Self::Decode(DecodeError::LimitExceeded { limit, .. }) => Some(match limit {
-                Limit::Envelope => FaultCode::MaxMessageSizeExceeded,
+                // WCF has one quota for a message; too many chunks is a message too large to
+                // read, whatever its byte count.
+                Limit::Envelope | Limit::UnsizedChunks => FaultCode::MaxMessageSizeExceeded,
                 Limit::Via => FaultCode::ViaTooLong,
                 Limit::ContentType => FaultCode::ContentTypeTooLong,
                 // Only a client reads fault URIs, and a client never sends faults.

@@ -10,6 +10,16 @@ pub const DEFAULT_MAX_VIA_BYTES: usize = 2048;
 pub const DEFAULT_MAX_CONTENT_TYPE_BYTES: usize = 256;
 /// Default largest fault URI accepted from a peer: 256 bytes (WCF's client-side quota).
 pub const DEFAULT_MAX_FAULT_BYTES: usize = 256;
+/// Default largest number of chunks in one UnsizedEnvelope: 2^20.
+///
+/// The envelope size limit counts only chunk payload, so without this a peer could send
+/// 1-byte chunks (two bytes on the wire each, up to six with overlong size fields) and make
+/// the reader do per-chunk work millions of times per envelope. WCF writes a streamed message
+/// in chunks of its connection buffer (kilobytes), so a real writer stays far below this: at
+/// the 64 KiB default envelope size it cannot be reached at all, and at 16 MiB it still allows
+/// chunks averaging 16 bytes. Breaking it is answered like an oversized envelope
+/// (MaxMessageSizeExceededFault).
+pub const DEFAULT_MAX_UNSIZED_CHUNKS: usize = 1 << 20;
 
 /// Limits applied while decoding records.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -22,6 +32,8 @@ pub struct Limits {
     pub max_content_type_bytes: usize,
     /// See [`DEFAULT_MAX_FAULT_BYTES`].
     pub max_fault_bytes: usize,
+    /// See [`DEFAULT_MAX_UNSIZED_CHUNKS`].
+    pub max_unsized_chunks: usize,
 }
 
 impl Default for Limits {
@@ -31,6 +43,7 @@ impl Default for Limits {
             max_via_bytes: DEFAULT_MAX_VIA_BYTES,
             max_content_type_bytes: DEFAULT_MAX_CONTENT_TYPE_BYTES,
             max_fault_bytes: DEFAULT_MAX_FAULT_BYTES,
+            max_unsized_chunks: DEFAULT_MAX_UNSIZED_CHUNKS,
         }
     }
 }
@@ -43,6 +56,7 @@ impl Limits {
             max_via_bytes: usize::MAX,
             max_content_type_bytes: usize::MAX,
             max_fault_bytes: usize::MAX,
+            max_unsized_chunks: usize::MAX,
         }
     }
 }
@@ -57,6 +71,8 @@ pub enum Limit {
     Envelope,
     /// [`Limits::max_fault_bytes`].
     Fault,
+    /// [`Limits::max_unsized_chunks`].
+    UnsizedChunks,
     /// [`Limits::max_via_bytes`].
     Via,
 }
@@ -67,6 +83,7 @@ impl std::fmt::Display for Limit {
             Self::ContentType => "content type length",
             Self::Envelope => "envelope size",
             Self::Fault => "fault length",
+            Self::UnsizedChunks => "unsized envelope chunk count",
             Self::Via => "via length",
         })
     }

@@ -2,7 +2,8 @@
 //!
 //! [`Record::decode`] returns `Ok(None)` while the buffer holds only part of a record ("need more
 //! bytes" is not an error) and checks every size field against [`Limits`] as soon as it is
-//! read, before waiting for the bytes it announces.
+//! read, before waiting for the bytes it announces. [`UnsizedEnvelopeReader`] reads an
+//! UnsizedEnvelope's chunks across calls, for callers (the session) that must not re-parse them.
 
 use std::borrow::Cow;
 
@@ -192,6 +193,27 @@ pub enum RecordType {
     PreambleEnd,
 }
 
+impl RecordType {
+    /// The wire byte.
+    pub fn byte(self) -> u8 {
+        match self {
+            Self::Version => 0x00,
+            Self::Mode => 0x01,
+            Self::Via => 0x02,
+            Self::KnownEncoding => 0x03,
+            Self::ExtensibleEncoding => 0x04,
+            Self::UnsizedEnvelope => 0x05,
+            Self::SizedEnvelope => 0x06,
+            Self::End => 0x07,
+            Self::Fault => 0x08,
+            Self::UpgradeRequest => 0x09,
+            Self::UpgradeResponse => 0x0A,
+            Self::PreambleAck => 0x0B,
+            Self::PreambleEnd => 0x0C,
+        }
+    }
+}
+
 /// One MC-NMF record.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Record<'a> {
@@ -323,6 +345,109 @@ impl<'a> Record<'a> {
     }
 }
 
+/// The chunks of one UnsizedEnvelope (MC-NMF 2.2.3.6), read incrementally for a caller that
+/// receives the record in pieces (the session).
+///
+/// [`Record::decode`] parses a record from its type byte on every call, so a caller that
+/// retries it after each read of a chunked envelope re-parses every chunk seen so far: quadratic
+/// work in the number of chunks. This reader keeps the payload and its position between calls,
+/// so each byte is examined once however the input is split, and it holds the payload
+/// concatenated (never a list of chunks). Start it after the 0x05 type byte.
+#[derive(Clone, Default)]
+pub struct UnsizedEnvelopeReader {
+    /// The payload of the chunks read so far (of the current chunk, the bytes that arrived).
+    payload: Vec<u8>,
+    /// Chunk size fields read so far (the terminator not included).
+    chunks: usize,
+    /// Bytes of the current chunk still to come; 0 between chunks.
+    remaining: usize,
+}
+
+/// How far an [`UnsizedEnvelopeReader::read`] call got.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ChunkProgress {
+    /// The terminator has not arrived. This many bytes were consumed; call again with the
+    /// bytes after them plus more input.
+    NeedMore(usize),
+    /// The zero-size terminator was read; this many bytes were consumed, up to and including
+    /// it. Take the payload with [`UnsizedEnvelopeReader::into_payload`].
+    Done(usize),
+}
+
+impl UnsizedEnvelopeReader {
+    /// A reader positioned after the type byte.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Reads chunks from the front of `input`, continuing where the previous call stopped. A
+    /// chunk's bytes are consumed as they arrive; a size field split across calls is left
+    /// unconsumed (at most four bytes) and read again whole.
+    ///
+    /// # Errors
+    ///
+    /// [`DecodeError::Varint`] for a size above 2^31 - 1, and [`DecodeError::LimitExceeded`]
+    /// when a chunk would take the payload over [`Limits::max_envelope_bytes`] or the chunk
+    /// count over [`Limits::max_unsized_chunks`] (both detected from the size field, before
+    /// the chunk's bytes arrive). Offsets are relative to `input`.
+    pub fn read(&mut self, input: &[u8], limits: &Limits) -> Result<ChunkProgress, DecodeError> {
+        let mut used = 0;
+        loop {
+            // `used <= input.len()` throughout: it only grows by bytes taken from `input`.
+            if self.remaining > 0 {
+                let n = self.remaining.min(input.len() - used);
+                self.payload.extend_from_slice(&input[used..used + n]);
+                self.remaining -= n;
+                used += n;
+                if self.remaining > 0 {
+                    return Ok(ChunkProgress::NeedMore(used));
+                }
+            }
+            let (len, n) = match varint::decode(&input[used..]) {
+                varint::Decoded::Value(0, n) => return Ok(ChunkProgress::Done(used + n)),
+                varint::Decoded::Value(len, n) => (len as usize, n),
+                varint::Decoded::Incomplete => return Ok(ChunkProgress::NeedMore(used)),
+                varint::Decoded::Overflow => return Err(DecodeError::Varint { offset: used }),
+            };
+            if self.chunks >= limits.max_unsized_chunks {
+                return Err(DecodeError::LimitExceeded {
+                    offset: used,
+                    limit: Limit::UnsizedChunks,
+                    max: limits.max_unsized_chunks,
+                });
+            }
+            // Between chunks `payload` holds every byte announced so far.
+            if len > limits.max_envelope_bytes.saturating_sub(self.payload.len()) {
+                return Err(DecodeError::LimitExceeded {
+                    offset: used,
+                    limit: Limit::Envelope,
+                    max: limits.max_envelope_bytes,
+                });
+            }
+            self.chunks += 1;
+            self.remaining = len;
+            used += n;
+        }
+    }
+
+    /// The concatenated payload (complete once [`read`](Self::read) returned
+    /// [`ChunkProgress::Done`]).
+    pub fn into_payload(self) -> Vec<u8> {
+        self.payload
+    }
+}
+
+impl std::fmt::Debug for UnsizedEnvelopeReader {
+    // Sizes only: the payload may be megabytes, and payloads are not logged above trace.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UnsizedEnvelopeReader")
+            .field("payload_len", &self.payload.len())
+            .field("chunks", &self.chunks)
+            .field("remaining", &self.remaining)
+            .finish()
+    }
+}
+
 /// Private nom error; converted to [`DecodeError`] at the API boundary.
 #[derive(Debug)]
 struct PErr<'a> {
@@ -447,7 +572,7 @@ fn record<'a>(i: &'a [u8], limits: &Limits) -> PResult<'a, Record<'a>> {
             )?;
             Ok((rest, Record::ExtensibleEncoding(s)))
         }
-        0x05 => unsized_envelope(i, body, limits.max_envelope_bytes),
+        0x05 => unsized_envelope(i, body, limits),
         0x06 => {
             let (rest, p) = sized(i, body, Limit::Envelope, limits.max_envelope_bytes)?;
             Ok((rest, Record::SizedEnvelope(Cow::Borrowed(p))))
@@ -475,8 +600,13 @@ fn record<'a>(i: &'a [u8], limits: &Limits) -> PResult<'a, Record<'a>> {
 }
 
 /// The chunks of an UnsizedEnvelope, up to and including the zero terminator. The running total
-/// is checked against `max` as each chunk size is read.
-fn unsized_envelope<'a>(record: &'a [u8], mut i: &'a [u8], max: usize) -> PResult<'a, Record<'a>> {
+/// and the chunk count are checked against the limits as each chunk size is read. Callers that
+/// receive the record in pieces use [`UnsizedEnvelopeReader`] instead.
+fn unsized_envelope<'a>(
+    record: &'a [u8],
+    mut i: &'a [u8],
+    limits: &Limits,
+) -> PResult<'a, Record<'a>> {
     let mut chunks = Vec::new();
     let mut total = 0usize;
     loop {
@@ -484,8 +614,13 @@ fn unsized_envelope<'a>(record: &'a [u8], mut i: &'a [u8], max: usize) -> PResul
         if len == 0 {
             return Ok((rest, Record::UnsizedEnvelope(chunks)));
         }
+        if chunks.len() >= limits.max_unsized_chunks {
+            let max = limits.max_unsized_chunks;
+            return fail(record, PKind::Limit(Limit::UnsizedChunks, max));
+        }
         total = total.saturating_add(len);
-        if total > max {
+        if total > limits.max_envelope_bytes {
+            let max = limits.max_envelope_bytes;
             return fail(record, PKind::Limit(Limit::Envelope, max));
         }
         let (rest, chunk) = take(len).parse(rest)?;
@@ -590,6 +725,68 @@ mod tests {
                 ..
             })
         ));
+    }
+
+    #[test]
+    fn unsized_chunk_count_is_limited() {
+        let limits = Limits {
+            max_unsized_chunks: 2,
+            ..Limits::default()
+        };
+        assert!(matches!(
+            Record::decode(&hex!("05 01 AA 01 BB 00"), &limits),
+            Ok(Some(_))
+        ));
+        assert_eq!(
+            Record::decode(&hex!("05 01 AA 01 BB 01"), &limits),
+            Err(DecodeError::LimitExceeded {
+                offset: 0,
+                limit: Limit::UnsizedChunks,
+                max: 2
+            })
+        );
+    }
+
+    /// Reads `wire` (after the type byte) in pieces of `step`, keeping unconsumed bytes, as the
+    /// session does.
+    fn read_in_pieces(wire: &[u8], step: usize, limits: &Limits) -> Result<Vec<u8>, DecodeError> {
+        let mut reader = UnsizedEnvelopeReader::new();
+        let mut pending = Vec::new();
+        for piece in wire.chunks(step) {
+            pending.extend_from_slice(piece);
+            match reader.read(&pending, limits)? {
+                ChunkProgress::NeedMore(n) => drop(pending.drain(..n)),
+                ChunkProgress::Done(n) => {
+                    assert_eq!(n, pending.len(), "terminator is the last byte");
+                    return Ok(reader.into_payload());
+                }
+            }
+        }
+        panic!("no terminator in {wire:?}");
+    }
+
+    #[test_case(1; "one byte per read")]
+    #[test_case(2; "two bytes per read")]
+    #[test_case(100; "all at once")]
+    fn reader_matches_decode(step: usize) {
+        // Chunks of 2, 1 (overlong size field) and 130 bytes (two-byte size), then the end.
+        let mut wire = hex!("02 AA BB 81 00 CC 82 01").to_vec();
+        wire.extend_from_slice(&[0xDD; 130]);
+        wire.push(0x00);
+        let mut expected = hex!("AA BB CC").to_vec();
+        expected.extend_from_slice(&[0xDD; 130]);
+        assert_eq!(
+            read_in_pieces(&wire, step, &Limits::default()),
+            Ok(expected)
+        );
+    }
+
+    #[test_case(&hex!("02 AA BB 02"), Limits { max_envelope_bytes: 3, ..Limits::default() }, DecodeError::LimitExceeded { offset: 3, limit: Limit::Envelope, max: 3 }; "total size")]
+    #[test_case(&hex!("01 AA 01 BB 01"), Limits { max_unsized_chunks: 2, ..Limits::default() }, DecodeError::LimitExceeded { offset: 4, limit: Limit::UnsizedChunks, max: 2 }; "chunk count")]
+    #[test_case(&hex!("01 AA FF FF FF FF 0F"), Limits::default(), DecodeError::Varint { offset: 2 }; "size over 31 bits")]
+    fn reader_rejects(wire: &[u8], limits: Limits, expected: DecodeError) {
+        let mut reader = UnsizedEnvelopeReader::new();
+        assert_eq!(reader.read(wire, &limits), Err(expected));
     }
 
     #[test]

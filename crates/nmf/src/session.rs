@@ -25,7 +25,7 @@ use crate::{
     error::{PeerIncompatible, PeerMisbehaved, SessionError},
     fault::FaultCode,
     limits::Limits,
-    record::{KnownEncoding, Mode, Record},
+    record::{ChunkProgress, KnownEncoding, Mode, Record, RecordType, UnsizedEnvelopeReader},
 };
 
 /// Which side of the connection this session is.
@@ -139,6 +139,49 @@ struct Open {
     acked: bool,
     sent_end: bool,
     received_end: bool,
+    /// An UnsizedEnvelope whose terminator has not arrived: the chunks read so far, kept between
+    /// `handle_input` calls so that no byte is parsed twice.
+    receiving: Option<UnsizedEnvelopeReader>,
+}
+
+impl Open {
+    fn new(preamble: Preamble, acked: bool) -> Self {
+        Self {
+            preamble,
+            acked,
+            sent_end: false,
+            received_end: false,
+            receiving: None,
+        }
+    }
+
+    /// Whether an envelope record of type `record` may arrive now: in the kind the mode uses,
+    /// before the peer's End and, at a client, after the PreambleAck.
+    fn admit(&self, role: Role, record: RecordType) -> Result<(), SessionError> {
+        let mode = self.preamble.mode;
+        let sized = record == RecordType::SizedEnvelope;
+        let allowed = match mode {
+            Mode::Duplex => sized,
+            Mode::Simplex => sized && role == Role::Server,
+            Mode::SingletonUnsized => !sized,
+            _ => false,
+        };
+        if !allowed {
+            return Err(PeerMisbehaved::WrongEnvelopeKind {
+                record,
+                mode: mode.name(),
+            }
+            .into());
+        }
+        if self.received_end || (role == Role::Client && !self.acked) {
+            return Err(PeerMisbehaved::UnexpectedRecord {
+                state: "Open",
+                record,
+            }
+            .into());
+        }
+        Ok(())
+    }
 }
 
 #[derive(Clone, Debug)]
@@ -203,10 +246,16 @@ pub struct Session {
     role: Role,
     state: State,
     limits: Limits,
-    /// Bytes of a record that has not fully arrived.
+    /// Bytes of a record that has not fully arrived (of an UnsizedEnvelope, only a partial chunk
+    /// size field: its chunks are consumed as they arrive).
     buf: Vec<u8>,
     events: VecDeque<Event>,
     transmit: Vec<u8>,
+    /// Bytes handed to a parser, summed over calls: a consumed byte counts once, an unconsumed
+    /// one each time it is handed over again (an upper bound on the bytes parsed). Tests use it
+    /// to show that input is not re-parsed.
+    #[cfg(test)]
+    examined: usize,
 }
 
 impl Session {
@@ -235,6 +284,8 @@ impl Session {
             buf: Vec::new(),
             events: VecDeque::new(),
             transmit: Vec::new(),
+            #[cfg(test)]
+            examined: 0,
         }
     }
 
@@ -298,14 +349,52 @@ impl Session {
                 pos = buf.len();
                 break Ok(());
             }
+            if let State::Open(o) = &mut self.state
+                && let Some(reader) = &mut o.receiving
+            {
+                // The rest of an UnsizedEnvelope: the reader holds the chunks already read, so
+                // only the new bytes are parsed.
+                match reader.read(&buf[pos..], &self.limits) {
+                    Ok(ChunkProgress::NeedMore(n)) => {
+                        self.note_examined(buf.len() - pos);
+                        pos += n;
+                        break Ok(());
+                    }
+                    Ok(ChunkProgress::Done(n)) => {
+                        let payload = o.receiving.take().unwrap_or_default().into_payload();
+                        self.note_examined(n);
+                        pos += n;
+                        let record = Record::UnsizedEnvelope(vec![Cow::Owned(payload)]);
+                        if let Err(e) = self.on_record(record) {
+                            break Err(e);
+                        }
+                    }
+                    Err(e) => break Err(SessionError::Decode(e.shifted(pos))),
+                }
+                continue;
+            }
+            if buf.get(pos) == Some(&RecordType::UnsizedEnvelope.byte()) {
+                // Never handed to `Record::decode`, which would re-parse every chunk after
+                // each read until the terminator arrives.
+                if let Err(e) = self.start_unsized_envelope() {
+                    break Err(e);
+                }
+                self.note_examined(1);
+                pos += 1;
+                continue;
+            }
             match Record::decode(&buf[pos..], &self.limits) {
                 Ok(Some((record, n))) => {
+                    self.note_examined(n);
                     pos += n;
                     if let Err(e) = self.on_record(record) {
                         break Err(e);
                     }
                 }
-                Ok(None) => break Ok(()),
+                Ok(None) => {
+                    self.note_examined(buf.len() - pos);
+                    break Ok(());
+                }
                 Err(e) => break Err(SessionError::Decode(e.shifted(pos))),
             }
         };
@@ -514,12 +603,7 @@ impl Session {
         };
         self.state = match (config.mode, &config.upgrade) {
             // Simplex and singleton-sized have no PreambleEnd, ack or upgrades.
-            (Mode::Simplex | Mode::SingletonSized, _) => State::Open(Open {
-                preamble,
-                acked: true,
-                sent_end: false,
-                received_end: false,
-            }),
+            (Mode::Simplex | Mode::SingletonSized, _) => State::Open(Open::new(preamble, true)),
             (_, Some(upgrade)) => {
                 Record::UpgradeRequest(Cow::Borrowed(upgrade)).encode(t);
                 State::AwaitAck {
@@ -537,6 +621,32 @@ impl Session {
         };
         Ok(())
     }
+
+    /// Begins an UnsizedEnvelope at its type byte, checking at once that one may arrive now
+    /// (rather than after the peer has sent up to the envelope limit).
+    fn start_unsized_envelope(&mut self) -> Result<(), SessionError> {
+        let record = RecordType::UnsizedEnvelope;
+        match &mut self.state {
+            State::Open(o) => {
+                o.admit(self.role, record)?;
+                o.receiving = Some(UnsizedEnvelopeReader::new());
+                Ok(())
+            }
+            other => Err(PeerMisbehaved::UnexpectedRecord {
+                state: other.name(),
+                record,
+            }
+            .into()),
+        }
+    }
+
+    #[cfg(test)]
+    fn note_examined(&mut self, n: usize) {
+        self.examined += n;
+    }
+
+    #[cfg(not(test))]
+    fn note_examined(&mut self, _n: usize) {}
 
     fn invalid(&self, operation: &'static str) -> SessionError {
         SessionError::InvalidState {
@@ -630,12 +740,7 @@ impl Session {
                     Mode::Simplex => {
                         self.events
                             .push_back(Event::PreambleReceived(preamble.clone()));
-                        State::Open(Open {
-                            preamble,
-                            acked: true,
-                            sent_end: false,
-                            received_end: false,
-                        })
+                        State::Open(Open::new(preamble, true))
                     }
                     Mode::SingletonSized => {
                         self.events.push_back(Event::PreambleReceived(preamble));
@@ -652,12 +757,7 @@ impl Session {
             }
             (Server, State::ReadPreambleEnd(p), Record::PreambleEnd) => {
                 self.events.push_back(Event::PreambleReceived(p.clone()));
-                State::Open(Open {
-                    preamble: p,
-                    acked: false,
-                    sent_end: false,
-                    received_end: false,
-                })
+                State::Open(Open::new(p, false))
             }
             (
                 Client,
@@ -668,12 +768,7 @@ impl Session {
                 Record::PreambleAck,
             ) => {
                 self.events.push_back(Event::PreambleAcked);
-                State::Open(Open {
-                    preamble,
-                    acked: true,
-                    sent_end: false,
-                    received_end: false,
-                })
+                State::Open(Open::new(preamble, true))
             }
             (
                 Client,
@@ -692,26 +787,14 @@ impl Session {
                 State::Closed
             }
             (role, State::Open(o), r @ (Record::SizedEnvelope(_) | Record::UnsizedEnvelope(_))) => {
-                let mode = o.preamble.mode;
-                let sized = matches!(r, Record::SizedEnvelope(_));
-                let allowed = match mode {
-                    Mode::Duplex => sized,
-                    Mode::Simplex => sized && role == Server,
-                    Mode::SingletonUnsized => !sized,
-                    _ => false,
-                };
-                if !allowed {
-                    return Err(PeerMisbehaved::WrongEnvelopeKind {
-                        record: rtype,
-                        mode: mode.name(),
-                    }
-                    .into());
-                }
-                if o.received_end || (role == Client && !o.acked) {
-                    return Err(unexpected());
-                }
+                o.admit(role, rtype)?;
                 let payload = match r {
                     Record::SizedEnvelope(p) => p.into_owned(),
+                    // From `handle_input` always one owned chunk (the reader's payload), moved
+                    // rather than copied.
+                    Record::UnsizedEnvelope(mut chunks) if chunks.len() == 1 => {
+                        chunks.pop().map(Cow::into_owned).unwrap_or_default()
+                    }
                     Record::UnsizedEnvelope(chunks) => chunks.concat(),
                     _ => return Err(unexpected()),
                 };
@@ -731,5 +814,72 @@ impl Session {
         };
         self.state = next;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use pretty_assertions::assert_eq;
+
+    use super::*;
+
+    /// A singleton-unsized server session past its preamble.
+    fn unsized_server(limits: Limits) -> Session {
+        let mut s = Session::server(limits);
+        // Version 1.0, mode 1, via "a", known encoding 0x08, PreambleEnd.
+        s.handle_input(&[
+            0x00, 0x01, 0x00, 0x01, 0x01, 0x02, 0x01, 0x61, 0x03, 0x08, 0x0C,
+        ])
+        .unwrap();
+        assert!(matches!(s.poll_event(), Some(Event::PreambleReceived(_))));
+        s.accept().unwrap();
+        s
+    }
+
+    /// The attack from the review: 1-byte chunks (two bytes each on the wire) fed a few bytes
+    /// per read. Retrying `Record::decode` after each read made the parser look at every
+    /// buffered chunk again, `reads × chunks` bytes in all; now each byte is looked at about
+    /// once (plus at most four bytes of a split size field per read).
+    #[test]
+    fn one_byte_chunks_in_small_reads_are_parsed_once() {
+        const CHUNKS: usize = 16 * 1024;
+        let mut s = unsized_server(Limits::default());
+        let payload: Vec<u8> = (0..CHUNKS).map(|i| i as u8).collect();
+        let mut wire = vec![0x05];
+        for b in &payload {
+            wire.extend_from_slice(&[0x01, *b]);
+        }
+        wire.push(0x00);
+        let before = s.examined;
+        let mut reads = 0;
+        for piece in wire.chunks(3) {
+            assert_eq!(s.handle_input(piece).unwrap(), piece.len());
+            reads += 1;
+        }
+        assert_eq!(s.poll_event(), Some(Event::Envelope(payload)));
+        let examined = s.examined - before;
+        assert!(
+            examined <= wire.len() + 4 * reads,
+            "{examined} bytes examined for {} on the wire in {reads} reads",
+            wire.len()
+        );
+        // Nothing left over: the chunks were consumed as they arrived.
+        assert!(s.buf.is_empty());
+    }
+
+    /// A chunk's bytes arriving one per read are consumed as they come, not buffered until the
+    /// chunk is complete.
+    #[test]
+    fn a_large_chunk_is_not_rebuffered() {
+        let mut s = unsized_server(Limits::default());
+        s.handle_input(&[0x05, 0x80, 0x02]).unwrap(); // one chunk of 256 bytes
+        let before = s.examined;
+        for i in 0..=255u8 {
+            s.handle_input(&[i]).unwrap();
+            assert!(s.buf.is_empty());
+        }
+        s.handle_input(&[0x00]).unwrap();
+        assert_eq!(s.examined - before, 257);
+        assert_eq!(s.poll_event(), Some(Event::Envelope((0..=255u8).collect())));
     }
 }

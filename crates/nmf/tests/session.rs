@@ -107,6 +107,117 @@ fn singleton_unsized_chunks() {
     ));
 }
 
+/// A singleton-unsized server past the preamble, with `limits`.
+fn unsized_server(limits: Limits) -> Session {
+    let mut c = Session::client(config(Mode::SingletonUnsized), Limits::default()).unwrap();
+    let mut s = Session::server(limits);
+    pump(&mut c, &mut s);
+    s.accept().unwrap();
+    // The PreambleAck.
+    assert!(s.poll_transmit(&mut Vec::new()));
+    s
+}
+
+/// An UnsizedEnvelope record with the given chunks.
+fn unsized_record<'a>(chunks: impl IntoIterator<Item = &'a [u8]>) -> Vec<u8> {
+    let mut wire = Vec::new();
+    ferry_nmf::Record::UnsizedEnvelope(chunks.into_iter().map(Into::into).collect())
+        .encode(&mut wire);
+    wire
+}
+
+/// The pre-authentication attack: a 1 MiB envelope in 1-byte chunks, a few bytes per read.
+/// Each read used to re-parse every chunk received so far (about 10^11 chunk parses here); now
+/// the chunks are consumed as they arrive and this takes well under a second.
+#[test]
+fn one_byte_chunks_in_small_reads_complete() {
+    const BYTES: usize = 1024 * 1024;
+    let mut s = unsized_server(Limits {
+        max_envelope_bytes: BYTES,
+        ..Limits::default()
+    });
+    let payload: Vec<u8> = (0..BYTES).map(|i| (i % 251) as u8).collect();
+    let wire = unsized_record(payload.chunks(1));
+    assert_eq!(wire.len(), 2 * BYTES + 2);
+    for piece in wire.chunks(5) {
+        assert_eq!(s.handle_input(piece).unwrap(), piece.len());
+    }
+    assert_eq!(events(&mut s), vec![Event::Envelope(payload)]);
+}
+
+#[test]
+fn too_many_chunks_is_max_message_size_exceeded() {
+    let limits = Limits {
+        max_unsized_chunks: 4,
+        ..Limits::default()
+    };
+    let four = unsized_record([&b"a"[..], b"b", b"c", b"d"]);
+    let mut s = unsized_server(limits);
+    s.handle_input(&four).unwrap();
+    assert_eq!(events(&mut s), vec![Event::Envelope(b"abcd".to_vec())]);
+
+    let five = unsized_record([&b"a"[..], b"b", b"c", b"d", b"e"]);
+    let mut s = unsized_server(limits);
+    // Rejected at the fifth size field, whatever the read boundaries.
+    s.handle_input(&five[..8]).unwrap();
+    let err = s.handle_input(&five[8..]).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            SessionError::Decode(ferry_nmf::DecodeError::LimitExceeded {
+                limit: ferry_nmf::Limit::UnsizedChunks,
+                max: 4,
+                ..
+            })
+        ),
+        "{err}"
+    );
+    assert_eq!(err.fault(), Some(FaultCode::MaxMessageSizeExceeded));
+    let mut wire = Vec::new();
+    s.poll_transmit(&mut wire);
+    let mut expected = Vec::new();
+    ferry_nmf::Record::Fault(FaultCode::MaxMessageSizeExceeded.uri().into()).encode(&mut expected);
+    assert_eq!(wire, expected);
+    assert!(s.is_closed());
+}
+
+#[test]
+fn unsized_total_over_the_limit_across_reads() {
+    let mut s = unsized_server(Limits {
+        max_envelope_bytes: 5,
+        ..Limits::default()
+    });
+    s.handle_input(&hex!("05 03 61 62")).unwrap();
+    let err = s.handle_input(&hex!("63 03")).unwrap_err();
+    assert_eq!(
+        err.fault(),
+        Some(FaultCode::MaxMessageSizeExceeded),
+        "{err}"
+    );
+}
+
+/// An UnsizedEnvelope where none may come is refused at its type byte, not after the peer has
+/// sent up to the envelope limit.
+#[test]
+fn misplaced_unsized_envelope_is_refused_at_once() {
+    let (mut c, mut s) = pair(Mode::Duplex);
+    pump(&mut c, &mut s);
+    s.accept().unwrap();
+    assert!(matches!(
+        s.handle_input(&hex!("05")),
+        Err(SessionError::PeerMisbehaved(
+            ferry_nmf::PeerMisbehaved::WrongEnvelopeKind { .. }
+        ))
+    ));
+    let mut s = Session::server(Limits::default());
+    assert!(matches!(
+        s.handle_input(&hex!("05")),
+        Err(SessionError::PeerMisbehaved(
+            ferry_nmf::PeerMisbehaved::UnexpectedRecord { .. }
+        ))
+    ));
+}
+
 #[test]
 fn simplex_has_no_ack() {
     let (mut c, mut s) = pair(Mode::Simplex);
@@ -321,6 +432,27 @@ proptest! {
             let mut out = Vec::new();
             s.poll_transmit(&mut out);
         }
+    }
+
+    #[test]
+    fn unsized_envelopes_survive_any_chunking_and_split(
+        payloads in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..300), 1..4),
+        chunk_len in 1usize..40,
+        read in 1usize..64,
+    ) {
+        let mut s = unsized_server(Limits::default());
+        let mut wire = Vec::new();
+        for p in &payloads {
+            wire.extend(unsized_record(p.chunks(chunk_len)));
+        }
+        let mut got = Vec::new();
+        for piece in wire.chunks(read) {
+            prop_assert_eq!(s.handle_input(piece).unwrap(), piece.len());
+            while let Some(ev) = s.poll_event() {
+                if let Event::Envelope(e) = ev { got.push(e); }
+            }
+        }
+        prop_assert_eq!(got, payloads);
     }
 
     #[test]

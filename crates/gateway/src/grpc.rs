@@ -274,6 +274,9 @@ async fn call(
     };
     let mut send = within(deadline, wait).await?;
 
+    // `authorization` is the service's own metadata unless it carried the relay token.
+    let token_in_authorization =
+        !settings.anonymous_senders && !parts.headers.contains_key("servicebusauthorization");
     // Forward: same method, path and metadata, minus hop-by-hop headers and the token.
     for name in [
         "connection",
@@ -282,11 +285,13 @@ async fn call(
         "transfer-encoding",
         "upgrade",
         "host",
-        "authorization",
         "servicebusauthorization",
         PATH_METADATA,
     ] {
         parts.headers.remove(name);
+    }
+    if token_in_authorization {
+        parts.headers.remove(http::header::AUTHORIZATION);
     }
     let authority = parts
         .uri

@@ -638,6 +638,13 @@ impl Drop for PendingKey<'_> {
     }
 }
 
+/// A framing Fault record.
+fn fault_record(code: FaultCode) -> Vec<u8> {
+    let mut record = Vec::new();
+    ferry_nmf::Record::Fault(code.uri().into()).encode(&mut record);
+    record
+}
+
 /// Replays the sender's bytes into the listener's stream and reads the listener's answer to
 /// the preamble. `Ok(rest)`: the listener acked (its PreambleAck is dropped: the sender had
 /// ours) and `rest` is what followed it; `Err(reply)`: it refused, `reply` is its answer.
@@ -658,16 +665,14 @@ async fn replay(
         buf.truncate(n);
         Ok::<_, std::io::Error>(match buf.first() {
             Some(&PREAMBLE_ACK) => Ok(buf.split_off(1)),
-            _ => Err(buf),
+            // The listener closed without a word: the sender still gets a fault.
+            None => Err(fault_record(FaultCode::EndpointNotFound)),
+            Some(_) => Err(buf),
         })
     };
     match timeout(shared.config.timeouts.rendezvous, io).await {
         Ok(Ok(answer)) => answer,
-        _ => {
-            let mut fault = Vec::new();
-            ferry_nmf::Record::Fault(FaultCode::EndpointNotFound.uri().into()).encode(&mut fault);
-            Err(fault)
-        }
+        _ => Err(fault_record(FaultCode::EndpointNotFound)),
     }
 }
 

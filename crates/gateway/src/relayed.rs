@@ -247,10 +247,14 @@ async fn write_message<S: AsyncWrite + Unpin>(
     let len = i32::try_from(bytes.len()).map_err(std::io::Error::other)?;
     let mut out = len.to_le_bytes().to_vec();
     out.extend_from_slice(&bytes);
-    timeout(shared.config.timeouts.handshake, io.write_all(&out))
-        .await
-        .map_err(|_| std::io::Error::from(std::io::ErrorKind::TimedOut))??;
-    io.flush().await
+    // Flushing is inside the limit too: over TLS the bytes may wait in rustls until a
+    // client that stopped reading drains its socket.
+    timeout(shared.config.timeouts.handshake, async {
+        io.write_all(&out).await?;
+        io.flush().await
+    })
+    .await
+    .map_err(|_| std::io::Error::from(std::io::ErrorKind::TimedOut))?
 }
 
 /// Answers with a SOAP fault (Sender, a relay subcode, `reason`) and closes.

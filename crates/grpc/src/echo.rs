@@ -2,7 +2,9 @@
 //! [`EchoService`], a Rust implementation of it.
 //!
 //! Metadata whose key starts with `x-echo-` comes back as response metadata (and with the
-//! trailers of a failed call), so tests can check metadata passes through both ways.
+//! trailers of a failed call), so tests can check metadata passes through both ways; an
+//! `authorization` entry that reached the service comes back as `x-echo-seen-authorization`,
+//! so tests can check which credentials a relay lets through.
 
 use std::pin::Pin;
 use std::time::Duration;
@@ -185,6 +187,9 @@ fn echoed(metadata: &MetadataMap) -> MetadataMap {
             }
             _ => {}
         }
+    }
+    if let Some(seen) = metadata.get("authorization") {
+        out.insert("x-echo-seen-authorization", seen.clone());
     }
     out
 }

@@ -149,6 +149,19 @@ async fn calls_of_every_kind_reach_the_listener_through_the_ingress() -> Result<
         }
         assert_eq!(n, 30);
 
+        // The relay token never reaches the service; the service's own `authorization`
+        // does when the token travelled in `servicebusauthorization`.
+        let reply = client.unary(call(echo(b""), &token)).await?;
+        assert!(reply.metadata().get("x-echo-seen-authorization").is_none());
+        let mut req = Request::new(echo(b""));
+        req.metadata_mut()
+            .insert("servicebusauthorization", token.parse()?);
+        req.metadata_mut()
+            .insert("authorization", "Bearer app-credential".parse()?);
+        let reply = client.unary(req).await?;
+        let seen = reply.metadata().get("x-echo-seen-authorization");
+        assert_eq!(seen.context("app credential")?, "Bearer app-credential");
+
         // Errors keep their code, message, details and trailers.
         let failing = EchoRequest {
             fail_code: Code::AlreadyExists as i32,

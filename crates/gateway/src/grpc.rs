@@ -118,7 +118,7 @@ pub(crate) struct Pool {
 #[derive(Default)]
 struct Slot {
     ready: Mutex<Option<(u64, SendRequest<UpBody>)>>,
-    connecting: tokio::sync::Mutex<()>,
+    connecting: Arc<tokio::sync::Mutex<()>>,
 }
 
 impl Pool {
@@ -403,14 +403,26 @@ async fn connection(
     if let Some(send) = current() {
         return Ok(send);
     }
-    let _connecting = slot.connecting.lock().await;
+    let connecting = slot.connecting.clone().lock_owned().await;
     if let Some(send) = current() {
         return Ok(send);
     }
+    // The connection is shared, so opening it is not the first caller's to cancel: it runs
+    // in a task of its own, holding the lock, and a caller that gives up (its deadline, a
+    // reset) leaves it to finish for the calls behind it instead of making the listener
+    // open rendezvous after rendezvous.
     let generation = shared.grpc.generation.fetch_add(1, Ordering::Relaxed);
-    let send = Box::pin(open(shared, listener, path, generation)).await?;
-    *lock(&slot.ready) = Some((generation, send.clone()));
-    Ok(send)
+    let task = {
+        let (shared, listener, path) = (shared.clone(), listener.clone(), path.to_owned());
+        shared.clone().tracker.spawn(async move {
+            let _connecting = connecting;
+            let send = open(&shared, &listener, &path, generation).await?;
+            *lock(&slot.ready) = Some((generation, send.clone()));
+            Ok(send)
+        })
+    };
+    task.await
+        .map_err(|_| Failure::new(Code::Unavailable, "opening the listener connection failed"))?
 }
 
 /// Asks the listener to open a rendezvous, and speaks HTTP/2 (as the client) over it.

@@ -421,3 +421,56 @@ async fn a_listener_that_leaves_takes_its_relayed_connection_with_it() -> Result
     })
     .await?
 }
+
+#[tokio::test]
+async fn callers_that_give_up_do_not_abort_the_shared_connection_set_up() -> Result<()> {
+    tokio::time::timeout(LIMIT, async {
+        let (gw, channel) = gateway(|_| {}).await?;
+        let mut listener = Listener::open(endpoint(&gw, "echo")?).await?;
+        // Count the accepts the listener is asked for, and serve each connection.
+        let accepts = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let seen = accepts.clone();
+        let routes = Routes::new(EchoServer::new(EchoService));
+        tokio::spawn(async move {
+            while let Ok(incoming) = listener.accept().await {
+                seen.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                let svc = hyper_util::service::TowerToHyperService::new(routes.clone());
+                tokio::spawn(async move {
+                    // A slow listener: the callers' deadlines pass while it opens.
+                    tokio::time::sleep(Duration::from_millis(300)).await;
+                    let Ok(stream) = incoming.accept().await else {
+                        return;
+                    };
+                    let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+                        .serve_connection(TokioIo::new(stream), svc)
+                        .await;
+                });
+            }
+        });
+        let token = token(&gw, "echo")?;
+        let impatient = (0..20).map(|_| {
+            let mut client = EchoClient::new(channel.clone());
+            let token = token.clone();
+            async move {
+                let mut req = call(echo(b""), &token);
+                req.set_timeout(Duration::from_millis(20));
+                client.unary(req).await
+            }
+        });
+        for r in futures_util::future::join_all(impatient).await {
+            let status = r.expect_err("every impatient call times out");
+            assert!(
+                matches!(status.code(), Code::DeadlineExceeded | Code::Cancelled),
+                "{status:?}"
+            );
+        }
+        // The one set-up went on without them; a patient call uses it.
+        EchoClient::new(channel)
+            .unary(call(echo(b"ok"), &token))
+            .await?;
+        assert_eq!(accepts.load(std::sync::atomic::Ordering::SeqCst), 1);
+        assert_eq!(gw.grpc_connections(), 1);
+        anyhow::Ok(())
+    })
+    .await?
+}

@@ -5,7 +5,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use anyhow::{Context as _, Result, bail};
-use ferry_gateway::{Config, Gateway};
+use ferry_gateway::{Config, Gateway, RunningGateway};
 use ferry_hc::SasToken;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -189,33 +189,36 @@ fn dechunk(mut rest: &[u8]) -> Result<Vec<u8>> {
     }
 }
 
+/// Runs `ferry listen --http-to ORIGIN PATH` against `gw`; returns the process and a sender
+/// token for PATH.
+fn ferry_listen(gw: &RunningGateway, origin: &str, path: &str) -> Result<(Proc, String)> {
+    let port = gw.plain_addr().context("no plain port")?.port();
+    let listener = Proc(
+        Command::new(FERRY)
+            .args(["listen", "--http-to", origin, path])
+            .env("FERRY_GATEWAY", format!("ws://127.0.0.1:{port}"))
+            .env("FERRY_KEY_NAME", gw.rule_name())
+            .env("FERRY_KEY", gw.rule_key())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()?,
+    );
+    let expiry = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)?
+        .as_secs()
+        + 600;
+    let audience = format!("http://localhost/{path}");
+    let token = SasToken::create(&audience, gw.rule_name(), gw.rule_key(), expiry);
+    Ok((listener, token))
+}
+
 #[tokio::test]
 async fn ferry_listen_proxies_to_a_local_origin() -> Result<()> {
     tokio::time::timeout(LIMIT, async {
         let gw = Gateway::start(Config::dev()).await?;
         let port = gw.plain_addr().context("no plain port")?.port();
         let origin = origin().await?;
-        let _listener = Proc(
-            Command::new(FERRY)
-                .args(["listen", "--http-to", &origin, "app"])
-                .env("FERRY_GATEWAY", format!("ws://127.0.0.1:{port}"))
-                .env("FERRY_KEY_NAME", gw.rule_name())
-                .env("FERRY_KEY", gw.rule_key())
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()?,
-        );
-        let expiry = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)?
-            .as_secs()
-            + 600;
-        let token = SasToken::create(
-            "http://localhost/app",
-            gw.rule_name(),
-            gw.rule_key(),
-            expiry,
-        )
-        .to_string();
+        let (_listener, token) = ferry_listen(&gw, &origin, "app")?;
 
         // Until the listener is registered the gateway answers 404 (a development gateway's
         // paths exist once a listener comes) or 502 itself.
@@ -264,27 +267,7 @@ async fn ferry_listen_answers_503_when_the_origin_is_down() -> Result<()> {
         let closed = TcpListener::bind("127.0.0.1:0").await?;
         let origin = format!("http://{}", closed.local_addr()?);
         drop(closed);
-        let _listener = Proc(
-            Command::new(FERRY)
-                .args(["listen", "--http-to", &origin, "down"])
-                .env("FERRY_GATEWAY", format!("ws://127.0.0.1:{port}"))
-                .env("FERRY_KEY_NAME", gw.rule_name())
-                .env("FERRY_KEY", gw.rule_key())
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()?,
-        );
-        let expiry = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)?
-            .as_secs()
-            + 600;
-        let token = SasToken::create(
-            "http://localhost/down",
-            gw.rule_name(),
-            gw.rule_key(),
-            expiry,
-        )
-        .to_string();
+        let (_listener, token) = ferry_listen(&gw, &origin, "down")?;
         // Until the listener is up the gateway answers itself (no Via); then the listener
         // answers 503, not the 502 that the spec reserves for the relay service.
         loop {
@@ -340,27 +323,7 @@ async fn ferry_listen_drops_the_origin_request_when_the_sender_goes_away() -> Re
                 });
             }
         });
-        let _listener = Proc(
-            Command::new(FERRY)
-                .args(["listen", "--http-to", &origin, "gone"])
-                .env("FERRY_GATEWAY", format!("ws://127.0.0.1:{port}"))
-                .env("FERRY_KEY_NAME", gw.rule_name())
-                .env("FERRY_KEY", gw.rule_key())
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()?,
-        );
-        let expiry = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)?
-            .as_secs()
-            + 600;
-        let token = SasToken::create(
-            "http://localhost/gone",
-            gw.rule_name(),
-            gw.rule_key(),
-            expiry,
-        )
-        .to_string();
+        let (_listener, token) = ferry_listen(&gw, &origin, "gone")?;
         while send(port, &token, "GET /gone/ready HTTP/1.1", b"").await?.status != 200 {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }

@@ -10,13 +10,13 @@ step() { printf '\n==> %s\n' "$*"; }
 # A clean build needs no incremental caches: they would more than double the target's size.
 export CARGO_INCREMENTAL=0
 
-# The debug build of the workspace and its tests takes about 10 GiB; say so up front rather
+# The debug build of the workspace and its tests takes about 5 GiB; say so up front rather
 # than fail half-way through a link with "No space left on device".
 target_dir=${CARGO_TARGET_DIR:-target}
 mkdir -p "$target_dir"
 free_kib=$(df -Pk "$target_dir" | awk 'NR == 2 { print $4 }')
-if ((free_kib < 12 * 1024 * 1024)); then
-  echo "error: only $((free_kib / 1024)) MiB free under $target_dir; the build needs about 12 GiB" >&2
+if ((free_kib < 8 * 1024 * 1024)); then
+  echo "error: only $((free_kib / 1024)) MiB free under $target_dir; the build needs about 8 GiB" >&2
   exit 1
 fi
 

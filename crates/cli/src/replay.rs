@@ -20,11 +20,14 @@
 //! not bytes: prefixes (also inside the QName values of WSDL and XML Schema attributes such as
 //! `type="tns:Order"`), namespace declarations and the binary records chosen do not count, nor
 //! do values that differ on every run: MessageID, RelatesTo, `To`, `urn:uuid:` values,
-//! WS-Security timestamps. Addresses map to the live ones: the recorded endpoint address (the
-//! Via) and the recorded HTTP base address (`scheme://HOST:PORT/PATH` of each recorded
-//! request, with the host and port the recorded answer names it by) compare as ADDR, and
-//! `--address RECORDED=LIVE` adds others (e.g. the endpoint addresses a WSDL publishes). HTTP
-//! answers compare their status, content type (media type and charset, without regard to
+//! WS-Security timestamps. Correlation is checked on its own instead: where the request this
+//! replay sent has a WS-Addressing MessageID, the live answer's `RelatesTo` must be that
+//! MessageID (an answer without one matches only where the recorded answer had none either,
+//! as Mono's faults, FINDINGS §8). Addresses map to the live ones: the recorded endpoint
+//! address (the Via) and the recorded HTTP base address (`scheme://HOST:PORT/PATH` of each
+//! recorded request, with the host and port the recorded answer names it by) compare as ADDR,
+//! and `--address RECORDED=LIVE` adds others (e.g. the endpoint addresses a WSDL publishes).
+//! HTTP answers compare their status, content type (media type and charset, without regard to
 //! case) and body: a SOAP envelope's Body, or a whole XML document (a WSDL, an XSD). Every
 //! message gets a line of the report; any mismatch makes the command fail.
 
@@ -462,8 +465,17 @@ mod nettcp {
         );
         let mut live = Live::default();
         let (mut recorded_dict, mut live_dict) = (dictionary(), dictionary());
+        // The client's own string tables, to read the MessageID of each request sent (the
+        // rewriter passes it on unchanged).
+        let mut client_dict = dictionary();
         let mut next_server = server.iter();
         for (unit, &count) in client.iter().zip(&expected) {
+            let message_id = match &unit.record {
+                Record::SizedEnvelope(payload) => decode(payload, &mut client_dict)
+                    .ok()
+                    .and_then(|d| addressing_header(&d, "MessageID")),
+                _ => None,
+            };
             let used = rewriter
                 .handle_input(&conn.c2s[unit.range.clone()])
                 .context("rewriting the recorded client stream")?;
@@ -508,6 +520,7 @@ mod nettcp {
                     (&mut recorded_dict, &mut live_dict),
                     &addresses,
                     quirks.as_mut(),
+                    message_id.as_deref(),
                 );
                 let what = if count > 1 {
                     format!("{sent} → {answer} ({}/{count})", i + 1)
@@ -590,21 +603,29 @@ mod nettcp {
         }
     }
 
-    /// Compares a live record with the recorded one; returns a label for the recorded
-    /// answer (its Action's last segment, or the record type) and the first difference.
+    /// Compares a live record with the recorded one, and an answer's correlation with
+    /// `message_id`, the MessageID of the request it answers; returns a label for the
+    /// recorded answer (its Action's last segment, or the record type) and the first
+    /// difference.
     fn compare_records(
         recorded: &Record<'_>,
         live: &Record<'_>,
         (recorded_dict, live_dict): (&mut SessionDictionary, &mut SessionDictionary),
         addresses: &AddressMap,
         mono: Option<&mut MonoState>,
+        message_id: Option<&str>,
     ) -> (String, Verdict) {
         match (recorded, live) {
             (Record::SizedEnvelope(want), Record::SizedEnvelope(got)) => {
                 let want = decode(want, recorded_dict);
                 let got = decode(got, live_dict);
                 match (want, got) {
-                    (Ok(w), Ok(g)) => (label(&w), compare_with(&w, &g, addresses, mono)),
+                    (Ok(w), Ok(g)) => {
+                        let quirks = mono.is_some();
+                        let verdict = compare_with(&w, &g, addresses, mono)
+                            .and(correlation(message_id, &w, &g, quirks));
+                        (label(&w), verdict)
+                    }
                     (Err(e), _) => (
                         "envelope".into(),
                         Verdict::differ(format!("the recorded envelope does not decode: {e}")),
@@ -892,8 +913,7 @@ mod http {
                 verdict = Verdict::differ(d);
             } else {
                 verdict = compare_bodies(
-                    &recorded.body,
-                    &got.body,
+                    (&request.body, &recorded.body, &got.body),
                     &exchange_addresses,
                     quirks.as_mut(),
                 );
@@ -1040,11 +1060,11 @@ mod http {
         found
     }
 
-    /// Compares two XML answers: the Body of SOAP envelopes, else whole documents (WSDL,
-    /// XSD); anything else byte for byte.
+    /// Compares two XML answers to `request`: the Body of SOAP envelopes (and the live
+    /// one's correlation with the request's MessageID, where it has one), else whole
+    /// documents (WSDL, XSD); anything else byte for byte.
     fn compare_bodies(
-        recorded: &[u8],
-        live: &[u8],
+        (request, recorded, live): (&[u8], &[u8], &[u8]),
         addresses: &AddressMap,
         mono: Option<&mut MonoState>,
     ) -> Verdict {
@@ -1067,12 +1087,17 @@ mod http {
                 .cloned()
         };
         match (body(&want), body(&got)) {
-            (Some(w), Some(g)) => compare_with(
-                &Document::from_root(w),
-                &Document::from_root(g),
-                addresses,
-                mono,
-            ),
+            (Some(w), Some(g)) => {
+                let quirks = mono.is_some();
+                let message_id = parse(request).and_then(|r| addressing_header(&r, "MessageID"));
+                compare_with(
+                    &Document::from_root(w),
+                    &Document::from_root(g),
+                    addresses,
+                    mono,
+                )
+                .and(correlation(message_id.as_deref(), &want, &got, quirks))
+            }
             _ => compare_with(&want, &got, addresses, mono),
         }
     }
@@ -1102,6 +1127,17 @@ impl Verdict {
             diff: Some(diff),
             known: BTreeSet::new(),
         }
+    }
+
+    /// This verdict and another check's on the same answer: both differences, this one's
+    /// first, and every known deviation.
+    fn and(mut self, other: Self) -> Self {
+        self.diff = match (self.diff.take(), other.diff) {
+            (Some(a), Some(b)) => Some(format!("{a}; {b}")),
+            (a, b) => a.or(b),
+        };
+        self.known.extend(other.known);
+        self
     }
 }
 
@@ -1154,6 +1190,54 @@ fn compare_with(
         (None, None) => Verdict::default(),
         _ => Verdict::differ("one document is empty".into()),
     }
+}
+
+/// Whether a live answer correlates with the request this replay sent (WS-Addressing 1.0
+/// Core §3.4: a reply's `RelatesTo` is its request's MessageID). `message_id` is that
+/// request's MessageID (`None`: it had none, and there is nothing to check); `recorded` and
+/// `live` are the whole answer envelopes. A `RelatesTo` present and naming anything else is
+/// always a difference. A live answer without one differs when the recorded answer had one;
+/// where the recording has none either (Mono's faults, FINDINGS §8) it matches, named as §8
+/// under `mono`.
+fn correlation(
+    message_id: Option<&str>,
+    recorded: &Document,
+    live: &Document,
+    mono: bool,
+) -> Verdict {
+    let Some(id) = message_id else {
+        return Verdict::default();
+    };
+    match addressing_header(live, "RelatesTo") {
+        Some(relates_to) if relates_to == id => Verdict::default(),
+        Some(relates_to) => Verdict::differ(format!(
+            "/Envelope/Header/RelatesTo: {relates_to:?}, but the request's MessageID is {id:?}"
+        )),
+        None if addressing_header(recorded, "RelatesTo").is_some() => Verdict::differ(format!(
+            "/Envelope/Header: no RelatesTo, the request's MessageID is {id:?}"
+        )),
+        None if mono => Verdict {
+            diff: None,
+            known: BTreeSet::from(["§8"]),
+        },
+        None => Verdict::default(),
+    }
+}
+
+/// The text of an envelope's WS-Addressing header `local` (`MessageID`, `RelatesTo`), either
+/// addressing version, trimmed.
+fn addressing_header(envelope: &Document, local: &str) -> Option<String> {
+    let root = envelope.root()?;
+    if root.local_name() != "Envelope" {
+        return None;
+    }
+    let header = root
+        .elements()
+        .find(|e| e.local_name() == "Header" && e.namespace == root.namespace)?;
+    header
+        .elements()
+        .find(|e| e.local_name() == local && WSA.contains(&e.namespace.as_str()))
+        .map(|e| e.text().trim().to_owned())
 }
 
 /// What the Mono rules learn from one answer for the next ones of a connection.
@@ -2142,6 +2226,127 @@ mod tests {
             &mut MonoState::default(),
         );
         assert!(v.diff.is_some());
+    }
+
+    /// The first request with a MessageID in the recorded tcp-session and its answer, as
+    /// XML text (decoded with each direction's session dictionary).
+    fn recorded_exchange() -> (String, String, String) {
+        fn envelopes(stream: &[u8]) -> Vec<Document> {
+            let limits = ferry_nmf::Limits::unlimited();
+            let mut dict = SessionDictionary::new(&ferry_nbfx::Limits::unlimited());
+            let mut out = Vec::new();
+            let mut pos = 0;
+            while let Ok(Some((record, len))) = Record::decode(&stream[pos..], &limits) {
+                if let Record::SizedEnvelope(payload) = record {
+                    let table = dict.read_table(&payload).unwrap();
+                    out.push(
+                        Document::decode_with(
+                            &payload[table..],
+                            Some(&dict),
+                            ferry_nbfx::Limits::unlimited(),
+                        )
+                        .unwrap(),
+                    );
+                }
+                pos += len;
+            }
+            out
+        }
+        let requests = envelopes(include_bytes!(
+            "../../../interop/recordings/tcp-session/client_to_server.bin"
+        ));
+        let answers = envelopes(include_bytes!(
+            "../../../interop/recordings/tcp-session/server_to_client.bin"
+        ));
+        let request = &requests[0];
+        let id = addressing_header(request, "MessageID").expect("Mono sends a MessageID");
+        assert!(id.starts_with("urn:uuid:"), "{id}");
+        assert_eq!(
+            addressing_header(&answers[0], "RelatesTo").as_deref(),
+            Some(id.as_str()),
+            "the recorded answer relates to the recorded request"
+        );
+        (id, request.to_xml(), answers[0].to_xml())
+    }
+
+    fn relates(id: &str, recorded: &str, live: &str, mono: bool) -> Verdict {
+        correlation(Some(id), &doc(recorded), &doc(live), mono)
+    }
+
+    #[test]
+    fn an_answer_must_relate_to_the_request_sent() {
+        let (id, _, answer) = recorded_exchange();
+        let v = relates(&id, &answer, &answer, false);
+        assert_eq!((v.diff, v.known), (None, BTreeSet::new()));
+        // Another request's id (what a service answering out of order, or echoing a fixed
+        // value, sends): the structural comparison masks it, the correlation check does not.
+        let other = "urn:uuid:00000000-0000-0000-0000-000000000001";
+        let wrong = answer.replace(&id, other);
+        assert_ne!(wrong, answer);
+        assert_eq!(
+            compare_with(&doc(&answer), &doc(&wrong), &AddressMap::default(), None).diff,
+            None
+        );
+        for mono in [false, true] {
+            let v = relates(&id, &answer, &wrong, mono);
+            let diff = v.diff.expect("a wrong RelatesTo is a difference");
+            assert!(diff.contains(other) && diff.contains(&id), "{diff}");
+            assert!(v.known.is_empty());
+        }
+        // No RelatesTo where the recorded answer has one.
+        let (before, rest) = answer.split_once("RelatesTo").unwrap();
+        let start = before.rfind('<').unwrap();
+        let end = answer.len() - rest.len() + rest.find("RelatesTo>").unwrap() + "RelatesTo>".len();
+        let missing = format!("{}{}", &answer[..start], &answer[end..]);
+        assert!(!missing.contains("RelatesTo"), "{missing}");
+        for mono in [false, true] {
+            let v = relates(&id, &answer, &missing, mono);
+            assert!(v.diff.is_some_and(|d| d.contains("no RelatesTo")));
+        }
+    }
+
+    #[test]
+    fn a_missing_relates_to_is_mono_only_where_the_recording_lacks_it_too() {
+        let id = "urn:uuid:1";
+        let envelope = |headers: &str| {
+            format!(
+                r#"<s:Envelope xmlns:s="http://www.w3.org/2003/05/soap-envelope" xmlns:a="http://www.w3.org/2005/08/addressing"><s:Header><a:Action>urn:fault</a:Action>{headers}</s:Header><s:Body/></s:Envelope>"#
+            )
+        };
+        let none = envelope("");
+        // Mono's fault (FINDINGS §8) answered as Mono does: as recorded; named under
+        // --mono-quirks.
+        let v = relates(id, &none, &none, false);
+        assert_eq!((v.diff, v.known), (None, BTreeSet::new()));
+        let v = relates(id, &none, &none, true);
+        assert_eq!((v.diff, v.known), (None, BTreeSet::from(["§8"])));
+        // .NET's answer to it: RelatesTo, which must still be the request's MessageID.
+        let right = envelope("<a:RelatesTo>urn:uuid:1</a:RelatesTo>");
+        let v = relates(id, &none, &right, true);
+        assert_eq!((v.diff, v.known), (None, BTreeSet::new()));
+        let wrong = envelope("<a:RelatesTo>urn:uuid:2</a:RelatesTo>");
+        assert!(relates(id, &none, &wrong, true).diff.is_some());
+        // WS-Addressing 2004/08 too.
+        let old = r#"<s:Envelope xmlns:s="http://www.w3.org/2003/05/soap-envelope" xmlns:a="http://schemas.xmlsoap.org/ws/2004/08/addressing"><s:Header><a:RelatesTo>urn:uuid:2</a:RelatesTo></s:Header><s:Body/></s:Envelope>"#;
+        assert!(relates(id, &none, old, false).diff.is_some());
+        // A request without a MessageID has nothing to correlate.
+        let v = correlation(None, &doc(&none), &doc(&wrong), true);
+        assert_eq!((v.diff, v.known), (None, BTreeSet::new()));
+    }
+
+    #[test]
+    fn verdicts_combine_differences_and_known_sections() {
+        let a = Verdict {
+            diff: None,
+            known: BTreeSet::from(["§8"]),
+        };
+        let v = a.and(Verdict::differ("b".into()));
+        assert_eq!(
+            (v.diff.as_deref(), v.known),
+            (Some("b"), BTreeSet::from(["§8"]))
+        );
+        let v = Verdict::differ("a".into()).and(Verdict::differ("b".into()));
+        assert_eq!(v.diff.as_deref(), Some("a; b"));
     }
 
     #[test]

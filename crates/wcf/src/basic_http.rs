@@ -14,12 +14,19 @@
 //! | not `POST` (nor `GET` with metadata) | `405` |
 //! | another content type | `415` |
 //! | a body over the message size | `413` |
+//! | a body not all there within [`HostConfig::set_body_read_timeout`] | `408`, connection closed |
 //! | not a SOAP envelope | `400` |
 //!
 //! It runs behind the gateway's HTTP relay ([`BasicHttp::serve`] on an SDK
 //! [`HttpListener`]'s requests) or directly on a TCP port ([`BasicHttp::serve_tcp`], HTTP/1.1).
 //! SOAP 1.2 envelopes (`application/soap+xml`, the action in its `action` parameter) are
 //! answered too, in SOAP 1.2.
+//!
+//! Deadlines on [`BasicHttp::serve_tcp`]: a request head (and, before it, the idle time of a
+//! kept-alive connection) must arrive within [`HEADER_READ_TIMEOUT`] or the receive timeout
+//! if shorter, its body within the body read timeout; the connection is closed otherwise.
+//! Operations run under the operation timeout, as on net.tcp
+//! ([`HostConfig::set_operation_timeout`]).
 //!
 //! Client side, [`BasicHttpChannel`]: a [`Transport`] posting envelopes with hyper
 //! (`http://` URLs; HTTPS is not offered here).
@@ -47,7 +54,7 @@ use tracing::{Instrument, debug, debug_span, warn};
 
 use crate::client::Transport;
 use crate::codec::decode_text;
-use crate::host::{HostConfig, metadata_reply, respond};
+use crate::host::{HostConfig, metadata_reply, respond_within};
 use crate::metadata::Page;
 use crate::service::Service;
 
@@ -58,8 +65,10 @@ pub const SOAP12_CONTENT_TYPE: &str = "application/soap+xml; charset=utf-8";
 /// The header carrying a SOAP 1.1 request's action.
 pub const SOAP_ACTION: &str = "SOAPAction";
 
-/// How long a client on [`BasicHttp::serve_tcp`] may take to send a request head.
-const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a client on [`BasicHttp::serve_tcp`] may take to send a request head, counted
+/// from the end of the previous response on a kept-alive connection, so it is the idle limit
+/// too (lowered to [`HostConfig::set_receive_timeout`] when that is shorter).
+pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// A basicHttp endpoint for one [`Service`]. Cheap to clone (shared).
 #[derive(Debug)]
@@ -130,7 +139,10 @@ impl<S: Service + 'static> BasicHttp<S> {
         let url = self.request_url(head);
         let reply = match metadata_reply(&self.shared.service, metadata, &request, url.as_deref()) {
             Some(reply) => Some(reply),
-            None => respond(&self.shared.service, &request).await,
+            None => {
+                let limit = self.shared.config.operation_timeout();
+                respond_within(&self.shared.service, &request, limit).await
+            }
         };
         match reply {
             None => Response::builder()
@@ -156,7 +168,8 @@ impl<S: Service + 'static> BasicHttp<S> {
     }
 
     /// Answers one request of an SDK HTTP listener (see the module docs): checks method and
-    /// content type first, then reads the body up to the message size.
+    /// content type first, then reads the body up to the message size, within the body read
+    /// timeout (`408` after it).
     ///
     /// # Cancel safety
     ///
@@ -169,7 +182,13 @@ impl<S: Service + 'static> BasicHttp<S> {
         if let Some(refusal) = self.check_head(&head) {
             return refusal.map(Body::from);
         }
-        let body = match body.collect(self.shared.config.max_message_size()).await {
+        let limit = self.shared.config.body_read_timeout();
+        let collected = timeout(limit, body.collect(self.shared.config.max_message_size())).await;
+        let Ok(collected) = collected else {
+            debug!(timeout = ?limit, "request body not read in time");
+            return body_timeout().map(Body::from);
+        };
+        let body = match collected {
             Ok(b) => b,
             Err(ferry_sdk::http::BodyError::TooLarge(_)) => {
                 return plain(StatusCode::PAYLOAD_TOO_LARGE, "message too large").map(Body::from);
@@ -217,7 +236,11 @@ impl<S: Service + 'static> BasicHttp<S> {
     }
 
     /// Serves HTTP/1.1 on every connection of a TCP listener (no relay), at most
-    /// [`HostConfig::set_max_sessions`] connections at once.
+    /// [`HostConfig::set_max_sessions`] connections at once. A connection is closed when a
+    /// request head (or the next one, on a kept-alive connection) takes longer than
+    /// [`HEADER_READ_TIMEOUT`] or the receive timeout if shorter, and when a body takes longer
+    /// than the body read timeout (after a `408`), so a stalled client cannot hold a
+    /// connection permit for ever.
     ///
     /// # Errors
     ///
@@ -242,7 +265,6 @@ impl<S: Service + 'static> BasicHttp<S> {
                 }
             };
             let this = self.clone();
-            let limit = self.shared.config.max_message_size();
             let service =
                 hyper::service::service_fn(move |request: Request<hyper::body::Incoming>| {
                     let this = this.clone();
@@ -251,21 +273,25 @@ impl<S: Service + 'static> BasicHttp<S> {
                         let early = this.metadata_page(&head).or_else(|| this.check_head(&head));
                         let response = match early {
                             Some(early) => early,
-                            None => match Limited::new(body, limit).collect().await {
-                                Ok(body) => this.respond(&head, &body.to_bytes()).await,
-                                Err(_) => plain(StatusCode::PAYLOAD_TOO_LARGE, "message too large"),
+                            None => match this.read_body(body).await {
+                                Ok(body) => this.respond(&head, &body).await,
+                                Err(refusal) => refusal,
                             },
                         };
                         Ok::<_, Infallible>(response.map(Full::new))
                     }
                 });
+            // hyper restarts the head timer when a kept-alive connection goes idle, so this
+            // is the idle limit too; the receive timeout (how long a net.tcp session may be
+            // silent) lowers it.
+            let head_timeout = HEADER_READ_TIMEOUT.min(self.shared.config.receive_timeout());
             // One task per connection, holding its permit.
             tokio::spawn(
                 async move {
                     let _permit = permit;
                     let result = hyper::server::conn::http1::Builder::new()
                         .timer(TokioTimer::new())
-                        .header_read_timeout(HEADER_READ_TIMEOUT)
+                        .header_read_timeout(head_timeout)
                         .serve_connection(TokioIo::new(stream), service)
                         .await;
                     if let Err(e) = result {
@@ -274,6 +300,36 @@ impl<S: Service + 'static> BasicHttp<S> {
                 }
                 .instrument(debug_span!("basic_http", %peer)),
             );
+        }
+    }
+
+    /// Reads a request body of [`Self::serve_tcp`] whole, up to the message size and within
+    /// the body read timeout; else the refusal to send: `413`, `408` (with `Connection:
+    /// close`: hyper stops reading the unread rest and closes after the answer) or `400` for
+    /// a body that broke off.
+    async fn read_body(&self, body: hyper::body::Incoming) -> Result<Bytes, Response<Bytes>> {
+        let config = &self.shared.config;
+        let limit = config.body_read_timeout();
+        // One deadline over the whole body: a trickling client gets no more time than a
+        // silent one.
+        match timeout(
+            limit,
+            Limited::new(body, config.max_message_size()).collect(),
+        )
+        .await
+        {
+            Ok(Ok(body)) => Ok(body.to_bytes()),
+            Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => {
+                Err(plain(StatusCode::PAYLOAD_TOO_LARGE, "message too large"))
+            }
+            Ok(Err(e)) => {
+                debug!(error = %e, "request body failed");
+                Err(plain(StatusCode::BAD_REQUEST, "request body failed"))
+            }
+            Err(_elapsed) => {
+                debug!(timeout = ?limit, "request body not read in time");
+                Err(body_timeout())
+            }
         }
     }
 
@@ -389,6 +445,18 @@ fn request_action(head: &http::request::Parts, version: SoapVersion) -> Option<S
             }),
     };
     found.filter(|a| !a.is_empty())
+}
+
+/// The answer to a body that did not arrive within the body read timeout: `408`, and the
+/// connection is not kept (the rest of the body may still come, mistaken for a next request).
+fn body_timeout() -> Response<Bytes> {
+    let mut r = plain(
+        StatusCode::REQUEST_TIMEOUT,
+        "request body not received in time",
+    );
+    r.headers_mut()
+        .insert(http::header::CONNECTION, HeaderValue::from_static("close"));
+    r
 }
 
 /// A short plain-text answer.

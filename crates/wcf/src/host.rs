@@ -22,7 +22,8 @@
 //! Requests of one session are handled in order, one at a time (WCF's default
 //! `ConcurrencyMode.Single`); sessions run in tasks of their own, at most
 //! [`HostConfig::set_max_sessions`] at once. Every read has a deadline (the preamble timeout,
-//! then the receive timeout between messages) and every write the send timeout.
+//! then the receive timeout between messages), every write the send timeout, and every
+//! dispatched operation the operation timeout ([`HostConfig::set_operation_timeout`]).
 //!
 //! Bad input never meets silence: a preamble we refuse or cannot read, an envelope we cannot
 //! decode and a message over the size limit are answered with the framing Fault record that
@@ -30,7 +31,9 @@
 //! decode but cannot be served get SOAP faults as WCF sends them: `ActionNotSupported` for an
 //! unknown action, `DeserializationFailed` for a body that is not the operation's request,
 //! and the generic `InternalServiceFault` for an operation that panicked (WCF's answer to an
-//! unhandled exception without `IncludeExceptionDetailInFaults`).
+//! unhandled exception without `IncludeExceptionDetailInFaults`), which is also what an
+//! operation still running at the operation timeout is answered with, its reason saying so
+//! ([`operation_timeout_fault`]).
 //!
 //! With metadata published ([`HostConfig::set_metadata`]) a WS-Transfer `Get` is answered
 //! with the service's WSDL and schemas ([`metadata_reply`]) on whatever address it comes to:
@@ -74,6 +77,12 @@ pub const DEFAULT_PREAMBLE_TIMEOUT: Duration = Duration::from_secs(30);
 pub const DEFAULT_RECEIVE_TIMEOUT: Duration = Duration::from_secs(600);
 /// Default for [`HostConfig::set_send_timeout`]: 1 minute, WCF's `SendTimeout`.
 pub const DEFAULT_SEND_TIMEOUT: Duration = Duration::from_secs(60);
+/// Default for [`HostConfig::set_operation_timeout`]: 1 minute, like WCF's service-side
+/// `OperationTimeout` (the binding's `SendTimeout`, which bounds a call on the service too).
+pub const DEFAULT_OPERATION_TIMEOUT: Duration = Duration::from_secs(60);
+/// Default for [`HostConfig::set_body_read_timeout`]: 1 minute, the HC HTTP relay's own
+/// request deadline, so a body that has not arrived by then would find no one waiting.
+pub const DEFAULT_BODY_READ_TIMEOUT: Duration = Duration::from_secs(60);
 /// Default for [`HostConfig::set_max_sessions`]: sessions (connections) served at once.
 pub const DEFAULT_MAX_SESSIONS: usize = 256;
 /// How long [`Host::shutdown`] waits for sessions to end.
@@ -111,6 +120,8 @@ pub struct HostConfig {
     preamble_timeout: Duration,
     receive_timeout: Duration,
     send_timeout: Duration,
+    operation_timeout: Duration,
+    body_read_timeout: Duration,
     max_sessions: usize,
     metadata: Option<Arc<Metadata>>,
 }
@@ -123,6 +134,8 @@ impl Default for HostConfig {
             preamble_timeout: DEFAULT_PREAMBLE_TIMEOUT,
             receive_timeout: DEFAULT_RECEIVE_TIMEOUT,
             send_timeout: DEFAULT_SEND_TIMEOUT,
+            operation_timeout: DEFAULT_OPERATION_TIMEOUT,
+            body_read_timeout: DEFAULT_BODY_READ_TIMEOUT,
             max_sessions: DEFAULT_MAX_SESSIONS,
             metadata: None,
         }
@@ -194,6 +207,26 @@ impl HostConfig {
         self
     }
 
+    /// Sets how long one dispatched operation may run (default
+    /// [`DEFAULT_OPERATION_TIMEOUT`]), on net.tcp sessions and basicHttp alike. An operation
+    /// still running then is dropped (its future is cancelled): a request/reply caller gets
+    /// the generic internal service fault with a reason naming the timeout, a one-way message
+    /// is dropped with a warning, and the session goes on with its next message. Without a
+    /// limit one handler that never returns would hold its session (and its permit) for ever.
+    pub fn set_operation_timeout(&mut self, timeout: Duration) -> &mut Self {
+        self.operation_timeout = timeout;
+        self
+    }
+
+    /// Sets how long a basicHttp request's body may take to arrive, whole, from the end of its
+    /// head (default [`DEFAULT_BODY_READ_TIMEOUT`]). A slower body (stalled or trickled) is
+    /// answered with `408 Request Timeout` and, on [`crate::basic_http::BasicHttp::serve_tcp`],
+    /// the connection is closed. net.tcp messages have the receive timeout instead.
+    pub fn set_body_read_timeout(&mut self, timeout: Duration) -> &mut Self {
+        self.body_read_timeout = timeout;
+        self
+    }
+
     /// Sets how many sessions are served at once (default [`DEFAULT_MAX_SESSIONS`], at least
     /// 1); further connections wait to be accepted (TCP) or queue in the SDK listener, which
     /// refuses senders with 503 once its queue is full.
@@ -237,6 +270,16 @@ impl HostConfig {
     /// The receive timeout.
     pub fn receive_timeout(&self) -> Duration {
         self.receive_timeout
+    }
+
+    /// The operation timeout.
+    pub fn operation_timeout(&self) -> Duration {
+        self.operation_timeout
+    }
+
+    /// The basicHttp body read timeout.
+    pub fn body_read_timeout(&self) -> Duration {
+        self.body_read_timeout
     }
 
     /// The session (connection) limit.
@@ -583,17 +626,32 @@ pub async fn serve_tcp<S: Service + 'static>(listener: TcpListener, service: S) 
     Host::new(service).serve_tcp(listener).await
 }
 
-/// Answers one decoded request as the host does, for any transport: dispatches by the Action
-/// header, catches a panicking operation (→ [`Fault::internal_error`]), and builds the reply
-/// envelope in the request's SOAP and addressing version with `RelatesTo` set to its
-/// `MessageID`. `None` when nothing goes back (a one-way operation, even one that failed, as
-/// WCF cannot answer those either, and the relay's session messages of
-/// [`RELAY_SESSION_ACTIONS`] when the contract does not have them).
+/// Answers one decoded request as a host with the default [`DEFAULT_OPERATION_TIMEOUT`]
+/// does: [`respond_within`] that limit.
 ///
 /// # Cancel safety
 ///
 /// Dropping the future drops the operation's future.
 pub async fn respond<S: Service>(service: &S, request: &Envelope) -> Option<Envelope> {
+    respond_within(service, request, DEFAULT_OPERATION_TIMEOUT).await
+}
+
+/// Answers one decoded request as the host does, for any transport: dispatches by the Action
+/// header, catches a panicking operation (→ [`Fault::internal_error`]), gives up on one still
+/// running after `operation_timeout` (→ [`operation_timeout_fault`]; its future is dropped),
+/// and builds the reply envelope in the request's SOAP and addressing version with
+/// `RelatesTo` set to its `MessageID`. `None` when nothing goes back (a one-way operation,
+/// even one that failed or timed out, as WCF cannot answer those either, and the relay's
+/// session messages of [`RELAY_SESSION_ACTIONS`] when the contract does not have them).
+///
+/// # Cancel safety
+///
+/// Dropping the future drops the operation's future.
+pub async fn respond_within<S: Service>(
+    service: &S,
+    request: &Envelope,
+    operation_timeout: Duration,
+) -> Option<Envelope> {
     let action = request.headers.action.as_deref().unwrap_or_default();
     let operation = service.contract().operation(action);
     if operation.is_none() && RELAY_SESSION_ACTIONS.contains(&action) {
@@ -603,12 +661,28 @@ pub async fn respond<S: Service>(service: &S, request: &Envelope) -> Option<Enve
         return None;
     }
     let one_way = operation.is_some_and(|op| op.is_one_way());
-    let dispatched = AssertUnwindSafe(service.dispatch(action, request.payload()))
-        .catch_unwind()
-        .await;
+    let dispatched = timeout(
+        operation_timeout,
+        AssertUnwindSafe(service.dispatch(action, request.payload())).catch_unwind(),
+    )
+    .await;
     let reply = match dispatched {
-        Ok(Ok(reply)) => reply,
-        Ok(Err(e)) => {
+        Err(_elapsed) => {
+            // The operation's future is dropped here: whatever it was waiting on is cancelled,
+            // and the session is free for its next message.
+            warn!(action, timeout = ?operation_timeout, one_way, "operation timed out");
+            if one_way {
+                Reply::None
+            } else {
+                let fault = operation_timeout_fault(operation_timeout);
+                Reply::Fault {
+                    action: fault.reply_action(),
+                    fault,
+                }
+            }
+        }
+        Ok(Ok(Ok(reply))) => reply,
+        Ok(Ok(Err(e))) => {
             debug!(error = %e, action, "request not dispatched");
             if one_way {
                 Reply::None
@@ -616,7 +690,7 @@ pub async fn respond<S: Service>(service: &S, request: &Envelope) -> Option<Enve
                 e.reply_for(request.addressing)
             }
         }
-        Err(_) => {
+        Ok(Err(_panic)) => {
             warn!(
                 action,
                 "operation panicked; answering with the generic internal fault"
@@ -640,6 +714,20 @@ pub async fn respond<S: Service>(service: &S, request: &Envelope) -> Option<Enve
         envelope.headers.relates_to = request.headers.message_id.clone();
     }
     Some(envelope)
+}
+
+/// The fault for an operation that ran past the operation timeout: the generic internal
+/// service fault ([`Fault::internal_error`]: `Receiver`, subcode `InternalServiceFault`, the
+/// dispatcher's fault action) with a reason saying how long it ran, and nothing about the
+/// operation itself.
+pub fn operation_timeout_fault(limit: Duration) -> Fault {
+    let mut fault = Fault::internal_error();
+    // `as_secs_f64` prints whole seconds without a fraction ("60") and others shortest ("0.2").
+    fault.reason = format!(
+        "The operation did not complete: it timed out after {} s.",
+        limit.as_secs_f64()
+    );
+    fault
 }
 
 /// The answer to a WS-Transfer `Get` when `metadata` is published and the service's own
@@ -859,7 +947,7 @@ where
         let metadata = self.shared.config.metadata();
         let reply = match metadata_reply(service, metadata, request, Some(&self.via)) {
             Some(reply) => Some(reply),
-            None => respond(service, request).await,
+            None => respond_within(service, request, self.shared.config.operation_timeout).await,
         };
         let Some(reply) = reply else {
             return Ok(());

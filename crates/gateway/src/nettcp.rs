@@ -17,7 +17,9 @@
 //! service through `ferry listen --wcf-to`.
 //!
 //! Refusals are what a WCF client understands: an unknown path or no listener is the
-//! `EndpointNotFound` framing fault; a malformed preamble gets its own fault
+//! `EndpointNotFound` framing fault (in dynamic mode, where a path exists only while listened
+//! on, a sender is told so only once its token passes the namespace rules, so paths cannot be
+//! probed); a malformed preamble gets its own fault
 //! (`UnsupportedVersion`, `UnsupportedMode`, `ViaTooLong`, …); an upgrade (transport
 //! security inside net.tcp) is refused with `UpgradeInvalid`; a missing or wrong token is a
 //! SOAP fault answering the first request (so the client's call fails with a
@@ -101,8 +103,17 @@ pub(crate) async fn serve(
     let Some(path) = via_path(&preamble.via) else {
         return refuse(&shared, tcp, &mut session, FaultCode::EndpointNotFound).await;
     };
-    let Some(settings) = shared.registry.sender_path(&path) else {
-        return refuse(&shared, tcp, &mut session, FaultCode::EndpointNotFound).await;
+    // In dynamic mode a path exists only while listened on. A sender naming one that does
+    // not exist is held to the namespace rules, like any sender on a dynamic path, and told
+    // only once its token passes (as the WebSocket and HTTP front ends do): without a valid
+    // token it gets the answer it would get on an existing path, so it cannot probe which
+    // paths exist.
+    let (settings, exists) = match shared.registry.sender_path(&path) {
+        Some(settings) => (settings, true),
+        None if shared.config.dynamic_paths => {
+            (Arc::new(shared.registry.namespace_settings()), false)
+        }
+        None => return refuse(&shared, tcp, &mut session, FaultCode::EndpointNotFound).await,
     };
 
     // 2. Accept the preamble (PreambleAck) so the client sends its first message.
@@ -155,6 +166,11 @@ pub(crate) async fn serve(
             return refuse_with_soap_fault(&shared, tcp, &mut session, &preamble, envelope, &e)
                 .await;
         }
+    }
+    if !exists {
+        // Authenticated: the same answer as a path with no listener.
+        debug!(%peer, %path, "net.tcp sender for a path nobody listens on");
+        return refuse(&shared, tcp, &mut session, FaultCode::EndpointNotFound).await;
     }
 
     // 4. Pair with the listener(s) and relay.

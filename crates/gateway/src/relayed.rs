@@ -122,16 +122,25 @@ pub(crate) async fn serve(
         )
         .await;
     };
-    let Some(settings) = shared.registry.sender_path(&path) else {
-        let reason = format!("no hybrid connection {path}");
-        return fail(
-            &shared,
-            &mut conn,
-            Some(&request),
-            "EndpointNotFound",
-            &reason,
-        )
-        .await;
+    // In dynamic mode a path exists only while listened on: a sender naming one that does not
+    // exist is held to the namespace rules and told only once its token passes (as the other
+    // front ends do), so without a valid token it cannot probe which paths exist.
+    let (settings, exists) = match shared.registry.sender_path(&path) {
+        Some(settings) => (settings, true),
+        None if shared.config.dynamic_paths => {
+            (Arc::new(shared.registry.namespace_settings()), false)
+        }
+        None => {
+            let reason = format!("no hybrid connection {path}");
+            return fail(
+                &shared,
+                &mut conn,
+                Some(&request),
+                "EndpointNotFound",
+                &reason,
+            )
+            .await;
+        }
     };
     if !settings.anonymous_senders {
         let token = request
@@ -157,7 +166,13 @@ pub(crate) async fn serve(
             return fail(&shared, &mut conn, Some(&request), subcode, &reason).await;
         }
     }
-    let listener = match shared.registry.pick(&settings.name, None, &[]) {
+    // Authenticated, a missing dynamic path is answered as a path with no listener.
+    let picked = if exists {
+        shared.registry.pick(&settings.name, None, &[])
+    } else {
+        Err(PickError::NoListener)
+    };
+    let listener = match picked {
         Ok(l) => l,
         Err(PickError::NoListener | PickError::NoneMatch) => {
             let reason = "no listener is connected";

@@ -1,0 +1,277 @@
+//! The gateway's net.tcp front ends (the net.tcp port and the NetTcpRelayBinding relayed-mode
+//! port), driven by an MC-NMF client session of ours on one side and SDK listeners on the
+//! other:
+//!
+//! - in dynamic mode a sender without a valid token gets the same refusal whether the path
+//!   exists or not, and only a sender with one learns that a path is missing.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use ferry_gateway::{Config, Gateway, PathConfig, RunningGateway};
+use ferry_hc::SasToken;
+use ferry_nmf::{ClientConfig, Event, FaultCode, Limits, Record, Session};
+use ferry_sdk::{Endpoint, Listener, SasKeyProvider};
+use ferry_soap::{AddressingVersion, BinarySession, Envelope, RelayAccessToken, SoapVersion};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+/// Longest wait for any one answer.
+const STEP: Duration = Duration::from_secs(10);
+/// The PreambleAck record.
+const ACK: u8 = 0x0B;
+
+async fn within<F: Future>(f: F) -> F::Output {
+    tokio::time::timeout(STEP * 6, f)
+        .await
+        .expect("test timed out")
+}
+
+/// A development gateway (dynamic paths, one Manage rule), adjusted by `tweak`.
+async fn gateway(tweak: impl FnOnce(&mut Config)) -> RunningGateway {
+    let mut config = Config::dev();
+    // Test peers do not always answer a closing handshake; do not wait long for them.
+    config.timeouts.close = Duration::from_millis(500);
+    tweak(&mut config);
+    Gateway::start(config).await.expect("gateway starts")
+}
+
+fn expiry() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .expect("clock after 1970")
+        .as_secs()
+        + 3600
+}
+
+/// A valid token for `path`, signed with the gateway's rule.
+fn token(gw: &RunningGateway, path: &str) -> String {
+    let audience = format!("http://localhost/{path}");
+    SasToken::create(&audience, gw.rule_name(), gw.rule_key(), expiry())
+}
+
+/// A token for `path` under the gateway's rule name, signed with some other key.
+fn forged(gw: &RunningGateway, path: &str) -> String {
+    let audience = format!("http://localhost/{path}");
+    let key = ferry_gateway::config::random_key();
+    SasToken::create(&audience, gw.rule_name(), &key, expiry())
+}
+
+/// An SDK listener on `path`, registered once this returns.
+async fn listener(gw: &RunningGateway, path: &str) -> Listener {
+    let addr = gw.plain_addr().expect("plain port");
+    let mut endpoint = Endpoint::new(&format!("ws://{addr}"), path).expect("endpoint");
+    endpoint.set_token_provider(SasKeyProvider::new(
+        gw.rule_name(),
+        gw.rule_key(),
+        Duration::from_secs(3600),
+    ));
+    let before = gw.listener_count(path);
+    let listener = Listener::open(endpoint).await.expect("listener");
+    while gw.listener_count(path) == before {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    listener
+}
+
+fn via(gw: &RunningGateway, path: &str) -> String {
+    let port = gw.nettcp_addr().expect("net.tcp port").port();
+    format!("net.tcp://127.0.0.1:{port}/{path}")
+}
+
+/// A client session for `via` and its preamble bytes.
+fn preamble(via: &str) -> (Session, Vec<u8>) {
+    let mut client =
+        Session::client(ClientConfig::net_tcp(via), Limits::default()).expect("client session");
+    let mut wire = Vec::new();
+    client.poll_transmit(&mut wire);
+    (client, wire)
+}
+
+/// A one-way request, as a WCF client's first message, with `token` in its
+/// RelayAccessToken header; encoded in a fresh binary session.
+fn request(action: &str, token: Option<&str>) -> Vec<u8> {
+    let mut env = Envelope::new(SoapVersion::Soap12, AddressingVersion::Wsa10);
+    env.headers.action = Some(action.into());
+    env.headers.message_id = Some("urn:uuid:00000000-0000-0000-0000-000000000001".into());
+    env.headers.to = Some("net.tcp://gateway/calc".into());
+    env.headers.relay_token = token.map(|t| RelayAccessToken::new("uuid:1", t));
+    BinarySession::new(ferry_nbfx::Limits::default())
+        .encode(&env)
+        .expect("encode")
+}
+
+/// Everything `io` sends until it closes; fails the test on a reset or after [`STEP`].
+async fn read_all<S: AsyncRead + Unpin>(io: &mut S) -> Vec<u8> {
+    let mut all = Vec::new();
+    tokio::time::timeout(STEP, io.read_to_end(&mut all))
+        .await
+        .expect("the gateway closed in time")
+        .expect("a clean close, not a reset");
+    all
+}
+
+/// What a client session makes of `bytes`: its events in order.
+fn events_of(mut client: Session, bytes: &[u8]) -> Vec<Event> {
+    client
+        .handle_input(bytes)
+        .expect("the gateway's bytes parse");
+    std::iter::from_fn(|| client.poll_event()).collect()
+}
+
+/// Plays a WCF client's first call on the net.tcp port: the preamble, then (once acked) one
+/// request carrying `token`. Returns all the gateway sent until it closed, and its events.
+async fn first_call(gw: &RunningGateway, path: &str, token: Option<&str>) -> (Vec<u8>, Vec<Event>) {
+    let (client, wire) = preamble(&via(gw, path));
+    let mut tcp = TcpStream::connect(gw.nettcp_addr().expect("net.tcp port"))
+        .await
+        .expect("connect");
+    tcp.write_all(&wire).await.expect("preamble");
+    let mut answer = vec![0u8; 1];
+    tokio::time::timeout(STEP, tcp.read_exact(&mut answer))
+        .await
+        .expect("an answer to the preamble in time")
+        .expect("an answer to the preamble");
+    if answer == [ACK] {
+        let mut out = Vec::new();
+        Record::SizedEnvelope(request("urn:add", token).into()).encode(&mut out);
+        tcp.write_all(&out).await.expect("request");
+    }
+    answer.extend(read_all(&mut tcp).await);
+    let events = events_of(client, &answer);
+    (answer, events)
+}
+
+/// The fault a SOAP fault envelope carries: its reason and first subcode.
+fn soap_fault(event: &Event) -> (String, String) {
+    let Event::Envelope(payload) = event else {
+        panic!("expected a SOAP fault, got {event:?}");
+    };
+    let reply = BinarySession::new(ferry_nbfx::Limits::default())
+        .decode(payload)
+        .expect("the fault decodes");
+    let fault = reply.fault().expect("a fault");
+    assert!(fault.is_sender(), "{fault:?}");
+    (fault.reason.clone(), fault.subcodes[0].local.clone())
+}
+
+#[tokio::test]
+async fn nettcp_refuses_unauthenticated_senders_alike_on_existing_and_missing_dynamic_paths() {
+    within(async {
+        let gw = gateway(|c| {
+            // A configured anonymous path keeps its behaviour in dynamic mode.
+            c.paths = vec![PathConfig {
+                anonymous_senders: true,
+                ..PathConfig::new("open")
+            }];
+        })
+        .await;
+        let _calc = listener(&gw, "calc").await;
+
+        let forged = forged(&gw, "calc");
+        for token in [None, Some(forged.as_str()), Some("not a token")] {
+            let (existing, existing_events) = first_call(&gw, "calc", token).await;
+            let (missing, _) = first_call(&gw, "nowhere", token).await;
+            assert_eq!(
+                existing, missing,
+                "token {token:?}: the same bytes for an existing and a missing path"
+            );
+            // Acked, the request answered with a SOAP fault, then End.
+            assert_eq!(existing_events.len(), 3, "{existing_events:?}");
+            assert_eq!(existing_events[0], Event::PreambleAcked);
+            let (reason, subcode) = soap_fault(&existing_events[1]);
+            assert!(reason.starts_with("401"), "{reason}");
+            assert_eq!(subcode, "AuthenticationFailed");
+            assert_eq!(existing_events[2], Event::End);
+        }
+
+        // A valid token: told that nobody listens there.
+        let (_, events) = first_call(&gw, "nowhere", Some(&token(&gw, "nowhere"))).await;
+        assert_eq!(
+            events,
+            [
+                Event::PreambleAcked,
+                Event::Fault(FaultCode::EndpointNotFound)
+            ]
+        );
+        // A valid token for another path: refused as on an existing path.
+        let (missing, events) = first_call(&gw, "nowhere", Some(&token(&gw, "calc"))).await;
+        let (existing, _) = first_call(&gw, "calc/x", Some(&token(&gw, "other"))).await;
+        assert_eq!(missing, existing);
+        let (reason, subcode) = soap_fault(&events[1]);
+        assert!(reason.starts_with("403"), "{reason}");
+        assert_eq!(subcode, "AuthorizationFailed");
+
+        // The configured anonymous path needs no token and has no listener.
+        let (_, events) = first_call(&gw, "open", None).await;
+        assert_eq!(
+            events,
+            [
+                Event::PreambleAcked,
+                Event::Fault(FaultCode::EndpointNotFound)
+            ]
+        );
+    })
+    .await;
+}
+
+/// The NetTcpRelayBinding handshake up to the reply, for `uri` with `token`; returns the
+/// reply's bytes.
+async fn relay_handshake(gw: &RunningGateway, uri: &str, token: Option<&str>) -> Vec<u8> {
+    let mut tcp = TcpStream::connect(gw.relayed_addr().expect("relayed port"))
+        .await
+        .expect("connect");
+    let mut out = Vec::new();
+    for word in [&b"connect"[..], uri.as_bytes()] {
+        out.extend_from_slice(&i32::try_from(word.len()).expect("small").to_le_bytes());
+        out.extend_from_slice(word);
+    }
+    // No TLS.
+    out.push(0x00);
+    let mut env = Envelope::new(SoapVersion::Soap12, AddressingVersion::Wsa10);
+    env.headers.action = Some(
+        "http://schemas.microsoft.com/netservices/2009/05/servicebus/connect/RelayedConnect".into(),
+    );
+    env.headers.message_id = Some("urn:uuid:00000000-0000-0000-0000-000000000002".into());
+    env.headers.relay_token = token.map(|t| RelayAccessToken::new("uuid:2", t));
+    env.headers.to = Some(uri.into());
+    let bytes = env.encode_binary().expect("encode");
+    out.extend_from_slice(&i32::try_from(bytes.len()).expect("small").to_le_bytes());
+    out.extend_from_slice(&bytes);
+    tcp.write_all(&out).await.expect("handshake");
+    read_all(&mut tcp).await
+}
+
+/// The relay fault's reason and subcode in a handshake reply.
+fn relay_fault(reply: &[u8]) -> (String, String) {
+    let len = usize::try_from(i32::from_le_bytes(
+        reply[..4].try_into().expect("a length prefix"),
+    ))
+    .expect("a positive length");
+    assert_eq!(reply.len(), 4 + len, "one reply, then the close");
+    let env = Envelope::decode_binary(&reply[4..], None, ferry_nbfx::Limits::default())
+        .expect("the reply decodes");
+    let fault = env.fault().expect("a fault");
+    (fault.reason.clone(), fault.subcodes[0].local.clone())
+}
+
+#[tokio::test]
+async fn relayed_refuses_unauthenticated_senders_alike_on_existing_and_missing_dynamic_paths() {
+    within(async {
+        let gw = gateway(|_| {}).await;
+        let _calc = listener(&gw, "calc").await;
+        let forged = forged(&gw, "calc");
+        for token in [None, Some(forged.as_str()), Some("not a token")] {
+            let existing = relay_handshake(&gw, "sb://localhost/calc", token).await;
+            let missing = relay_handshake(&gw, "sb://localhost/nowhere", token).await;
+            assert_eq!(existing, missing, "token {token:?}");
+            let (reason, subcode) = relay_fault(&existing);
+            assert!(reason.starts_with("401"), "{reason}");
+            assert_eq!(subcode, "AuthenticationFailed");
+        }
+        // A valid token: told that nobody listens there.
+        let reply =
+            relay_handshake(&gw, "sb://localhost/nowhere", Some(&token(&gw, "nowhere"))).await;
+        assert_eq!(relay_fault(&reply).1, "EndpointNotFound");
+    })
+    .await;
+}

@@ -3,22 +3,27 @@
 //! other:
 //!
 //! - in dynamic mode a sender without a valid token gets the same refusal whether the path
-//!   exists or not, and only a sender with one learns that a path is missing.
+//!   exists or not, and only a sender with one learns that a path is missing;
+//! - a fan-out path opens its listeners' rendezvous at once, so slow listeners cost the
+//!   slowest one's latency, not the sum.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use ferry_gateway::{Config, Gateway, PathConfig, RunningGateway};
 use ferry_hc::SasToken;
 use ferry_nmf::{ClientConfig, Event, FaultCode, Limits, Record, Session};
-use ferry_sdk::{Endpoint, Listener, SasKeyProvider};
+use ferry_sdk::{Endpoint, HybridStream, Listener, SasKeyProvider};
 use ferry_soap::{AddressingVersion, BinarySession, Envelope, RelayAccessToken, SoapVersion};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
+use tokio::time::Instant;
 
 /// Longest wait for any one answer.
 const STEP: Duration = Duration::from_secs(10);
 /// The PreambleAck record.
 const ACK: u8 = 0x0B;
+/// The End record.
+const END: u8 = 0x07;
 
 async fn within<F: Future>(f: F) -> F::Output {
     tokio::time::timeout(STEP * 6, f)
@@ -272,6 +277,107 @@ async fn relayed_refuses_unauthenticated_senders_alike_on_existing_and_missing_d
         let reply =
             relay_handshake(&gw, "sb://localhost/nowhere", Some(&token(&gw, "nowhere"))).await;
         assert_eq!(relay_fault(&reply).1, "EndpointNotFound");
+    })
+    .await;
+}
+
+/// A fan-out listener: waits `delay` before opening its rendezvous, then acks the preamble
+/// and reads the session: `first` (the first message), then End. Returns when the first
+/// message had arrived, and all it got after the preamble.
+async fn slow_fan_out_listener(
+    mut listener: Listener,
+    delay: Duration,
+    preamble: Vec<u8>,
+    first: Vec<u8>,
+) -> (Instant, Vec<u8>) {
+    let incoming = listener.accept().await.expect("accept command");
+    tokio::time::sleep(delay).await;
+    let mut stream = incoming.accept().await.expect("rendezvous");
+    let mut got = vec![0u8; preamble.len()];
+    stream.read_exact(&mut got).await.expect("preamble");
+    assert_eq!(got, preamble);
+    stream.write_all(&[ACK]).await.expect("ack");
+    let mut rest = vec![0u8; first.len()];
+    stream.read_exact(&mut rest).await.expect("first message");
+    let arrived = Instant::now();
+    let mut end = [0u8; 1];
+    stream.read_exact(&mut end).await.expect("end");
+    rest.extend_from_slice(&end);
+    stream.write_all(&[END]).await.expect("end");
+    (arrived, rest)
+}
+
+/// Accepts the rendezvous, reads the preamble and closes without acking it.
+async fn closing_listener(mut listener: Listener, preamble_len: usize) {
+    let incoming = listener.accept().await.expect("accept command");
+    let mut stream: HybridStream = incoming.accept().await.expect("rendezvous");
+    let mut got = vec![0u8; preamble_len];
+    stream.read_exact(&mut got).await.expect("preamble");
+    close(stream).await;
+}
+
+async fn close<S: AsyncWrite + Unpin>(mut stream: S) {
+    let _ = tokio::time::timeout(STEP, stream.shutdown()).await;
+}
+
+#[tokio::test]
+async fn fan_out_opens_slow_listeners_at_once() {
+    const DELAY: Duration = Duration::from_millis(300);
+    within(async {
+        let gw = gateway(|c| {
+            c.paths = vec![PathConfig {
+                anonymous_senders: true,
+                fan_out: true,
+                ..PathConfig::new("events")
+            }];
+        })
+        .await;
+        let (mut client, wire) = preamble(&via(&gw, "events"));
+        let mut first = Vec::new();
+        Record::SizedEnvelope(request("urn:notify/0", None).into()).encode(&mut first);
+        let mut slow = Vec::new();
+        for _ in 0..3 {
+            let l = listener(&gw, "events").await;
+            slow.push(tokio::spawn(slow_fan_out_listener(
+                l,
+                DELAY,
+                wire.clone(),
+                first.clone(),
+            )));
+        }
+        // A fourth that fails is dropped; the others carry on.
+        let failing = tokio::spawn(closing_listener(listener(&gw, "events").await, wire.len()));
+
+        let start = Instant::now();
+        let mut tcp = TcpStream::connect(gw.nettcp_addr().expect("net.tcp port"))
+            .await
+            .expect("connect");
+        tcp.write_all(&wire).await.expect("preamble");
+        let mut ack = [0u8; 1];
+        tcp.read_exact(&mut ack).await.expect("ack");
+        assert_eq!(ack, [ACK]);
+        client.handle_input(&ack).expect("ack parses");
+        // The first message and End together, as a one-way client closing at once sends them.
+        let mut sent = first.clone();
+        sent.push(END);
+        tcp.write_all(&sent).await.expect("message and end");
+        assert_eq!(read_all(&mut tcp).await, [END], "the gateway answers End");
+
+        failing.await.expect("failing listener");
+        for listener in slow {
+            let (arrived, got) = listener.await.expect("slow listener");
+            assert_eq!(got, sent, "every listener gets the whole session");
+            let took = arrived - start;
+            assert!(
+                took >= DELAY,
+                "the listeners' delay was honoured ({took:?})"
+            );
+            // One after another, three listeners would take at least three delays.
+            assert!(
+                took < Duration::from_millis(700),
+                "the first message reached every listener after {took:?}"
+            );
+        }
     })
     .await;
 }

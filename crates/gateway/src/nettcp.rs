@@ -26,8 +26,9 @@
 //! `FaultException` naming the reason), then End. A refused client is never met with silence.
 //!
 //! Paths configured with `fan_out` (NetEventRelayBinding's multicast) deliver the session's
-//! one-way messages to every listener connected when it starts: each gets the same byte
-//! stream; a listener that cannot keep up is dropped, the others carry on.
+//! one-way messages to every listener connected when it starts, their rendezvous opened all
+//! at once: each gets the same byte stream; a listener that fails to open or cannot keep up
+//! is dropped, the others carry on.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -692,7 +693,6 @@ async fn replay(
     }
 }
 
-/// One session delivered to every listener on the path (NetEvent multicast).
 /// A fan-out sender's connection and what was read of it.
 struct Sender {
     tcp: TcpStream,
@@ -703,6 +703,22 @@ struct Sender {
     permit: OwnedSemaphorePermit,
 }
 
+/// Opens one fan-out listener's rendezvous and replays the session so far into it; `None`
+/// if it does not accept in time or refuses the preamble.
+async fn open_fan_out(
+    shared: &Arc<Shared>,
+    listener: &ListenerHandle,
+    path: &str,
+    remote: RemoteEndpoint,
+    raw: &[u8],
+    acked: bool,
+) -> Option<(WsStream<Conn>, OwnedSemaphorePermit)> {
+    let (mut ws, permit) = rendezvous(shared, listener, path, remote).await?;
+    replay(shared, &mut ws, raw, acked).await.ok()?;
+    Some((ws, permit))
+}
+
+/// One session delivered to every listener on the path (NetEvent multicast).
 async fn fan_out(
     shared: Arc<Shared>,
     sender: Sender,
@@ -718,16 +734,22 @@ async fn fan_out(
         permit,
     } = sender;
     let listeners = shared.registry.all(path);
-    let mut queues = Vec::new();
-    for listener in &listeners {
-        let Some((mut ws, listener_permit)) =
-            rendezvous(&shared, listener, path, remote.clone()).await
-        else {
-            continue;
-        };
-        if replay(&shared, &mut ws, &raw, acked).await.is_err() {
-            continue;
-        }
+    // Every listener is asked at once, so slow ones cost the sender the slowest one's accept
+    // latency rather than the sum. Each waits up to the rendezvous timeout; one that does not
+    // open its rendezvous or refuses the preamble is left out. The registry caps a path at
+    // MAX_LISTENERS_PER_PATH listeners, and so does this bound on the attempts in flight.
+    let attempts: Vec<_> = listeners
+        .iter()
+        .take(ferry_hc::MAX_LISTENERS_PER_PATH)
+        .map(|listener| open_fan_out(&shared, listener, path, remote.clone(), &raw, acked))
+        .collect();
+    let opened: Vec<_> = futures_util::future::join_all(attempts)
+        .await
+        .into_iter()
+        .flatten()
+        .collect();
+    let mut queues = Vec::with_capacity(opened.len());
+    for (ws, listener_permit) in opened {
         let (tx, mut rx) = mpsc::channel::<Bytes>(FAN_OUT_QUEUE);
         let task_shared = shared.clone();
         shared.tracker.spawn(async move {

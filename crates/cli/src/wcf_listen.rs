@@ -16,6 +16,11 @@
 //! breaks in the middle of a record is `EndpointUnavailable`. Memory per session is bounded:
 //! one read buffer per direction plus at most one record (limited by
 //! [`MAX_ENVELOPE_BYTES`]) and its decoded tree.
+//!
+//! A NetOneway / NetEvent sender's session also carries the relay's own one-way messages, its
+//! `Connect` and `OnewayPing` keep-alives ([`RELAY_SESSION_ACTIONS`]). They are addressed to
+//! the relay, and a legacy origin has no operation for them, so they stop here: the rewriter
+//! reads them (their string tables count for what follows) and passes nothing of them on.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -24,6 +29,7 @@ use std::time::Duration;
 use anyhow::{Context as _, bail};
 use ferry_nmf::FaultCode;
 use ferry_sdk::{Endpoint, HybridStream, IncomingConnection, Listener, ListenerError};
+use ferry_wcf::host::RELAY_SESSION_ACTIONS;
 use ferry_wcf::rewrite::{
     ClientRewriter, RewriteError, RewriteEvent, RewriteLimits, ServerStream, Target, fault_record,
 };
@@ -89,6 +95,16 @@ impl Origin {
             authority,
             address: url.to_owned(),
         })
+    }
+
+    /// The client→origin rewriting of one session: Via and `To` become the origin's address,
+    /// and the relay's own session messages are taken out.
+    fn rewriter(&self, limits: RewriteLimits) -> ClientRewriter {
+        let mut rewriter = ClientRewriter::new(Target::new(&self.address), limits);
+        for action in RELAY_SESSION_ACTIONS {
+            rewriter.drop_action(action);
+        }
+        rewriter
     }
 }
 
@@ -169,7 +185,7 @@ async fn session(conn: IncomingConnection, origin: &Origin) {
     if let Err(e) = tcp.set_nodelay(true) {
         debug!(error = %e, "cannot set TCP_NODELAY");
     }
-    let rewriter = ClientRewriter::new(Target::new(&origin.address), limits);
+    let rewriter = origin.rewriter(limits);
     let (origin_r, origin_w) = tcp.into_split();
     let (relay_r, relay_w) = tokio::io::split(relay);
     // Each direction stops the other when it ends: `stop_down` asks the origin→client pump to
@@ -431,6 +447,9 @@ fn log_event(event: &RewriteEvent) {
             token_removed,
             ..
         } => debug!(index, ?action, token_removed, "envelope"),
+        RewriteEvent::Dropped { index, action } => {
+            debug!(index, action, "relay session message dropped");
+        }
         RewriteEvent::End => debug!("end"),
         other => debug!(?other, "event"),
     }
@@ -475,7 +494,135 @@ async fn refuse(mut relay: HybridStream, limits: RewriteLimits, fault: FaultCode
 
 #[cfg(test)]
 mod tests {
+    use std::borrow::Cow;
+
+    use ferry_nmf::{ClientConfig, Record, Session};
+    use ferry_soap::{AddressingVersion, BinarySession, Body, Envelope, SoapVersion};
+    use ferry_wcf::DataContract as _;
+    use ferry_wcf::generated::calculator::Notify;
+    use ferry_wcf::generated::relay::{Connect, OnewayPing};
+
     use super::*;
+
+    const NOTIFY: &str = "http://interop.example/calc/2024/ICalculator/Notify";
+
+    /// A client stream: preamble to `via`, then each (action, body) as a binary-session
+    /// envelope with MessageID and `To`, then End.
+    fn client_stream(via: &str, messages: &[(&str, ferry_nbfx::Element)]) -> Vec<u8> {
+        let mut out = Vec::new();
+        let mut preamble =
+            Session::client(ClientConfig::net_tcp(via), ferry_nmf::Limits::default())
+                .expect("session");
+        preamble.poll_transmit(&mut out);
+        let mut codec = BinarySession::new(ferry_nbfx::Limits::default());
+        for (i, (action, body)) in messages.iter().enumerate() {
+            let mut envelope = Envelope::new(SoapVersion::Soap12, AddressingVersion::Wsa10);
+            envelope.headers.action = Some((*action).to_owned());
+            envelope.headers.message_id = Some(format!("urn:uuid:{i}"));
+            envelope.headers.to = Some(via.to_owned());
+            envelope.body = Body::Payload(vec![body.clone()]);
+            let payload = codec.encode(&envelope).expect("encode");
+            Record::SizedEnvelope(Cow::Owned(payload)).encode(&mut out);
+        }
+        Record::End.encode(&mut out);
+        out
+    }
+
+    /// Rewrites a whole client stream as the forwarder does; the bytes for the origin and the
+    /// actions dropped.
+    fn forward(origin: &Origin, stream: &[u8]) -> (Vec<u8>, Vec<String>) {
+        let mut rewriter = origin.rewriter(RewriteLimits::default());
+        assert_eq!(
+            rewriter.handle_input(stream).expect("rewrites"),
+            stream.len()
+        );
+        let mut out = Vec::new();
+        rewriter.poll_transmit(&mut out);
+        let mut dropped = Vec::new();
+        while let Some(event) = rewriter.poll_event() {
+            if let RewriteEvent::Dropped { action, .. } = event {
+                dropped.push(action);
+            }
+        }
+        (out, dropped)
+    }
+
+    #[test]
+    fn relay_session_messages_stop_at_the_forwarder() {
+        let origin = Origin::parse("net.tcp://127.0.0.1:9/legacy/notify").unwrap();
+        let notify = |m: &str| Notify {
+            message: Some(m.to_owned()),
+        };
+        let [connect, ping] = RELAY_SESSION_ACTIONS;
+        let stream = client_stream(
+            "net.tcp://gateway:9352/oneway",
+            &[
+                (
+                    connect,
+                    Connect {
+                        uri: Some("sb://gateway/oneway".into()),
+                    }
+                    .to_element(),
+                ),
+                (NOTIFY, notify("a").to_element()),
+                (ping, OnewayPing {}.to_element()),
+                (NOTIFY, notify("b").to_element()),
+            ],
+        );
+        let (out, dropped) = forward(&origin, &stream);
+        assert_eq!(dropped, [connect, ping]);
+        // What reaches the origin reads with only what it was told: its preamble, the two
+        // Notify (the second one's strings resolve though the Connect before it is gone),
+        // End.
+        let mut codec = BinarySession::new(ferry_nbfx::Limits::default());
+        let limits = ferry_nmf::Limits::default();
+        let (mut pos, mut got, mut end) = (0, Vec::new(), false);
+        while pos < out.len() {
+            let (record, n) = Record::decode(&out[pos..], &limits).unwrap().unwrap();
+            match record {
+                Record::SizedEnvelope(p) => {
+                    let envelope = codec.decode(&p).expect("decodes at the origin");
+                    assert_eq!(
+                        envelope.headers.to.as_deref(),
+                        Some(origin.address.as_str())
+                    );
+                    let Body::Payload(body) = &envelope.body else {
+                        panic!("no body");
+                    };
+                    let message = Notify::from_element(&body[0]).expect("a Notify").message;
+                    got.push((envelope.headers.action.clone(), message));
+                }
+                Record::End => end = true,
+                _ => {}
+            }
+            pos += n;
+        }
+        assert!(end);
+        let want = |m: &str| (Some(NOTIFY.to_owned()), Some(m.to_owned()));
+        assert_eq!(got, [want("a"), want("b")]);
+    }
+
+    /// Without relay messages, a session to an unchanged address passes byte for byte: the
+    /// recorded Mono one-way session.
+    #[test]
+    fn a_session_without_relay_messages_is_unchanged() {
+        let stream = include_bytes!("../../../interop/recordings/tcp-oneway/client_to_server.bin");
+        let via = (0..)
+            .scan(0, |pos, _| {
+                let (record, n) =
+                    Record::decode(&stream[*pos..], &ferry_nmf::Limits::default()).ok()??;
+                *pos += n;
+                Some(record)
+            })
+            .find_map(|r| match r {
+                Record::Via(v) => Some(v.into_owned()),
+                _ => None,
+            })
+            .expect("a Via");
+        let (out, dropped) = forward(&Origin::parse(&via).unwrap(), stream);
+        assert!(dropped.is_empty());
+        assert!(out == stream, "the recorded session changed on its way");
+    }
 
     #[test]
     fn origin_addresses() {

@@ -10,25 +10,32 @@
 //!
 //! Every answer must equal a direct call's; bad input and an unreachable origin end the
 //! sender's session with a framing Fault record, never silence, and other sessions carry on.
+//! A NetOneway sender (`interop/mono/OnewaySender.cs`) through the gateway reaches the origin
+//! with its one-way messages only: the relay's own `Connect` and `OnewayPing` stop at the
+//! listener.
 
 mod common;
 
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use common::{Calc, LIMIT, free_port, recording, replay};
 use ferry_gateway::{Config, Gateway, RunningGateway};
 use ferry_hc::SasToken;
+use ferry_nbfx::Element;
 use ferry_nmf::{ClientConfig, Event, FaultCode, Limits, Record, Session};
 use ferry_soap::version::WSA10_ANONYMOUS;
 use ferry_soap::{
     AddressingVersion, BinarySession, Body, EndpointReference, Envelope, RelayAccessToken,
     SoapVersion,
 };
-use ferry_wcf::DataContract;
-use ferry_wcf::generated::calculator::{Add, AddResponse};
+use ferry_wcf::generated::calculator::{Add, AddResponse, Notify};
+use ferry_wcf::host::RELAY_SESSION_ACTIONS;
+use ferry_wcf::{Contract, DataContract, DispatchError, Host, Operation, Reply, Service};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::process::Child;
+use tokio::time::Instant;
 
 /// Longest wait for one answer.
 const STEP: Duration = Duration::from_secs(30);
@@ -412,7 +419,7 @@ async fn mono_client_failing(address: &str) -> Vec<serde_json::Value> {
     let exe = ferry_interop::mono::compile("CalcClient", &["CalcClient.cs", "CalcContract.cs"]);
     let args = ["nettcp", address, "-"].map(str::to_owned);
     let child = ferry_interop::mono::run(&exe, &args);
-    let started = tokio::time::Instant::now();
+    let started = Instant::now();
     let (ok, out) = ferry_interop::finish(child).await;
     assert!(
         !ok,
@@ -511,6 +518,149 @@ async fn the_origin_sees_its_own_address_and_never_the_relay_token() {
             !seen.windows(sig.len()).any(|w| w == sig.as_bytes()),
             "the token's signature reached the origin"
         );
+    })
+    .await;
+}
+
+/// The calculator's one-way Notify.
+const NOTIFY: &str = "http://interop.example/calc/2024/ICalculator/Notify";
+
+/// A legacy origin's contract for the recording service below: the calculator's one-way
+/// Notify, and the relay's Connect and OnewayPing as one-way operations too, so that the host
+/// dispatches them (rather than dropping them itself) and the service sees them if they come.
+static RECORDING_CONTRACT: Contract = Contract {
+    name: "ICalculator",
+    namespace: "http://interop.example/calc/2024",
+    operations: &[
+        one_way("Notify", NOTIFY),
+        one_way("Connect", RELAY_SESSION_ACTIONS[0]),
+        one_way("OnewayPing", RELAY_SESSION_ACTIONS[1]),
+    ],
+};
+
+const fn one_way(name: &'static str, action: &'static str) -> Operation {
+    Operation {
+        name,
+        action,
+        reply_action: None,
+        faults: &[],
+    }
+}
+
+/// One message an origin was given: its action, and a Notify's text.
+type Seen = (String, Option<String>);
+
+/// Records every message it is given.
+#[derive(Clone, Default)]
+struct Recorder {
+    seen: Arc<Mutex<Vec<Seen>>>,
+}
+
+impl Recorder {
+    fn seen(&self) -> Vec<Seen> {
+        self.seen.lock().expect("recorder lock").clone()
+    }
+}
+
+impl Service for Recorder {
+    fn contract(&self) -> &'static Contract {
+        &RECORDING_CONTRACT
+    }
+
+    async fn dispatch(&self, action: &str, body: Option<&Element>) -> Result<Reply, DispatchError> {
+        let message = body
+            .filter(|_| action == NOTIFY)
+            .and_then(|b| Notify::from_element(b).ok())
+            .and_then(|n| n.message);
+        self.seen
+            .lock()
+            .expect("recorder lock")
+            .push((action.to_owned(), message));
+        Ok(Reply::None)
+    }
+}
+
+/// Runs Mono's NetOneway sender against `address`; returns its JSON lines once it exited 0.
+async fn mono_oneway_sender(address: &str, token: &str, extra: &[&str]) -> Vec<serde_json::Value> {
+    let exe = ferry_interop::mono::compile("OnewaySender", &["OnewaySender.cs", "CalcContract.cs"]);
+    let mut args = vec![address.to_owned(), token.to_owned()];
+    args.extend(extra.iter().map(|s| (*s).to_owned()));
+    let (ok, out) = ferry_interop::finish(ferry_interop::mono::run(&exe, &args)).await;
+    assert!(ok, "the Mono sender failed against {address}:\n{out}");
+    out.lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect()
+}
+
+#[tokio::test]
+async fn a_netoneway_senders_relay_messages_do_not_reach_the_origin() {
+    within(async {
+        // The origin: a WCF service on plain TCP (the Rust host) that records what it gets.
+        let recorder = Recorder::default();
+        let tcp = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("origin port");
+        let origin = format!(
+            "net.tcp://{}/legacy/notify",
+            tcp.local_addr().expect("origin address")
+        );
+        let host = Host::new(recorder.clone());
+        let serving = host.clone();
+        tokio::spawn(async move { serving.serve_tcp(tcp).await });
+
+        let gw = Gateway::start(Config::dev()).await.expect("gateway");
+        let _listener = listen(&gw, "oneway", &origin).await;
+        let port = gw.nettcp_addr().expect("net.tcp port").port();
+        // Connect first, then 10 Notify with one OnewayPing among them, then End.
+        let lines = mono_oneway_sender(
+            &format!("net.tcp://127.0.0.1:{port}/oneway"),
+            &token(&gw, "oneway"),
+            &["--count", "10", "--ping"],
+        )
+        .await;
+        let ops: Vec<&str> = lines.iter().filter_map(|l| l["op"].as_str()).collect();
+        assert_eq!(ops.first(), Some(&"Connect"), "{lines:?}");
+        assert!(ops.contains(&"OnewayPing"), "{lines:?}");
+        for line in &lines {
+            assert!(line.get("error").is_none(), "{line}");
+            assert!(line.get("received").is_none(), "nothing comes back: {line}");
+        }
+        let sent: Vec<Seen> = lines
+            .iter()
+            .filter(|l| l["op"] == "Notify")
+            .map(|l| {
+                assert_eq!(l["outcome"], "sent", "{l}");
+                let message = l["message"].as_str().expect("message").to_owned();
+                (NOTIFY.to_owned(), Some(message))
+            })
+            .collect();
+        assert_eq!(sent.len(), 10, "{lines:?}");
+
+        // Every Notify arrives, in order; then a moment more to see that nothing else does.
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while recorder.seen().len() < sent.len() {
+            assert!(
+                Instant::now() < deadline,
+                "the origin got {:?}",
+                recorder.seen()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let seen = recorder.seen();
+        assert!(
+            !seen
+                .iter()
+                .any(|(a, _)| RELAY_SESSION_ACTIONS.contains(&a.as_str())),
+            "a relay session message reached the origin: {seen:?}"
+        );
+        assert_eq!(
+            seen, sent,
+            "the Notify messages, in order, and nothing else"
+        );
+        host.shutdown().await;
+        gw.shutdown().await;
     })
     .await;
 }

@@ -5,7 +5,8 @@
 //! `To` header (Mono drops any message whose `To` differs from its endpoint address, and .NET
 //! faults it unless the service filters on any address). It also takes the relay's
 //! `RelayAccessToken` header out, so a token meant for the gateway never reaches the origin.
-//! Everything else passes as the client wrote it.
+//! Everything else passes as the client wrote it, but for envelopes whose Action the caller
+//! asked to drop ([`ClientRewriter::drop_action`], e.g. a relay's own session messages).
 //!
 //! ```text
 //!  client bytes ──► ClientRewriter::handle_input ──► poll_event (preamble, envelope, end)
@@ -224,6 +225,14 @@ pub enum RewriteEvent {
         /// A `RelayAccessToken` header was removed.
         token_removed: bool,
     },
+    /// An envelope whose Action [`ClientRewriter::drop_action`] named was read (its string
+    /// table still counts for the client's later envelopes) and not passed on.
+    Dropped {
+        /// 0-based index in the session.
+        index: usize,
+        /// Its `Action` header.
+        action: String,
+    },
     /// The client sent End.
     End,
 }
@@ -312,6 +321,8 @@ pub struct ClientRewriter {
     /// What we have announced to the origin.
     writer: WriterSession,
     envelopes: usize,
+    /// Actions of envelopes that are read but not passed on.
+    dropped: Vec<String>,
     transmit: Vec<u8>,
     events: VecDeque<RewriteEvent>,
 }
@@ -326,9 +337,22 @@ impl ClientRewriter {
             limits,
             state: State::Version,
             envelopes: 0,
+            dropped: Vec::new(),
             transmit: Vec::new(),
             events: VecDeque::new(),
         }
+    }
+
+    /// Takes envelopes whose `Action` is `action` out of the stream (none by default), e.g. a
+    /// relay's own one-way messages, which an origin has no operation for. Such an envelope
+    /// is still read, so the strings its table announces resolve in the client's later
+    /// envelopes; nothing of it is written, and a string it would have announced to the origin
+    /// is announced with the first envelope passed on that uses it. Every other envelope is
+    /// rewritten as without this. Dropping is only sound for one-way messages: nothing will
+    /// answer them.
+    pub fn drop_action(&mut self, action: impl Into<String>) -> &mut Self {
+        self.dropped.push(action.into());
+        self
     }
 
     /// Reads whole records from the front of `input` and returns how many bytes they took; the
@@ -472,16 +496,18 @@ impl ClientRewriter {
             (State::Open { mode, codec }, Record::SizedEnvelope(payload))
                 if mode != Mode::SingletonUnsized =>
             {
-                let payload = self.envelope(codec, &payload)?;
-                Record::SizedEnvelope(Cow::Owned(payload)).encode(&mut self.transmit);
+                if let Some(payload) = self.envelope(codec, &payload)? {
+                    Record::SizedEnvelope(Cow::Owned(payload)).encode(&mut self.transmit);
+                }
                 State::Open { mode, codec }
             }
             (State::Open { mode, codec }, Record::UnsizedEnvelope(chunks))
                 if mode == Mode::SingletonUnsized =>
             {
                 let whole = chunks.concat();
-                let payload = self.envelope(codec, &whole)?;
-                Record::UnsizedEnvelope(vec![Cow::Owned(payload)]).encode(&mut self.transmit);
+                if let Some(payload) = self.envelope(codec, &whole)? {
+                    Record::UnsizedEnvelope(vec![Cow::Owned(payload)]).encode(&mut self.transmit);
+                }
                 State::Open { mode, codec }
             }
             (
@@ -504,8 +530,9 @@ impl ClientRewriter {
         Ok(())
     }
 
-    /// Decodes one envelope payload, re-addresses it and encodes it again.
-    fn envelope(&mut self, codec: Codec, payload: &[u8]) -> Result<Vec<u8>, RewriteError> {
+    /// Decodes one envelope payload, re-addresses it and encodes it again; `None` when its
+    /// Action is one to drop.
+    fn envelope(&mut self, codec: Codec, payload: &[u8]) -> Result<Option<Vec<u8>>, RewriteError> {
         let index = self.envelopes;
         self.envelopes += 1;
         let wrap = |source: EnvelopeError| RewriteError::Envelope { index, source };
@@ -533,23 +560,32 @@ impl ClientRewriter {
             }
         };
         let seen = readdress(&mut doc, &self.target.to).map_err(wrap)?;
+        if let Some(action) = seen.action.as_ref().filter(|a| self.dropped.contains(a)) {
+            // Not encoded: our session dictionary announces nothing the origin never sees.
+            self.events.push_back(RewriteEvent::Dropped {
+                index,
+                action: action.clone(),
+            });
+            return Ok(None);
+        }
         self.events.push_back(RewriteEvent::Envelope {
             index,
             action: seen.action,
             to: seen.to,
             token_removed: seen.token_removed,
         });
-        match codec {
+        let encoded = match codec {
             Codec::BinarySession => doc
                 .encode_with_table(&mut self.writer)
-                .map_err(|e| wrap(e.into())),
+                .map_err(|e| wrap(e.into()))?,
             Codec::Binary => {
                 let mut out = Vec::with_capacity(payload.len() + 64);
                 doc.encode(&mut out, None).map_err(|e| wrap(e.into()))?;
-                Ok(out)
+                out
             }
-            Codec::Text => Ok(doc.to_xml().into_bytes()),
-        }
+            Codec::Text => doc.to_xml().into_bytes(),
+        };
+        Ok(Some(encoded))
     }
 }
 

@@ -4,7 +4,8 @@
 //! gateway's net.tcp port, the HTTP ones through its HTTP relay, exactly as a WCF client
 //! reaches the listener. The recordings come from Mono, and where Mono departs from .NET
 //! (FINDINGS.md) the Rust listener does what .NET does: those answers are reported as `known`
-//! with their FINDINGS section, everything else must match; a changed answer still fails.
+//! with their FINDINGS section, everything else must match; a changed answer still fails, and
+//! so does a right answer whose `RelatesTo` names another message.
 //!
 //! Addressing behind the gateway: one path (`calc/tcp`) is the whole service. Its WSDL is at
 //! `http://GATEWAY/calc/tcp?wsdl` and names both endpoints on that path (the HTTP relay and
@@ -18,12 +19,16 @@ use std::time::Duration;
 
 use common::{LIMIT, recording, replay_with};
 use ferry_gateway::{Config, Gateway, PathConfig, RunningGateway};
+use ferry_nmf::{Event, Session};
 use ferry_sdk::http::{HttpConfig, HttpListener};
 use ferry_sdk::{Endpoint, SasKeyProvider};
+use ferry_soap::BinarySession;
 use ferry_wcf::basic_http::BasicHttp;
 use ferry_wcf::calc::Calc;
 use ferry_wcf::generated::calculator::CalculatorServer;
 use ferry_wcf::host::{Host, HostConfig};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
 
 /// A gateway with an anonymous path `calc/tcp` served by the Rust calculator over net.tcp
 /// and basicHttp (one calculator behind both, as the recorded service).
@@ -305,6 +310,105 @@ async fn mono_quirks_do_not_hide_a_changed_fault_detail() {
             diffs[0].contains("4242") && diffs[0].contains("4243"),
             "{report}"
         );
+    })
+    .await
+    .expect("test timed out");
+}
+
+/// A net.tcp calculator built from the crate's own pieces (the NMF server session, the binary
+/// session encoding, the host's `respond` with the generated calculator) whose answers are
+/// right in every respect but, when `relates_to` is given, their `RelatesTo`; returns its
+/// endpoint address.
+async fn calculator_relating_to(relates_to: Option<&'static str>) -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("port");
+    let address = format!(
+        "net.tcp://{}/calc/tcp",
+        listener.local_addr().expect("address")
+    );
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            tokio::spawn(serve_relating_to(tcp, relates_to));
+        }
+    });
+    address
+}
+
+async fn serve_relating_to(mut tcp: TcpStream, relates_to: Option<&'static str>) {
+    let service = CalculatorServer(Calc::new());
+    let mut session = Session::server(ferry_nmf::Limits::default());
+    let mut codec = BinarySession::new(ferry_nbfx::Limits::default());
+    let (mut buf, mut pending, mut out) = (vec![0u8; 64 * 1024], Vec::new(), Vec::new());
+    loop {
+        let n = match tokio::time::timeout(LIMIT, tcp.read(&mut buf)).await {
+            Ok(Ok(n)) if n > 0 => n,
+            _ => return,
+        };
+        pending.extend_from_slice(&buf[..n]);
+        let used = session.handle_input(&pending).expect("framing");
+        pending.drain(..used);
+        while let Some(event) = session.poll_event() {
+            match event {
+                Event::PreambleReceived(_) => session.accept().expect("accept"),
+                Event::Envelope(payload) => {
+                    let request = codec.decode(&payload).expect("request");
+                    if let Some(mut reply) = ferry_wcf::host::respond(&service, &request).await {
+                        if let Some(id) = relates_to {
+                            reply.headers.relates_to = Some(id.to_owned());
+                        }
+                        let payload = codec.encode(&reply).expect("encode");
+                        session.send_envelope(&payload).expect("send");
+                    }
+                }
+                Event::End => session.close().expect("End"),
+                _ => {}
+            }
+        }
+        session.poll_transmit(&mut out);
+        tcp.write_all(&out).await.expect("write");
+        out.clear();
+        if session.is_closed() {
+            let _ = tcp.shutdown().await;
+            return;
+        }
+    }
+}
+
+#[tokio::test]
+async fn an_answer_relating_to_another_message_is_a_difference() {
+    tokio::time::timeout(LIMIT, async {
+        // Right RelatesTo: the recorded session replays cleanly (End → End is .NET's close).
+        let right = calculator_relating_to(None).await;
+        let (ok, report) = replay_with(&recording("tcp-session"), &right, &["--mono-quirks"]).await;
+        assert!(ok, "{report}");
+        assert!(report.contains(" 0 differ"), "{report}");
+
+        // The same answers relating to a fixed id: every request/reply exchange differs, by
+        // its RelatesTo alone, with or without --mono-quirks.
+        let fixed = "urn:uuid:00000000-0000-0000-0000-00000000beef";
+        let wrong = calculator_relating_to(Some(fixed)).await;
+        for extra in [&["--mono-quirks"][..], &[]] {
+            let (ok, report) = replay_with(&recording("tcp-session"), &wrong, extra).await;
+            eprintln!("{report}");
+            assert!(!ok, "the replay passed:\n{report}");
+            let replies = report
+                .lines()
+                .filter(|l| l.contains(" → ") && !l.contains("preamble") && !l.contains("end →"))
+                .count();
+            let diffs: Vec<&str> = report
+                .lines()
+                .filter(|l| l.contains("DIFF") && !l.contains("end →"))
+                .collect();
+            assert!(replies > 5, "{report}");
+            assert_eq!(diffs.len(), replies, "{report}");
+            for diff in diffs {
+                assert!(
+                    diff.contains("RelatesTo")
+                        && diff.contains(fixed)
+                        && diff.contains("MessageID"),
+                    "{diff}"
+                );
+            }
+        }
     })
     .await
     .expect("test timed out");

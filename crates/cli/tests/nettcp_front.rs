@@ -5,7 +5,9 @@
 //! - in dynamic mode a sender without a valid token gets the same refusal whether the path
 //!   exists or not, and only a sender with one learns that a path is missing;
 //! - a fan-out path opens its listeners' rendezvous at once, so slow listeners cost the
-//!   slowest one's latency, not the sum.
+//!   slowest one's latency, not the sum;
+//! - a listener that closes its rendezvous before acking the preamble still gets the sender a
+//!   framing fault and a close, and the next session is served.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -380,4 +382,109 @@ async fn fan_out_opens_slow_listeners_at_once() {
         }
     })
     .await;
+}
+
+/// A framing Fault record.
+fn fault_record(code: FaultCode) -> Vec<u8> {
+    let mut out = Vec::new();
+    Record::Fault(code.uri().into()).encode(&mut out);
+    out
+}
+
+#[tokio::test]
+async fn a_listener_closing_before_the_preamble_ack_gets_the_sender_a_fault() {
+    within(async {
+        let gw = gateway(|_| {}).await;
+        let mut calc = listener(&gw, "calc").await;
+        let good = token(&gw, "calc");
+
+        // The token in the first message: the gateway reads it, then pairs.
+        let (_, wire) = preamble(&via(&gw, "calc"));
+        let closing = tokio::spawn(closing_listener(calc, wire.len()));
+        let (answer, events) = first_call(&gw, "calc", Some(&good)).await;
+        closing.await.expect("listener");
+        let mut expected = vec![ACK];
+        expected.extend(fault_record(FaultCode::EndpointNotFound));
+        assert_eq!(answer, expected, "PreambleAck, EndpointNotFound, close");
+        assert_eq!(
+            events,
+            [
+                Event::PreambleAcked,
+                Event::Fault(FaultCode::EndpointNotFound)
+            ]
+        );
+
+        // The token on the Via: the gateway pairs before reading the first message, which the
+        // client sends as soon as it is acked; the fault still arrives, then a clean close.
+        calc = listener(&gw, "calc").await;
+        let encoded = ferry_hc::address::encode_query_value(&good);
+        let via_with_token = format!("{}?sb-hc-token={encoded}", via(&gw, "calc"));
+        let (client, wire) = preamble(&via_with_token);
+        let closing = tokio::spawn(closing_listener(calc, wire.len()));
+        let mut tcp = TcpStream::connect(gw.nettcp_addr().expect("net.tcp port"))
+            .await
+            .expect("connect");
+        tcp.write_all(&wire).await.expect("preamble");
+        let mut ack = [0u8; 1];
+        tcp.read_exact(&mut ack).await.expect("ack");
+        assert_eq!(ack, [ACK]);
+        let mut out = Vec::new();
+        Record::SizedEnvelope(request("urn:add", None).into()).encode(&mut out);
+        tcp.write_all(&out).await.expect("request");
+        closing.await.expect("listener");
+        let rest = read_all(&mut tcp).await;
+        assert_eq!(rest, fault_record(FaultCode::EndpointNotFound));
+        assert_eq!(
+            events_of(client, &[&ack[..], &rest].concat()),
+            [
+                Event::PreambleAcked,
+                Event::Fault(FaultCode::EndpointNotFound)
+            ]
+        );
+
+        // The gateway serves the next session: a listener that acks and echoes.
+        let calc = listener(&gw, "calc").await;
+        let (mut client, wire) = preamble(&via_with_token);
+        let payload = request("urn:add", None);
+        let mut records = Vec::new();
+        Record::SizedEnvelope(payload.clone().into()).encode(&mut records);
+        Record::End.encode(&mut records);
+        let server = tokio::spawn(echo_listener(calc, wire.len(), records.len()));
+        let mut tcp = TcpStream::connect(gw.nettcp_addr().expect("net.tcp port"))
+            .await
+            .expect("connect");
+        tcp.write_all(&wire).await.expect("preamble");
+        let mut ack = [0u8; 1];
+        tcp.read_exact(&mut ack).await.expect("ack");
+        client.handle_input(&ack).expect("ack parses");
+        client.send_envelope(&payload).expect("send");
+        client.close().expect("end");
+        let mut out = Vec::new();
+        client.poll_transmit(&mut out);
+        assert_eq!(out, records);
+        tcp.write_all(&out).await.expect("request and end");
+        let reply = read_all(&mut tcp).await;
+        client.handle_input(&reply).expect("reply parses");
+        let events: Vec<_> = std::iter::from_fn(|| client.poll_event()).collect();
+        assert_eq!(
+            events,
+            [Event::PreambleAcked, Event::Envelope(payload), Event::End]
+        );
+        server.await.expect("echo listener");
+    })
+    .await;
+}
+
+/// Acks the preamble, then echoes the `len` bytes that follow it (the client's records: its
+/// message and its End) back unchanged.
+async fn echo_listener(mut listener: Listener, preamble_len: usize, len: usize) {
+    let incoming = listener.accept().await.expect("accept command");
+    let mut stream = incoming.accept().await.expect("rendezvous");
+    let mut got = vec![0u8; preamble_len];
+    stream.read_exact(&mut got).await.expect("preamble");
+    stream.write_all(&[ACK]).await.expect("ack");
+    let mut records = vec![0u8; len];
+    stream.read_exact(&mut records).await.expect("the session");
+    stream.write_all(&records).await.expect("echo");
+    close(stream).await;
 }

@@ -213,8 +213,16 @@ pub(crate) async fn serve(
             }
         }
         Err(reply) => {
-            // The listener refused the preamble (a Fault record): pass its answer on.
-            let _ = timeout(shared.config.timeouts.close, tcp.write_all(&reply)).await;
+            // The listener refused the preamble (a Fault record), or closed or timed out
+            // before acking it (EndpointNotFound): pass the answer on and close the way WCF
+            // does. The sender, acked by us, may have sent its first message already; closing
+            // with it unread would reset the connection and could destroy the answer.
+            if timeout(shared.config.timeouts.close, tcp.write_all(&reply))
+                .await
+                .is_ok_and(|w| w.is_ok())
+            {
+                linger_close(&shared, tcp).await;
+            }
             return;
         }
     }
@@ -458,12 +466,18 @@ async fn flush(shared: &Shared, tcp: &mut TcpStream, session: &mut Session) -> s
         .map_err(|_| std::io::Error::from(std::io::ErrorKind::TimedOut))?
 }
 
-/// Sends a queued Fault record, then closes the way WCF does: stop sending, drain input a
-/// little while, close.
+/// Sends a queued Fault record, then closes the way WCF does (see [`linger_close`]).
 async fn flush_and_close(shared: &Shared, mut tcp: TcpStream, session: &mut Session) {
     if flush(shared, &mut tcp, session).await.is_err() {
         return;
     }
+    linger_close(shared, tcp).await;
+}
+
+/// Closes the way WCF does: stop sending, drain input a little while (up to the close
+/// timeout), close. Closing with input unread would send a reset, which can destroy what
+/// was just sent before the peer reads it.
+async fn linger_close(shared: &Shared, mut tcp: TcpStream) {
     let _ = tcp.shutdown().await;
     let mut sink = [0u8; 4096];
     let _ = timeout(shared.config.timeouts.close, async {

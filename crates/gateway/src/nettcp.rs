@@ -216,7 +216,9 @@ pub(crate) async fn serve(
             // The listener refused the preamble (a Fault record), or closed or timed out
             // before acking it (EndpointNotFound): pass the answer on and close the way WCF
             // does. The sender, acked by us, may have sent its first message already; closing
-            // with it unread would reset the connection and could destroy the answer.
+            // with it unread would reset the connection and could destroy the answer. The
+            // listener's side is done with: let its rendezvous and permit go first.
+            drop((ws, listener_permit));
             if timeout(shared.config.timeouts.close, tcp.write_all(&reply))
                 .await
                 .is_ok_and(|w| w.is_ok())
@@ -474,14 +476,24 @@ async fn flush_and_close(shared: &Shared, mut tcp: TcpStream, session: &mut Sess
     linger_close(shared, tcp).await;
 }
 
+/// At most this much input is drained while closing; a sender that keeps sending past it
+/// is cut off (a reset then costs it only its own bytes).
+const LINGER_MAX_DRAIN: usize = 64 * 1024;
+
 /// Closes the way WCF does: stop sending, drain input a little while (up to the close
-/// timeout), close. Closing with input unread would send a reset, which can destroy what
-/// was just sent before the peer reads it.
+/// timeout and [`LINGER_MAX_DRAIN`] bytes), close. Closing with input unread would send a
+/// reset, which can destroy what was just sent before the peer reads it.
 async fn linger_close(shared: &Shared, mut tcp: TcpStream) {
     let _ = tcp.shutdown().await;
     let mut sink = [0u8; 4096];
     let _ = timeout(shared.config.timeouts.close, async {
-        while matches!(tcp.read(&mut sink).await, Ok(n) if n > 0) {}
+        let mut drained = 0;
+        while drained <= LINGER_MAX_DRAIN {
+            match tcp.read(&mut sink).await {
+                Ok(n) if n > 0 => drained += n,
+                _ => break,
+            }
+        }
     })
     .await;
 }

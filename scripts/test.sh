@@ -11,12 +11,15 @@ step() { printf '\n==> %s\n' "$*"; }
 export CARGO_INCREMENTAL=0
 
 # The debug build of the workspace and its tests takes about 5 GiB; say so up front rather
-# than fail half-way through a link with "No space left on device".
+# than fail half-way through a link with "No space left on device". What an earlier build
+# left in the target directory counts towards it.
 target_dir=${CARGO_TARGET_DIR:-target}
 mkdir -p "$target_dir"
 free_kib=$(df -Pk "$target_dir" | awk 'NR == 2 { print $4 }')
-if ((free_kib < 8 * 1024 * 1024)); then
-  echo "error: only $((free_kib / 1024)) MiB free under $target_dir; the build needs about 8 GiB" >&2
+built_kib=$(du -sk "$target_dir" | cut -f1)
+need_kib=$((8 * 1024 * 1024 - built_kib))
+if ((free_kib < need_kib)); then
+  echo "error: only $((free_kib / 1024)) MiB free under $target_dir; the build needs about $((need_kib / 1024)) MiB more" >&2
   exit 1
 fi
 

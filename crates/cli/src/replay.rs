@@ -20,10 +20,14 @@
 //! not bytes: prefixes (also inside the QName values of WSDL and XML Schema attributes such as
 //! `type="tns:Order"`), namespace declarations and the binary records chosen do not count, nor
 //! do values that differ on every run: MessageID, RelatesTo, `To`, `urn:uuid:` values,
-//! WS-Security timestamps. Correlation is checked on its own instead: where the request this
-//! replay sent has a WS-Addressing MessageID, the live answer's `RelatesTo` must be that
-//! MessageID (an answer without one matches only where the recorded answer had none either,
-//! as Mono's faults, FINDINGS §8). Addresses map to the live ones: the recorded endpoint
+//! WS-Security timestamps. Correlation is checked on its own instead: a live answer's
+//! `RelatesTo` must be the WS-Addressing MessageID of a request this replay sent and has not
+//! yet seen answered (on net.tcp a client may send request 2 before reply 1 arrives, and the
+//! service may answer in either order; over HTTP it is the one request of the exchange), and
+//! naming any other is a difference. An answer without one matches only where the recorded
+//! answer had none either, as Mono's faults (FINDINGS §8). Sized (session) and unsized
+//! (streamed) envelopes are checked alike; a request whose MessageID cannot be read gets a
+//! `note` line in the report. Addresses map to the live ones: the recorded endpoint
 //! address (the Via) and the recorded HTTP base address (`scheme://HOST:PORT/PATH` of each
 //! recorded request, with the host and port the recorded answer names it by) compare as ADDR,
 //! and `--address RECORDED=LIVE` adds others (e.g. the endpoint addresses a WSDL publishes).
@@ -183,6 +187,11 @@ impl Report {
 
     fn note(line: String) {
         println!("  sent  {line}");
+    }
+
+    /// Something the replay could not check, said rather than passed over.
+    fn remark(line: String) {
+        println!("  note  {line}");
     }
 
     fn fail(&mut self, line: String) {
@@ -364,6 +373,8 @@ impl Connection {
 
 /// net.tcp sessions.
 mod nettcp {
+    use std::borrow::Cow;
+
     use super::*;
 
     /// A unit the client sends or the server answers: the whole preamble, or one record.
@@ -468,14 +479,13 @@ mod nettcp {
         // The client's own string tables, to read the MessageID of each request sent (the
         // rewriter passes it on unchanged).
         let mut client_dict = dictionary();
+        // The encoding the preamble announced; NetTcpBinding's default until then.
+        let mut codec = Codec::BinarySession;
+        // Every request sent and not yet answered: answers are checked against all of them,
+        // since a client may send request 2 before reply 1 arrives.
+        let mut outstanding = Outstanding::default();
         let mut next_server = server.iter();
         for (unit, &count) in client.iter().zip(&expected) {
-            let message_id = match &unit.record {
-                Record::SizedEnvelope(payload) => decode(payload, &mut client_dict)
-                    .ok()
-                    .and_then(|d| addressing_header(&d, "MessageID")),
-                _ => None,
-            };
             let used = rewriter
                 .handle_input(&conn.c2s[unit.range.clone()])
                 .context("rewriting the recorded client stream")?;
@@ -487,13 +497,31 @@ mod nettcp {
             let mut sent = unit.record.record_type_name();
             while let Some(event) = rewriter.poll_event() {
                 sent = match event {
-                    RewriteEvent::Preamble { .. } => "preamble".into(),
+                    RewriteEvent::Preamble { content_type, .. } => {
+                        codec = Codec::from_content_type(&content_type);
+                        "preamble".into()
+                    }
                     RewriteEvent::Envelope { action, .. } => action
                         .as_deref()
                         .map_or("envelope", |a| a.rsplit('/').next().unwrap_or(a))
                         .to_owned(),
                     _ => sent,
                 };
+            }
+            if let Some(payload) = envelope_payload(&unit.record) {
+                // Every envelope goes through the client's dictionary, in order, so the
+                // strings its table announces resolve in the later ones.
+                match codec.decode(&payload, &mut client_dict) {
+                    Ok(doc) => {
+                        if let Some(id) = addressing_header(&doc, "MessageID") {
+                            outstanding.sent(id);
+                        }
+                    }
+                    Err(e) => Report::remark(format!(
+                        "{sent}: its MessageID cannot be read ({e:#}), so an answer relating \
+                         to it counts as a difference"
+                    )),
+                }
             }
             tokio::time::timeout(wait, tcp.write_all(&bytes))
                 .await
@@ -520,7 +548,7 @@ mod nettcp {
                     (&mut recorded_dict, &mut live_dict),
                     &addresses,
                     quirks.as_mut(),
-                    message_id.as_deref(),
+                    (codec, &mut outstanding),
                 );
                 let what = if count > 1 {
                     format!("{sent} → {answer} ({}/{count})", i + 1)
@@ -603,39 +631,42 @@ mod nettcp {
         }
     }
 
-    /// Compares a live record with the recorded one, and an answer's correlation with
-    /// `message_id`, the MessageID of the request it answers; returns a label for the
+    /// Compares a live record with the recorded one (envelopes decoded with `codec`), and an
+    /// answer's correlation with the requests still `outstanding`; returns a label for the
     /// recorded answer (its Action's last segment, or the record type) and the first
     /// difference.
-    fn compare_records(
+    pub(super) fn compare_records(
         recorded: &Record<'_>,
         live: &Record<'_>,
         (recorded_dict, live_dict): (&mut SessionDictionary, &mut SessionDictionary),
         addresses: &AddressMap,
         mono: Option<&mut MonoState>,
-        message_id: Option<&str>,
+        (codec, outstanding): (Codec, &mut Outstanding),
     ) -> (String, Verdict) {
-        match (recorded, live) {
-            (Record::SizedEnvelope(want), Record::SizedEnvelope(got)) => {
-                let want = decode(want, recorded_dict);
-                let got = decode(got, live_dict);
-                match (want, got) {
-                    (Ok(w), Ok(g)) => {
-                        let quirks = mono.is_some();
-                        let verdict = compare_with(&w, &g, addresses, mono)
-                            .and(correlation(message_id, &w, &g, quirks));
-                        (label(&w), verdict)
-                    }
-                    (Err(e), _) => (
-                        "envelope".into(),
-                        Verdict::differ(format!("the recorded envelope does not decode: {e}")),
-                    ),
-                    (Ok(w), Err(e)) => (
-                        label(&w),
-                        Verdict::differ(format!("the answer does not decode: {e}")),
-                    ),
+        // Sized envelopes (sessions) and unsized ones (streamed) alike: whole messages.
+        if let (Some(want), Some(got)) = (envelope_payload(recorded), envelope_payload(live))
+            && recorded.record_type() == live.record_type()
+        {
+            let want = codec.decode(&want, recorded_dict);
+            let got = codec.decode(&got, live_dict);
+            return match (want, got) {
+                (Ok(w), Ok(g)) => {
+                    let quirks = mono.is_some();
+                    let verdict = compare_with(&w, &g, addresses, mono)
+                        .and(outstanding.answer(&w, &g, quirks));
+                    (label(&w), verdict)
                 }
-            }
+                (Err(e), _) => (
+                    "envelope".into(),
+                    Verdict::differ(format!("the recorded envelope does not decode: {e}")),
+                ),
+                (Ok(w), Err(e)) => (
+                    label(&w),
+                    Verdict::differ(format!("the answer does not decode: {e}")),
+                ),
+            };
+        }
+        match (recorded, live) {
             (Record::Fault(want), Record::Fault(got)) => (
                 format!("fault {want}"),
                 Verdict::from((want != got).then(|| format!("fault {got}, recorded {want}"))),
@@ -681,13 +712,61 @@ mod nettcp {
         }
     }
 
-    fn decode(payload: &[u8], dict: &mut SessionDictionary) -> anyhow::Result<Document> {
-        let table = dict.read_table(payload)?;
-        Ok(Document::decode_with(
-            &payload[table..],
-            Some(dict),
-            ferry_nbfx::Limits::unlimited(),
-        )?)
+    /// How a session's envelopes are encoded: the three encodings [`ClientRewriter`] carries.
+    #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+    pub(super) enum Codec {
+        /// `application/soap+msbinsession1` (NetTcpBinding's default): string table + binary.
+        BinarySession,
+        /// `application/soap+msbin1`: binary, static dictionary only.
+        Binary,
+        /// SOAP as UTF-8 text.
+        Text,
+    }
+
+    impl Codec {
+        /// The codec of a preamble's content type (the rewriter refused any other).
+        pub(super) fn from_content_type(content_type: &str) -> Self {
+            match content_type.split(';').next().unwrap_or("").trim() {
+                "application/soap+msbinsession1" => Self::BinarySession,
+                "application/soap+msbin1" => Self::Binary,
+                _ => Self::Text,
+            }
+        }
+
+        /// Decodes one envelope; `dict` is the sending side's session dictionary, which every
+        /// envelope of that side must pass through in order (binary session only).
+        pub(super) fn decode(
+            self,
+            payload: &[u8],
+            dict: &mut SessionDictionary,
+        ) -> anyhow::Result<Document> {
+            let limits = ferry_nbfx::Limits::unlimited();
+            Ok(match self {
+                Self::BinarySession => {
+                    let table = dict.read_table(payload)?;
+                    Document::decode_with(&payload[table..], Some(dict), limits)?
+                }
+                Self::Binary => Document::decode_with(payload, None, limits)?,
+                Self::Text => {
+                    let options = XmlOptions {
+                        dictionary: DictionaryUse::None,
+                        ignore_whitespace: false,
+                        limits,
+                    };
+                    Document::parse_xml(std::str::from_utf8(payload)?, &options)?
+                }
+            })
+        }
+    }
+
+    /// The message a record carries: a sized envelope's payload, or an unsized envelope's
+    /// chunks joined (streamed mode); `None` for every other record.
+    pub(super) fn envelope_payload<'a>(record: &'a Record<'_>) -> Option<Cow<'a, [u8]>> {
+        match record {
+            Record::SizedEnvelope(payload) => Some(Cow::Borrowed(payload)),
+            Record::UnsizedEnvelope(chunks) => Some(Cow::Owned(chunks.concat())),
+            _ => None,
+        }
     }
 }
 
@@ -1192,13 +1271,11 @@ fn compare_with(
     }
 }
 
-/// Whether a live answer correlates with the request this replay sent (WS-Addressing 1.0
-/// Core §3.4: a reply's `RelatesTo` is its request's MessageID). `message_id` is that
-/// request's MessageID (`None`: it had none, and there is nothing to check); `recorded` and
-/// `live` are the whole answer envelopes. A `RelatesTo` present and naming anything else is
-/// always a difference. A live answer without one differs when the recorded answer had one;
-/// where the recording has none either (Mono's faults, FINDINGS §8) it matches, named as §8
-/// under `mono`.
+/// Whether a live answer correlates with the one request it answers (WS-Addressing 1.0 Core
+/// §3.4: a reply's `RelatesTo` is its request's MessageID), for exchanges that pair one request
+/// with one answer (HTTP). `message_id` is that request's MessageID (`None`: it had none, and
+/// there is nothing to check); `recorded` and `live` are the whole answer envelopes. See
+/// [`Outstanding::answer`] for the rules.
 fn correlation(
     message_id: Option<&str>,
     recorded: &Document,
@@ -1208,19 +1285,75 @@ fn correlation(
     let Some(id) = message_id else {
         return Verdict::default();
     };
-    match addressing_header(live, "RelatesTo") {
-        Some(relates_to) if relates_to == id => Verdict::default(),
-        Some(relates_to) => Verdict::differ(format!(
-            "/Envelope/Header/RelatesTo: {relates_to:?}, but the request's MessageID is {id:?}"
-        )),
-        None if addressing_header(recorded, "RelatesTo").is_some() => Verdict::differ(format!(
-            "/Envelope/Header: no RelatesTo, the request's MessageID is {id:?}"
-        )),
-        None if mono => Verdict {
-            diff: None,
-            known: BTreeSet::from(["§8"]),
-        },
-        None => Verdict::default(),
+    let mut outstanding = Outstanding::default();
+    outstanding.sent(id.to_owned());
+    outstanding.answer(recorded, live, mono)
+}
+
+/// The MessageIDs of the requests a net.tcp replay has sent and not yet seen answered, in the
+/// order sent. A session may carry several calls at once (a client sends request 2 before
+/// reply 1 arrives, and a service may answer them in any order), so an answer is checked
+/// against every request still awaiting one, not against the last one sent.
+#[derive(Debug, Default)]
+struct Outstanding {
+    /// Sent, not yet answered.
+    pending: Vec<String>,
+    /// Answered already: a second answer naming one of these is a difference of its own.
+    answered: BTreeSet<String>,
+}
+
+impl Outstanding {
+    /// A request with MessageID `id` was sent.
+    fn sent(&mut self, id: String) {
+        self.answered.remove(&id);
+        self.pending.push(id);
+    }
+
+    /// Checks a live answer's correlation (`recorded` and `live` are the whole answer
+    /// envelopes) and, when it names a pending request, takes that request off the list. A
+    /// `RelatesTo` naming a request already answered, or one never sent, is a difference. A
+    /// live answer without one differs when the recorded answer had one; where the recording
+    /// has none either (Mono's faults, FINDINGS §8) it matches, named as §8 under `mono` when
+    /// a request awaits an answer (otherwise there is nothing it could have related to).
+    fn answer(&mut self, recorded: &Document, live: &Document, mono: bool) -> Verdict {
+        match addressing_header(live, "RelatesTo") {
+            Some(relates_to) => {
+                if let Some(at) = self.pending.iter().position(|id| *id == relates_to) {
+                    let id = self.pending.remove(at);
+                    self.answered.insert(id);
+                    Verdict::default()
+                } else if self.answered.contains(&relates_to) {
+                    Verdict::differ(format!(
+                        "/Envelope/Header/RelatesTo: {relates_to:?} names a request already \
+                         answered{}",
+                        self.awaiting()
+                    ))
+                } else {
+                    Verdict::differ(format!(
+                        "/Envelope/Header/RelatesTo: {relates_to:?} names no request this \
+                         replay sent{}",
+                        self.awaiting()
+                    ))
+                }
+            }
+            None if addressing_header(recorded, "RelatesTo").is_some() => {
+                Verdict::differ(format!("/Envelope/Header: no RelatesTo{}", self.awaiting()))
+            }
+            None if mono && !self.pending.is_empty() => Verdict {
+                diff: None,
+                known: BTreeSet::from(["§8"]),
+            },
+            None => Verdict::default(),
+        }
+    }
+
+    /// ", awaiting an answer: MessageID …" for a difference's text, or "" when none awaits.
+    fn awaiting(&self) -> String {
+        match self.pending.as_slice() {
+            [] => ", and no request awaits an answer".into(),
+            [id] => format!(", the request awaiting an answer has MessageID {id:?}"),
+            ids => format!(", the requests awaiting an answer have MessageIDs {ids:?}"),
+        }
     }
 }
 
@@ -2303,6 +2436,118 @@ mod tests {
             let v = relates(&id, &answer, &missing, mono);
             assert!(v.diff.is_some_and(|d| d.contains("no RelatesTo")));
         }
+    }
+
+    /// The recorded request and answer of [`recorded_exchange`] made into those of another
+    /// call, with MessageID `id`.
+    fn another_call(exchange: &(String, String, String), id: &str) -> (String, String) {
+        let (recorded_id, request, answer) = exchange;
+        let (request, answer) = (
+            request.replace(recorded_id, id),
+            answer.replace(recorded_id, id),
+        );
+        assert_eq!(
+            addressing_header(&doc(&request), "MessageID").as_deref(),
+            Some(id)
+        );
+        assert_eq!(
+            addressing_header(&doc(&answer), "RelatesTo").as_deref(),
+            Some(id)
+        );
+        (request, answer)
+    }
+
+    #[test]
+    fn overlapping_calls_answered_in_reverse_order_match() {
+        let exchange = recorded_exchange();
+        let (id1, request1, answer1) = exchange.clone();
+        let id2 = "urn:uuid:00000000-0000-0000-0000-000000000002";
+        let (request2, answer2) = another_call(&exchange, id2);
+        for mono in [false, true] {
+            // The client sends request 2 before reply 1 arrives; the service answers 2 first.
+            let mut outstanding = Outstanding::default();
+            for request in [&request1, &request2] {
+                outstanding.sent(addressing_header(&doc(request), "MessageID").unwrap());
+            }
+            let v = outstanding.answer(&doc(&answer1), &doc(&answer2), mono);
+            assert_eq!((v.diff, v.known), (None, BTreeSet::new()));
+            let v = outstanding.answer(&doc(&answer2), &doc(&answer1), mono);
+            assert_eq!((v.diff, v.known), (None, BTreeSet::new()));
+            assert!(outstanding.pending.is_empty(), "{:?}", outstanding.pending);
+            // A second answer to a call already answered is a difference.
+            let v = outstanding.answer(&doc(&answer1), &doc(&answer1), mono);
+            let diff = v.diff.expect("a repeated answer is a difference");
+            assert!(
+                diff.contains("already answered") && diff.contains(&id1),
+                "{diff}"
+            );
+        }
+    }
+
+    #[test]
+    fn an_answer_relating_to_no_request_sent_differs() {
+        let exchange = recorded_exchange();
+        let (id1, request1, answer1) = exchange.clone();
+        let id2 = "urn:uuid:00000000-0000-0000-0000-000000000002";
+        let (request2, _) = another_call(&exchange, id2);
+        let unknown = "urn:uuid:00000000-0000-0000-0000-00000000000f";
+        let (_, stray) = another_call(&exchange, unknown);
+        for mono in [false, true] {
+            let mut outstanding = Outstanding::default();
+            for request in [&request1, &request2] {
+                outstanding.sent(addressing_header(&doc(request), "MessageID").unwrap());
+            }
+            let v = outstanding.answer(&doc(&answer1), &doc(&stray), mono);
+            let diff = v
+                .diff
+                .expect("a RelatesTo naming no request sent is a difference");
+            assert!(
+                diff.contains(unknown) && diff.contains("no request"),
+                "{diff}"
+            );
+            assert!(diff.contains(&id1) && diff.contains(id2), "{diff}");
+            assert!(v.known.is_empty());
+            // Nothing was taken off the list: both calls still await their answers.
+            assert_eq!(outstanding.pending, [id1.clone(), id2.to_owned()]);
+        }
+    }
+
+    #[test]
+    fn streamed_answers_are_compared_and_correlated() {
+        let (id, request, answer) = recorded_exchange();
+        // Singleton-unsized mode: each message is an Unsized Envelope record, in chunks.
+        let streamed = |xml: &str| {
+            let (a, b) = xml.as_bytes().split_at(xml.len() / 2);
+            Record::UnsizedEnvelope(vec![a.to_vec().into(), b.to_vec().into()])
+        };
+        let codec = nettcp::Codec::Text;
+        let sent = codec
+            .decode(
+                request.as_bytes(),
+                &mut SessionDictionary::new(&ferry_nbfx::Limits::unlimited()),
+            )
+            .unwrap();
+        let check = |live: &str| {
+            let mut outstanding = Outstanding::default();
+            outstanding.sent(addressing_header(&sent, "MessageID").unwrap());
+            let dicts = (
+                &mut SessionDictionary::new(&ferry_nbfx::Limits::unlimited()),
+                &mut SessionDictionary::new(&ferry_nbfx::Limits::unlimited()),
+            );
+            let (_, verdict) = nettcp::compare_records(
+                &streamed(&answer),
+                &streamed(live),
+                dicts,
+                &AddressMap::default(),
+                None,
+                (codec, &mut outstanding),
+            );
+            verdict.diff
+        };
+        assert_eq!(check(&answer), None);
+        let other = "urn:uuid:00000000-0000-0000-0000-000000000001";
+        let diff = check(&answer.replace(&id, other)).expect("a wrong RelatesTo differs");
+        assert!(diff.contains(other) && diff.contains(&id), "{diff}");
     }
 
     #[test]

@@ -21,6 +21,10 @@
 //! `Connect` and `OnewayPing` keep-alives ([`RELAY_SESSION_ACTIONS`]). They are addressed to
 //! the relay, and a legacy origin has no operation for them, so they stop here: the rewriter
 //! reads them (their string tables count for what follows) and passes nothing of them on.
+//! The idle deadline counts bytes read from the client, so a dropped `OnewayPing` keeps this
+//! forwarder's session alive, but the origin sees no traffic from it. A session that carries
+//! only pings for a while therefore ends at the origin's own `ReceiveTimeout` (WCF's default
+//! is 10 minutes), when the origin closes or faults it, not at ours.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -350,6 +350,10 @@ impl ClientRewriter {
     /// is announced with the first envelope passed on that uses it. Every other envelope is
     /// rewritten as without this. Dropping is only sound for one-way messages: nothing will
     /// answer them.
+    ///
+    /// In the singleton-unsized (streamed) mode a session carries exactly one envelope, so
+    /// dropping it leaves the origin a preamble followed directly by End, a session with no
+    /// message; what the origin does with that (close, fault) is up to it.
     pub fn drop_action(&mut self, action: impl Into<String>) -> &mut Self {
         self.dropped.push(action.into());
         self

@@ -4,6 +4,8 @@
 //!
 //! - in dynamic mode a sender without a valid token gets the same refusal whether the path
 //!   exists or not, and only a sender with one learns that a path is missing;
+//! - a bad token on the Via is answered as a bad RelayAccessToken is: the first request gets
+//!   the relay's SOAP fault, then End, not a framing fault;
 //! - a fan-out path opens its listeners' rendezvous at once, so slow listeners cost the
 //!   slowest one's latency, not the sum;
 //! - a listener that closes its rendezvous before acking the preamble still gets the sender a
@@ -130,7 +132,27 @@ fn events_of(mut client: Session, bytes: &[u8]) -> Vec<Event> {
 /// Plays a WCF client's first call on the net.tcp port: the preamble, then (once acked) one
 /// request carrying `token`. Returns all the gateway sent until it closed, and its events.
 async fn first_call(gw: &RunningGateway, path: &str, token: Option<&str>) -> (Vec<u8>, Vec<Event>) {
-    let (client, wire) = preamble(&via(gw, path));
+    first_call_to(&via(gw, path), gw, token).await
+}
+
+/// As [`first_call`], with `token` on the Via (`sb-hc-token`) and none in the request.
+async fn first_call_via_token(
+    gw: &RunningGateway,
+    path: &str,
+    token: &str,
+) -> (Vec<u8>, Vec<Event>) {
+    let encoded = ferry_hc::address::encode_query_value(token);
+    let via = format!("{}?sb-hc-token={encoded}", via(gw, path));
+    first_call_to(&via, gw, None).await
+}
+
+/// [`first_call`] with the Via given whole.
+async fn first_call_to(
+    via: &str,
+    gw: &RunningGateway,
+    token: Option<&str>,
+) -> (Vec<u8>, Vec<Event>) {
+    let (client, wire) = preamble(via);
     let mut tcp = TcpStream::connect(gw.nettcp_addr().expect("net.tcp port"))
         .await
         .expect("connect");
@@ -219,6 +241,49 @@ async fn nettcp_refuses_unauthenticated_senders_alike_on_existing_and_missing_dy
                 Event::Fault(FaultCode::EndpointNotFound)
             ]
         );
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn nettcp_answers_a_bad_via_token_with_the_relay_access_token_fault() {
+    within(async {
+        let gw = gateway(|_| {}).await;
+        let _calc = listener(&gw, "calc").await;
+        let forged = forged(&gw, "calc");
+        let expired = SasToken::create(
+            "http://localhost/calc",
+            gw.rule_name(),
+            gw.rule_key(),
+            expiry() - 7200,
+        );
+        let wrong_path = token(&gw, "other");
+        for (token, status, subcode) in [
+            (forged.as_str(), "401", "AuthenticationFailed"),
+            (expired.as_str(), "401", "AuthenticationFailed"),
+            ("not a token", "401", "AuthenticationFailed"),
+            (wrong_path.as_str(), "403", "AuthorizationFailed"),
+        ] {
+            let (existing, events) = first_call_via_token(&gw, "calc", token).await;
+            // Acked, the first request answered with the relay's SOAP fault, End, a clean
+            // close (read_all fails on a reset): not a framing fault, which a WCF client
+            // reports as "endpoint not found" for a path that exists.
+            assert_eq!(events.len(), 3, "token {token:?}: {events:?}");
+            assert_eq!(events[0], Event::PreambleAcked);
+            let (reason, got) = soap_fault(&events[1]);
+            assert!(reason.starts_with(status), "token {token:?}: {reason}");
+            assert_eq!(got, subcode, "token {token:?}");
+            assert_eq!(events[2], Event::End);
+            // Byte for byte what the same token in the RelayAccessToken header gets.
+            let (in_header, _) = first_call(&gw, "calc", Some(token)).await;
+            assert_eq!(existing, in_header, "token {token:?}: as in the header");
+            // And a missing dynamic path cannot be told apart.
+            let (missing, _) = first_call_via_token(&gw, "nowhere", token).await;
+            assert_eq!(
+                existing, missing,
+                "token {token:?}: existing and missing alike"
+            );
+        }
     })
     .await;
 }

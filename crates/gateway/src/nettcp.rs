@@ -21,9 +21,10 @@
 //! on, a sender is told so only once its token passes the namespace rules, so paths cannot be
 //! probed); a malformed preamble gets its own fault
 //! (`UnsupportedVersion`, `UnsupportedMode`, `ViaTooLong`, …); an upgrade (transport
-//! security inside net.tcp) is refused with `UpgradeInvalid`; a missing or wrong token is a
-//! SOAP fault answering the first request (so the client's call fails with a
-//! `FaultException` naming the reason), then End. A refused client is never met with silence.
+//! security inside net.tcp) is refused with `UpgradeInvalid`; a missing or wrong token, in the
+//! first message or on the Via, is a SOAP fault answering the first request (so the client's
+//! call fails with a `FaultException` naming the reason), then End. A refused client is never
+//! met with silence.
 //!
 //! Paths configured with `fan_out` (NetEventRelayBinding's multicast) deliver the session's
 //! one-way messages to every listener connected when it starts, their rendezvous opened all
@@ -126,46 +127,54 @@ pub(crate) async fn serve(
     }
 
     // 3. Authenticate: the Via's sb-hc-token, else the first message's RelayAccessToken.
-    let via_token = via_token(&preamble.via);
-    let via_host = via_host(&preamble.via);
-    let mut first = None;
-    if !settings.anonymous_senders && via_token.is_none() {
-        match read_until(&mut tcp, &mut session, &mut raw, deadline, |e| {
-            matches!(e, Event::Envelope(_) | Event::End)
-        })
-        .await
-        {
-            Ok(Event::Envelope(payload)) => first = Some(payload),
-            Ok(_) | Err(Stop::Closed) => return,
-            Err(Stop::Fault) => return flush_and_close(&shared, tcp, &mut session).await,
-            Err(Stop::Garbage) => {
-                return send_fault(&shared, tcp, &mut session, INVALID_RECORD_SEQUENCE).await;
-            }
-        }
-    }
     if !settings.anonymous_senders {
-        let envelope = first
-            .as_deref()
-            .and_then(|p| decode_envelope(&preamble, p, &shared));
-        let token = via_token.or_else(|| {
-            envelope
-                .as_ref()
-                .and_then(|e| e.headers.relay_token.as_ref())
-                .map(|t| t.token.clone())
-        });
+        let via_host = via_host(&preamble.via);
         let hosts = [
             shared.config.namespace.as_str(),
             via_host.as_deref().unwrap_or(""),
         ];
-        let verdict = token.as_deref().ok_or(AuthError::Missing).and_then(|t| {
-            settings
-                .rules
-                .authorize_any_host(t, &hosts, &path, Right::Send, now_unix())
-        });
-        if let Err(e) = verdict {
-            info!(%peer, %path, status = e.status(), "net.tcp sender refused");
-            return refuse_with_soap_fault(&shared, tcp, &mut session, &preamble, envelope, &e)
-                .await;
+        let authorize = |token: Option<&str>| {
+            token.ok_or(AuthError::Missing).and_then(|t| {
+                settings
+                    .rules
+                    .authorize_any_host(t, &hosts, &path, Right::Send, now_unix())
+            })
+        };
+        // A Via token is checked before any message is read: a valid one pairs at once, and
+        // the first message goes to the listener with the rest of the session.
+        let via_verdict = via_token(&preamble.via).map(|t| authorize(Some(&t)));
+        if !matches!(via_verdict, Some(Ok(_))) {
+            // No Via token, or a bad one: the first message is read either way, so a refused
+            // sender's request is answered with a SOAP fault the client reports as such
+            // (a framing fault would read as "endpoint not found" for a path that exists),
+            // and the answer is the same whichever way the token came.
+            let first = match read_until(&mut tcp, &mut session, &mut raw, deadline, |e| {
+                matches!(e, Event::Envelope(_) | Event::End)
+            })
+            .await
+            {
+                Ok(Event::Envelope(payload)) => payload,
+                Ok(_) | Err(Stop::Closed) => return,
+                Err(Stop::Fault) => return flush_and_close(&shared, tcp, &mut session).await,
+                Err(Stop::Garbage) => {
+                    return send_fault(&shared, tcp, &mut session, INVALID_RECORD_SEQUENCE).await;
+                }
+            };
+            let envelope = decode_envelope(&preamble, &first, &shared);
+            // The Via's token, when there is one, is the one that counts.
+            let verdict = via_verdict.unwrap_or_else(|| {
+                authorize(
+                    envelope
+                        .as_ref()
+                        .and_then(|e| e.headers.relay_token.as_ref())
+                        .map(|t| t.token.as_str()),
+                )
+            });
+            if let Err(e) = verdict {
+                info!(%peer, %path, status = e.status(), "net.tcp sender refused");
+                return refuse_with_soap_fault(&shared, tcp, &mut session, &preamble, envelope, &e)
+                    .await;
+            }
         }
     }
     if !exists {

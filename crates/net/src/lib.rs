@@ -4,5 +4,6 @@
 pub mod conn;
 pub mod frame;
 pub mod relay;
+pub mod stall;
 pub mod stream;
 pub mod tls;

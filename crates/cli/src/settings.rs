@@ -124,6 +124,7 @@ struct RawTimeouts {
     idle: Option<f64>,
     token_grace: Option<f64>,
     request: Option<f64>,
+    write_stall: Option<f64>,
 }
 
 /// What flags and environment say; each wins over the file.
@@ -300,6 +301,7 @@ pub(crate) fn build(file: Option<RawConfig>, o: Overrides) -> anyhow::Result<Con
         ("close", t.close, &mut timeouts.close),
         ("token_grace", t.token_grace, &mut timeouts.token_grace),
         ("request", t.request, &mut timeouts.request),
+        ("write_stall", t.write_stall, &mut timeouts.write_stall),
     ] {
         if let Some(v) = value {
             *slot = secs(name, v)?;
@@ -353,6 +355,7 @@ mod tests {
             [timeouts]
             rendezvous = 2.5
             idle = 60
+            write_stall = 1.5
             "#,
         )
         .unwrap();
@@ -372,6 +375,7 @@ mod tests {
         assert_eq!(c.limits.max_message, 1024);
         assert_eq!(c.timeouts.rendezvous, Duration::from_millis(2500));
         assert_eq!(c.timeouts.idle, Some(Duration::from_secs(60)));
+        assert_eq!(c.timeouts.write_stall, Duration::from_millis(1500));
     }
 
     #[test]

@@ -26,6 +26,10 @@ pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// leaves the balancing set quickly.
 pub const DEFAULT_KEEPALIVE: Duration = Duration::from_secs(30);
 
+/// Default for [`Timeouts::write_stall`]: a minute, as long as a listener may pause a
+/// response body (spec §6.5); a sender that reads nothing for that long is taken for gone.
+pub const DEFAULT_WRITE_STALL: Duration = Duration::from_secs(60);
+
 /// Default grace past a token's expiry: the SDKs renew exactly at expiry (spec §8).
 pub const DEFAULT_TOKEN_GRACE: Duration = Duration::from_secs(300);
 
@@ -157,6 +161,11 @@ pub struct Timeouts {
     pub token_grace: Duration,
     /// How long an HTTP request waits for its response, unless its path says otherwise.
     pub request: Duration,
+    /// How long a write to an HTTP sender may wait for the sender to read: past it the
+    /// connection is closed, and a listener streaming its response is let go. Without it a
+    /// sender that asks for a large answer and never reads it would hold its connection, the
+    /// response's rendezvous and the listener for ever.
+    pub write_stall: Duration,
 }
 
 impl Default for Timeouts {
@@ -169,6 +178,7 @@ impl Default for Timeouts {
             idle: None,
             token_grace: DEFAULT_TOKEN_GRACE,
             request: DEFAULT_REQUEST_TIMEOUT,
+            write_stall: DEFAULT_WRITE_STALL,
         }
     }
 }

@@ -35,6 +35,7 @@ use ferry_hc::address::{self, HcQuery, encode_path};
 use ferry_hc::auth::AuthError;
 use ferry_hc::command::{Headers, RemoteEndpoint, Request};
 use ferry_net::conn::Conn;
+use ferry_net::stall::WriteStall;
 use http::{HeaderName, HeaderValue, StatusCode};
 use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Full, StreamBody};
@@ -100,11 +101,18 @@ pub(crate) async fn serve(
     permit: OwnedSemaphorePermit,
 ) {
     let _permit = permit;
-    let io = TokioIo::new(Replay {
-        prefix: replay,
-        pos: 0,
-        inner: conn,
-    });
+    // A sender that stops reading would otherwise hold this connection, the response body's
+    // queue and, through it, the rendezvous and the listener streaming into it, for ever:
+    // a write that makes no progress for `write_stall` fails, hyper ends the connection, the
+    // body's receiver is dropped and the rendezvous task tells the listener (1001, `cancel`).
+    let io = TokioIo::new(WriteStall::new(
+        Replay {
+            prefix: replay,
+            pos: 0,
+            inner: conn,
+        },
+        shared.config.timeouts.write_stall,
+    ));
     let service_shared = shared.clone();
     let service = hyper::service::service_fn(move |req| {
         let shared = service_shared.clone();

@@ -10,6 +10,7 @@
 //!   slowest one's latency, not the sum;
 //! - a listener that closes its rendezvous before acking the preamble still gets the sender a
 //!   framing fault and a close, and the next session is served;
+//! - gateway shutdown ends a fan-out sender's wait for its listeners' rendezvous at once;
 //! - a refused sender that keeps sending is cut off after a bounded drain, not after the
 //!   whole close timeout.
 
@@ -447,6 +448,73 @@ async fn fan_out_opens_slow_listeners_at_once() {
                 "the first message reached every listener after {took:?}"
             );
         }
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn shutdown_ends_a_fan_out_waiting_for_its_listeners() {
+    /// Well under the rendezvous timeout, and under shutdown's own bound (twice the close
+    /// timeout), so only ending the wait at once meets it.
+    const BOUND: Duration = Duration::from_secs(5);
+    within(async {
+        let gw = gateway(|c| {
+            c.paths = vec![PathConfig {
+                anonymous_senders: true,
+                fan_out: true,
+                ..PathConfig::new("events")
+            }];
+            c.timeouts.rendezvous = Duration::from_secs(20);
+            c.timeouts.close = Duration::from_secs(10);
+        })
+        .await;
+        // Registered, but it never takes the accept: its rendezvous never opens.
+        let silent = listener(&gw, "events").await;
+        let (client, wire) = preamble(&via(&gw, "events"));
+        let mut tcp = TcpStream::connect(gw.nettcp_addr().expect("net.tcp port"))
+            .await
+            .expect("connect");
+        tcp.write_all(&wire).await.expect("preamble");
+        let mut ack = [0u8; 1];
+        tcp.read_exact(&mut ack).await.expect("ack");
+        assert_eq!(ack, [ACK]);
+        let mut first = Vec::new();
+        Record::SizedEnvelope(request("urn:notify/0", None).into()).encode(&mut first);
+        tcp.write_all(&first).await.expect("first message");
+        // The gateway has asked the listener and waits for its rendezvous.
+        while gw.pending_rendezvous() == 0 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+
+        let start = Instant::now();
+        let (closed, stopped) = tokio::join!(
+            async {
+                let mut rest = Vec::new();
+                let read = tokio::time::timeout(BOUND, tcp.read_to_end(&mut rest)).await;
+                drop(tcp);
+                (read, rest)
+            },
+            async {
+                gw.shutdown().await;
+                start.elapsed()
+            },
+        );
+        assert!(
+            stopped < BOUND,
+            "shutdown took {stopped:?}, waiting on a listener that never opened its rendezvous"
+        );
+        let (read, rest) = closed;
+        read.expect("the sender's connection closed at shutdown")
+            .expect("a clean close, not a reset");
+        assert_eq!(
+            events_of(client, &[&ack[..], &rest].concat()),
+            [
+                Event::PreambleAcked,
+                Event::Fault(FaultCode::EndpointUnavailable)
+            ],
+            "the sender is told the endpoint went away"
+        );
+        drop(silent);
     })
     .await;
 }

@@ -778,11 +778,19 @@ async fn fan_out(
         .take(ferry_hc::MAX_LISTENERS_PER_PATH)
         .map(|listener| open_fan_out(&shared, listener, path, remote.clone(), &raw, acked))
         .collect();
-    let opened: Vec<_> = futures_util::future::join_all(attempts)
-        .await
-        .into_iter()
-        .flatten()
-        .collect();
+    // Raced against shutdown, which would otherwise wait for the slowest listener (up to the
+    // rendezvous timeout). Dropping the attempts withdraws their rendezvous keys and closes
+    // any rendezvous already opened; the sender is told the endpoint is going away.
+    let opened: Vec<_> = tokio::select! {
+        opened = futures_util::future::join_all(attempts) => opened,
+        () = shared.cancel.cancelled() => {
+            debug!(path, "net.tcp fan-out abandoned at shutdown");
+            return refuse(&shared, tcp, &mut session, FaultCode::EndpointUnavailable).await;
+        }
+    }
+    .into_iter()
+    .flatten()
+    .collect();
     let mut queues = Vec::with_capacity(opened.len());
     for (ws, listener_permit) in opened {
         let (tx, mut rx) = mpsc::channel::<Bytes>(FAN_OUT_QUEUE);
@@ -837,16 +845,20 @@ async fn fan_out(
     let mut buf = vec![0u8; READ];
     let idle = shared.config.timeouts.idle;
     loop {
-        let read = tcp.read(&mut buf);
-        let n = match idle {
-            Some(idle) => match timeout(idle, read).await {
-                Ok(Ok(n)) => n,
-                _ => 0,
-            },
-            None => tokio::select! {
-                r = read => r.unwrap_or(0),
-                () = shared.cancel.cancelled() => 0,
-            },
+        let read = async {
+            match idle {
+                Some(idle) => match timeout(idle, tcp.read(&mut buf)).await {
+                    Ok(Ok(n)) => n,
+                    _ => 0,
+                },
+                None => tcp.read(&mut buf).await.unwrap_or(0),
+            }
+        };
+        // Shutdown ends the session whether or not an idle timeout is set: the listeners'
+        // tasks stop at once, and the sender would otherwise be held until it next sends.
+        let n = tokio::select! {
+            n = read => n,
+            () = shared.cancel.cancelled() => 0,
         };
         if n == 0 {
             break;

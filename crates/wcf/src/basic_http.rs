@@ -38,6 +38,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use ferry_nbfx::Element;
+use ferry_net::stall::WriteStall;
 use ferry_sdk::ListenerError;
 use ferry_sdk::http::{Body, HttpListener, HttpRequests};
 use ferry_soap::{AddressingVersion, Body as SoapBody, Envelope, SoapVersion};
@@ -239,8 +240,9 @@ impl<S: Service + 'static> BasicHttp<S> {
     /// [`HostConfig::set_max_sessions`] connections at once. A connection is closed when a
     /// request head (or the next one, on a kept-alive connection) takes longer than
     /// [`HEADER_READ_TIMEOUT`] or the receive timeout if shorter, and when a body takes longer
-    /// than the body read timeout (after a `408`), so a stalled client cannot hold a
-    /// connection permit for ever.
+    /// than the body read timeout (after a `408`), and when writing an answer makes no
+    /// progress for the send timeout ([`HostConfig::set_send_timeout`]: the client stopped
+    /// reading), so a stalled client cannot hold a connection permit for ever.
     ///
     /// # Errors
     ///
@@ -285,6 +287,10 @@ impl<S: Service + 'static> BasicHttp<S> {
             // is the idle limit too; the receive timeout (how long a net.tcp session may be
             // silent) lowers it.
             let head_timeout = HEADER_READ_TIMEOUT.min(self.shared.config.receive_timeout());
+            // A client that stops reading its answer (a large ?wsdl page or reply) would hold
+            // the connection and its permit for ever: a write without progress for the send
+            // timeout fails, and hyper closes the connection.
+            let stream = WriteStall::new(stream, self.shared.config.send_timeout());
             // One task per connection, holding its permit.
             tokio::spawn(
                 async move {

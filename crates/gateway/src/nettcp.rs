@@ -213,7 +213,12 @@ pub(crate) async fn serve(
     let Some((mut ws, listener_permit)) =
         rendezvous(&shared, &listener, &settings.name, remote).await
     else {
-        return refuse(&shared, tcp, &mut session, FaultCode::EndpointNotFound).await;
+        let fault = if shared.cancel.is_cancelled() {
+            FaultCode::EndpointUnavailable
+        } else {
+            FaultCode::EndpointNotFound
+        };
+        return refuse(&shared, tcp, &mut session, fault).await;
     };
     match replay(&shared, &mut ws, &raw, acked).await {
         Ok(rest) => {
@@ -664,7 +669,12 @@ pub(crate) async fn rendezvous(
         remote_endpoint: Some(remote),
     });
     listener.commands.try_send(accept.into()).ok()?;
-    match timeout(shared.config.timeouts.rendezvous, reply_rx).await {
+    // Shutdown ends the wait at once (the key is withdrawn as `_pending` drops).
+    let reply = tokio::select! {
+        r = timeout(shared.config.timeouts.rendezvous, reply_rx) => r,
+        () = shared.cancel.cancelled() => return None,
+    };
+    match reply {
         Ok(Ok(Rendezvous::Accepted {
             conn, pre, permit, ..
         })) => {
@@ -824,7 +834,12 @@ async fn fan_out(
         queues.push(tx);
     }
     if queues.is_empty() {
-        return refuse(&shared, tcp, &mut session, FaultCode::EndpointNotFound).await;
+        let fault = if shared.cancel.is_cancelled() {
+            FaultCode::EndpointUnavailable
+        } else {
+            FaultCode::EndpointNotFound
+        };
+        return refuse(&shared, tcp, &mut session, fault).await;
     }
     info!(path, listeners = queues.len(), "net.tcp fan-out started");
     let _permit = permit;

@@ -1,5 +1,8 @@
 //! A sender that asks for a large HTTP response and never reads it: the gateway must close its
 //! connection once writes to it stall for `timeouts.write_stall`, and let the listener go.
+//! Over HTTP/2 a client can also stall one stream while the connection stays busy: that
+//! stream is given up after the same limit, with an error (never a short body that looks
+//! complete), and the connection's other streams carry on.
 
 use std::time::Duration;
 
@@ -178,5 +181,81 @@ async fn a_slow_but_steady_reader_gets_the_whole_body() {
     .await;
     assert!(drained.is_ok(), "the body arrived in time");
     assert!(total > BIG, "the whole body arrived ({total} bytes)");
+    gw.shutdown().await;
+}
+
+/// An HTTP/2 client that keeps its connection alive but never reads one response stream
+/// (flow control stalls it, not a socket write): the gateway gives that stream up after the
+/// stall limit, releases the listener, and ends the stream with an error, while another
+/// request on the same connection is served.
+#[tokio::test]
+async fn an_http2_stream_nobody_reads_is_given_up_with_an_error() {
+    use http_body_util::{BodyExt as _, Empty};
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+
+    let gw = gateway(|c| c.timeouts.write_stall = Duration::from_secs(1)).await;
+    let addr = gw.plain_addr().expect("plain port");
+    let (_listener, mut events) = big_listener(&gw, "big").await;
+    // h2c with prior knowledge on the plain port.
+    let tcp = TcpStream::connect(addr).await.expect("connect");
+    let (mut client, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tcp))
+            .await
+            .expect("h2 handshake");
+    tokio::spawn(conn);
+    let get = |path: &str| {
+        http::Request::get(format!("http://localhost{path}"))
+            .header("ServiceBusAuthorization", token(&gw, "big"))
+            .body(Empty::<bytes::Bytes>::new())
+            .expect("request")
+    };
+    let big = tokio::time::timeout(STEP, client.send_request(get("/big/big")))
+        .await
+        .expect("response head in time")
+        .expect("response head");
+    assert_eq!(big.status(), 200);
+    let started = tokio::time::timeout(STEP, events.recv()).await;
+    assert_eq!(started.ok().flatten(), Some("started"));
+
+    // The body is not read: the stream's window fills and the relay stalls on it.
+    let released = tokio::time::timeout(BOUND, events.recv()).await;
+    assert_eq!(
+        released.ok().flatten(),
+        Some("dropped"),
+        "the listener's response is released within {BOUND:?}"
+    );
+
+    // The connection is still up and serves another request.
+    client.ready().await.expect("connection still usable");
+    let small = tokio::time::timeout(STEP, client.send_request(get("/big/small")))
+        .await
+        .expect("answer in time")
+        .expect("answer");
+    let text = tokio::time::timeout(STEP, small.into_body().collect())
+        .await
+        .expect("body in time")
+        .expect("body")
+        .to_bytes();
+    assert_eq!(&text[..], b"ok");
+
+    // The stalled stream ends with an error once read, never as a complete short body.
+    let mut body = big.into_body();
+    let mut read = 0usize;
+    let end = tokio::time::timeout(BOUND, async {
+        loop {
+            match body.frame().await {
+                Some(Ok(frame)) => read += frame.data_ref().map_or(0, bytes::Bytes::len),
+                Some(Err(e)) => return Err(e),
+                None => return Ok(()),
+            }
+        }
+    })
+    .await
+    .expect("the stalled stream ended in time");
+    assert!(
+        end.is_err(),
+        "a given-up stream ends with an error, not a clean end ({read} of {BIG} bytes)"
+    );
+    assert!(read < BIG, "the body was cut off ({read} bytes read)");
     gw.shutdown().await;
 }

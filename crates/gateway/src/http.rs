@@ -484,8 +484,18 @@ fn response_from(reply: HttpReply, via: &str) -> Result<http::Response<Body>, Re
     let body = match reply.body {
         ReplyBody::Full(bytes) => full(bytes),
         ReplyBody::Stream(rx) => {
-            let chunks = futures_util::stream::unfold(rx, |mut rx| async move {
-                rx.recv().await.map(|item| (item.map(Frame::data), rx))
+            // Chunks until the end mark (an empty chunk); a queue that closes without it
+            // means the relay gave up, and the client must see an error, not a short body.
+            let chunks = futures_util::stream::unfold(Some(rx), |rx| async move {
+                let mut rx = rx?;
+                match rx.recv().await {
+                    Some(Ok(chunk)) if chunk.is_empty() => None,
+                    Some(item) => Some((item.map(Frame::data), Some(rx))),
+                    None => Some((
+                        Err(std::io::Error::other("the relayed response ended early")),
+                        None,
+                    )),
+                }
             });
             BodyExt::boxed(StreamBody::new(chunks))
         }
@@ -647,6 +657,9 @@ pub(crate) async fn rendezvous(
         abandon(cancel);
         return close(&shared, &mut write, 1001).await;
     }
+    // A client that keeps its connection but stops reading this response (an HTTP/2 stream
+    // held by flow control) stalls the queue, not a socket write: bound each hand-over too.
+    let stall = shared.config.timeouts.write_stall;
     loop {
         let next = tokio::select! {
             next = timeout(wait, reader.next_chunk()) => next,
@@ -658,25 +671,32 @@ pub(crate) async fn rendezvous(
             }
         };
         let chunk = match next {
+            Ok(Ok(Some(chunk))) if chunk.is_empty() => continue,
             Ok(Ok(Some(chunk))) => chunk,
             Ok(Ok(None)) => break,
             Ok(Err(e)) => {
                 warn!(error = %e, "response body from the listener broke off");
-                let _ = tx.send(Err(std::io::Error::other(e))).await;
-                break;
+                let _ = timeout(stall, tx.send(Err(std::io::Error::other(e)))).await;
+                return close(&shared, &mut write, 1000).await;
             }
             Err(_) => {
-                let _ = tx
-                    .send(Err(std::io::Error::other("response body idle too long")))
-                    .await;
-                break;
+                let idle = std::io::Error::other("response body idle too long");
+                let _ = timeout(stall, tx.send(Err(idle))).await;
+                return close(&shared, &mut write, 1000).await;
             }
         };
-        if tx.send(Ok(chunk)).await.is_err() {
-            // The client went away: stop reading, tell the listener.
+        if !matches!(timeout(stall, tx.send(Ok(chunk))).await, Ok(Ok(()))) {
+            // The client went away or stopped reading: stop reading, tell the listener. The
+            // body ends without its end mark, so the client sees an error, not a short body.
+            debug!("sender stopped reading the response; closing the http rendezvous");
             abandon(cancel);
             return close(&shared, &mut write, 1001).await;
         }
+    }
+    // The end mark (an empty chunk): only now is the body complete.
+    if !matches!(timeout(stall, tx.send(Ok(Bytes::new()))).await, Ok(Ok(()))) {
+        abandon(cancel);
+        return close(&shared, &mut write, 1001).await;
     }
     close(&shared, &mut write, 1000).await;
 }

@@ -57,6 +57,8 @@ pub(crate) struct HttpReply {
 #[derive(Debug)]
 pub(crate) enum ReplyBody {
     Full(Bytes),
+    /// Chunks as they arrive, then an empty chunk as the end mark; a queue that closes
+    /// without it was given up on, and the client must see an error.
     Stream(mpsc::Receiver<std::io::Result<Bytes>>),
 }
 

@@ -28,12 +28,16 @@
 //! Operations run under the operation timeout, as on net.tcp
 //! ([`HostConfig::set_operation_timeout`]).
 //!
-//! Client side, [`BasicHttpChannel`]: a [`Transport`] posting envelopes with hyper
-//! (`http://` URLs; HTTPS is not offered here).
+//! Client side, [`BasicHttpChannel`]: a [`Transport`] posting envelopes with hyper to an
+//! `http://` or `https://` URL (HTTP/1.1; TLS by rustls, trusting the operating system's roots
+//! or those of [`BasicHttpChannel::with_tls`], e.g. a gateway's development CA).
 
 use std::convert::Infallible;
+use std::future::Future;
 use std::io;
-use std::sync::Arc;
+use std::pin::Pin;
+use std::sync::{Arc, OnceLock};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -46,9 +50,11 @@ use http::header::{ALLOW, CONTENT_TYPE, HeaderName, HeaderValue};
 use http::{Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt as _, Full, Limited};
 use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::connect::{Connected, Connection, HttpConnector};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use tokio::net::TcpListener;
+use rustls::ClientConfig;
+use rustls::pki_types::ServerName;
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tokio::time::timeout;
 use tracing::{Instrument, debug, debug_span, warn};
@@ -481,12 +487,18 @@ pub const DEFAULT_CLIENT_TIMEOUT: Duration = Duration::from_secs(60);
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum BasicHttpError {
-    /// The URL is not an `http://` URL.
+    /// The URL is not an `http://` or `https://` URL (only `https://` with
+    /// [`BasicHttpChannel::with_tls`]).
     #[error("invalid endpoint url {0:?}")]
     Url(String),
     /// A header name or value is invalid.
     #[error("invalid header {0:?}")]
     Header(String),
+    /// The TLS handshake of an `https://` URL failed: the server's certificate is not
+    /// trusted or names another host, no protocol version or cipher suite in common, and
+    /// the like.
+    #[error("tls handshake failed")]
+    Tls(#[source] rustls::Error),
     /// The HTTP exchange failed.
     #[error("http request failed")]
     Http(#[source] Box<dyn std::error::Error + Send + Sync>),
@@ -507,10 +519,11 @@ pub enum BasicHttpError {
     Decode(#[source] ferry_soap::DecodeError),
 }
 
-/// A basicHttp client channel: SOAP 1.1 text envelopes posted to one URL.
+/// A basicHttp client channel: SOAP 1.1 text envelopes posted to one URL, over HTTP/1.1 with
+/// kept-alive connections (and TLS for an `https://` URL).
 #[derive(Clone, Debug)]
 pub struct BasicHttpChannel {
-    client: Client<HttpConnector, Full<Bytes>>,
+    client: HttpClient,
     url: http::Uri,
     headers: http::HeaderMap,
     timeout: Duration,
@@ -519,24 +532,50 @@ pub struct BasicHttpChannel {
 }
 
 impl BasicHttpChannel {
-    /// A channel posting to `url` (`http://host:port/path`).
+    /// A channel posting to `url`: `http://host:port/path`, or `https://host:port/path`
+    /// trusting the operating system's roots (loaded once per process). A service whose
+    /// certificate another CA signed (a gateway's development CA) takes [`Self::with_tls`].
     ///
     /// # Errors
     ///
-    /// [`BasicHttpError::Url`] for anything but an absolute `http://` URL.
+    /// [`BasicHttpError::Url`] for anything but an absolute `http://` or `https://` URL.
     pub fn new(url: &str) -> Result<Self, BasicHttpError> {
-        let parsed: http::Uri = url.parse().map_err(|_| BasicHttpError::Url(url.into()))?;
-        if parsed.scheme_str() != Some("http") || parsed.host().is_none() {
+        let parsed = parse_url(url)?;
+        let client = match parsed.scheme_str() {
+            Some("https") => HttpClient::tls(system_tls()),
+            _ => HttpClient::Plain(Client::builder(TokioExecutor::new()).build_http()),
+        };
+        Ok(Self::with_client(client, parsed))
+    }
+
+    /// A channel posting to `url` (`https://host:port/path`) over TLS with `config`'s trust
+    /// roots (e.g. [`ferry_net::tls::client_config`] with the gateway's development CA) and
+    /// client certificate, if any. The server name checked (and sent as SNI) is the URL's
+    /// host; ALPN offers `http/1.1` only, whatever `config` offers, since the channel speaks
+    /// HTTP/1.1.
+    ///
+    /// # Errors
+    ///
+    /// [`BasicHttpError::Url`] for anything but an absolute `https://` URL.
+    pub fn with_tls(url: &str, config: Arc<ClientConfig>) -> Result<Self, BasicHttpError> {
+        let parsed = parse_url(url)?;
+        if parsed.scheme_str() != Some("https") {
             return Err(BasicHttpError::Url(url.into()));
         }
-        Ok(Self {
-            client: Client::builder(TokioExecutor::new()).build_http(),
-            url: parsed,
+        let mut config = Arc::unwrap_or_clone(config);
+        config.alpn_protocols = vec![ferry_net::tls::ALPN_HTTP11.to_vec()];
+        Ok(Self::with_client(HttpClient::tls(Arc::new(config)), parsed))
+    }
+
+    fn with_client(client: HttpClient, url: http::Uri) -> Self {
+        Self {
+            client,
+            url,
             headers: http::HeaderMap::new(),
             timeout: DEFAULT_CLIENT_TIMEOUT,
             max_message_bytes: crate::host::DEFAULT_MAX_MESSAGE_BYTES,
             xml: ferry_nbfx::Limits::default(),
-        })
+        }
     }
 
     /// Adds a header to every request, e.g. `ServiceBusAuthorization` with a SAS token for a
@@ -553,7 +592,8 @@ impl BasicHttpChannel {
         Ok(self)
     }
 
-    /// Sets how long one call may take (default [`DEFAULT_CLIENT_TIMEOUT`]).
+    /// Sets how long one call may take (default [`DEFAULT_CLIENT_TIMEOUT`]), connecting
+    /// (and the TLS handshake) included when no kept-alive connection is free.
     pub fn set_timeout(&mut self, timeout: Duration) -> &mut Self {
         self.timeout = timeout;
         self
@@ -586,11 +626,7 @@ impl BasicHttpChannel {
             .headers_mut()
             .extend(self.headers.iter().map(|(k, v)| (k.clone(), v.clone())));
         let exchange = async {
-            let response = self
-                .client
-                .request(request)
-                .await
-                .map_err(|e| BasicHttpError::Http(Box::new(e)))?;
+            let response = self.client.request(request).await.map_err(request_error)?;
             let status = response.status();
             let body = Limited::new(response.into_body(), self.max_message_bytes)
                 .collect()
@@ -608,6 +644,200 @@ impl BasicHttpChannel {
         timeout(self.timeout, exchange)
             .await
             .map_err(|_| BasicHttpError::Timeout(self.timeout))?
+    }
+}
+
+/// `url` parsed, if it is an absolute `http://` or `https://` URL.
+fn parse_url(url: &str) -> Result<http::Uri, BasicHttpError> {
+    let parsed: http::Uri = url.parse().map_err(|_| BasicHttpError::Url(url.into()))?;
+    let scheme_ok = matches!(parsed.scheme_str(), Some("http" | "https"));
+    if !scheme_ok || parsed.host().is_none() {
+        return Err(BasicHttpError::Url(url.into()));
+    }
+    Ok(parsed)
+}
+
+/// The TLS configuration of `https://` URLs given to [`BasicHttpChannel::new`]: the
+/// operating system's roots, loaded once per process (loading them reads files).
+fn system_tls() -> Arc<ClientConfig> {
+    static SYSTEM: OnceLock<Arc<ClientConfig>> = OnceLock::new();
+    SYSTEM
+        .get_or_init(|| {
+            ferry_net::tls::client_config(
+                ferry_net::tls::native_roots(),
+                &[ferry_net::tls::ALPN_HTTP11],
+            )
+            // With the built-in ring provider and safe defaults rustls always accepts this.
+            .expect("system client config")
+        })
+        .clone()
+}
+
+/// A failed request as a [`BasicHttpError`]: [`BasicHttpError::Tls`] when the connector's
+/// TLS handshake failed (hyper keeps the connector's error as a source), else
+/// [`BasicHttpError::Http`].
+fn request_error(e: hyper_util::client::legacy::Error) -> BasicHttpError {
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(&e);
+    while let Some(c) = cause {
+        if let Some(ConnectError::Tls(tls)) = c.downcast_ref::<ConnectError>() {
+            return BasicHttpError::Tls(tls.clone());
+        }
+        cause = c.source();
+    }
+    BasicHttpError::Http(Box::new(e))
+}
+
+/// The pooled hyper client of a channel, for its URL's scheme.
+#[derive(Clone, Debug)]
+enum HttpClient {
+    /// `http://`.
+    Plain(Client<HttpConnector, Full<Bytes>>),
+    /// `https://`.
+    Tls(Client<TlsConnector, Full<Bytes>>),
+}
+
+impl HttpClient {
+    fn tls(config: Arc<ClientConfig>) -> Self {
+        let mut tcp = HttpConnector::new();
+        // The scheme is https; the TCP connector would refuse anything but http otherwise.
+        tcp.enforce_http(false);
+        // One request, one answer: don't hold a small request's last segment back.
+        tcp.set_nodelay(true);
+        let connector = TlsConnector {
+            tcp,
+            tls: tokio_rustls::TlsConnector::from(config),
+        };
+        Self::Tls(Client::builder(TokioExecutor::new()).build(connector))
+    }
+
+    async fn request(
+        &self,
+        request: Request<Full<Bytes>>,
+    ) -> Result<Response<hyper::body::Incoming>, hyper_util::client::legacy::Error> {
+        match self {
+            Self::Plain(c) => c.request(request).await,
+            Self::Tls(c) => c.request(request).await,
+        }
+    }
+}
+
+/// Connects `https://` URLs: TCP (hyper's connector: name resolution, every address tried),
+/// then a rustls handshake naming the URL's host.
+#[derive(Clone)]
+struct TlsConnector {
+    tcp: HttpConnector,
+    tls: tokio_rustls::TlsConnector,
+}
+
+impl std::fmt::Debug for TlsConnector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TlsConnector").finish_non_exhaustive()
+    }
+}
+
+/// Why [`TlsConnector`] could not connect.
+#[derive(Debug, thiserror::Error)]
+enum ConnectError {
+    /// The URL's host is no DNS name or IP address.
+    #[error("invalid tls server name {0:?}")]
+    ServerName(String),
+    /// The TCP connection failed.
+    #[error("tcp connect failed")]
+    Tcp(#[source] Box<dyn std::error::Error + Send + Sync>),
+    /// The TLS handshake was refused (by rustls or by the server's alert).
+    #[error("tls handshake failed")]
+    Tls(#[source] rustls::Error),
+    /// The connection failed during the TLS handshake.
+    #[error("tls handshake failed")]
+    Io(#[source] io::Error),
+}
+
+impl tower_service::Service<http::Uri> for TlsConnector {
+    type Response = TlsStream;
+    type Error = ConnectError;
+    type Future = Pin<Box<dyn Future<Output = Result<TlsStream, ConnectError>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), ConnectError>> {
+        self.tcp
+            .poll_ready(cx)
+            .map_err(|e| ConnectError::Tcp(Box::new(e)))
+    }
+
+    fn call(&mut self, uri: http::Uri) -> Self::Future {
+        // The certificate must name the host the URL names; an IPv6 literal comes bracketed.
+        let host = uri.host().unwrap_or_default();
+        let host = host
+            .strip_prefix('[')
+            .and_then(|h| h.strip_suffix(']'))
+            .unwrap_or(host)
+            .to_owned();
+        let tcp = self.tcp.call(uri);
+        let tls = self.tls.clone();
+        Box::pin(async move {
+            let name =
+                ServerName::try_from(host.clone()).map_err(|_| ConnectError::ServerName(host))?;
+            let tcp = tcp.await.map_err(|e| ConnectError::Tcp(Box::new(e)))?;
+            let stream = tls.connect(name, tcp.into_inner()).await.map_err(|e| {
+                // tokio-rustls reports rustls's refusals as `InvalidData` I/O errors.
+                match e
+                    .get_ref()
+                    .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+                {
+                    Some(refused) => ConnectError::Tls(refused.clone()),
+                    None => ConnectError::Io(e),
+                }
+            })?;
+            Ok(TlsStream(TokioIo::new(stream)))
+        })
+    }
+}
+
+/// A TLS connection as hyper's client uses it.
+struct TlsStream(TokioIo<tokio_rustls::client::TlsStream<TcpStream>>);
+
+impl Connection for TlsStream {
+    fn connected(&self) -> Connected {
+        self.0.inner().get_ref().0.connected()
+    }
+}
+
+impl hyper::rt::Read for TlsStream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: hyper::rt::ReadBufCursor<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().0).poll_read(cx, buf)
+    }
+}
+
+impl hyper::rt::Write for TlsStream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().0).poll_write(cx, buf)
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().0).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().0).poll_shutdown(cx)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.0.is_write_vectored()
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().0).poll_write_vectored(cx, bufs)
     }
 }
 

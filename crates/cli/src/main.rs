@@ -91,6 +91,17 @@ struct ListenArgs {
     /// session is forwarded to it with its Via and To rewritten to that address.
     #[arg(long)]
     wcf_to: Option<String>,
+    /// With --wcf-to: the largest envelope carried either way, in bytes (1 to 1073741824; each
+    /// is held whole while it is rewritten). A client's larger message ends its session with
+    /// the MaxMessageSizeExceeded framing fault; the origin's, with EndpointUnavailable.
+    #[arg(
+        long,
+        value_name = "BYTES",
+        requires = "wcf_to",
+        default_value_t = wcf_listen::MAX_ENVELOPE_BYTES,
+        value_parser = wcf_listen::parse_max_message
+    )]
+    max_message: usize,
     #[command(flatten)]
     connect: ConnectArgs,
 }
@@ -411,7 +422,7 @@ async fn listen(args: ListenArgs) -> anyhow::Result<()> {
     });
     if let Some(wcf) = &args.wcf_to {
         let origin = wcf_listen::Origin::parse(wcf)?;
-        return wcf_listen::run(endpoint, origin, cancel).await;
+        return wcf_listen::run(endpoint, origin, args.max_message, cancel).await;
     }
     if let Some(grpc) = &args.grpc_to {
         // gRPC is HTTP/2 end to end: relayed connections are spliced to the server whole

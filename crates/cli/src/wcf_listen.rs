@@ -14,8 +14,9 @@
 //! client's preamble, so a WCF client reads it as the preamble's answer), a client whose
 //! bytes cannot be carried gets the fault [`RewriteError::fault`] names, and an origin that
 //! breaks in the middle of a record is `EndpointUnavailable`. Memory per session is bounded:
-//! one read buffer per direction plus at most one record (limited by
-//! [`MAX_ENVELOPE_BYTES`]) and its decoded tree.
+//! one read buffer per direction plus at most one record (limited by `--max-message`,
+//! [`MAX_ENVELOPE_BYTES`] by default) and its decoded tree. A client envelope over that limit
+//! gets `MaxMessageSizeExceeded`, as from WCF; an origin's, `EndpointUnavailable`.
 //!
 //! A NetOneway / NetEvent sender's session also carries the relay's own one-way messages, its
 //! `Connect` and `OnewayPing` keep-alives ([`RELAY_SESSION_ACTIONS`]). They are addressed to
@@ -45,9 +46,13 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{Instrument as _, debug, info, info_span, warn};
 
-/// Largest envelope carried either way: 16 MiB (WCF's default is 64 KiB; services that raise
-/// their quota usually stay well below this). Each is held whole while it is rewritten.
+/// Default for `--max-message`, the largest envelope carried either way: 16 MiB (WCF's default
+/// is 64 KiB; services that raise their quota usually stay well below this). Each is held
+/// whole while it is rewritten.
 pub(crate) const MAX_ENVELOPE_BYTES: usize = 16 * 1024 * 1024;
+/// Highest `--max-message` accepted: 1 GiB. Each session may hold an envelope of that size
+/// and its decoded tree, so anything larger is a typo or a way to exhaust memory.
+pub(crate) const MAX_ENVELOPE_CEILING: usize = 1024 * 1024 * 1024;
 /// Sessions carried at once; further senders are turned away with 503 by the relay.
 const MAX_SESSIONS: usize = 1024;
 /// TCP connect to the origin.
@@ -112,16 +117,37 @@ impl Origin {
     }
 }
 
-/// Runs the listener until `cancel` fires.
+/// Parses `--max-message`: a byte count from 1 to [`MAX_ENVELOPE_CEILING`].
+pub(crate) fn parse_max_message(s: &str) -> Result<usize, String> {
+    let bytes: usize = s
+        .trim()
+        .parse()
+        .map_err(|_| format!("{s:?} is not a byte count (a whole number, e.g. 1048576)"))?;
+    if bytes == 0 {
+        return Err("0 bytes would refuse every message; give at least 1".into());
+    }
+    if bytes > MAX_ENVELOPE_CEILING {
+        return Err(format!(
+            "{bytes} bytes is over the {MAX_ENVELOPE_CEILING} (1 GiB) ceiling: each session \
+             may hold a message that large"
+        ));
+    }
+    Ok(bytes)
+}
+
+/// Runs the listener until `cancel` fires, carrying envelopes of up to `max_message` bytes
+/// either way.
 pub(crate) async fn run(
     endpoint: Endpoint,
     origin: Origin,
+    max_message: usize,
     cancel: CancellationToken,
 ) -> anyhow::Result<()> {
     let mut listener = Listener::open(endpoint)
         .await
         .context("cannot open the listener")?;
-    info!(origin = %origin.address, "forwarding net.tcp sessions");
+    info!(origin = %origin.address, max_message, "forwarding net.tcp sessions");
+    let limits = RewriteLimits::with_max_envelope(max_message);
     let origin = Arc::new(origin);
     let permits = Arc::new(Semaphore::new(MAX_SESSIONS));
     let tracker = TaskTracker::new();
@@ -153,7 +179,7 @@ pub(crate) async fn run(
                 };
                 tokio::select! {
                     // The session ends by itself: both legs closed, or a fault sent.
-                    () = session(conn, &origin) => {}
+                    () = session(conn, &origin, limits) => {}
                     // Shutdown: dropping the streams closes both legs.
                     () = cancel.cancelled() => debug!("session cancelled"),
                 }
@@ -167,13 +193,12 @@ pub(crate) async fn run(
     result
 }
 
-/// One relayed session.
-async fn session(conn: IncomingConnection, origin: &Origin) {
+/// One relayed session, within `limits` (the `--max-message` envelope size).
+async fn session(conn: IncomingConnection, origin: &Origin, limits: RewriteLimits) {
     let relay = match conn.accept().await {
         Ok(s) => s,
         Err(e) => return warn!(error = %e, "rendezvous failed"),
     };
-    let limits = RewriteLimits::with_max_envelope(MAX_ENVELOPE_BYTES);
     let tcp =
         match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(&origin.authority)).await {
             Ok(Ok(tcp)) => tcp,
@@ -509,6 +534,28 @@ mod tests {
     use super::*;
 
     const NOTIFY: &str = "http://interop.example/calc/2024/ICalculator/Notify";
+
+    #[test]
+    fn max_message_bounds() {
+        assert_eq!(parse_max_message("1"), Ok(1));
+        assert_eq!(parse_max_message("65536"), Ok(65536));
+        assert_eq!(
+            parse_max_message("1073741824"),
+            Ok(MAX_ENVELOPE_CEILING),
+            "1 GiB itself is allowed"
+        );
+        for (bad, says) in [
+            ("0", "at least 1"),
+            ("1073741825", "1 GiB"),
+            ("99999999999999999999999", "not a byte count"),
+            ("-1", "not a byte count"),
+            ("16MiB", "not a byte count"),
+            ("", "not a byte count"),
+        ] {
+            let e = parse_max_message(bad).expect_err(bad);
+            assert!(e.contains(says), "{bad:?}: {e}");
+        }
+    }
 
     /// A client stream: preamble to `via`, then each (action, body) as a binary-session
     /// envelope with MessageID and `To`, then End.

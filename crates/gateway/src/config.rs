@@ -164,7 +164,10 @@ pub struct Timeouts {
     /// How long a write to an HTTP sender may wait for the sender to read: past it the
     /// connection is closed, and a listener streaming its response is let go. Without it a
     /// sender that asks for a large answer and never reads it would hold its connection, the
-    /// response's rendezvous and the listener for ever.
+    /// response's rendezvous and the listener for ever. It applies to the connection's
+    /// socket writes and, for a streamed response, to each chunk the relay hands over (at
+    /// most the relay buffer, 64 KiB): a client must take at least that much per period, so
+    /// the default asks for about 1 KB/s. Zero means no limit.
     pub write_stall: Duration,
 }
 

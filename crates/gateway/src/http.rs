@@ -676,16 +676,16 @@ pub(crate) async fn rendezvous(
             Ok(Ok(None)) => break,
             Ok(Err(e)) => {
                 warn!(error = %e, "response body from the listener broke off");
-                let _ = timeout(stall, tx.send(Err(std::io::Error::other(e)))).await;
+                let _ = stalling(stall, tx.send(Err(std::io::Error::other(e)))).await;
                 return close(&shared, &mut write, 1000).await;
             }
             Err(_) => {
                 let idle = std::io::Error::other("response body idle too long");
-                let _ = timeout(stall, tx.send(Err(idle))).await;
+                let _ = stalling(stall, tx.send(Err(idle))).await;
                 return close(&shared, &mut write, 1000).await;
             }
         };
-        if !matches!(timeout(stall, tx.send(Ok(chunk))).await, Ok(Ok(()))) {
+        if !matches!(stalling(stall, tx.send(Ok(chunk))).await, Some(Ok(()))) {
             // The client went away or stopped reading: stop reading, tell the listener. The
             // body ends without its end mark, so the client sees an error, not a short body.
             debug!("sender stopped reading the response; closing the http rendezvous");
@@ -694,11 +694,23 @@ pub(crate) async fn rendezvous(
         }
     }
     // The end mark (an empty chunk): only now is the body complete.
-    if !matches!(timeout(stall, tx.send(Ok(Bytes::new()))).await, Ok(Ok(()))) {
+    if !matches!(
+        stalling(stall, tx.send(Ok(Bytes::new()))).await,
+        Some(Ok(()))
+    ) {
         abandon(cancel);
         return close(&shared, &mut write, 1001).await;
     }
     close(&shared, &mut write, 1000).await;
+}
+
+/// `f` within the write stall limit (`None` past it); a zero limit is no limit.
+async fn stalling<T>(stall: std::time::Duration, f: impl Future<Output = T>) -> Option<T> {
+    if stall.is_zero() {
+        Some(f.await)
+    } else {
+        timeout(stall, f).await.ok()
+    }
 }
 
 /// Reads a `response` command (a text message) from a rendezvous.

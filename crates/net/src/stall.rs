@@ -35,7 +35,8 @@ pub struct WriteStall<T> {
 }
 
 impl<T> WriteStall<T> {
-    /// Wraps `inner`; a write pending without progress for `limit` fails.
+    /// Wraps `inner`; a write pending without progress for `limit` fails. A zero limit, or
+    /// one too large to add to the current time, never fires.
     pub fn new(inner: T, limit: Duration) -> Self {
         Self {
             inner,
@@ -73,18 +74,23 @@ impl<T> WriteStall<T> {
             return poll;
         }
         if !self.armed {
-            // A new stall starts now.
-            let deadline = Instant::now() + self.limit;
+            // A new stall starts now. A zero limit means no limit, and so does one too far
+            // away to be a point in time.
+            let Some(deadline) = Instant::now()
+                .checked_add(self.limit)
+                .filter(|_| !self.limit.is_zero())
+            else {
+                return Poll::Pending;
+            };
             match &mut self.timer {
                 Some(timer) => timer.as_mut().reset(deadline),
                 None => self.timer = Some(Box::pin(sleep_until(deadline))),
             }
             self.armed = true;
         }
-        let timer = self
-            .timer
-            .as_mut()
-            .expect("armed implies a timer: it is set just above before `armed`");
+        let Some(timer) = self.timer.as_mut() else {
+            return Poll::Pending;
+        };
         // Polling registers the waker, so the task wakes when the limit passes even if the
         // peer never reads again. The clock stays armed after it fires: the stall goes on,
         // and every later pending write fails at once.
@@ -172,6 +178,27 @@ mod tests {
         let again = io.write_all(&[1u8; 64]).await.expect_err("still stalled");
         assert_eq!(again.kind(), io::ErrorKind::TimedOut);
         assert!(start.elapsed() - waited < LIMIT, "{:?}", start.elapsed());
+    }
+
+    #[tokio::test]
+    async fn a_zero_or_huge_limit_never_fires() {
+        for limit in [Duration::ZERO, Duration::MAX] {
+            let (near, mut far) = duplex(16);
+            let mut io = WriteStall::new(near, limit);
+            // Stalled well past what any real limit would allow, then read: no error.
+            let write = tokio::spawn(async move {
+                io.write_all(&[1u8; 64]).await?;
+                Ok::<_, io::Error>(io)
+            });
+            tokio::time::sleep(LIMIT * 2).await;
+            let mut got = [0u8; 64];
+            far.read_exact(&mut got).await.expect("the far end reads");
+            let io = tokio::time::timeout(SLACK, write)
+                .await
+                .expect("the write completes once read")
+                .expect("write task");
+            assert!(io.is_ok(), "limit {limit:?}: {:?}", io.err());
+        }
     }
 
     #[tokio::test]

@@ -18,7 +18,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use ferry_gateway::{Config, Gateway, PathConfig, RunningGateway};
 use ferry_hc::SasToken;
-use ferry_nmf::{ClientConfig, Event, FaultCode, Limits, Record, Session};
+use ferry_nmf::{ClientConfig, Event, FaultCode, Limits, Mode, Record, Session};
 use ferry_sdk::{Endpoint, HybridStream, Listener, SasKeyProvider};
 use ferry_soap::{AddressingVersion, BinarySession, Envelope, RelayAccessToken, SoapVersion};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -726,6 +726,54 @@ async fn shutdown_ends_a_sender_waiting_for_its_listener() {
             "the sender is told the endpoint went away"
         );
         drop(silent);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_singleton_sized_sender_without_a_valid_via_token_is_refused_at_once() {
+    within(async {
+        let gw = gateway(|c| c.timeouts.handshake = Duration::from_secs(30)).await;
+        let _listener = listener(&gw, "calc").await;
+        for (path, query) in [
+            ("calc", String::new()),
+            (
+                "calc",
+                format!(
+                    "?sb-hc-token={}",
+                    ferry_hc::address::encode_query_value(&forged(&gw, "calc"))
+                ),
+            ),
+            ("nowhere", String::new()),
+        ] {
+            let config = ClientConfig {
+                mode: Mode::SingletonSized,
+                ..ClientConfig::net_tcp(format!("{}{query}", via(&gw, path)))
+            };
+            let mut client = Session::client(config, Limits::default()).expect("client session");
+            let mut wire = Vec::new();
+            client.poll_transmit(&mut wire);
+            let mut tcp = TcpStream::connect(gw.nettcp_addr().expect("net.tcp port"))
+                .await
+                .expect("connect");
+            tcp.write_all(&wire).await.expect("preamble");
+            // Raw octets follow the preamble in this mode; the gateway must not wait for
+            // (or buffer) a message that never comes before answering.
+            let _ = tcp.write_all(&[0x42; 4096]).await;
+            let start = Instant::now();
+            let mut answer = Vec::new();
+            let _ = tokio::time::timeout(STEP, tcp.read_to_end(&mut answer)).await;
+            assert!(
+                start.elapsed() < Duration::from_secs(5),
+                "{path}{query}: answered within the handshake timeout, not at its end ({:?})",
+                start.elapsed()
+            );
+            assert_eq!(
+                answer,
+                fault_record(FaultCode::EndpointNotFound),
+                "{path}{query}: a framing fault, the same for existing and missing paths"
+            );
+        }
     })
     .await;
 }

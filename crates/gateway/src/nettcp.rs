@@ -143,6 +143,13 @@ pub(crate) async fn serve(
         // A Via token is checked before any message is read: a valid one pairs at once, and
         // the first message goes to the listener with the rest of the session.
         let via_verdict = via_token(&preamble.via).map(|t| authorize(Some(&t)));
+        if !matches!(via_verdict, Some(Ok(_))) && matches!(preamble.mode, Mode::SingletonSized) {
+            // Raw octets follow, not messages: there is no request to answer with a SOAP
+            // fault (and no message boundary to stop reading at), so refuse now, the same
+            // way for existing and missing paths.
+            info!(%peer, %path, "singleton-sized net.tcp sender refused: no valid Via token");
+            return refuse(&shared, tcp, &mut session, FaultCode::EndpointNotFound).await;
+        }
         if !matches!(via_verdict, Some(Ok(_))) {
             // No Via token, or a bad one: the first message is read either way, so a refused
             // sender's request is answered with a SOAP fault the client reports as such
@@ -671,6 +678,8 @@ pub(crate) async fn rendezvous(
     listener.commands.try_send(accept.into()).ok()?;
     // Shutdown ends the wait at once (the key is withdrawn as `_pending` drops).
     let reply = tokio::select! {
+        // A rendezvous already accepted is taken (and closed properly later), not dropped.
+        biased;
         r = timeout(shared.config.timeouts.rendezvous, reply_rx) => r,
         () = shared.cancel.cancelled() => return None,
     };

@@ -452,73 +452,6 @@ async fn fan_out_opens_slow_listeners_at_once() {
     .await;
 }
 
-#[tokio::test]
-async fn shutdown_ends_a_fan_out_waiting_for_its_listeners() {
-    /// Well under the rendezvous timeout, and under shutdown's own bound (twice the close
-    /// timeout), so only ending the wait at once meets it.
-    const BOUND: Duration = Duration::from_secs(5);
-    within(async {
-        let gw = gateway(|c| {
-            c.paths = vec![PathConfig {
-                anonymous_senders: true,
-                fan_out: true,
-                ..PathConfig::new("events")
-            }];
-            c.timeouts.rendezvous = Duration::from_secs(20);
-            c.timeouts.close = Duration::from_secs(10);
-        })
-        .await;
-        // Registered, but it never takes the accept: its rendezvous never opens.
-        let silent = listener(&gw, "events").await;
-        let (client, wire) = preamble(&via(&gw, "events"));
-        let mut tcp = TcpStream::connect(gw.nettcp_addr().expect("net.tcp port"))
-            .await
-            .expect("connect");
-        tcp.write_all(&wire).await.expect("preamble");
-        let mut ack = [0u8; 1];
-        tcp.read_exact(&mut ack).await.expect("ack");
-        assert_eq!(ack, [ACK]);
-        let mut first = Vec::new();
-        Record::SizedEnvelope(request("urn:notify/0", None).into()).encode(&mut first);
-        tcp.write_all(&first).await.expect("first message");
-        // The gateway has asked the listener and waits for its rendezvous.
-        while gw.pending_rendezvous() == 0 {
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-
-        let start = Instant::now();
-        let (closed, stopped) = tokio::join!(
-            async {
-                let mut rest = Vec::new();
-                let read = tokio::time::timeout(BOUND, tcp.read_to_end(&mut rest)).await;
-                drop(tcp);
-                (read, rest)
-            },
-            async {
-                gw.shutdown().await;
-                start.elapsed()
-            },
-        );
-        assert!(
-            stopped < BOUND,
-            "shutdown took {stopped:?}, waiting on a listener that never opened its rendezvous"
-        );
-        let (read, rest) = closed;
-        read.expect("the sender's connection closed at shutdown")
-            .expect("a clean close, not a reset");
-        assert_eq!(
-            events_of(client, &[&ack[..], &rest].concat()),
-            [
-                Event::PreambleAcked,
-                Event::Fault(FaultCode::EndpointUnavailable)
-            ],
-            "the sender is told the endpoint went away"
-        );
-        drop(silent);
-    })
-    .await;
-}
-
 /// A framing Fault record.
 fn fault_record(code: FaultCode) -> Vec<u8> {
     let mut out = Vec::new();
@@ -666,71 +599,6 @@ async fn a_refused_sender_that_keeps_sending_is_cut_off() {
 }
 
 #[tokio::test]
-async fn shutdown_ends_a_sender_waiting_for_its_listener() {
-    /// Well under the rendezvous timeout and under shutdown's own bound (twice the close
-    /// timeout), so only ending the wait at once meets it.
-    const BOUND: Duration = Duration::from_secs(5);
-    within(async {
-        let gw = gateway(|c| {
-            c.paths = vec![PathConfig {
-                anonymous_senders: true,
-                ..PathConfig::new("calc")
-            }];
-            c.timeouts.rendezvous = Duration::from_secs(20);
-            c.timeouts.close = Duration::from_secs(10);
-        })
-        .await;
-        // Registered, but it never takes the accept: its rendezvous never opens.
-        let silent = listener(&gw, "calc").await;
-        let (client, wire) = preamble(&via(&gw, "calc"));
-        let mut tcp = TcpStream::connect(gw.nettcp_addr().expect("net.tcp port"))
-            .await
-            .expect("connect");
-        tcp.write_all(&wire).await.expect("preamble");
-        let mut ack = [0u8; 1];
-        tcp.read_exact(&mut ack).await.expect("ack");
-        assert_eq!(ack, [ACK]);
-        let mut first = Vec::new();
-        Record::SizedEnvelope(request("urn:add", None).into()).encode(&mut first);
-        tcp.write_all(&first).await.expect("first message");
-        while gw.pending_rendezvous() == 0 {
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-
-        let start = Instant::now();
-        let (closed, stopped) = tokio::join!(
-            async {
-                let mut rest = Vec::new();
-                let read = tokio::time::timeout(BOUND, tcp.read_to_end(&mut rest)).await;
-                drop(tcp);
-                (read, rest)
-            },
-            async {
-                gw.shutdown().await;
-                start.elapsed()
-            },
-        );
-        assert!(
-            stopped < BOUND,
-            "shutdown took {stopped:?}, waiting on a listener that never opened its rendezvous"
-        );
-        let (read, rest) = closed;
-        read.expect("the sender's connection closed at shutdown")
-            .expect("a clean close, not a reset");
-        assert_eq!(
-            events_of(client, &[&ack[..], &rest].concat()),
-            [
-                Event::PreambleAcked,
-                Event::Fault(FaultCode::EndpointUnavailable)
-            ],
-            "the sender is told the endpoint went away"
-        );
-        drop(silent);
-    })
-    .await;
-}
-
-#[tokio::test]
 async fn a_singleton_sized_sender_without_a_valid_via_token_is_refused_at_once() {
     within(async {
         let gw = gateway(|c| c.timeouts.handshake = Duration::from_secs(30)).await;
@@ -774,6 +642,86 @@ async fn a_singleton_sized_sender_without_a_valid_via_token_is_refused_at_once()
                 "{path}{query}: a framing fault, the same for existing and missing paths"
             );
         }
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn shutdown_ends_a_fan_out_waiting_for_its_listeners() {
+    shutdown_while_a_sender_waits(true).await;
+}
+
+#[tokio::test]
+async fn shutdown_ends_a_sender_waiting_for_its_listener() {
+    shutdown_while_a_sender_waits(false).await;
+}
+
+/// A sender on a path (a fan-out one or not) whose only listener never takes its accept;
+/// the gateway shuts down while the sender waits: shutdown is prompt and the sender is told
+/// the endpoint went away, with a clean close.
+async fn shutdown_while_a_sender_waits(fan_out: bool) {
+    /// Well under the rendezvous timeout, and under shutdown's own bound (twice the close
+    /// timeout), so only ending the wait at once meets it.
+    const BOUND: Duration = Duration::from_secs(5);
+    within(async {
+        let gw = gateway(|c| {
+            c.paths = vec![PathConfig {
+                anonymous_senders: true,
+                fan_out,
+                ..PathConfig::new("events")
+            }];
+            c.timeouts.rendezvous = Duration::from_secs(20);
+            c.timeouts.close = Duration::from_secs(10);
+        })
+        .await;
+        // Registered, but it never takes the accept: its rendezvous never opens.
+        let silent = listener(&gw, "events").await;
+        let (client, wire) = preamble(&via(&gw, "events"));
+        let mut tcp = TcpStream::connect(gw.nettcp_addr().expect("net.tcp port"))
+            .await
+            .expect("connect");
+        tcp.write_all(&wire).await.expect("preamble");
+        let mut ack = [0u8; 1];
+        tcp.read_exact(&mut ack).await.expect("ack");
+        assert_eq!(ack, [ACK]);
+        let mut first = Vec::new();
+        Record::SizedEnvelope(request("urn:notify/0", None).into()).encode(&mut first);
+        tcp.write_all(&first).await.expect("first message");
+        // The gateway has asked the listener and waits for its rendezvous.
+        while gw.pending_rendezvous() == 0 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+
+        let start = Instant::now();
+        let (closed, stopped) = tokio::join!(
+            async {
+                let mut rest = Vec::new();
+                let read = tokio::time::timeout(BOUND, tcp.read_to_end(&mut rest)).await;
+                drop(tcp);
+                (read, rest)
+            },
+            async {
+                gw.shutdown().await;
+                start.elapsed()
+            },
+        );
+        assert!(
+            stopped < BOUND,
+            "fan_out {fan_out}: shutdown took {stopped:?}, waiting on a listener that never \
+             opened its rendezvous"
+        );
+        let (read, rest) = closed;
+        read.expect("the sender's connection closed at shutdown")
+            .expect("a clean close, not a reset");
+        assert_eq!(
+            events_of(client, &[&ack[..], &rest].concat()),
+            [
+                Event::PreambleAcked,
+                Event::Fault(FaultCode::EndpointUnavailable)
+            ],
+            "fan_out {fan_out}: the sender is told the endpoint went away"
+        );
+        drop(silent);
     })
     .await;
 }

@@ -146,6 +146,15 @@ async fn route(
     if !is_upgrade {
         return reply(&shared, &mut conn, 400, "a WebSocket upgrade is required").await;
     }
+    if head.minor < 1 {
+        return reply(
+            &shared,
+            &mut conn,
+            400,
+            "a WebSocket upgrade needs HTTP/1.1",
+        )
+        .await;
+    }
     if head.header("Sec-WebSocket-Version").map(str::trim) != Some("13") {
         return reply(&shared, &mut conn, 426, "").await;
     }
@@ -621,6 +630,7 @@ mod tests {
         Head {
             method: "GET".into(),
             target: "/".into(),
+            minor: 1,
             headers: headers
                 .iter()
                 .map(|(n, v)| ((*n).to_owned(), (*v).to_owned()))

@@ -19,6 +19,9 @@ pub(crate) const MAX_HEADERS: usize = 100;
 pub(crate) struct Head {
     pub(crate) method: String,
     pub(crate) target: String,
+    /// The minor version: 1 for HTTP/1.1, 0 for HTTP/1.0 (relayed as plain HTTP only; a
+    /// WebSocket upgrade needs 1.1).
+    pub(crate) minor: u8,
     /// In order, duplicates kept.
     pub(crate) headers: Vec<(String, String)>,
     /// Bytes read past the head (a client may pipeline its first frames).
@@ -125,9 +128,9 @@ impl Head {
             Err(httparse::Error::TooManyHeaders) => return Err(HeadError::TooManyHeaders),
             Err(_) => return Err(HeadError::Malformed),
         }
-        if req.version != Some(1) {
+        let Some(minor @ (0 | 1)) = req.version else {
             return Err(HeadError::Malformed);
-        }
+        };
         let headers = req
             .headers
             .iter()
@@ -141,6 +144,7 @@ impl Head {
         Ok(Self {
             method: req.method.ok_or(HeadError::Malformed)?.to_owned(),
             target: req.path.ok_or(HeadError::Malformed)?.to_owned(),
+            minor,
             headers,
             rest: buf[end..].to_vec(),
             raw: buf[..end].to_vec(),
@@ -253,6 +257,24 @@ mod tests {
         assert_eq!(head.header("x-a"), Some("1"));
         assert_eq!(head.headers.len(), 3);
         assert_eq!(head.rest, b"\x81\x80");
+    }
+
+    #[tokio::test]
+    async fn http10_heads_are_read_and_other_versions_refused() {
+        let head = Head::read(&mut &b"GET /p/x HTTP/1.0\r\nHost: x\r\n\r\n"[..], 1024)
+            .await
+            .unwrap();
+        assert_eq!((head.target.as_str(), head.minor), ("/p/x", 0));
+        let head = Head::read(&mut &b"GET /p/x HTTP/1.1\r\n\r\n"[..], 1024)
+            .await
+            .unwrap();
+        assert_eq!(head.minor, 1);
+        for other in [&b"GET / HTTP/2.0\r\n\r\n"[..], b"GET / HTTP/0.9\r\n\r\n"] {
+            assert!(matches!(
+                Head::read(&mut &other[..], 1024).await,
+                Err(HeadError::Malformed)
+            ));
+        }
     }
 
     #[tokio::test]

@@ -203,6 +203,22 @@ async fn hyco_https_listener_answers_curl_through_the_gateway() {
         assert_eq!(r.status, 200);
         assert_eq!(r.body, pattern(100_000));
         assert_eq!(r.header("x-pattern"), ["i*31+7"]);
+        // HTTP/1.0 senders (ApacheBench and other old tools) are relayed too: inline and over
+        // the rendezvous, the body delimited by the connection's end.
+        let r = curl(
+            &t,
+            &["--http1.0", "-H", &auth],
+            &format!("{base}/big?n=100000"),
+        );
+        assert_eq!(r.status, 200);
+        // curl writes HTTP/1.0 as "1" (and 1.1 as "1.1").
+        assert!(matches!(r.version.as_str(), "1" | "1.0"), "{}", r.version);
+        assert_eq!(r.body, pattern(100_000));
+        let r = curl(&t, &["--http1.0", "-H", &auth], &format!("{base}/old"));
+        assert_eq!(r.status, 200);
+        // curl writes HTTP/1.0 as "1" (and 1.1 as "1.1").
+        assert!(matches!(r.version.as_str(), "1" | "1.0"), "{}", r.version);
+        assert_eq!(r.json()["method"], "GET");
 
         // The token may also come as sb-hc-token in the query, or as Authorization.
         let q = ferry_hc::address::encode_query_value(&token);

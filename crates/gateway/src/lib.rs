@@ -104,14 +104,14 @@ impl Gateway {
                 dev_ca_pem = Some(pki.ca_pem);
                 Some(TlsAcceptor::from(tls::server_config(
                     pki.identity,
-                    &[tls::ALPN_H2, tls::ALPN_HTTP11],
+                    &[tls::ALPN_H2, tls::ALPN_HTTP11, tls::ALPN_HTTP10],
                 )?))
             }
             (true, TlsSetup::Files { cert, key }) => {
                 let identity = Identity::from_pem_files(cert, key)?;
                 Some(TlsAcceptor::from(tls::server_config(
                     identity,
-                    &[tls::ALPN_H2, tls::ALPN_HTTP11],
+                    &[tls::ALPN_H2, tls::ALPN_HTTP11, tls::ALPN_HTTP10],
                 )?))
             }
         };

@@ -19,6 +19,9 @@ use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 pub const ALPN_HTTP11: &[u8] = b"http/1.1";
 /// ALPN protocol id for HTTP/2.
 pub const ALPN_H2: &[u8] = b"h2";
+/// ALPN protocol id for HTTP/1.0: a client that offers only it (`curl --http1.0`) is
+/// refused the handshake by a server that does not list it.
+pub const ALPN_HTTP10: &[u8] = b"http/1.0";
 
 /// A TLS set-up that cannot be used.
 #[derive(Debug, thiserror::Error)]

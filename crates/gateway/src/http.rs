@@ -477,24 +477,10 @@ fn authorize(
     Ok(())
 }
 
-/// The one `Content-Length` among `headers`, if there is exactly one and it is a number.
-fn exact_length(headers: &Headers) -> Option<u64> {
-    let mut values = headers
-        .iter()
-        .filter(|(name, _)| name.eq_ignore_ascii_case("content-length"))
-        .map(|(_, value)| value.trim());
-    let value = values.next()?;
-    if values.next().is_some() || value.is_empty() || !value.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    value.parse().ok()
-}
-
 /// Builds the client's response from the listener's `response`, adding `Via`.
 fn response_from(reply: HttpReply, via: &str) -> Result<http::Response<Body>, Refusal> {
     let status = StatusCode::from_u16(reply.response.status_code)
         .map_err(|_| Refusal::new(502, "the listener sent an invalid status"))?;
-    let streamed = matches!(reply.body, ReplyBody::Stream(_));
     let body = match reply.body {
         ReplyBody::Full(bytes) => full(bytes),
         ReplyBody::Stream(rx) => {
@@ -514,19 +500,9 @@ fn response_from(reply: HttpReply, via: &str) -> Result<http::Response<Body>, Re
             BodyExt::boxed(StreamBody::new(chunks))
         }
     };
-    // A streamed body keeps the listener's length, when it gave exactly one valid one: hyper
-    // then frames the response by it and fails the exchange if the body comes up short or
-    // long, so a client without chunked framing (HTTP/1.0, close-delimited) can still tell a
-    // body cut off by the relay from a whole one. A whole body gets its length from hyper.
-    let streamed_length = streamed
-        .then(|| exact_length(&reply.response.response_headers))
-        .flatten();
     let mut response = http::Response::new(body);
     *response.status_mut() = status;
     let headers = response.headers_mut();
-    if let Some(length) = streamed_length {
-        headers.insert(http::header::CONTENT_LENGTH, HeaderValue::from(length));
-    }
     for (name, value) in &reply.response.response_headers {
         if HOP_BY_HOP.iter().any(|h| h.eq_ignore_ascii_case(name)) {
             continue;

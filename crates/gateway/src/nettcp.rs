@@ -1018,6 +1018,57 @@ mod tests {
         }
     }
 
+    /// Feeds `data` in pieces of `piece` bytes: where the session ends in `data`, as
+    /// [`Boundary::feed`] says for the whole.
+    fn feed_in_pieces(data: &[u8], piece: usize) -> Result<Option<usize>, ()> {
+        let mut b = Boundary::default();
+        let mut at = 0;
+        for chunk in data.chunks(piece.max(1)) {
+            if let Some(end) = b.feed(chunk)? {
+                return Ok(Some(at + end));
+            }
+            at += chunk.len();
+        }
+        Ok(None)
+    }
+
+    proptest::proptest! {
+        /// However a stream is cut, the boundary (or the refusal) is the same: payloads
+        /// skipped in one step across pieces land where a byte-by-byte walk does.
+        #[test]
+        fn the_boundary_does_not_depend_on_how_the_stream_is_cut(
+            sizes in proptest::collection::vec(0usize..70_000, 0..4),
+            chunks in proptest::collection::vec(1usize..3_000, 0..4),
+            end in proptest::bool::ANY,
+            tail in proptest::collection::vec(proptest::num::u8::ANY, 0..16),
+            piece in 1usize..100_000,
+        ) {
+            use ferry_nmf::Record;
+            let mut data = preamble(Mode::Duplex);
+            let mut list: Vec<Record<'_>> = sizes
+                .iter()
+                .map(|&n| Record::SizedEnvelope(vec![0x07; n].into()))
+                .collect();
+            if !chunks.is_empty() {
+                list.push(Record::UnsizedEnvelope(
+                    chunks.iter().map(|&n| vec![0x07u8; n].into()).collect(),
+                ));
+            }
+            if end {
+                list.push(Record::End);
+            }
+            data.extend(records(&list));
+            data.extend(&tail);
+            let whole = Boundary::default().feed(&data);
+            proptest::prop_assert_eq!(feed_in_pieces(&data, 1), whole);
+            proptest::prop_assert_eq!(feed_in_pieces(&data, piece), whole);
+            if end {
+                let body = data.len() - tail.len();
+                proptest::prop_assert_eq!(whole, Ok(Some(body)));
+            }
+        }
+    }
+
     #[test]
     fn singleton_sized_octets_and_garbage() {
         // Singleton-sized: after the preamble everything is message octets, End bytes too.

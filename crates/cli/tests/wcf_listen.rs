@@ -19,9 +19,8 @@ mod common;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::{Calc, LIMIT, free_port, recording, replay};
+use common::{Calc, ferry_env, free_port, nmf_event, recording, replay, token, wcf_listen, within};
 use ferry_gateway::{Config, Gateway, RunningGateway};
-use ferry_hc::SasToken;
 use ferry_nbfx::Element;
 use ferry_nmf::{ClientConfig, Event, FaultCode, Limits, Record, Session};
 use ferry_soap::version::WSA10_ANONYMOUS;
@@ -40,60 +39,16 @@ use tokio::time::Instant;
 /// Longest wait for one answer.
 const STEP: Duration = Duration::from_secs(30);
 
-async fn within<F: Future>(f: F) -> F::Output {
-    tokio::time::timeout(LIMIT, f)
-        .await
-        .expect("test timed out")
-}
-
-/// The environment `ferry listen` and `ferry bridge` need to reach `gw`.
-fn env(gw: &RunningGateway) -> Vec<(&'static str, String)> {
-    let plain = gw.plain_addr().expect("plain port");
-    vec![
-        ("FERRY_GATEWAY", format!("ws://{plain}")),
-        ("FERRY_KEY_NAME", gw.rule_name().to_owned()),
-        ("FERRY_KEY", gw.rule_key().to_owned()),
-    ]
-}
-
-/// `ferry listen PATH --wcf-to ORIGIN`, once the gateway has its listener.
-async fn listen(gw: &RunningGateway, path: &str, origin: &str) -> Child {
-    let child = common::ferry(
-        &["listen", path, "--wcf-to", origin],
-        &env(gw),
-        "forwarding net.tcp sessions",
-    )
-    .await;
-    while gw.listener_count(path) == 0 {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    child
-}
-
 /// `ferry bridge local 127.0.0.1:PORT PATH`; returns it and the port.
 async fn bridge(gw: &RunningGateway, path: &str) -> (Child, u16) {
     let port = free_port();
     let child = common::ferry(
         &["bridge", "local", &format!("127.0.0.1:{port}"), path],
-        &env(gw),
+        &ferry_env(gw),
         "bridge local side running",
     )
     .await;
     (child, port)
-}
-
-fn token(gw: &RunningGateway, path: &str) -> String {
-    let expiry = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .expect("clock")
-        .as_secs()
-        + 3600;
-    SasToken::create(
-        &format!("http://localhost/{path}"),
-        gw.rule_name(),
-        gw.rule_key(),
-        expiry,
-    )
 }
 
 /// The gateway's net.tcp address for `path`, with a token on the Via.
@@ -140,7 +95,7 @@ async fn mono_client_through_a_port_bridge_gets_the_direct_answers() {
         let calc = Calc::start().await;
         let direct = mono_client(&calc.tcp, None).await;
         let gw = Gateway::start(Config::dev()).await.expect("gateway");
-        let _listener = listen(&gw, "calc", &calc.tcp).await;
+        let _listener = wcf_listen(&gw, "calc", &calc.tcp, &[]).await;
         let (_bridge, port) = bridge(&gw, "calc").await;
         let relayed = mono_client(&format!("net.tcp://127.0.0.1:{port}/calc/tcp"), None).await;
         assert_same_calls(&direct, &relayed, "bridge");
@@ -154,7 +109,7 @@ async fn mono_client_through_the_gateway_nettcp_port_gets_the_direct_answers() {
         let calc = Calc::start().await;
         let direct = mono_client(&calc.tcp, None).await;
         let gw = Gateway::start(Config::dev()).await.expect("gateway");
-        let _listener = listen(&gw, "calc", &calc.tcp).await;
+        let _listener = wcf_listen(&gw, "calc", &calc.tcp, &[]).await;
         // The token rides in a RelayAccessToken header on every message; the gateway checks
         // the first, the listener takes them all out before the service sees them.
         let port = gw.nettcp_addr().expect("net.tcp port").port();
@@ -173,7 +128,7 @@ async fn recordings_replay_through_the_relay_to_mono() {
     within(async {
         let calc = Calc::start().await;
         let gw = Gateway::start(Config::dev()).await.expect("gateway");
-        let _listener = listen(&gw, "calc", &calc.tcp).await;
+        let _listener = wcf_listen(&gw, "calc", &calc.tcp, &[]).await;
         let (_bridge, port) = bridge(&gw, "calc").await;
         for name in ["tcp-session", "tcp-oneway", "tcp-fault"] {
             for to in [
@@ -220,20 +175,7 @@ impl RawClient {
     }
 
     async fn event(&mut self) -> Option<Event> {
-        let mut buf = [0u8; 8192];
-        loop {
-            if let Some(e) = self.session.poll_event() {
-                return Some(e);
-            }
-            let n = tokio::time::timeout(STEP, self.tcp.read(&mut buf))
-                .await
-                .expect("an answer in time")
-                .ok()?;
-            if n == 0 {
-                return None;
-            }
-            self.session.handle_input(&buf[..n]).ok()?;
-        }
+        nmf_event(&mut self.session, &mut self.tcp, STEP).await
     }
 
     /// Calls Add the way Mono's client does (Action, MessageID, ReplyTo, To = the Via).
@@ -314,7 +256,7 @@ async fn bad_input_gets_a_framing_fault_and_other_sessions_carry_on() {
     within(async {
         let calc = Calc::start().await;
         let gw = Gateway::start(Config::dev()).await.expect("gateway");
-        let _listener = listen(&gw, "calc", &calc.tcp).await;
+        let _listener = wcf_listen(&gw, "calc", &calc.tcp, &[]).await;
         let (_bridge, port) = bridge(&gw, "calc").await;
 
         // A good session, open across the bad ones.
@@ -378,7 +320,7 @@ async fn an_unreachable_origin_is_endpoint_not_found() {
         let gw = Gateway::start(Config::dev()).await.expect("gateway");
         let closed = free_port();
         let origin = format!("net.tcp://127.0.0.1:{closed}/calc/tcp");
-        let _listener = listen(&gw, "down", &origin).await;
+        let _listener = wcf_listen(&gw, "down", &origin, &[]).await;
         let (_bridge, port) = bridge(&gw, "down").await;
 
         // Through the bridge: the fault answers the preamble.
@@ -462,7 +404,7 @@ async fn the_origin_sees_its_own_address_and_never_the_relay_token() {
             }
         });
         let gw = Gateway::start(Config::dev()).await.expect("gateway");
-        let _listener = listen(&gw, "calc", &address).await;
+        let _listener = wcf_listen(&gw, "calc", &address, &[]).await;
         let secret = token(&gw, "calc");
         let port = gw.nettcp_addr().expect("port").port();
         let via = format!("net.tcp://127.0.0.1:{port}/calc");
@@ -610,7 +552,7 @@ async fn a_netoneway_senders_relay_messages_do_not_reach_the_origin() {
         tokio::spawn(async move { serving.serve_tcp(tcp).await });
 
         let gw = Gateway::start(Config::dev()).await.expect("gateway");
-        let _listener = listen(&gw, "oneway", &origin).await;
+        let _listener = wcf_listen(&gw, "oneway", &origin, &[]).await;
         let port = gw.nettcp_addr().expect("net.tcp port").port();
         // Connect first, then 10 Notify with one OnewayPing among them, then End.
         let lines = mono_oneway_sender(

@@ -11,9 +11,8 @@ use std::process::Stdio;
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{FERRY, LIMIT};
+use common::{FERRY, nmf_event, token, wcf_listen, within};
 use ferry_gateway::{Config, Gateway, RunningGateway};
-use ferry_hc::SasToken;
 use ferry_nmf::{ClientConfig, Event, FaultCode, Limits, Session};
 use ferry_soap::version::WSA10_ANONYMOUS;
 use ferry_soap::{
@@ -23,35 +22,15 @@ use ferry_soap::{
 use ferry_wcf::calc::Calc;
 use ferry_wcf::generated::calculator::{CalculatorServer, Echo, EchoResponse};
 use ferry_wcf::{DataContract, Host};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::process::{Child, Command};
+use tokio::process::Command;
 
 /// Longest wait for one answer.
 const STEP: Duration = Duration::from_secs(30);
 /// The `--max-message` under test.
 const SMALL_LIMIT: usize = 4096;
 const ECHO: &str = "http://interop.example/calc/2024/ICalculator/Echo";
-
-async fn within<F: Future>(f: F) -> F::Output {
-    tokio::time::timeout(LIMIT, f)
-        .await
-        .expect("test timed out")
-}
-
-fn token(gw: &RunningGateway, path: &str) -> String {
-    let expiry = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .expect("clock")
-        .as_secs()
-        + 3600;
-    SasToken::create(
-        &format!("http://localhost/{path}"),
-        gw.rule_name(),
-        gw.rule_key(),
-        expiry,
-    )
-}
 
 /// The calculator host on an ephemeral loopback port; its net.tcp address.
 async fn calculator() -> String {
@@ -60,22 +39,6 @@ async fn calculator() -> String {
     let host = Host::new(Arc::new(CalculatorServer(Calc::new())));
     tokio::spawn(async move { host.serve_tcp(listener).await });
     format!("net.tcp://127.0.0.1:{port}/calc")
-}
-
-/// `ferry listen PATH --wcf-to ORIGIN EXTRA...`, once the gateway has its listener.
-async fn listen(gw: &RunningGateway, path: &str, origin: &str, extra: &[&str]) -> Child {
-    let plain = gw.plain_addr().expect("plain port");
-    let env = [
-        ("FERRY_GATEWAY", format!("ws://{plain}")),
-        ("FERRY_KEY_NAME", gw.rule_name().to_owned()),
-        ("FERRY_KEY", gw.rule_key().to_owned()),
-    ];
-    let args = [&["listen", path, "--wcf-to", origin], extra].concat();
-    let child = common::ferry(&args, &env, "forwarding net.tcp sessions").await;
-    while gw.listener_count(path) == 0 {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    child
 }
 
 /// A net.tcp client session on the gateway's net.tcp port, sending Echo requests that carry
@@ -117,20 +80,7 @@ impl Client {
 
     /// The next framing event; `None` when the relay closes.
     async fn event(&mut self) -> Option<Event> {
-        let mut buf = [0u8; 8192];
-        loop {
-            if let Some(e) = self.session.poll_event() {
-                return Some(e);
-            }
-            let n = tokio::time::timeout(STEP, self.tcp.read(&mut buf))
-                .await
-                .expect("an answer, not silence")
-                .ok()?;
-            if n == 0 {
-                return None;
-            }
-            self.session.handle_input(&buf[..n]).ok()?;
-        }
+        nmf_event(&mut self.session, &mut self.tcp, STEP).await
     }
 
     /// Sends Echo(`text`) and returns the sized envelope's length and the next event.
@@ -178,8 +128,8 @@ async fn a_message_over_max_message_gets_the_size_fault() {
         let origin = calculator().await;
         let gw = Gateway::start(Config::dev()).await.expect("gateway");
         let limit = SMALL_LIMIT.to_string();
-        let _small = listen(&gw, "small", &origin, &["--max-message", &limit]).await;
-        let _default = listen(&gw, "default", &origin, &[]).await;
+        let _small = wcf_listen(&gw, "small", &origin, &["--max-message", &limit]).await;
+        let _default = wcf_listen(&gw, "default", &origin, &[]).await;
 
         let under = "u".repeat(SMALL_LIMIT / 2);
         let over = "o".repeat(SMALL_LIMIT * 2);

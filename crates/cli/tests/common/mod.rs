@@ -174,3 +174,74 @@ pub async fn ferry(args: &[&str], env: &[(&str, String)], ready: &str) -> Child 
     }
     child
 }
+
+/// Runs `f`, failing the test once it takes longer than [`LIMIT`].
+pub async fn within<F: Future>(f: F) -> F::Output {
+    tokio::time::timeout(LIMIT, f)
+        .await
+        .expect("test timed out")
+}
+
+/// A valid sender token for `path`, signed with the gateway's rule, good for an hour.
+pub fn token(gw: &ferry_gateway::RunningGateway, path: &str) -> String {
+    let expiry = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs()
+        + 3600;
+    ferry_hc::SasToken::create(
+        &format!("http://localhost/{path}"),
+        gw.rule_name(),
+        gw.rule_key(),
+        expiry,
+    )
+}
+
+/// The environment `ferry listen` and `ferry bridge` need to reach `gw`.
+pub fn ferry_env(gw: &ferry_gateway::RunningGateway) -> Vec<(&'static str, String)> {
+    let plain = gw.plain_addr().expect("plain port");
+    vec![
+        ("FERRY_GATEWAY", format!("ws://{plain}")),
+        ("FERRY_KEY_NAME", gw.rule_name().to_owned()),
+        ("FERRY_KEY", gw.rule_key().to_owned()),
+    ]
+}
+
+/// `ferry listen PATH --wcf-to ORIGIN EXTRA...`, once the gateway has its listener.
+pub async fn wcf_listen(
+    gw: &ferry_gateway::RunningGateway,
+    path: &str,
+    origin: &str,
+    extra: &[&str],
+) -> Child {
+    let args = [&["listen", path, "--wcf-to", origin], extra].concat();
+    let child = ferry(&args, &ferry_env(gw), "forwarding net.tcp sessions").await;
+    while gw.listener_count(path) == 0 {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    child
+}
+
+/// The next framing event of a client `session` reading from `tcp`, each read within `step`;
+/// `None` when the peer closes or sends what the session refuses.
+pub async fn nmf_event<R: AsyncRead + Unpin>(
+    session: &mut ferry_nmf::Session,
+    tcp: &mut R,
+    step: Duration,
+) -> Option<ferry_nmf::Event> {
+    use tokio::io::AsyncReadExt as _;
+    let mut buf = [0u8; 8192];
+    loop {
+        if let Some(e) = session.poll_event() {
+            return Some(e);
+        }
+        let n = tokio::time::timeout(step, tcp.read(&mut buf))
+            .await
+            .expect("an answer in time, not silence")
+            .ok()?;
+        if n == 0 {
+            return None;
+        }
+        session.handle_input(&buf[..n]).ok()?;
+    }
+}

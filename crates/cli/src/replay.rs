@@ -1930,7 +1930,7 @@ fn item(
     }
     scopes.truncate(depth);
     Item {
-        name: (el.namespace.clone(), el.local_name().to_owned()),
+        name: (el.namespace.to_string(), el.local_name().to_owned()),
         attributes,
         text: if ignore_text {
             String::new()

@@ -6,7 +6,7 @@
 //! session strings; ids continue across envelopes of one connection and direction and are never
 //! reset. The reader side is [`SessionDictionary`], the writer side [`WriterSession`].
 
-use std::collections::HashMap;
+use std::{collections::HashMap, sync::Arc};
 
 use crate::{
     error::DecodeError,
@@ -67,7 +67,8 @@ impl StaticDictionary {
 /// [`Reader::with_session`](crate::Reader::with_session).
 #[derive(Clone, Debug, Default)]
 pub struct SessionDictionary {
-    strings: Vec<String>,
+    /// Shared, so that a document's references to a string need no copy of it.
+    strings: Vec<Arc<str>>,
     /// Table bytes charged so far, as WCF's reader charges them (the whole table size).
     bytes: usize,
     max_bytes: usize,
@@ -90,7 +91,15 @@ impl SessionDictionary {
         if id.is_static() {
             return None;
         }
-        self.strings.get((id.0 / 2) as usize).map(String::as_str)
+        self.strings.get((id.0 / 2) as usize).map(|s| &**s)
+    }
+
+    /// The shared copy of a session string, for records that refer to it.
+    pub(crate) fn shared(&self, id: DictionaryId) -> Option<Arc<str>> {
+        if id.is_static() {
+            return None;
+        }
+        self.strings.get((id.0 / 2) as usize).cloned()
     }
 
     /// Number of strings announced so far.
@@ -113,7 +122,7 @@ impl SessionDictionary {
         self.strings
             .iter()
             .enumerate()
-            .map(|(i, s)| (DictionaryId::session(i as u32), s.as_str()))
+            .map(|(i, s)| (DictionaryId::session(i as u32), &**s))
     }
 
     /// Parses the MC-NBFSE string table at the front of an envelope `payload` (MB31 table size,
@@ -192,7 +201,7 @@ impl SessionDictionary {
                     offset: start,
                     what: "UTF-8 in string table",
                 })?;
-            added.push(text.to_owned());
+            added.push(Arc::<str>::from(text));
             pos = stop;
         }
         // Only commit once the whole table parsed, so an error never leaves half a table.

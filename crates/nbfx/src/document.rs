@@ -16,6 +16,7 @@ use crate::{
     error::{DecodeError, EncodeError, XmlError},
     limits::{Limit, Limits},
     reader::Reader,
+    string::Str,
     record::{Array, Attr, Attribute, Encoder, Record, StartElement, Text, XmlString, Xmlns},
 };
 
@@ -49,8 +50,9 @@ pub struct Element {
     pub prefix: String,
     /// Local name and how it is written.
     pub name: XmlString<'static>,
-    /// The namespace URI the prefix resolves to (empty for no namespace).
-    pub namespace: String,
+    /// The namespace URI the prefix resolves to (empty for no namespace), shared with the
+    /// declaration it resolves to.
+    pub namespace: Str<'static>,
     /// Attributes and namespace declarations, in document order.
     pub attributes: Vec<Attr<'static>>,
     /// Child nodes.
@@ -203,11 +205,11 @@ impl Document {
 
 impl Element {
     /// A new element with no attributes or children.
-    pub fn new(prefix: &str, name: XmlString<'static>, namespace: &str) -> Self {
+    pub fn new(prefix: &str, name: XmlString<'static>, namespace: impl Into<Str<'static>>) -> Self {
         Self {
             prefix: prefix.to_owned(),
             name,
-            namespace: namespace.to_owned(),
+            namespace: namespace.into(),
             ..Self::default()
         }
     }
@@ -401,21 +403,24 @@ fn push(stack: &mut [Element], doc: &mut Document, node: Node) {
 }
 
 /// Namespace scopes: declarations in force, with one frame per open element.
+///
+/// Each declaration's namespace is held once and shared by every element that resolves to it,
+/// so resolving costs no copy however long the namespace is.
 #[derive(Default)]
 struct Scopes {
-    decls: Vec<(String, String)>,
+    decls: Vec<(Str<'static>, Str<'static>)>,
     frames: Vec<usize>,
 }
 
 impl Scopes {
-    fn resolve(&self, prefix: &str) -> Option<&str> {
-        if let Some((_, ns)) = self.decls.iter().rev().find(|(p, _)| p == prefix) {
-            return Some(ns);
+    fn resolve(&self, prefix: &str) -> Option<Str<'static>> {
+        if let Some((_, ns)) = self.decls.iter().rev().find(|(p, _)| *p == prefix) {
+            return Some(ns.clone());
         }
         match prefix {
-            "" => Some(""),
-            "xml" => Some(XML_NAMESPACE),
-            "xmlns" => Some("http://www.w3.org/2000/xmlns/"),
+            "" => Some(Str::Static("")),
+            "xml" => Some(Str::Static(XML_NAMESPACE)),
+            "xmlns" => Some(Str::Static("http://www.w3.org/2000/xmlns/")),
             _ => None,
         }
     }
@@ -425,8 +430,10 @@ impl Scopes {
         self.frames.push(self.decls.len());
         for a in &el.attributes {
             if let Attr::Xmlns(x) = a {
-                self.decls
-                    .push((x.prefix.to_string(), x.namespace.text.to_string()));
+                self.decls.push((
+                    Str::from(x.prefix.clone()).into_owned(),
+                    x.namespace.text.clone(),
+                ));
             }
         }
         let undeclared = |p: &str| DecodeError::UndeclaredPrefix {
@@ -435,8 +442,7 @@ impl Scopes {
         };
         el.namespace = self
             .resolve(&el.prefix)
-            .ok_or_else(|| undeclared(&el.prefix))?
-            .to_owned();
+            .ok_or_else(|| undeclared(&el.prefix))?;
         for a in &el.attributes {
             if let Attr::Attribute(a) = a
                 && !a.prefix.is_empty()
@@ -814,7 +820,7 @@ pub fn binary_to_xml(
     let mut reader = reader.limits(limits);
     let mut out = String::with_capacity(bytes.len() * 2);
     // Open elements (prefix, name) and whether the current start tag still awaits its '>'.
-    let mut stack: Vec<(Cow<'_, str>, Cow<'_, str>)> = Vec::new();
+    let mut stack: Vec<(Str<'_>, Str<'_>)> = Vec::new();
     let mut open_tag = false;
     // Element has content (else it is written as `<x/>`).
     let mut scratch = String::new();
@@ -842,7 +848,7 @@ pub fn binary_to_xml(
                     out.push(':');
                 }
                 out.push_str(&e.name.text);
-                stack.push((e.prefix, e.name.text));
+                stack.push((Str::from(e.prefix), e.name.text));
                 open_tag = true;
             }
             Record::Attribute(a) => write_start_attrs(&mut out, &[Attr::Attribute(a)]),

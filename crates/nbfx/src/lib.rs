@@ -7,6 +7,7 @@ pub mod error;
 pub mod limits;
 pub mod reader;
 pub mod record;
+pub mod string;
 pub mod value;
 pub mod varint;
 
@@ -18,4 +19,5 @@ pub use reader::Reader;
 pub use record::{
     Array, ArrayType, Attr, Attribute, Record, StartElement, StringForm, Text, XmlString, Xmlns,
 };
+pub use string::Str;
 pub use value::{DateTime, DateTimeKind, Decimal, Guid, TimeSpan};

@@ -22,6 +22,17 @@ pub const DEFAULT_MAX_ARRAY_LENGTH: usize = 64 * 1024;
 /// quota never rejects a conforming writer).
 pub const DEFAULT_MAX_SESSION_BYTES: usize = 2048;
 
+/// The memory budget of a [`Document`](crate::Document) tree: at most this many bytes of heap
+/// per byte of binary input, plus [`TREE_SLACK_BYTES`]. Every string a record refers to (a
+/// dictionary entry, a declared namespace) is shared, never copied per use, so a tree grows
+/// with the number of records and not with what they name; the constant is the node of the
+/// shortest record (a three-byte element takes about 150 bytes with its share of its parent's
+/// child list, and one carrying a namespace declaration about 700 for five bytes).
+pub const TREE_BYTES_PER_INPUT_BYTE: usize = 256;
+/// Fixed part of the tree budget ([`TREE_BYTES_PER_INPUT_BYTE`]): reader state and allocator
+/// rounding.
+pub const TREE_SLACK_BYTES: usize = 256 * 1024;
+
 /// Limits applied by the [`Reader`](crate::Reader), the [`SessionDictionary`](crate::SessionDictionary)
 /// and the [`Document`](crate::Document) builders.
 ///

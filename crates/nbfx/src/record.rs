@@ -19,6 +19,7 @@ use crate::{
     dictionary::{DictionaryId, SessionDictionary, StaticDictionary, WriterSession},
     error::{DecodeError, EncodeError},
     limits::{Limit, Limits},
+    string::Str,
     value::{DateTime, Decimal, Guid, TimeSpan, format_double, format_float},
     varint,
 };
@@ -45,14 +46,14 @@ pub enum StringForm {
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Default)]
 pub struct XmlString<'a> {
     /// The string.
-    pub text: Cow<'a, str>,
+    pub text: Str<'a>,
     /// Where it came from / how to write it.
     pub form: StringForm,
 }
 
 impl<'a> XmlString<'a> {
     /// A string to be written inline.
-    pub fn inline(text: impl Into<Cow<'a, str>>) -> Self {
+    pub fn inline(text: impl Into<Str<'a>>) -> Self {
         Self {
             text: text.into(),
             form: StringForm::Inline,
@@ -62,32 +63,40 @@ impl<'a> XmlString<'a> {
     /// A static dictionary string by wire id, `None` if the id is undefined.
     pub fn static_id(id: u32) -> Option<XmlString<'static>> {
         StaticDictionary::lookup(DictionaryId(id)).map(|s| XmlString {
-            text: Cow::Borrowed(s),
+            text: Str::Static(s),
             form: StringForm::Dictionary(DictionaryId(id)),
         })
     }
 
-    /// `text` as a static dictionary string when the dictionary has it, else inline.
-    pub fn prefer_static(text: impl Into<Cow<'a, str>>) -> Self {
+    /// `text` as a static dictionary string when the dictionary has it (then pointing at the
+    /// dictionary's copy), else inline.
+    pub fn prefer_static(text: impl Into<Str<'a>>) -> Self {
         let text = text.into();
-        let form =
-            StaticDictionary::id_of(&text).map_or(StringForm::Inline, StringForm::Dictionary);
-        Self { text, form }
+        match StaticDictionary::id_of(&text) {
+            Some(id) => Self {
+                text: StaticDictionary::lookup(id).map_or(text, Str::Static),
+                form: StringForm::Dictionary(id),
+            },
+            None => Self {
+                text,
+                form: StringForm::Inline,
+            },
+        }
     }
 
     /// `text` marked for the session dictionary (written with a session id when the writer has
     /// a session with quota left, else inline).
-    pub fn session(text: impl Into<Cow<'a, str>>) -> Self {
+    pub fn session(text: impl Into<Str<'a>>) -> Self {
         Self {
             text: text.into(),
             form: StringForm::Dictionary(DictionaryId(1)),
         }
     }
 
-    /// Copies borrowed data.
+    /// Copies borrowed data; dictionary and shared strings are not copied.
     pub fn into_owned(self) -> XmlString<'static> {
         XmlString {
-            text: Cow::Owned(self.text.into_owned()),
+            text: self.text.into_owned(),
             form: self.form,
         }
     }
@@ -100,7 +109,7 @@ impl<'a> XmlString<'a> {
     /// A borrowed copy.
     pub fn borrowed(&self) -> XmlString<'_> {
         XmlString {
-            text: Cow::Borrowed(&self.text),
+            text: self.text.borrowed(),
             form: self.form,
         }
     }
@@ -746,16 +755,18 @@ impl<'a> RecordParser<'a> {
     fn dict_string(&self, i: &'a [u8]) -> PResult<'a, XmlString<'a>> {
         let (rest, id) = mb31(i, "dictionary id")?;
         let id = DictionaryId(id);
+        // Static strings point at the dictionary and session strings share the session's copy,
+        // so a reference costs the same however long the string it names.
         let text = if id.is_static() {
-            StaticDictionary::lookup(id)
+            StaticDictionary::lookup(id).map(Str::Static)
         } else {
-            self.session.and_then(|s| s.lookup(id))
+            self.session.and_then(|s| s.shared(id)).map(Str::Shared)
         };
         match text {
-            Some(t) => Ok((
+            Some(text) => Ok((
                 rest,
                 XmlString {
-                    text: Cow::Borrowed(t),
+                    text,
                     form: StringForm::Dictionary(id),
                 },
             )),

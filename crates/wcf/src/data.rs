@@ -251,7 +251,7 @@ impl Writer<'_> {
     /// Writes a child element and lets `f` fill it.
     pub fn child(&mut self, namespace: &str, local: &str, f: impl FnOnce(&mut Writer<'_>)) {
         let mark = self.scope.bindings.len();
-        let mut el = Element::new("", name(local), namespace);
+        let mut el = Element::new("", name(local), namespace.to_owned());
         match self.scope.prefix_of(namespace) {
             Some(p) => el.prefix = p.to_owned(),
             None if namespace.is_empty() => {

@@ -700,8 +700,8 @@ fn add_binding_faults(wsdl: &mut Element, port_type: (&str, &str), op: &str, fau
 /// `fallback` on itself.
 fn element(prefix: Option<&str>, fallback: &str, ns: &str, local: &str) -> Element {
     match prefix {
-        Some(p) => Element::new(p, XmlString::inline(local.to_owned()), ns),
-        None => Element::new(fallback, XmlString::inline(local.to_owned()), ns)
+        Some(p) => Element::new(p, XmlString::inline(local.to_owned()), ns.to_owned()),
+        None => Element::new(fallback, XmlString::inline(local.to_owned()), ns.to_owned())
             .with_xmlns(fallback, XmlString::inline(ns.to_owned())),
     }
 }

@@ -122,7 +122,7 @@ fn attributes(wcf_safe: bool) -> impl Strategy<Value = Vec<Attr<'static>>> {
 fn declare(mut el: Element, prefix: &str) -> Element {
     if !prefix.is_empty() {
         let ns = format!("urn:{prefix}");
-        el.namespace = ns.clone();
+        el.namespace = ns.clone().into();
         el.attributes.push(Attr::Xmlns(Xmlns {
             prefix: Cow::Owned(prefix.to_owned()),
             namespace: XmlString::inline(ns),

@@ -5,7 +5,7 @@
 //! what the application sees; all other query pairs are kept verbatim, in order, as the
 //! "app query" that flows to the listener (spec §1).
 
-use std::fmt::Write as _;
+use std::{borrow::Cow, fmt::Write as _};
 
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, percent_decode_str, utf8_percent_encode};
 
@@ -179,6 +179,39 @@ impl HcQuery {
     pub fn action_or_connect(&self) -> Action {
         self.action.unwrap_or(Action::Connect)
     }
+}
+
+/// `url` without any `sb-hc-token` query parameter (matched case-insensitively, as
+/// [`HcQuery::parse`] reads it), every other part verbatim: what the gateway passes on to a
+/// listener in place of an address that carried a sender's credential. Borrowed when there was
+/// none.
+pub fn without_token(url: &str) -> Cow<'_, str> {
+    let is_token = |pair: &str| {
+        let name = pair.split_once('=').map_or(pair, |(n, _)| n);
+        name.eq_ignore_ascii_case("sb-hc-token")
+    };
+    let (head, fragment) = match url.find('#') {
+        Some(i) => url.split_at(i),
+        None => (url, ""),
+    };
+    let Some((base, query)) = head.split_once('?') else {
+        return Cow::Borrowed(url);
+    };
+    if !query.split('&').any(is_token) {
+        return Cow::Borrowed(url);
+    }
+    let kept: Vec<&str> = query
+        .split('&')
+        .filter(|p| !p.is_empty() && !is_token(p))
+        .collect();
+    let mut out = String::with_capacity(url.len());
+    out.push_str(base);
+    if !kept.is_empty() {
+        out.push('?');
+        out.push_str(&kept.join("&"));
+    }
+    out.push_str(fragment);
+    Cow::Owned(out)
 }
 
 fn set_once<T>(slot: &mut Option<T>, value: T, name: &'static str) -> Result<(), AddressError> {
@@ -402,5 +435,20 @@ mod tests {
             hc_url("ws://h", "p q", "", Action::Listen, None),
             "ws://h/$hc/p%20q?sb-hc-action=listen"
         );
+    }
+
+    #[test]
+    fn without_token_drops_only_the_token() {
+        assert_eq!(
+            without_token("net.tcp://h:9/a/b?x=1&sb-hc-token=Shared%20s&y=2#f"),
+            "net.tcp://h:9/a/b?x=1&y=2#f"
+        );
+        assert_eq!(without_token("net.tcp://h/a?SB-HC-TOKEN=t"), "net.tcp://h/a");
+        assert_eq!(without_token("net.tcp://h/a?sb-hc-token"), "net.tcp://h/a");
+        assert!(matches!(
+            without_token("net.tcp://h/a?sb-hc-id=1&token=x"),
+            Cow::Borrowed("net.tcp://h/a?sb-hc-id=1&token=x")
+        ));
+        assert!(matches!(without_token("net.tcp://h/a"), Cow::Borrowed(_)));
     }
 }

@@ -5,6 +5,7 @@ pub mod codec;
 pub mod envelope;
 pub mod error;
 pub mod fault;
+pub mod probe;
 pub mod relay;
 pub mod version;
 
@@ -12,5 +13,6 @@ pub use codec::BinarySession;
 pub use envelope::{Body, EndpointReference, Envelope, Header, Headers};
 pub use error::{DecodeError, EncodeError};
 pub use fault::{Fault, QName};
+pub use probe::Probe;
 pub use relay::RelayAccessToken;
 pub use version::{AddressingVersion, SoapVersion};

@@ -539,6 +539,33 @@ async fn expired_listener_token_closes_the_control_channel_with_1008_unless_rene
 }
 
 #[tokio::test]
+async fn a_listener_token_that_never_expires_keeps_its_control_channel() {
+    // The largest expiry a token can name: the control channel's expiry deadline overflowed
+    // the clock (a panic in its task) before it was capped.
+    let gw = gateway(|_| {}).await;
+    let addr = gw.plain_addr().unwrap();
+    let forever = SasToken::create(
+        "http://localhost/far",
+        gw.rule_name(),
+        gw.rule_key(),
+        u64::MAX,
+    );
+    let mut control = ws(
+        addr,
+        "/$hc/far?sb-hc-action=listen",
+        &[("ServiceBusAuthorization", &forever)],
+    )
+    .await
+    .expect("listener accepted");
+    let renew = Command::RenewToken(ferry_hc::command::RenewToken { token: forever }).encode();
+    control.send(Message::text(renew)).await.unwrap();
+    control.send(Message::Ping(vec![].into())).await.unwrap();
+    assert!(matches!(next(&mut control).await, Message::Pong(_)));
+    assert_eq!(gw.listener_count("far"), 1);
+    gw.shutdown().await;
+}
+
+#[tokio::test]
 async fn dead_listeners_are_dropped_by_keepalive() {
     let gw = gateway(|c| c.timeouts.keepalive = Duration::from_millis(200)).await;
     let addr = gw.plain_addr().unwrap();

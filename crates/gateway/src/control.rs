@@ -19,6 +19,9 @@ use crate::front::{Shared, Unregister, now_unix};
 use crate::registry::{HttpOutcome, HttpReply, Outbound, PathSettings, ReplyBody};
 use ferry_net::conn::Conn;
 
+/// Longest wait the control channel schedules for a token's expiry: a year.
+const FAR_EXPIRY_SECS: u64 = 365 * 24 * 3600;
+
 /// Most commands written to a control channel before one flush.
 const MAX_BATCH: usize = 32;
 
@@ -74,9 +77,11 @@ pub(crate) async fn run(
 ) {
     let timeouts = &shared.config.timeouts;
     let grace = timeouts.token_grace.as_secs();
+    // A token may name any expiry a u64 holds; past a year the deadline is as good as never,
+    // and an instant that far out would overflow the clock.
     let deadline_for = |expiry: u64| {
-        Instant::now()
-            + Duration::from_secs(expiry.saturating_add(grace).saturating_sub(now_unix()))
+        let left = expiry.saturating_add(grace).saturating_sub(now_unix());
+        Instant::now() + Duration::from_secs(left.min(FAR_EXPIRY_SECS))
     };
     let mut token_deadline = deadline_for(token_expiry);
     let mut last_heard = Instant::now();

@@ -443,7 +443,10 @@ mod tests {
             without_token("net.tcp://h:9/a/b?x=1&sb-hc-token=Shared%20s&y=2#f"),
             "net.tcp://h:9/a/b?x=1&y=2#f"
         );
-        assert_eq!(without_token("net.tcp://h/a?SB-HC-TOKEN=t"), "net.tcp://h/a");
+        assert_eq!(
+            without_token("net.tcp://h/a?SB-HC-TOKEN=t"),
+            "net.tcp://h/a"
+        );
         assert_eq!(without_token("net.tcp://h/a?sb-hc-token"), "net.tcp://h/a");
         assert!(matches!(
             without_token("net.tcp://h/a?sb-hc-id=1&token=x"),

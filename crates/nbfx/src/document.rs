@@ -16,8 +16,8 @@ use crate::{
     error::{DecodeError, EncodeError, XmlError},
     limits::{Limit, Limits},
     reader::Reader,
-    string::Str,
     record::{Array, Attr, Attribute, Encoder, Record, StartElement, Text, XmlString, Xmlns},
+    string::Str,
 };
 
 /// The namespace bound to the `xml` prefix.

@@ -12,7 +12,6 @@ use peak_alloc::PeakAlloc;
 #[global_allocator]
 static HEAP: PeakAlloc = PeakAlloc;
 
-
 /// Peak heap growth while `f` runs, in bytes.
 fn peak_of<T>(f: impl FnOnce() -> T) -> (T, f64) {
     let before = HEAP.current_usage();

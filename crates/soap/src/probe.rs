@@ -166,12 +166,14 @@ impl Probe {
                     };
                     for attr in e.attributes() {
                         let attr = attr.map_err(|e| bad(&e))?;
-                        let key = std::str::from_utf8(attr.key.into_inner()).map_err(|e| bad(&e))?;
+                        let key =
+                            std::str::from_utf8(attr.key.into_inner()).map_err(|e| bad(&e))?;
                         let value = attr.unescape_value().map_err(|e| bad(&e))?;
                         check_len(&value, limits.max_string_bytes)?;
                         if key == "xmlns" || key.starts_with("xmlns:") {
                             let p = key.strip_prefix("xmlns:").unwrap_or("");
-                            open.decls.push((Str::from(p.to_owned()), Str::from(value.into_owned())));
+                            open.decls
+                                .push((Str::from(p.to_owned()), Str::from(value.into_owned())));
                         } else if key.rsplit(':').next() == Some("Id") {
                             open.id = Some(value.into_owned());
                         }
@@ -191,16 +193,15 @@ impl Probe {
                     walk.text(&Text::Chars(t))?;
                 }
                 Event::GeneralRef(r) => {
-                    let resolved: Cow<'_, str> =
-                        match r.resolve_char_ref().map_err(|e| bad(&e))? {
-                            Some(c) => c.to_string().into(),
-                            None => {
-                                let name = r.decode().map_err(|e| bad(&e))?;
-                                quick_xml::escape::resolve_predefined_entity(&name)
-                                    .ok_or_else(|| bad(&"unknown entity reference"))?
-                                    .into()
-                            }
-                        };
+                    let resolved: Cow<'_, str> = match r.resolve_char_ref().map_err(|e| bad(&e))? {
+                        Some(c) => c.to_string().into(),
+                        None => {
+                            let name = r.decode().map_err(|e| bad(&e))?;
+                            quick_xml::escape::resolve_predefined_entity(&name)
+                                .ok_or_else(|| bad(&"unknown entity reference"))?
+                                .into()
+                        }
+                    };
                     walk.text(&Text::Chars(resolved))?;
                 }
                 Event::DocType(_) => return Err(bad(&"DTDs are not supported")),
@@ -390,8 +391,8 @@ impl<'a> Walk<'a> {
                 } else {
                     std::mem::take(&mut self.token_bytes)
                 };
-                let token =
-                    String::from_utf8(bytes).map_err(|_| DecodeError::Header("RelayAccessToken"))?;
+                let token = String::from_utf8(bytes)
+                    .map_err(|_| DecodeError::Header("RelayAccessToken"))?;
                 self.relay_token = Some(RelayAccessToken {
                     id: self.token_id.take().unwrap_or_default(),
                     token,
@@ -491,8 +492,8 @@ mod tests {
             .expect("encode");
         let mut dictionary = SessionDictionary::new(&Limits::default());
         let table = dictionary.read_table(&payload).expect("table");
-        let probe = Probe::binary(&payload[table..], Some(&dictionary), Limits::default())
-            .expect("probe");
+        let probe =
+            Probe::binary(&payload[table..], Some(&dictionary), Limits::default()).expect("probe");
         assert_eq!(probe.action.as_deref(), Some("urn:add"));
         assert_eq!(probe.relay_token, env.headers.relay_token);
     }

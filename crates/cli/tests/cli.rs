@@ -5,33 +5,18 @@
 // short thread sleeps are what they need.
 #![allow(clippy::disallowed_methods)]
 
+mod common;
+
+use common::{Proc, free_port};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
 const FERRY: &str = env!("CARGO_BIN_EXE_ferry");
 const WAIT: Duration = Duration::from_secs(30);
-
-/// Kills the process when the test ends, however it ends.
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 /// Starts a process and returns it with a channel of its stdout and stderr lines.
 fn spawn(cmd: &mut Command) -> (Proc, mpsc::Receiver<String>) {

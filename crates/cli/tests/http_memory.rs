@@ -5,12 +5,15 @@
 // The readiness poll runs on a blocking thread, where a thread sleep is what it needs.
 #![allow(clippy::disallowed_methods)]
 
+mod common;
+
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use bytes::Bytes;
+use common::{Proc, free_port, peak_rss};
 use http_body_util::{BodyExt, Full, StreamBody};
 use hyper::body::{Frame, Incoming};
 use hyper_util::rt::TokioIo;
@@ -20,34 +23,6 @@ const GIB: u64 = 1 << 30;
 /// How much either process's peak RSS may grow while 2 GiB pass through it: a few MB of
 /// allocator slack, far below any buffer that grows with the body.
 const MAX_GROWTH: u64 = 8 << 20;
-
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// Peak resident set size of a process, in bytes (VmHWM).
-fn peak_rss(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("process alive");
-    let kb: u64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.split_whitespace().next()?.parse().ok())
-        .expect("VmHWM line");
-    kb * 1024
-}
 
 type Body = http_body_util::combinators::BoxBody<Bytes, Infallible>;
 

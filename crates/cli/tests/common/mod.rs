@@ -1,5 +1,6 @@
-//! Shared helpers for the WCF tests: the Mono calculator service (`interop/mono/CalcService.cs`,
-//! the real peer), `ferry` subprocesses, and the recordings.
+//! Shared helpers for the `ferry` binary's tests: the Mono calculator service
+//! (`interop/mono/CalcService.cs`, the real peer), `ferry` subprocesses and their memory, and
+//! the recordings.
 
 #![allow(dead_code, unreachable_pub)]
 
@@ -31,6 +32,27 @@ pub fn free_port() -> u16 {
         .and_then(|l| l.local_addr())
         .expect("a free loopback port")
         .port()
+}
+
+/// A child process started with `std`, killed when the test ends, however it ends.
+pub struct Proc(pub std::process::Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Peak resident set size of a process, in bytes (VmHWM).
+pub fn peak_rss(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("process alive");
+    let kb: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .expect("VmHWM line");
+    kb * 1024
 }
 
 /// The Mono calculator service, killed on drop.

@@ -165,12 +165,19 @@ async fn a_session_reaches_the_listener_with_its_preamble_intact() {
         let stream = incoming.accept().await.expect("rendezvous");
         let server = tokio::spawn(serve_raw(stream, expected));
 
-        // The echo comes back through; a second message too; then End both ways.
-        assert_eq!(
-            next_event(&mut tcp, &mut client).await,
-            Some(Event::Envelope(payload.clone()))
-        );
-        let second = ours.encode(&request("urn:second", None)).expect("encode");
+        // The echo comes back through, as the listener got it: the same message without the
+        // sender's token. A second message too (its session strings still resolve); then End
+        // both ways.
+        let mut echoed = BinarySession::new(ferry_nbfx::Limits::default());
+        let Some(Event::Envelope(first)) = next_event(&mut tcp, &mut client).await else {
+            panic!("the first message's echo");
+        };
+        let mut without_token = env;
+        without_token.headers.relay_token = None;
+        assert_eq!(echoed.decode(&first).expect("decodes"), without_token);
+        assert!(first.len() < payload.len(), "the token header was cut out");
+        let second_env = request("urn:second", None);
+        let second = ours.encode(&second_env).expect("encode");
         client.send_envelope(&second).expect("send");
         client.close().expect("end");
         let mut out = Vec::new();
@@ -178,8 +185,9 @@ async fn a_session_reaches_the_listener_with_its_preamble_intact() {
         tcp.write_all(&out).await.expect("second + end");
         assert_eq!(
             next_event(&mut tcp, &mut client).await,
-            Some(Event::Envelope(second))
+            Some(Event::Envelope(second.clone()))
         );
+        assert_eq!(echoed.decode(&second).expect("decodes"), second_env);
         assert_eq!(next_event(&mut tcp, &mut client).await, Some(Event::End));
         drop(tcp);
         server.await.expect("listener side");
@@ -224,7 +232,7 @@ async fn refusals_are_framing_faults_or_soap_faults_never_silence() {
             fault_record(FaultCode::UnsupportedMode)
         );
 
-        // An upgrade (transport security inside net.tcp) → UpgradeInvalid.
+        // An upgrade other than TLS (Windows stream security) → UpgradeInvalid.
         let via = format!("net.tcp://127.0.0.1:{port}/calc");
         let mut upgrade = Vec::new();
         for record in [
@@ -232,7 +240,7 @@ async fn refusals_are_framing_faults_or_soap_faults_never_silence() {
             ferry_nmf::Record::Mode(ferry_nmf::Mode::Duplex),
             ferry_nmf::Record::Via(via.as_str().into()),
             ferry_nmf::Record::KnownEncoding(ferry_nmf::KnownEncoding::BinarySession),
-            ferry_nmf::Record::UpgradeRequest("application/ssl-tls".into()),
+            ferry_nmf::Record::UpgradeRequest("application/negotiate".into()),
         ] {
             record.encode(&mut upgrade);
         }
@@ -540,9 +548,11 @@ async fn a_second_session_on_one_connection_never_reaches_the_listener() {
         );
         let incoming = listener.accept().await.expect("accept");
         let mut stream = incoming.accept().await.expect("rendezvous");
-        let mut got = vec![0u8; wire.len()];
+        // The listener gets the preamble without the sender's token.
+        let (_, relayed) = preamble(&format!("net.tcp://127.0.0.1:{port}/calc"));
+        let mut got = vec![0u8; relayed.len()];
         stream.read_exact(&mut got).await.expect("the preamble");
-        assert_eq!(got, wire);
+        assert_eq!(got, relayed);
         stream.write_all(&[0x0B]).await.expect("ack");
         // End, then at once a second session to another path with no token, as a pooled
         // connection would carry it: it was never routed or checked, so it must not pass.
@@ -560,6 +570,159 @@ async fn a_second_session_on_one_connection_never_reaches_the_listener() {
             rest,
             [0x07],
             "the listener saw its session's End, nothing more"
+        );
+    })
+    .await;
+}
+
+/// A TLS client trusting the gateway's development CA.
+fn tls_connector(gw: &RunningGateway) -> tokio_rustls::TlsConnector {
+    let pem = gw.dev_ca_pem().expect("dev CA");
+    let roots = ferry_net::tls::roots_from_pem(pem.as_bytes()).expect("roots");
+    tokio_rustls::TlsConnector::from(ferry_net::tls::client_config(roots, &[]).expect("config"))
+}
+
+/// A gateway whose net.tcp and relayed ports are off loopback (all addresses), reached here
+/// through loopback.
+async fn public_gateway(insecure: bool) -> (RunningGateway, SocketAddr, SocketAddr) {
+    let gw = gateway(|c| {
+        c.nettcp_addr = Some("0.0.0.0:0".parse().expect("address"));
+        c.relayed_addr = Some("0.0.0.0:0".parse().expect("address"));
+        c.insecure = insecure;
+    })
+    .await;
+    let on_loopback = |a: SocketAddr| SocketAddr::from(([127, 0, 0, 1], a.port()));
+    let nettcp = on_loopback(gw.nettcp_addr().expect("net.tcp port"));
+    let relayed = on_loopback(gw.relayed_addr().expect("relayed port"));
+    (gw, nettcp, relayed)
+}
+
+#[tokio::test]
+async fn off_loopback_net_tcp_takes_tls_and_refuses_sessions_without_it() {
+    within(async {
+        let (gw, port, _) = public_gateway(false).await;
+        let via = format!("net.tcp://localhost:{}/calc", port.port());
+
+        // Without the upgrade: UpgradeInvalid, before any token could be sent.
+        let (_, wire) = preamble(&via);
+        let mut tcp = TcpStream::connect(port).await.expect("connect");
+        tcp.write_all(&wire).await.expect("preamble");
+        assert_eq!(
+            read_all(&mut tcp).await,
+            fault_record(FaultCode::UpgradeInvalid)
+        );
+
+        // With it (NetTcpBinding's transport security): TLS from the upgrade on, and the
+        // listener gets a plain session without the upgrade record.
+        let mut listener = Listener::open(endpoint(&gw, "calc"))
+            .await
+            .expect("listener");
+        let config = ClientConfig {
+            upgrade: Some("application/ssl-tls".into()),
+            ..ClientConfig::net_tcp(&via)
+        };
+        let mut client = Session::client(config, Limits::default()).expect("client session");
+        let mut wire = Vec::new();
+        client.poll_transmit(&mut wire);
+        let mut tcp = TcpStream::connect(port).await.expect("connect");
+        tcp.write_all(&wire)
+            .await
+            .expect("preamble up to the upgrade");
+        assert_eq!(
+            next_event(&mut tcp, &mut client).await,
+            Some(Event::UpgradeAccepted)
+        );
+        let name = rustls_pki_types::ServerName::try_from("localhost").expect("name");
+        let mut tls = tls_connector(&gw)
+            .connect(name, tcp)
+            .await
+            .expect("tls handshake");
+        client.upgrade_complete().expect("upgraded");
+        let mut ours = BinarySession::new(ferry_nbfx::Limits::default());
+        let env = request("urn:add", Some(&token(&gw, "calc")));
+        let payload = ours.encode(&env).expect("encode");
+        let mut out = Vec::new();
+        client.poll_transmit(&mut out);
+        tls.write_all(&out).await.expect("preamble end");
+        let mut ack = [0u8; 1];
+        tls.read_exact(&mut ack).await.expect("ack");
+        assert_eq!(ack, [0x0B], "PreambleAck, under TLS");
+        client.handle_input(&ack).expect("ack parses");
+        client.send_envelope(&payload).expect("send");
+        client.close().expect("end");
+        let mut out = Vec::new();
+        client.poll_transmit(&mut out);
+        tls.write_all(&out).await.expect("message and end");
+
+        let incoming = listener.accept().await.expect("accept");
+        let mut stream = incoming.accept().await.expect("rendezvous");
+        let (_, plain) = preamble(&via);
+        let mut got = vec![0u8; plain.len()];
+        stream.read_exact(&mut got).await.expect("preamble");
+        assert_eq!(got, plain, "a plain preamble: no upgrade record");
+        stream.write_all(&[0x0B]).await.expect("ack");
+        let mut server = Session::server(Limits::default());
+        server.handle_input(&plain).expect("preamble");
+        server.accept().expect("accept");
+        let mut rest = Vec::new();
+        tokio::time::timeout(STEP, stream.read_to_end(&mut rest))
+            .await
+            .expect("the session in time")
+            .expect("read");
+        server
+            .handle_input(&rest)
+            .expect("the relayed session parses");
+        let events: Vec<_> = std::iter::from_fn(|| server.poll_event()).collect();
+        let [
+            Event::PreambleReceived(_),
+            Event::Envelope(first),
+            Event::End,
+        ] = events.as_slice()
+        else {
+            panic!("{events:?}");
+        };
+        let mut without_token = env;
+        without_token.headers.relay_token = None;
+        assert_eq!(
+            BinarySession::new(ferry_nbfx::Limits::default())
+                .decode(first)
+                .expect("decodes"),
+            without_token
+        );
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn off_loopback_relayed_port_refuses_plain_handshakes() {
+    within(async {
+        let (gw, _, relayed) = public_gateway(false).await;
+        let mut tcp = TcpStream::connect(relayed).await.expect("connect");
+        tcp.write_all(&connect_words("sb://localhost/calc", 0x00))
+            .await
+            .expect("words");
+        let reply =
+            relay_handshake(&mut tcp, Some(&token(&gw, "calc")), "sb://localhost/calc").await;
+        let fault = reply.fault().expect("a fault");
+        assert!(fault.reason.contains("requires TLS"), "{}", fault.reason);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn insecure_lets_plain_sessions_through_off_loopback() {
+    within(async {
+        let (gw, port, _) = public_gateway(true).await;
+        let _listener = Listener::open(endpoint(&gw, "calc"))
+            .await
+            .expect("listener");
+        let via = format!("net.tcp://localhost:{}/calc", port.port());
+        let (mut client, wire) = preamble(&via);
+        let mut tcp = TcpStream::connect(port).await.expect("connect");
+        tcp.write_all(&wire).await.expect("preamble");
+        assert_eq!(
+            next_event(&mut tcp, &mut client).await,
+            Some(Event::PreambleAcked)
         );
     })
     .await;

@@ -25,6 +25,9 @@ pub(crate) const DEV_RELAYED: &str = "127.0.0.1:9352";
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawConfig {
     namespace: Option<String>,
+    /// Other names of the namespace a token's audience may use.
+    #[serde(default)]
+    aliases: Vec<String>,
     dynamic_paths: Option<bool>,
     #[serde(default)]
     listen: RawListen,
@@ -52,6 +55,9 @@ struct RawListen {
     nettcp: Option<SocketAddr>,
     /// NetTcpRelayBinding (relayed mode) handshake port.
     relayed: Option<SocketAddr>,
+    /// Let net.tcp and relayed senders skip TLS off loopback (tokens in clear text).
+    #[serde(default)]
+    insecure: bool,
 }
 
 #[derive(Debug, Deserialize)]
@@ -59,6 +65,9 @@ struct RawListen {
 struct RawTls {
     cert: Option<PathBuf>,
     key: Option<PathBuf>,
+    /// Generate a development CA and certificate (no cert/key): never for a real deployment.
+    #[serde(default)]
+    dev: bool,
     /// Write the generated development CA here (when no cert/key are given).
     dev_ca_out: Option<PathBuf>,
 }
@@ -111,6 +120,7 @@ struct RawLimits {
     max_response_body: Option<u64>,
     max_grpc_message: Option<usize>,
     max_nettcp_first_envelope: Option<usize>,
+    max_nettcp_first_headers: Option<usize>,
 }
 
 /// Seconds, fractional allowed.
@@ -196,6 +206,9 @@ pub(crate) fn build(file: Option<RawConfig>, o: Overrides) -> anyhow::Result<Con
     if let Some(ns) = o.namespace.or(raw.namespace) {
         config.namespace = ns;
     }
+    if !raw.aliases.is_empty() {
+        config.aliases = raw.aliases;
+    }
     if let Some(d) = raw.dynamic_paths {
         config.dynamic_paths = d;
     }
@@ -203,6 +216,7 @@ pub(crate) fn build(file: Option<RawConfig>, o: Overrides) -> anyhow::Result<Con
         config.plain_addr = Some(a);
     }
     config.plain_public = raw.listen.plain_public;
+    config.insecure = raw.listen.insecure;
     if let Some(a) = o.tls.or(raw.listen.tls) {
         config.tls_addr = Some(a);
     }
@@ -212,15 +226,28 @@ pub(crate) fn build(file: Option<RawConfig>, o: Overrides) -> anyhow::Result<Con
     if let Some(a) = o.relayed.or(raw.listen.relayed) {
         config.relayed_addr = Some(a);
     }
-    let (file_cert, file_key, file_ca) = match raw.tls {
-        Some(t) => (t.cert, t.key, t.dev_ca_out),
-        None => (None, None, None),
+    let (file_cert, file_key, file_ca, file_dev) = match raw.tls {
+        Some(t) => (t.cert, t.key, t.dev_ca_out, t.dev),
+        None => (None, None, None, false),
     };
+    // The TLS port needs a certificate, and so do net.tcp and relayed ports off loopback
+    // (their senders must take TLS there unless `insecure`).
+    let public = |a: Option<SocketAddr>| a.is_some_and(|a| !a.ip().is_loopback());
+    let wants_tls = config.tls_addr.is_some()
+        || (!config.insecure && (public(config.nettcp_addr) || public(config.relayed_addr)));
     config.tls = match (o.tls_cert.or(file_cert), o.tls_key.or(file_key)) {
         (Some(cert), Some(key)) => TlsSetup::Files { cert, key },
-        (None, None) => TlsSetup::Dev {
-            ca_out: o.dev_ca_out.or(file_ca),
-        },
+        (None, None) => {
+            let ca_out = o.dev_ca_out.or(file_ca);
+            // A configuration file's TLS ports get a generated certificate only when it asks
+            // for one: a forgotten cert/key must not quietly become a development CA.
+            if !dev && wants_tls && !file_dev && ca_out.is_none() {
+                bail!(
+                    "the TLS, net.tcp and relayed ports need a certificate: set [tls] cert and key (or dev = true for a generated development CA)"
+                );
+            }
+            TlsSetup::Dev { ca_out }
+        }
         _ => bail!("a TLS certificate needs both cert and key"),
     };
     if !raw.rules.is_empty() {
@@ -291,6 +318,9 @@ pub(crate) fn build(file: Option<RawConfig>, o: Overrides) -> anyhow::Result<Con
     }
     if let Some(v) = l.max_nettcp_first_envelope {
         limits.max_nettcp_first_envelope = v;
+    }
+    if let Some(v) = l.max_nettcp_first_headers {
+        limits.max_nettcp_first_headers = v;
     }
     let t = raw.timeouts;
     let timeouts = &mut config.timeouts;
@@ -403,6 +433,31 @@ mod tests {
         let no_rules: RawConfig =
             toml::from_str("namespace = \"a\"\n[listen]\nplain = \"127.0.0.1:1\"\n").unwrap();
         assert!(build(Some(no_rules), Overrides::default()).is_err());
+    }
+
+    #[test]
+    fn tls_ports_need_a_certificate_or_an_explicit_dev_ca() {
+        let file = |tls: &str| -> RawConfig {
+            toml::from_str(&format!(
+                "namespace = \"a\"\n[listen]\ntls = \"0.0.0.0:443\"\n{tls}[[rules]]\nname = \"r\"\nkey = \"k\"\nrights = [\"Listen\"]\n"
+            ))
+            .unwrap()
+        };
+        let err = build(Some(file("")), Overrides::default()).unwrap_err();
+        assert!(err.to_string().contains("[tls] cert and key"), "{err}");
+        let c = build(Some(file("[tls]\ndev = true\n")), Overrides::default()).unwrap();
+        assert!(matches!(c.tls, TlsSetup::Dev { .. }));
+        // A loopback net.tcp port alone needs none; off loopback it does, unless insecure.
+        let nettcp = |addr: &str, insecure: bool| -> RawConfig {
+            toml::from_str(&format!(
+                "namespace = \"a\"\n[listen]\nplain = \"127.0.0.1:1\"\nnettcp = \"{addr}\"\ninsecure = {insecure}\n[[rules]]\nname = \"r\"\nkey = \"k\"\nrights = [\"Listen\"]\n"
+            ))
+            .unwrap()
+        };
+        assert!(build(Some(nettcp("127.0.0.1:9350", false)), Overrides::default()).is_ok());
+        assert!(build(Some(nettcp("0.0.0.0:9350", false)), Overrides::default()).is_err());
+        let c = build(Some(nettcp("0.0.0.0:9350", true)), Overrides::default()).unwrap();
+        assert!(c.insecure);
     }
 
     #[test]

@@ -482,13 +482,16 @@ async fn a_listener_closing_before_the_preamble_ack_gets_the_sender_a_fault() {
             ]
         );
 
-        // The token on the Via: the gateway pairs before reading the first message, which the
-        // client sends as soon as it is acked; the fault still arrives, then a clean close.
+        // The token on the Via: the first message, which the client sends as soon as it is
+        // acked, goes to the listener with the session; the fault still arrives, then a clean
+        // close.
         calc = listener(&gw, "calc").await;
         let encoded = ferry_hc::address::encode_query_value(&good);
         let via_with_token = format!("{}?sb-hc-token={encoded}", via(&gw, "calc"));
         let (client, wire) = preamble(&via_with_token);
-        let closing = tokio::spawn(closing_listener(calc, wire.len()));
+        // The listener gets the preamble without the token.
+        let (_, relayed) = preamble(&via(&gw, "calc"));
+        let closing = tokio::spawn(closing_listener(calc, relayed.len()));
         let mut tcp = TcpStream::connect(gw.nettcp_addr().expect("net.tcp port"))
             .await
             .expect("connect");
@@ -517,7 +520,7 @@ async fn a_listener_closing_before_the_preamble_ack_gets_the_sender_a_fault() {
         let mut records = Vec::new();
         Record::SizedEnvelope(payload.clone().into()).encode(&mut records);
         Record::End.encode(&mut records);
-        let server = tokio::spawn(echo_listener(calc, wire.len(), records.len()));
+        let server = tokio::spawn(echo_listener(calc, relayed.len(), records.len()));
         let mut tcp = TcpStream::connect(gw.nettcp_addr().expect("net.tcp port"))
             .await
             .expect("connect");
@@ -724,4 +727,193 @@ async fn shutdown_while_a_sender_waits(fan_out: bool) {
         drop(silent);
     })
     .await;
+}
+
+/// What a listener behind the net.tcp port received for one session: the Via and the
+/// envelopes, read with a server session of its own, and every byte.
+struct Received {
+    via: String,
+    envelopes: Vec<Vec<u8>>,
+    bytes: Vec<u8>,
+}
+
+/// Accepts one rendezvous and reads the session to its End as an NMF server would.
+async fn receiving_listener(mut listener: Listener) -> Received {
+    let incoming = listener.accept().await.expect("accept command");
+    let mut stream = incoming.accept().await.expect("rendezvous");
+    let limits = Limits {
+        max_envelope_bytes: 8 << 20,
+        ..Limits::default()
+    };
+    let mut server = Session::server(limits);
+    let mut out = Received {
+        via: String::new(),
+        envelopes: Vec::new(),
+        bytes: Vec::new(),
+    };
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        let n = tokio::time::timeout(STEP, stream.read(&mut buf))
+            .await
+            .expect("the session arrives in time")
+            .expect("read");
+        assert!(n > 0, "the stream ended before the session's End");
+        out.bytes.extend_from_slice(&buf[..n]);
+        server
+            .handle_input(&buf[..n])
+            .expect("the listener's bytes parse");
+        while let Some(event) = server.poll_event() {
+            match event {
+                Event::PreambleReceived(p) => {
+                    out.via = p.via;
+                    server.accept().expect("accept");
+                    let mut ack = Vec::new();
+                    server.poll_transmit(&mut ack);
+                    stream.write_all(&ack).await.expect("ack");
+                }
+                Event::Envelope(e) => out.envelopes.push(e),
+                Event::End => {
+                    stream.write_all(&[END]).await.expect("end");
+                    close(stream).await;
+                    return out;
+                }
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+    }
+}
+
+/// Sends a whole session (preamble, `messages`, End) once the gateway acks the preamble;
+/// returns what the gateway sent back.
+async fn send_session(gw: &RunningGateway, via: &str, messages: &[Vec<u8>]) -> Vec<u8> {
+    let (_client, wire) = preamble(via);
+    let mut tcp = TcpStream::connect(gw.nettcp_addr().expect("net.tcp port"))
+        .await
+        .expect("connect");
+    tcp.write_all(&wire).await.expect("preamble");
+    let mut ack = [0u8; 1];
+    tokio::time::timeout(STEP, tcp.read_exact(&mut ack))
+        .await
+        .expect("ack in time")
+        .expect("ack");
+    assert_eq!(ack, [ACK], "the gateway acks the preamble");
+    let mut out = Vec::new();
+    for m in messages {
+        Record::SizedEnvelope(m.as_slice().into()).encode(&mut out);
+    }
+    out.push(END);
+    tcp.write_all(&out).await.expect("session");
+    read_all(&mut tcp).await
+}
+
+#[tokio::test]
+async fn sender_credentials_never_reach_the_listener() {
+    within(async {
+        let gw = gateway(|_| {}).await;
+        let listening = tokio::spawn(receiving_listener(listener(&gw, "calc").await));
+        let token = token(&gw, "calc");
+        let encoded = ferry_hc::address::encode_query_value(&token);
+        let address = format!("{}?x=1&sb-hc-token={encoded}", via(&gw, "calc"));
+        // A WCF client addressing a tokened URI writes it as the Via and as the To of every
+        // message (a session string, announced once in the first message's table), and the
+        // relay binding adds the RelayAccessToken header to the first message.
+        let mut codec = BinarySession::new(ferry_nbfx::Limits::default());
+        let mut message = |n: u32, relay_token: bool| {
+            let mut env = Envelope::new(SoapVersion::Soap12, AddressingVersion::Wsa10);
+            env.headers.action = Some(format!("urn:call{n}"));
+            env.headers.message_id =
+                Some(format!("urn:uuid:00000000-0000-0000-0000-00000000000{n}"));
+            env.headers.to = Some(address.clone());
+            env.headers.relay_token =
+                relay_token.then(|| RelayAccessToken::new("uuid:1", token.as_str()));
+            env.body = ferry_soap::Body::Payload(vec![
+                ferry_nbfx::Element::new("", ferry_nbfx::XmlString::session("Payload"), "urn:calc")
+                    .with_text(ferry_nbfx::Text::Chars(format!("body {n}").into())),
+            ]);
+            codec.encode(&env).expect("encode")
+        };
+        let messages = [message(1, true), message(2, false)];
+        let answer = send_session(&gw, &address, &messages).await;
+        assert_eq!(answer.last(), Some(&END), "the session ends normally");
+
+        let got = listening.await.expect("listener task");
+        let secret = token.split("sig=").nth(1).expect("a signature");
+        let secret = secret.split('&').next().expect("signature text");
+        for form in [
+            secret.to_owned(),
+            ferry_hc::address::encode_query_value(secret),
+            base64_of(token.as_bytes()),
+        ] {
+            assert!(
+                !contains(&got.bytes, form.as_bytes()),
+                "the listener received the sender's token ({form})"
+            );
+        }
+        assert_eq!(got.via, format!("{}?x=1", via(&gw, "calc")));
+        // The listener's session dictionary stays in step with the sender's: both messages
+        // decode, the second naming strings the first one's table announced.
+        let mut decoder = BinarySession::new(ferry_nbfx::Limits::default());
+        assert_eq!(got.envelopes.len(), 2);
+        for (n, payload) in got.envelopes.iter().enumerate() {
+            let env = decoder
+                .decode(payload)
+                .expect("the listener decodes the message");
+            assert_eq!(
+                env.headers.action.as_deref(),
+                Some(&*format!("urn:call{}", n + 1))
+            );
+            assert_eq!(env.headers.to.as_deref(), Some(&*got.via));
+            assert!(env.headers.relay_token.is_none(), "no token header");
+            assert_eq!(
+                env.payload().map(|p| p.text()),
+                Some(format!("body {}", n + 1))
+            );
+        }
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_large_first_message_streams_through_after_its_token() {
+    within(async {
+        let gw = gateway(|_| {}).await;
+        let listening = tokio::spawn(receiving_listener(listener(&gw, "calc").await));
+        let token = token(&gw, "calc");
+        let mut env = Envelope::new(SoapVersion::Soap12, AddressingVersion::Wsa10);
+        env.headers.action = Some("urn:upload".into());
+        env.headers.relay_token = Some(RelayAccessToken::new("uuid:1", token.as_str()));
+        // 4 MiB of body: far past the window the gateway reads before authorising.
+        let body: Vec<u8> = (0..4u32 << 20).map(|i| (i % 251) as u8).collect();
+        env.body = ferry_soap::Body::Payload(vec![
+            ferry_nbfx::Element::new("", ferry_nbfx::XmlString::inline("Data"), "urn:calc")
+                .with_text(ferry_nbfx::Text::Bytes(body.clone().into())),
+        ]);
+        let message = BinarySession::new(ferry_nbfx::Limits::default())
+            .encode(&env)
+            .expect("encode");
+        let answer = send_session(&gw, &via(&gw, "calc"), &[message]).await;
+        assert_eq!(answer.last(), Some(&END));
+        let got = listening.await.expect("listener task");
+        let limits = ferry_nbfx::Limits {
+            max_document_bytes: 8 << 20,
+            max_array_length: 8 << 20,
+            max_string_bytes: 8 << 20,
+            ..ferry_nbfx::Limits::default()
+        };
+        let env = BinarySession::new(limits)
+            .decode(&got.envelopes[0])
+            .expect("the listener decodes the message");
+        assert!(env.headers.relay_token.is_none());
+        assert_eq!(env.payload().and_then(|p| p.bytes()), Some(body));
+    })
+    .await;
+}
+
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack.windows(needle.len()).any(|w| w == needle)
+}
+
+fn base64_of(bytes: &[u8]) -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD.encode(bytes)
 }

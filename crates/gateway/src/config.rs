@@ -50,6 +50,11 @@ pub const DEFAULT_MAX_GRPC_MESSAGE: usize = 4 << 20;
 /// Default for [`Limits::max_nettcp_first_envelope`]: 16 MiB.
 pub const DEFAULT_MAX_NETTCP_FIRST_ENVELOPE: usize = 16 << 20;
 
+/// Default for [`Limits::max_nettcp_first_headers`]: 64 KiB, the .NET default for a whole
+/// message (`MaxReceivedMessageSize`), far more than the headers of any WCF client's first
+/// message.
+pub const DEFAULT_MAX_NETTCP_FIRST_HEADERS: usize = 64 << 10;
+
 /// Default bound on simultaneous TCP connections.
 pub const DEFAULT_MAX_CONNECTIONS: usize = 20_000;
 
@@ -123,9 +128,14 @@ pub struct Limits {
     pub max_response_body: u64,
     /// Largest gRPC message relayed through the gRPC ingress, either way.
     pub max_grpc_message: usize,
-    /// Largest first message of a net.tcp session, which the gateway reads whole to find
-    /// the sender's token (`MaxMessageSizeExceededFault` beyond). Later messages stream.
+    /// Largest first message of a net.tcp session (`MaxMessageSizeExceededFault` beyond, for
+    /// a sized message that declares more).
     pub max_nettcp_first_envelope: usize,
+    /// How much of a net.tcp sender's first message the gateway reads, before the sender is
+    /// authorised, to find the token in its headers: a message whose `Body` does not start
+    /// within it cannot carry a token the gateway reads. The rest of the message is never
+    /// buffered: it streams to the listener once the sender is authorised.
+    pub max_nettcp_first_headers: usize,
 }
 
 impl Default for Limits {
@@ -140,6 +150,7 @@ impl Default for Limits {
             max_response_body: DEFAULT_MAX_RESPONSE_BODY,
             max_grpc_message: DEFAULT_MAX_GRPC_MESSAGE,
             max_nettcp_first_envelope: DEFAULT_MAX_NETTCP_FIRST_ENVELOPE,
+            max_nettcp_first_headers: DEFAULT_MAX_NETTCP_FIRST_HEADERS,
         }
     }
 }
@@ -192,15 +203,24 @@ pub struct Config {
     /// The namespace host name: what tokens' audiences name and what rendezvous addresses
     /// use when a request carries no `Host`.
     pub namespace: String,
+    /// Other names of this namespace that a token's audience may use (the namespace itself
+    /// always counts). A token for any other host is refused, whatever `Host` a client sends
+    /// with it: the `Host` header is the client's to choose.
+    pub aliases: Vec<String>,
     /// Plain `ws://` / `http://` port (meant for loopback and for TLS-terminating proxies).
     pub plain_addr: Option<SocketAddr>,
     /// Allow the plain port on a non-loopback address (only behind a TLS-terminating proxy:
     /// tokens cross it in clear text).
     pub plain_public: bool,
+    /// Let senders on the net.tcp and relayed ports skip TLS on a non-loopback address.
+    /// Off by default: there every session must take TLS (the `application/ssl-tls` upgrade,
+    /// or the relayed handshake's TLS byte), since tokens travel inside it.
+    pub insecure: bool,
     /// TLS `wss://` / `https://` port.
     pub tls_addr: Option<SocketAddr>,
-    /// net.tcp port for WCF NetTcpBinding senders (`net.tcp://host:port/{path}`): plain
-    /// framing, as NetTcpBinding with `SecurityMode.None` speaks it.
+    /// net.tcp port for WCF NetTcpBinding senders (`net.tcp://host:port/{path}`): framing
+    /// as NetTcpBinding speaks it, with `SecurityMode.Transport`'s `application/ssl-tls`
+    /// upgrade (the TLS port's certificate), required off loopback (see `insecure`).
     pub nettcp_addr: Option<SocketAddr>,
     /// Port for NetTcpRelayBinding clients in relayed mode (their `connect` + URI handshake,
     /// optional TLS, `RelayedConnect`, then net.tcp); Azure's is 9352.
@@ -242,12 +262,21 @@ impl GrpcRoute {
 }
 
 impl Config {
+    /// The hosts a token's audience may name: the namespace, then its aliases.
+    pub fn audience_hosts(&self) -> Vec<&str> {
+        std::iter::once(self.namespace.as_str())
+            .chain(self.aliases.iter().map(String::as_str))
+            .collect()
+    }
+
     /// A production-shaped configuration with no ports, rules or paths yet.
     pub fn new(namespace: impl Into<String>) -> Self {
         Self {
             namespace: namespace.into(),
             plain_addr: None,
+            aliases: Vec::new(),
             plain_public: false,
+            insecure: false,
             tls_addr: None,
             nettcp_addr: None,
             relayed_addr: None,
@@ -266,6 +295,7 @@ impl Config {
     /// ([`DEV_RULE_NAME`]) with a random key.
     pub fn dev() -> Self {
         let mut config = Self::new("localhost");
+        config.aliases = vec!["127.0.0.1".into(), "::1".into()];
         config.plain_addr = Some(SocketAddr::from(([127, 0, 0, 1], 0)));
         config.tls_addr = Some(SocketAddr::from(([127, 0, 0, 1], 0)));
         config.nettcp_addr = Some(SocketAddr::from(([127, 0, 0, 1], 0)));

@@ -3,6 +3,7 @@
 
 pub mod config;
 mod control;
+mod first_message;
 mod front;
 pub mod grpc;
 mod handshake;
@@ -88,7 +89,9 @@ impl Gateway {
             return Err(StartError::PlainNotLoopback(addr));
         }
         let mut dev_ca_pem = None;
-        let wants_tls = config.tls_addr.is_some() || config.relayed_addr.is_some();
+        let wants_tls = config.tls_addr.is_some()
+            || config.relayed_addr.is_some()
+            || config.nettcp_addr.is_some();
         let acceptor = match (wants_tls, &config.tls) {
             (false, _) => None,
             (true, TlsSetup::Dev { ca_out }) => {
@@ -140,6 +143,11 @@ impl Gateway {
         let (plain_addr, tls_addr) = (local(&plain), local(&secure));
         let nettcp_addr = local(&nettcp);
         let relayed_addr = local(&relayed);
+        // Tokens cross the net.tcp and relayed ports inside the session: off loopback they
+        // must travel under TLS, unless the configuration says otherwise in so many words.
+        let insecure = config.insecure;
+        let needs_tls =
+            |addr: Option<SocketAddr>| !insecure && addr.is_some_and(|a| !a.ip().is_loopback());
 
         let relay = RelayConfig {
             buffer: config.limits.relay_buffer,
@@ -166,17 +174,17 @@ impl Gateway {
         }
         if let Some(l) = relayed {
             info!(addr = ?relayed_addr, "listening (net.tcp relay handshake)");
+            let required = needs_tls(relayed_addr);
             shared.tracker.spawn(accept_loop(
                 shared.clone(),
                 l,
-                Front::Relayed(acceptor.clone()),
+                Front::Relayed(acceptor.clone(), required),
             ));
         }
         if let Some(l) = nettcp {
             info!(addr = ?nettcp_addr, "listening (net.tcp)");
-            shared
-                .tracker
-                .spawn(accept_loop(shared.clone(), l, Front::NetTcp));
+            let front = Front::NetTcp(acceptor.clone(), needs_tls(nettcp_addr));
+            shared.tracker.spawn(accept_loop(shared.clone(), l, front));
         }
         if let Some(l) = secure {
             info!(addr = ?tls_addr, "listening (tls)");
@@ -317,10 +325,12 @@ impl RunningGateway {
 enum Front {
     /// WebSocket and HTTP (and gRPC), with TLS if an acceptor is given.
     Http(Option<TlsAcceptor>),
-    /// WCF net.tcp framing.
-    NetTcp,
-    /// The NetTcpRelayBinding handshake (TLS on request), then net.tcp.
-    Relayed(Option<TlsAcceptor>),
+    /// WCF net.tcp framing, with the `application/ssl-tls` upgrade when an acceptor is given;
+    /// `true` when every session must take it.
+    NetTcp(Option<TlsAcceptor>, bool),
+    /// The NetTcpRelayBinding handshake (TLS on request), then net.tcp; `true` when TLS is
+    /// required.
+    Relayed(Option<TlsAcceptor>, bool),
 }
 
 async fn accept_loop(shared: Arc<Shared>, listener: TcpListener, front: Front) {
@@ -360,9 +370,11 @@ async fn accept_loop(shared: Arc<Shared>, listener: TcpListener, front: Front) {
                 // The permit travels with the connection, into its relay task if it gets one.
                 match front {
                     Front::Http(tls) => front::serve(task_shared, tcp, peer, tls, permit).await,
-                    Front::NetTcp => nettcp::serve(task_shared, tcp, peer, permit).await,
-                    Front::Relayed(tls) => {
-                        relayed::serve(task_shared, tcp, peer, tls, permit).await;
+                    Front::NetTcp(tls, required) => {
+                        nettcp::serve(task_shared, tcp, peer, tls, required, permit).await;
+                    }
+                    Front::Relayed(tls, required) => {
+                        relayed::serve(task_shared, tcp, peer, tls, required, permit).await;
                     }
                 }
             }

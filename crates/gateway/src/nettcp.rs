@@ -12,16 +12,19 @@
 //!                        PreambleAck, then splices the two streams
 //! ```
 //!
-//! The listener sees the client's byte stream exactly as sent (its Via, its session
-//! dictionary), so any NMF server works behind it: the Rust host of `ferry-wcf`, or a legacy
-//! service through `ferry listen --wcf-to`.
+//! The listener sees the client's byte stream as sent (its session dictionary, every message)
+//! less the sender's credentials: the Via's `sb-hc-token` and the first message's
+//! `RelayAccessToken` header are cut out (see `first_message`). So any NMF server works behind
+//! it: the Rust host of `ferry-wcf`, or a legacy service through `ferry listen --wcf-to`.
 //!
 //! Refusals are what a WCF client understands: an unknown path or no listener is the
 //! `EndpointNotFound` framing fault (in dynamic mode, where a path exists only while listened
 //! on, a sender is told so only once its token passes the namespace rules, so paths cannot be
 //! probed); a malformed preamble gets its own fault
-//! (`UnsupportedVersion`, `UnsupportedMode`, `ViaTooLong`, …); an upgrade (transport
-//! security inside net.tcp) is refused with `UpgradeInvalid`; a missing or wrong token, in the
+//! (`UnsupportedVersion`, `UnsupportedMode`, `ViaTooLong`, …); an upgrade other than
+//! `application/ssl-tls` (NetTcpBinding's transport security, which the gateway takes with its
+//! TLS certificate), and on a port that requires TLS a session without it, is refused with
+//! `UpgradeInvalid`; a missing or wrong token, in the
 //! first message or on the Via, is a SOAP fault answering the first request (so the client's
 //! call fails with a `FaultException` naming the reason), then End. A refused client is never
 //! met with silence.
@@ -42,18 +45,22 @@ use ferry_hc::command::{Accept, Headers, RemoteEndpoint};
 use ferry_net::conn::Conn;
 use ferry_net::stream::WsStream;
 use ferry_nmf::{Event, FaultCode, KnownEncoding, Mode, Preamble, Session};
-use ferry_soap::{Body, Envelope, Fault, QName};
+use ferry_soap::{Body, Envelope, Fault, Probe, QName};
 use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _};
 use tokio::net::TcpStream;
 use tokio::sync::{OwnedSemaphorePermit, mpsc, oneshot};
 use tokio::time::{Instant, timeout, timeout_at};
+use tokio_rustls::TlsAcceptor;
 use tracing::{debug, info};
 
+use crate::first_message::{self, Head, Probed};
 use crate::front::{Shared, now_unix};
 use crate::registry::{ListenerHandle, Pending, PickError, Rendezvous, new_id, new_key};
 
 /// The framing `PreambleAck` record.
 const PREAMBLE_ACK: u8 = 0x0B;
+/// The framing `End` record.
+const END: u8 = 0x07;
 /// WS-Addressing 1.0's action for faults.
 const FAULT_ACTION: &str = "http://www.w3.org/2005/08/addressing/soap/fault";
 /// The relay's namespace, for the subcode of token faults.
@@ -65,37 +72,77 @@ const INVALID_RECORD_SEQUENCE: &str =
     "http://schemas.microsoft.com/ws/2006/05/framing/faults/InvalidRecordSequence";
 /// Read size from the sender.
 const READ: usize = 16 * 1024;
+/// The upgrade NetTcpBinding's transport security asks for (MC-NMF 2.2.3.10).
+const SSL_TLS: &str = "application/ssl-tls";
+/// How long an admitted sender's first message may take when no idle timeout is set.
+const FAR_IDLE: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
 
 /// Serves one net.tcp connection.
 pub(crate) async fn serve(
     shared: Arc<Shared>,
-    mut tcp: TcpStream,
+    tcp: TcpStream,
     peer: SocketAddr,
+    tls: Option<TlsAcceptor>,
+    tls_required: bool,
     permit: OwnedSemaphorePermit,
 ) {
-    let limits = ferry_nmf::Limits {
-        max_envelope_bytes: shared.config.limits.max_nettcp_first_envelope,
-        ..ferry_nmf::Limits::default()
-    };
-    let mut session = Session::server(limits);
+    let mut tcp = Conn::from(tcp);
+    let mut session = Session::server(framing_limits(&shared));
     let mut raw = Vec::new();
     let deadline = Instant::now() + shared.config.timeouts.handshake;
 
-    // 1. The preamble.
-    let preamble = match read_until(&mut tcp, &mut session, &mut raw, deadline, |e| {
-        matches!(e, Event::PreambleReceived(_) | Event::UpgradeRequested(_))
-    })
-    .await
-    {
-        Ok(Event::PreambleReceived(p)) => p,
-        Ok(Event::UpgradeRequested(protocol)) => {
-            debug!(%peer, %protocol, "net.tcp upgrade refused");
-            return refuse(&shared, tcp, &mut session, FaultCode::UpgradeInvalid).await;
-        }
-        Ok(_) | Err(Stop::Closed) => return,
-        Err(Stop::Fault) => return flush_and_close(&shared, tcp, &mut session).await,
-        Err(Stop::Garbage) => {
-            return send_fault(&shared, tcp, &mut session, INVALID_RECORD_SEQUENCE).await;
+    // 1. The preamble, under TLS from the upgrade on when the sender asks for it
+    // (`application/ssl-tls`, NetTcpBinding's transport security); a port off loopback
+    // requires it.
+    let mut upgraded = false;
+    let preamble = loop {
+        match read_until(&mut tcp, &mut session, &mut raw, deadline, |e| {
+            matches!(e, Event::PreambleReceived(_) | Event::UpgradeRequested(_))
+        })
+        .await
+        {
+            Ok(Event::PreambleReceived(_)) if tls_required && !upgraded => {
+                debug!(%peer, "net.tcp session without TLS refused: the port requires it");
+                return refuse(&shared, tcp, &mut session, FaultCode::UpgradeInvalid).await;
+            }
+            Ok(Event::PreambleReceived(p)) => break p,
+            Ok(Event::UpgradeRequested(protocol)) => {
+                let acceptor = match &tls {
+                    Some(a) if protocol == SSL_TLS && !upgraded => a.clone(),
+                    _ => {
+                        debug!(%peer, %protocol, "net.tcp upgrade refused");
+                        return refuse(&shared, tcp, &mut session, FaultCode::UpgradeInvalid).await;
+                    }
+                };
+                // The listener gets a plain session: the upgrade request is not replayed.
+                let Some(at) = first_message::upgrade_offset(&raw, &framing_limits(&shared)) else {
+                    return send_fault(&shared, tcp, &mut session, INVALID_RECORD_SEQUENCE).await;
+                };
+                raw.truncate(at);
+                if session.accept_upgrade().is_err() {
+                    return flush_and_close(&shared, tcp, &mut session).await;
+                }
+                if flush(&shared, &mut tcp, &mut session).await.is_err() {
+                    return;
+                }
+                let Conn::Plain(plain) = tcp else {
+                    // `upgraded` is false, so the connection is still the plain one.
+                    return;
+                };
+                tcp = match timeout_at(deadline, acceptor.accept(plain)).await {
+                    Ok(Ok(tls)) => Conn::from(tls),
+                    _ => return debug!(%peer, "net.tcp tls upgrade failed"),
+                };
+                if session.upgrade_complete().is_err() {
+                    return;
+                }
+                upgraded = true;
+            }
+            Ok(_) | Err(Stop::Closed | Stop::TooLarge) => return,
+            Err(Stop::Fault) => return flush_and_close(&shared, tcp, &mut session).await,
+            Err(Stop::Garbage) => {
+                return send_fault(&shared, tcp, &mut session, INVALID_RECORD_SEQUENCE).await;
+            }
         }
     };
     if matches!(preamble.mode, Mode::SingletonSized) {
@@ -126,13 +173,16 @@ pub(crate) async fn serve(
         return;
     }
 
-    // 3. Authenticate: the Via's sb-hc-token, else the first message's RelayAccessToken.
+    // 3. Authenticate: the Via's sb-hc-token, else the first message's RelayAccessToken. A
+    // sender that the Via's token (or an anonymous path) admits is paired at once, as a WCF
+    // client may open its session long before its first call; any other sender's first
+    // message is read, only as far as its headers, for the token. Either way the first
+    // message goes on without credentials (see `first_message`).
+    let singleton_sized = first_message::raw_octets(&preamble);
+    // `Some(first)` once the first message's head has been read (or cannot be: raw octets).
+    let mut head: Option<FirstHead> = singleton_sized.then_some(None);
     if !settings.anonymous_senders {
-        let via_host = via_host(&preamble.via);
-        let hosts = [
-            shared.config.namespace.as_str(),
-            via_host.as_deref().unwrap_or(""),
-        ];
+        let hosts = shared.config.audience_hosts();
         let authorize = |token: Option<&str>| {
             token.ok_or(AuthError::Missing).and_then(|t| {
                 settings
@@ -140,48 +190,43 @@ pub(crate) async fn serve(
                     .authorize_any_host(t, &hosts, &path, Right::Send, now_unix())
             })
         };
-        // A Via token is checked before any message is read: a valid one pairs at once, and
-        // the first message goes to the listener with the rest of the session.
+        // The Via's token, when there is one, is the one that counts.
         let via_verdict = via_token(&preamble.via).map(|t| authorize(Some(&t)));
-        if !matches!(via_verdict, Some(Ok(_))) && matches!(preamble.mode, Mode::SingletonSized) {
-            // Raw octets follow, not messages: there is no request to answer with a SOAP
-            // fault (and no message boundary to stop reading at), so refuse now, the same
-            // way for existing and missing paths.
-            info!(%peer, %path, "singleton-sized net.tcp sender refused: no valid Via token");
-            return refuse(&shared, tcp, &mut session, FaultCode::EndpointNotFound).await;
-        }
         if !matches!(via_verdict, Some(Ok(_))) {
-            // No Via token, or a bad one: the first message is read either way, so a refused
-            // sender's request is answered with a SOAP fault the client reports as such
-            // (a framing fault would read as "endpoint not found" for a path that exists),
-            // and the answer is the same whichever way the token came.
-            let first = match read_until(&mut tcp, &mut session, &mut raw, deadline, |e| {
-                matches!(e, Event::Envelope(_) | Event::End)
-            })
-            .await
-            {
-                Ok(Event::Envelope(payload)) => payload,
-                Ok(_) | Err(Stop::Closed) => return,
+            if singleton_sized {
+                // Raw octets follow, not messages: there is no request to answer with a SOAP
+                // fault (and no message boundary to stop reading at), so refuse now, the same
+                // way for existing and missing paths.
+                info!(%peer, %path, "singleton-sized net.tcp sender refused: no valid Via token");
+                return refuse(&shared, tcp, &mut session, FaultCode::EndpointNotFound).await;
+            }
+            let first = match read_head(&shared, &mut tcp, &mut raw, &preamble, deadline).await {
+                Ok(first) => first,
+                Err(Stop::Closed) => return,
                 Err(Stop::Fault) => return flush_and_close(&shared, tcp, &mut session).await,
+                Err(Stop::TooLarge) => {
+                    let uri = FaultCode::MaxMessageSizeExceeded.uri();
+                    return send_fault(&shared, tcp, &mut session, &uri).await;
+                }
                 Err(Stop::Garbage) => {
                     return send_fault(&shared, tcp, &mut session, INVALID_RECORD_SEQUENCE).await;
                 }
             };
-            let envelope = decode_envelope(&preamble, &first, &shared);
-            // The Via's token, when there is one, is the one that counts.
-            let verdict = via_verdict.unwrap_or_else(|| {
-                authorize(
-                    envelope
-                        .as_ref()
-                        .and_then(|e| e.headers.relay_token.as_ref())
-                        .map(|t| t.token.as_str()),
-                )
-            });
+            let token = first
+                .as_ref()
+                .and_then(|(_, p)| p.as_ref()?.relay_token.as_ref())
+                .map(|t| t.token.as_str());
+            let verdict = via_verdict.unwrap_or_else(|| authorize(token));
             if let Err(e) = verdict {
                 info!(%peer, %path, status = e.status(), "net.tcp sender refused");
-                return refuse_with_soap_fault(&shared, tcp, &mut session, &preamble, envelope, &e)
+                // The answer is the same whichever way the token came, and a SOAP fault the
+                // client reports as such (a framing fault would read as "endpoint not found"
+                // for a path that exists).
+                let probe = first.and_then(|(_, p)| p);
+                return refuse_with_soap_fault(&shared, tcp, &mut session, &preamble, probe, &e)
                     .await;
             }
+            head = Some(first);
         }
     }
     if !exists {
@@ -190,16 +235,30 @@ pub(crate) async fn serve(
         return refuse(&shared, tcp, &mut session, FaultCode::EndpointNotFound).await;
     }
 
-    // 4. Pair with the listener(s) and relay.
+    // 5. Pair with the listener(s) and relay.
     let remote = RemoteEndpoint {
         address: peer.ip().to_string(),
         port: peer.port(),
     };
-    // Only this session's bytes go to the listener(s) (see `Boundary`).
+    // Only this session's bytes go to the listener(s) (see `Boundary`), and no credentials:
+    // the listener holds at most a Listen right. What the listener gets at once is the
+    // session so far when the first message's head has been read, else the preamble alone
+    // (the first message follows once it arrives: `finish_head`).
+    let framing = framing_limits(&shared);
     let mut boundary = Boundary::default();
-    if let Ok(Some(end)) = boundary.feed(&raw) {
-        raw.truncate(end);
-    }
+    let opening = match &head {
+        Some(first) => {
+            if let Ok(Some(end)) = boundary.feed(&raw) {
+                raw.truncate(end);
+            }
+            let (envelope, probe) = parts(first);
+            first_message::redact(&raw, &preamble, envelope, probe, &framing).into_owned()
+        }
+        None => {
+            let end = first_message::preamble_end(&raw, &framing).unwrap_or(raw.len());
+            first_message::redact(&raw[..end], &preamble, None, None, &framing).into_owned()
+        }
+    };
     let acked = !matches!(preamble.mode, Mode::Simplex | Mode::SingletonSized);
     if shared.registry.fan_out(&settings.name) {
         let sender = Sender {
@@ -207,6 +266,9 @@ pub(crate) async fn serve(
             session,
             boundary,
             raw,
+            opening,
+            head_pending: head.is_none(),
+            preamble,
             permit,
         };
         return fan_out(shared, sender, &settings.name, remote, acked).await;
@@ -227,7 +289,7 @@ pub(crate) async fn serve(
         };
         return refuse(&shared, tcp, &mut session, fault).await;
     };
-    match replay(&shared, &mut ws, &raw, acked).await {
+    match replay(&shared, &mut ws, &opening, acked).await {
         Ok(rest) => {
             if !rest.is_empty() && tcp.write_all(&rest).await.is_err() {
                 return;
@@ -246,6 +308,26 @@ pub(crate) async fn serve(
             {
                 linger_close(&shared, tcp).await;
             }
+            return;
+        }
+    }
+    if head.is_none() {
+        let Some(more) = finish_head(
+            &shared,
+            &mut tcp,
+            &mut raw,
+            &preamble,
+            &mut boundary,
+            opening.len(),
+        )
+        .await
+        else {
+            return;
+        };
+        if timeout(shared.config.timeouts.handshake, ws.write_all(&more))
+            .await
+            .is_err()
+        {
             return;
         }
     }
@@ -308,6 +390,11 @@ enum Sized {
 }
 
 impl Boundary {
+    /// True once the session's End record has been seen.
+    pub(crate) fn ended(&self) -> bool {
+        self.state == Scan::Ended
+    }
+
     /// Consumes `data`: `Ok(Some(n))` when the End record finishes at `data[n - 1]`
     /// (`data[n..]` belongs to another session), `Ok(None)` when `data` is all part of this
     /// one, `Err(())` for bytes that are not framing.
@@ -459,12 +546,14 @@ enum Stop {
     Fault,
     /// The bytes were not framing; a Fault record must still be sent.
     Garbage,
+    /// The first message declares more than the gateway takes (MaxMessageSizeExceeded).
+    TooLarge,
 }
 
 /// Reads from the sender until the session yields an event `wanted` accepts; other events
 /// are dropped. Every byte read is kept in `raw` for the replay.
 async fn read_until(
-    tcp: &mut TcpStream,
+    tcp: &mut Conn,
     session: &mut Session,
     raw: &mut Vec<u8>,
     deadline: Instant,
@@ -494,8 +583,112 @@ async fn read_until(
     }
 }
 
+/// The first message's head as `read_head` found it: `None` when the session had none
+/// (it ended first, or sends raw octets).
+type FirstHead = Option<(first_message::Envelope, Option<Probe>)>;
+
+fn parts(first: &FirstHead) -> (Option<&first_message::Envelope>, Option<&Probe>) {
+    match first {
+        Some((envelope, probe)) => (Some(envelope), probe.as_ref()),
+        None => (None, None),
+    }
+}
+
+/// For a sender admitted before its first message was read: reads that message's head now
+/// (within the idle timeout, as any relayed byte), finds the session's boundary, and returns
+/// what the listener has not had yet (all after the first `sent` bytes of the redacted
+/// session), without credentials. `None` when the sender went away or the gateway is
+/// shutting down.
+///
+/// # Cancel safety
+///
+/// Not cancel safe: bytes read are kept in `raw`.
+async fn finish_head(
+    shared: &Shared,
+    tcp: &mut Conn,
+    raw: &mut Vec<u8>,
+    preamble: &Preamble,
+    boundary: &mut Boundary,
+    sent: usize,
+) -> Option<Vec<u8>> {
+    let deadline = Instant::now() + shared.config.timeouts.idle.unwrap_or(FAR_IDLE);
+    let first = tokio::select! {
+        r = read_head(shared, tcp, raw, preamble, deadline) => r,
+        () = shared.cancel.cancelled() => return None,
+    };
+    let first = match first {
+        Ok(first) => first,
+        Err(Stop::Closed) => return None,
+        // The listener answers what it cannot read, as it would have without the gateway.
+        Err(Stop::Fault | Stop::Garbage | Stop::TooLarge) => None,
+    };
+    if let Ok(Some(end)) = boundary.feed(raw) {
+        raw.truncate(end);
+    }
+    let (envelope, probe) = parts(&first);
+    let redacted = first_message::redact(raw, preamble, envelope, probe, &framing_limits(shared));
+    Some(redacted.get(sent..).unwrap_or_default().to_vec())
+}
+
+/// Reads the session's first message until its headers can be probed (see
+/// `first_message`): `Ok(None)` when the session ends without one, else the envelope record
+/// as far as it arrived and what the probe read (`None`: it could not be read). At most the
+/// headers window of the message is read; the rest streams to the listener later. A declared
+/// size over the first-message limit is `Stop::TooLarge`.
+async fn read_head(
+    shared: &Shared,
+    tcp: &mut Conn,
+    raw: &mut Vec<u8>,
+    preamble: &Preamble,
+    deadline: Instant,
+) -> Result<Option<(first_message::Envelope, Option<Probe>)>, Stop> {
+    let limits = &shared.config.limits;
+    let window = limits.max_nettcp_first_headers;
+    // The session reported the preamble, so all of it is in `raw`.
+    let start = first_message::preamble_end(raw, &framing_limits(shared)).ok_or(Stop::Garbage)?;
+    let mut want = first_message::first_probe(window);
+    let mut buf = vec![0u8; READ];
+    loop {
+        match first_message::head(raw, start) {
+            Head::NoMessage => return Ok(None),
+            Head::Malformed => return Err(Stop::Garbage),
+            Head::Envelope(e) if e.declared_over(limits.max_nettcp_first_envelope) => {
+                return Err(Stop::TooLarge);
+            }
+            Head::Envelope(e) => {
+                match first_message::probe_head(
+                    raw,
+                    &e,
+                    preamble,
+                    want,
+                    window,
+                    nbfx_limits(shared),
+                ) {
+                    Probed::Read(p) => return Ok(Some((e, Some(*p)))),
+                    Probed::Unreadable => return Ok(Some((e, None))),
+                    Probed::Wait(w) => want = w,
+                }
+            }
+            Head::Incomplete => {}
+        }
+        let n = match timeout_at(deadline, tcp.read(&mut buf)).await {
+            Ok(Ok(0) | Err(_)) | Err(_) => return Err(Stop::Closed),
+            Ok(Ok(n)) => n,
+        };
+        raw.extend_from_slice(&buf[..n]);
+    }
+}
+
+/// The framing limits of a sender's session as the gateway reads it.
+fn framing_limits(shared: &Shared) -> ferry_nmf::Limits {
+    ferry_nmf::Limits {
+        max_envelope_bytes: shared.config.limits.max_nettcp_first_envelope,
+        ..ferry_nmf::Limits::default()
+    }
+}
+
 /// Sends what the session queued (PreambleAck, a Fault, End).
-async fn flush(shared: &Shared, tcp: &mut TcpStream, session: &mut Session) -> std::io::Result<()> {
+async fn flush(shared: &Shared, tcp: &mut Conn, session: &mut Session) -> std::io::Result<()> {
     let mut out = Vec::new();
     session.poll_transmit(&mut out);
     if out.is_empty() {
@@ -507,7 +700,7 @@ async fn flush(shared: &Shared, tcp: &mut TcpStream, session: &mut Session) -> s
 }
 
 /// Sends a queued Fault record, then closes the way WCF does (see [`linger_close`]).
-async fn flush_and_close(shared: &Shared, mut tcp: TcpStream, session: &mut Session) {
+async fn flush_and_close(shared: &Shared, mut tcp: Conn, session: &mut Session) {
     if flush(shared, &mut tcp, session).await.is_err() {
         return;
     }
@@ -521,7 +714,7 @@ const LINGER_MAX_DRAIN: usize = 64 * 1024;
 /// Closes the way WCF does: stop sending, drain input a little while (up to the close
 /// timeout and [`LINGER_MAX_DRAIN`] bytes), close. Closing with input unread would send a
 /// reset, which can destroy what was just sent before the peer reads it.
-async fn linger_close(shared: &Shared, mut tcp: TcpStream) {
+async fn linger_close(shared: &Shared, mut tcp: Conn) {
     let _ = tcp.shutdown().await;
     let mut sink = [0u8; 4096];
     let _ = timeout(shared.config.timeouts.close, async {
@@ -537,7 +730,7 @@ async fn linger_close(shared: &Shared, mut tcp: TcpStream) {
 }
 
 /// Refuses with a framing fault.
-async fn refuse(shared: &Shared, tcp: TcpStream, session: &mut Session, fault: FaultCode) {
+async fn refuse(shared: &Shared, tcp: Conn, session: &mut Session, fault: FaultCode) {
     debug!(?fault, "net.tcp session refused");
     if session.reject(fault.clone()).is_err() {
         // Past the preamble (already acked): a Fault record may still replace the next
@@ -548,7 +741,7 @@ async fn refuse(shared: &Shared, tcp: TcpStream, session: &mut Session, fault: F
 }
 
 /// Writes a Fault record whatever state the session is in, then closes.
-async fn send_fault(shared: &Shared, mut tcp: TcpStream, session: &mut Session, uri: &str) {
+async fn send_fault(shared: &Shared, mut tcp: Conn, session: &mut Session, uri: &str) {
     let mut record = Vec::new();
     ferry_nmf::Record::Fault(uri.into()).encode(&mut record);
     let _ = timeout(shared.config.timeouts.handshake, tcp.write_all(&record)).await;
@@ -558,10 +751,10 @@ async fn send_fault(shared: &Shared, mut tcp: TcpStream, session: &mut Session, 
 /// Answers the first request with a SOAP fault explaining the refusal, then ends the session.
 async fn refuse_with_soap_fault(
     shared: &Shared,
-    mut tcp: TcpStream,
+    mut tcp: Conn,
     session: &mut Session,
     preamble: &Preamble,
-    request: Option<Envelope>,
+    request: Option<Probe>,
     error: &AuthError,
 ) {
     let Some(request) = request else {
@@ -580,7 +773,7 @@ async fn refuse_with_soap_fault(
     ));
     let mut reply = Envelope::new(request.version, request.addressing);
     reply.headers.action = Some(FAULT_ACTION.into());
-    reply.headers.relates_to = request.headers.message_id.clone();
+    reply.headers.relates_to = request.message_id;
     reply.body = Body::Fault(Box::new(fault));
     if let Some(bytes) = encode_envelope(preamble, &reply, shared)
         && session.send_envelope(&bytes).is_ok()
@@ -601,24 +794,9 @@ fn nbfx_limits(shared: &Shared) -> ferry_nbfx::Limits {
     }
 }
 
-/// Decodes a message in the session's encoding (the first one, so a fresh session
-/// dictionary is right).
-fn decode_envelope(preamble: &Preamble, payload: &[u8], shared: &Shared) -> Option<Envelope> {
-    match known(preamble)? {
-        KnownEncoding::BinarySession => ferry_soap::BinarySession::new(nbfx_limits(shared))
-            .decode(payload)
-            .ok(),
-        KnownEncoding::Binary => Envelope::decode_binary(payload, None, nbfx_limits(shared)).ok(),
-        KnownEncoding::Soap11Utf8 | KnownEncoding::Soap12Utf8 => {
-            Envelope::decode_text(std::str::from_utf8(payload).ok()?).ok()
-        }
-        _ => None,
-    }
-}
-
 /// Encodes a message of ours in the session's encoding (our first, so a fresh dictionary).
 fn encode_envelope(preamble: &Preamble, envelope: &Envelope, shared: &Shared) -> Option<Vec<u8>> {
-    match known(preamble)? {
+    match first_message::known(preamble)? {
         KnownEncoding::BinarySession => ferry_soap::BinarySession::new(nbfx_limits(shared))
             .encode(envelope)
             .ok(),
@@ -630,13 +808,6 @@ fn encode_envelope(preamble: &Preamble, envelope: &Envelope, shared: &Shared) ->
     }
 }
 
-fn known(preamble: &Preamble) -> Option<KnownEncoding> {
-    match &preamble.encoding {
-        ferry_nmf::Encoding::Known(k) => Some(*k),
-        ferry_nmf::Encoding::Extensible(_) => None,
-    }
-}
-
 /// The hybrid connection path a Via names: `net.tcp://host[:port]/a/b?query` → `a/b`.
 pub(crate) fn via_path(via: &str) -> Option<String> {
     let (_, rest) = via.split_once("://")?;
@@ -645,13 +816,6 @@ pub(crate) fn via_path(via: &str) -> Option<String> {
     let path = address::decode_path(path).ok()?;
     let path = path.trim_matches('/').to_owned();
     (!path.is_empty()).then_some(path)
-}
-
-pub(crate) fn via_host(via: &str) -> Option<String> {
-    let (_, rest) = via.split_once("://")?;
-    let authority = rest.split(['/', '?', '#']).next()?;
-    let host = authority.rsplit_once(':').map_or(authority, |(h, _)| h);
-    Some(host.trim_matches(['[', ']']).to_owned())
 }
 
 fn via_token(via: &str) -> Option<String> {
@@ -766,11 +930,16 @@ async fn replay(
 
 /// A fan-out sender's connection and what was read of it.
 struct Sender {
-    tcp: TcpStream,
+    tcp: Conn,
     session: Session,
     boundary: Boundary,
-    /// Its bytes so far (this session's only), replayed to each listener.
+    /// Its bytes so far.
     raw: Vec<u8>,
+    /// What each listener gets first: the session so far without credentials.
+    opening: Vec<u8>,
+    /// The first message's head is still to be read (`finish_head`).
+    head_pending: bool,
+    preamble: Preamble,
     permit: OwnedSemaphorePermit,
 }
 
@@ -801,7 +970,10 @@ async fn fan_out(
         mut tcp,
         mut session,
         mut boundary,
-        raw,
+        mut raw,
+        opening,
+        head_pending,
+        preamble,
         permit,
     } = sender;
     let listeners = shared.registry.all(path);
@@ -812,7 +984,7 @@ async fn fan_out(
     let attempts: Vec<_> = listeners
         .iter()
         .take(ferry_hc::MAX_LISTENERS_PER_PATH)
-        .map(|listener| open_fan_out(&shared, listener, path, remote.clone(), &raw, acked))
+        .map(|listener| open_fan_out(&shared, listener, path, remote.clone(), &opening, acked))
         .collect();
     // Raced against shutdown, which would otherwise wait for the slowest listener (up to the
     // rendezvous timeout). Dropping the attempts withdraws their rendezvous keys and closes
@@ -870,17 +1042,23 @@ async fn fan_out(
     info!(path, listeners = queues.len(), "net.tcp fan-out started");
     let _permit = permit;
     let close = shared.config.timeouts.close;
+    if head_pending {
+        let sent = opening.len();
+        let Some(more) =
+            finish_head(&shared, &mut tcp, &mut raw, &preamble, &mut boundary, sent).await
+        else {
+            return;
+        };
+        let more = Bytes::from(more);
+        // A queue is fresh here, so this only fails for a listener already gone.
+        queues.retain(|q| q.try_send(more.clone()).is_ok());
+    }
     // The sender may have sent End with its first message: it was in `raw`, so every
     // listener has it already; answer it.
-    let mut ended = false;
-    while let Some(event) = session.poll_event() {
-        ended |= matches!(event, Event::End);
-    }
-    if ended {
-        let _ = session.close();
-        let _ = flush(&shared, &mut tcp, &mut session).await;
+    if boundary.ended() {
+        let _ = timeout(close, tcp.write_all(&[END])).await;
         drop(queues);
-        let _ = tcp.shutdown().await;
+        let _ = timeout(close, tcp.shutdown()).await;
         return;
     }
     let mut buf = vec![0u8; READ];
@@ -952,7 +1130,6 @@ mod tests {
     fn vias_name_paths_hosts_and_tokens() {
         let via = "net.tcp://gw.example:9350/erp/orders?sb-hc-token=SharedAccessSignature%20sr%3Dx";
         assert_eq!(via_path(via).as_deref(), Some("erp/orders"));
-        assert_eq!(via_host(via).as_deref(), Some("gw.example"));
         assert_eq!(
             via_token(via).as_deref(),
             Some("SharedAccessSignature sr=x")
@@ -960,7 +1137,6 @@ mod tests {
         assert_eq!(via_path("sb://ns/calc/").as_deref(), Some("calc"));
         assert_eq!(via_path("net.tcp://host:1/"), None);
         assert_eq!(via_path("not a uri"), None);
-        assert_eq!(via_host("net.tcp://[::1]:9/x").as_deref(), Some("::1"));
     }
 
     fn records(list: &[ferry_nmf::Record<'_>]) -> Vec<u8> {

@@ -23,7 +23,7 @@ use std::sync::Arc;
 use ferry_hc::auth::{AuthError, Right};
 use ferry_hc::command::RemoteEndpoint;
 use ferry_net::conn::Conn;
-use ferry_soap::{AddressingVersion, Body, Envelope, Fault, QName, SoapVersion};
+use ferry_soap::{AddressingVersion, Body, Envelope, Fault, Probe, QName, SoapVersion};
 use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _};
 use tokio::net::TcpStream;
 use tokio::sync::OwnedSemaphorePermit;
@@ -32,7 +32,7 @@ use tokio_rustls::TlsAcceptor;
 use tracing::{debug, info};
 
 use crate::front::{Shared, now_unix};
-use crate::nettcp::{Boundary, rendezvous, splice, via_host, via_path};
+use crate::nettcp::{Boundary, rendezvous, splice, via_path};
 use crate::registry::PickError;
 
 /// The relay's connect namespace.
@@ -68,6 +68,7 @@ pub(crate) async fn serve(
     tcp: TcpStream,
     peer: SocketAddr,
     tls: Option<TlsAcceptor>,
+    tls_required: bool,
     permit: OwnedSemaphorePermit,
 ) {
     let deadline = Instant::now() + shared.config.timeouts.handshake;
@@ -84,6 +85,14 @@ pub(crate) async fn serve(
         return;
     }
     let mut conn = match (flag[0], tls) {
+        (0x00, _) if tls_required => {
+            // The client sends its message (and token) next, whatever the answer: read it,
+            // unlooked at, so the refusal is not lost to a reset, and say why.
+            let mut conn = Conn::from(tcp);
+            let _ = frame(&mut conn, MAX_MESSAGE, deadline).await;
+            let reason = "this port requires TLS (the relay binding's transport security)";
+            return fail(&shared, &mut conn, None, "InvalidRequest", reason).await;
+        }
         (0x00, _) => Conn::from(tcp),
         (0x01, Some(acceptor)) => match timeout_at(deadline, acceptor.accept(tcp)).await {
             Ok(Ok(tls)) => Conn::from(tls),
@@ -100,8 +109,9 @@ pub(crate) async fn serve(
         max_document_bytes: MAX_MESSAGE,
         ..ferry_nbfx::Limits::default()
     };
-    let request = match Envelope::decode_binary(&message, None, limits) {
-        Ok(env) if env.headers.action.as_deref() == Some(RELAYED_CONNECT) => env,
+    // Read as a stream up to the Body: nothing the unauthenticated sender describes is built.
+    let request = match Probe::binary(&message, None, limits) {
+        Ok(env) if env.action.as_deref() == Some(RELAYED_CONNECT) => env,
         Ok(env) => {
             let reason = "the first message must be RelayedConnect";
             return fail(&shared, &mut conn, Some(&env), "InvalidRequest", reason).await;
@@ -143,13 +153,8 @@ pub(crate) async fn serve(
         }
     };
     if !settings.anonymous_senders {
-        let token = request
-            .headers
-            .relay_token
-            .as_ref()
-            .map(|t| t.token.as_str());
-        let host = via_host(&uri).unwrap_or_default();
-        let hosts = [shared.config.namespace.as_str(), host.as_str()];
+        let token = request.relay_token.as_ref().map(|t| t.token.as_str());
+        let hosts = shared.config.audience_hosts();
         let verdict = token.ok_or(AuthError::Missing).and_then(|t| {
             settings
                 .rules
@@ -204,7 +209,7 @@ pub(crate) async fn serve(
     };
     let mut reply = Envelope::new(request.version, request.addressing);
     reply.headers.action = Some(RELAYED_CONNECT_REPLY.into());
-    reply.headers.relates_to = request.headers.message_id.clone();
+    reply.headers.relates_to = request.message_id.clone();
     if write_message(&shared, &mut conn, &reply).await.is_err() {
         return;
     }
@@ -276,7 +281,7 @@ async fn write_message<S: AsyncWrite + Unpin>(
 async fn fail(
     shared: &Shared,
     conn: &mut Conn,
-    request: Option<&Envelope>,
+    request: Option<&Probe>,
     subcode: &str,
     reason: &str,
 ) {
@@ -289,7 +294,7 @@ async fn fail(
     fault.subcodes.push(QName::new("rel", CONNECT_NS, subcode));
     let mut reply = Envelope::new(version, addressing);
     reply.headers.action = Some(FAULT_ACTION.into());
-    reply.headers.relates_to = request.and_then(|r| r.headers.message_id.clone());
+    reply.headers.relates_to = request.and_then(|r| r.message_id.clone());
     reply.body = Body::Fault(Box::new(fault));
     let _ = write_message(shared, conn, &reply).await;
     let _ = timeout(shared.config.timeouts.close, conn.shutdown()).await;

@@ -230,6 +230,17 @@ async fn token_failures_map_to_401_and_403() {
             .unwrap_err();
         assert_eq!(got.0, status, "{what}: {got:?}");
     }
+    // The Host header is the client's to choose: naming the token's host there too changes
+    // nothing, for senders and listeners alike.
+    let elsewhere = SasToken::create("http://elsewhere/auth", &name, &key, now() + 60);
+    for action in ["connect", "listen"] {
+        let target = format!("/$hc/auth?sb-hc-action={action}");
+        let headers = [
+            ("Host", "elsewhere"),
+            ("ServiceBusAuthorization", &elsewhere),
+        ];
+        assert_eq!(refused(addr, &target, &headers).await, 403, "{action}");
+    }
     // A token in the query works as well as the header, and a missing action means connect.
     let tok = token(&gw, "auth");
     let q = format!(

@@ -204,13 +204,6 @@ impl Upgrade {
             .filter(|h| !h.is_empty())
     }
 
-    /// Names the token's audience may use: the configured namespace and the dialled host.
-    fn audience_hosts(&self, shared: &Shared) -> Vec<String> {
-        let mut hosts = vec![shared.config.namespace.clone()];
-        hosts.extend(self.host().map(str::to_owned));
-        hosts
-    }
-
     fn token(&self) -> Option<&str> {
         self.head
             .header(AUTH_HEADER)
@@ -223,8 +216,7 @@ impl Upgrade {
         settings: &PathSettings,
         right: Right,
     ) -> Result<u64, AuthError> {
-        let hosts = self.audience_hosts(shared);
-        let hosts: Vec<&str> = hosts.iter().map(String::as_str).collect();
+        let hosts = shared.config.audience_hosts();
         let token = self.token().ok_or(AuthError::Missing)?;
         settings
             .rules
@@ -292,7 +284,12 @@ async fn listen(shared: Arc<Shared>, mut up: Upgrade) {
         // slack for the JSON around a body that is exactly at the limit.
         .max_message_size(Some(MAX_CONTROL_MESSAGE + 4096))
         .max_frame_size(Some(MAX_CONTROL_MESSAGE + 4096));
-    let hosts = up.audience_hosts(&shared);
+    let hosts = shared
+        .config
+        .audience_hosts()
+        .into_iter()
+        .map(str::to_owned)
+        .collect();
     let ws =
         WebSocketStream::from_partially_read(up.conn, up.head.rest, Role::Server, Some(ws_config))
             .await;

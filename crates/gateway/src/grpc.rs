@@ -241,13 +241,12 @@ async fn call(
     }
 
     let token = token(&parts.headers);
-    let host = parts.uri.authority().map(|a| a.host().to_owned());
     let Some(settings) = shared.registry.sender_path(&path) else {
         // As for other senders: a dynamic path's existence is only revealed to a caller
         // with a valid token.
         if shared.config.dynamic_paths {
             let namespace = shared.registry.namespace_settings();
-            authorize(shared, &namespace, token.as_deref(), host.as_deref(), &path)?;
+            authorize(shared, &namespace, token.as_deref(), &path)?;
             return Err(Failure::new(Code::Unavailable, "no listener is connected"));
         }
         return Err(Failure::new(
@@ -256,7 +255,7 @@ async fn call(
         ));
     };
     if !settings.anonymous_senders {
-        authorize(shared, &settings, token.as_deref(), host.as_deref(), &path)?;
+        authorize(shared, &settings, token.as_deref(), &path)?;
     }
     let listener = match shared.registry.pick(&settings.name, None, &[]) {
         Ok(l) => l,
@@ -374,12 +373,10 @@ fn authorize(
     shared: &Shared,
     settings: &crate::registry::PathSettings,
     token: Option<&str>,
-    host: Option<&str>,
     path: &str,
 ) -> Result<(), Failure> {
     let token = token.ok_or(AuthError::Missing)?;
-    let mut hosts = vec![shared.config.namespace.as_str()];
-    hosts.extend(host);
+    let hosts = shared.config.audience_hosts();
     let grace = shared.config.timeouts.token_grace.as_secs();
     shared
         .verified

@@ -214,11 +214,6 @@ async fn relay(
     }
     let (query, app_query) = split_query(req.uri().query())?;
     let (parts, body) = req.into_parts();
-    let host = parts
-        .headers
-        .get(http::header::HOST)
-        .and_then(|h| h.to_str().ok())
-        .map(str::to_owned);
 
     // Token sources (spec §2): sb-hc-token and ServiceBusAuthorization are always removed;
     // Authorization is used (and removed) only when auth is on and neither was given.
@@ -234,7 +229,7 @@ async fn relay(
         if shared.config.dynamic_paths {
             let token = explicit.or_else(|| header_text(&parts.headers, "authorization"));
             let namespace = shared.registry.namespace_settings();
-            authorize(shared, &namespace, token.as_deref(), host.as_deref(), &path)?;
+            authorize(shared, &namespace, token.as_deref(), &path)?;
             return Err(Refusal::new(404, "no listener is connected"));
         }
         return Err(Refusal::new(404, "no such hybrid connection"));
@@ -248,7 +243,7 @@ async fn relay(
                 header_text(&parts.headers, "authorization")
             }
         };
-        authorize(shared, &settings, token.as_deref(), host.as_deref(), &path)?;
+        authorize(shared, &settings, token.as_deref(), &path)?;
     }
 
     let allowed = list_header(&parts.headers, "Microsoft-Relay-AllowedListeners");
@@ -464,12 +459,10 @@ fn authorize(
     shared: &Shared,
     settings: &PathSettings,
     token: Option<&str>,
-    host: Option<&str>,
     path: &str,
 ) -> Result<(), Refusal> {
     let token = token.ok_or(AuthError::Missing)?;
-    let mut hosts = vec![shared.config.namespace.as_str()];
-    hosts.extend(host);
+    let hosts = shared.config.audience_hosts();
     let grace = shared.config.timeouts.token_grace.as_secs();
     shared
         .verified

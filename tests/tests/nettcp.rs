@@ -727,3 +727,62 @@ async fn insecure_lets_plain_sessions_through_off_loopback() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn a_sender_cut_off_mid_message_reaches_the_listener_as_an_error() {
+    within(async {
+        let gw = gateway(|c| {
+            c.paths = vec![PathConfig {
+                anonymous_senders: true,
+                ..PathConfig::new("calc")
+            }];
+        })
+        .await;
+        let mut listener = Listener::open(endpoint(&gw, "calc"))
+            .await
+            .expect("listener");
+        let via = format!("net.tcp://127.0.0.1:{}/calc", nettcp(&gw).port());
+        let (mut client, wire) = preamble(&via);
+        let mut tcp = TcpStream::connect(nettcp(&gw)).await.expect("connect");
+        tcp.write_all(&wire).await.expect("preamble");
+        assert_eq!(
+            next_event(&mut tcp, &mut client).await,
+            Some(Event::PreambleAcked)
+        );
+        let incoming = listener.accept().await.expect("accept");
+        let mut stream = incoming.accept().await.expect("rendezvous");
+        let mut got = vec![0u8; wire.len()];
+        stream.read_exact(&mut got).await.expect("preamble");
+        stream.write_all(&[0x0B]).await.expect("ack");
+
+        // A whole message, then half of the next, then the connection closes, as when the
+        // sender's process is killed: an orderly TCP close in the middle of a record.
+        let payload = BinarySession::new(ferry_nbfx::Limits::default())
+            .encode(&request("urn:add", None))
+            .expect("encode");
+        let mut records = Vec::new();
+        ferry_nmf::Record::SizedEnvelope(payload.into()).encode(&mut records);
+        let whole = records.len();
+        ferry_nmf::Record::SizedEnvelope(vec![7u8; 4096].into()).encode(&mut records);
+        tcp.write_all(&records[..whole + 2048])
+            .await
+            .expect("a message and a half");
+        drop(tcp);
+
+        let mut rest = Vec::new();
+        let end = tokio::time::timeout(STEP, stream.read_to_end(&mut rest))
+            .await
+            .expect("the listener learns in time");
+        assert!(
+            rest.len() >= whole,
+            "the whole message arrived first ({} bytes)",
+            rest.len()
+        );
+        assert!(
+            end.is_err(),
+            "a truncated message must not end like a finished session: got {} bytes and a clean end",
+            rest.len()
+        );
+    })
+    .await;
+}

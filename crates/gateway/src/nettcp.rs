@@ -390,6 +390,12 @@ enum Sized {
 }
 
 impl Boundary {
+    /// True when the stream may end here without losing part of a record: between records,
+    /// after End, or anywhere in singleton-sized raw octets (which run to the end).
+    pub(crate) fn between_records(&self) -> bool {
+        matches!(self.state, Scan::Record | Scan::Ended | Scan::Raw)
+    }
+
     /// True once the session's End record has been seen.
     pub(crate) fn ended(&self) -> bool {
         self.state == Scan::Ended
@@ -502,29 +508,38 @@ pub(crate) async fn splice<S>(
     let write_limit = close.max(shared.config.timeouts.handshake);
     let up = async {
         let mut buf = vec![0u8; READ];
-        while boundary.state != Scan::Ended {
+        // Whether the sender's side ended cleanly: its End record, or its close between
+        // records. A reset, an idle timeout, a close inside a record or bytes that are not
+        // framing are not: the listener's stream is then dropped without a WebSocket Close,
+        // which its reader sees as an error, so a cut-off message never looks complete.
+        let clean = loop {
+            if boundary.state == Scan::Ended {
+                break true;
+            }
             let read = sender_rd.read(&mut buf);
             let n = match idle {
-                Some(idle) => match timeout(idle, read).await {
-                    Ok(Ok(n)) => n,
-                    _ => 0,
-                },
-                None => read.await.unwrap_or(0),
+                Some(idle) => timeout(idle, read).await.ok(),
+                None => Some(read.await),
             };
-            if n == 0 {
-                break;
-            }
+            let n = match n {
+                Some(Ok(0)) => break boundary.between_records(),
+                Some(Ok(n)) => n,
+                Some(Err(_)) | None => break false,
+            };
             let Ok(end) = boundary.feed(&buf[..n]) else {
                 // Not framing: nothing of it goes to the listener.
-                break;
+                break false;
             };
             let n = end.unwrap_or(n);
             let write = timeout(write_limit, listener_wr.write_all(&buf[..n])).await;
             if !matches!(write, Ok(Ok(()))) {
-                break;
+                break false;
             }
+        };
+        if clean {
+            let _ = timeout(close, listener_wr.shutdown()).await;
         }
-        let _ = timeout(close, listener_wr.shutdown()).await;
+        clean
     };
     let down = async {
         let _ = tokio::io::copy(&mut listener_rd, &mut sender_wr).await;
@@ -532,7 +547,9 @@ pub(crate) async fn splice<S>(
     };
     tokio::pin!(up, down);
     tokio::select! {
-        () = &mut up => { let _ = timeout(close, &mut down).await; }
+        // A sender that went away abnormally ends the relay at once: waiting for the
+        // listener's side would let it take the truncated stream for a finished one.
+        clean = &mut up => if clean { let _ = timeout(close, &mut down).await; },
         () = &mut down => { let _ = timeout(close, &mut up).await; }
         () = shared.cancel.cancelled() => {}
     }

@@ -182,6 +182,26 @@ async fn a_misbehaving_listener_fails_only_the_request_concerned() {
 }
 
 #[tokio::test]
+async fn a_listener_that_goes_away_fails_its_requests_at_once() {
+    let gw = gateway(|c| c.timeouts.request = Duration::from_secs(30)).await;
+    let addr = gw.plain_addr().unwrap();
+    let mut control = listener(&gw, "gone").await;
+    let tok = token(&gw, "gone");
+    let client = tokio::spawn(http(addr, get("/gone/1", &tok)));
+    let _ = next_request(&mut control).await;
+    let started = tokio::time::Instant::now();
+    drop(control);
+    let (status, text) = tokio::time::timeout(Duration::from_secs(10), client)
+        .await
+        .expect("answered long before the 30 s deadline")
+        .unwrap();
+    assert_eq!(status, 502, "{text}");
+    assert!(started.elapsed() < Duration::from_secs(5));
+    assert_eq!(gw.pending_http_requests(), 0);
+    gw.shutdown().await;
+}
+
+#[tokio::test]
 async fn large_bodies_go_through_a_rendezvous() {
     let gw = gateway(|_| {}).await;
     let addr = gw.plain_addr().unwrap();

@@ -418,7 +418,21 @@ async fn relay(
     // The request is on its way: from now on an unanswered end cancels it.
     pending.cancel = cancel;
     debug!(path = %settings.name, request = %id, inline, "request sent to listener");
-    let reply = match timeout(deadline, reply_rx).await {
+    // A listener that goes away before taking the request fails it at once (502), not at the
+    // deadline; one that took it over a rendezvous may still answer there.
+    let waiting = timeout(deadline, reply_rx);
+    tokio::pin!(waiting);
+    let outcome = tokio::select! {
+        biased;
+        r = &mut waiting => r,
+        () = listener.commands.closed() => {
+            if shared.registry.take_http(&id).is_some() {
+                return Err(Refusal::new(502, "the listener went away"));
+            }
+            waiting.await
+        }
+    };
+    let reply = match outcome {
         Ok(Ok(HttpOutcome::Reply(reply))) => {
             // The response head is here; a body still streaming is the rendezvous task's.
             pending.cancel = None;

@@ -114,4 +114,34 @@ fn trees_cost_memory_linear_in_their_input() {
     let tree = tree.expect("parses");
     assert_eq!(tree.root().expect("root").elements().count(), 10_000);
     check("namespace flood, text", text.len(), peak);
+    drop(tree);
+
+    // The fuzz corpus, through the fuzz target's decode with its production limits and its
+    // oracle (`fuzz/fuzz_targets/reader.rs`).
+    let limits = Limits {
+        max_document_bytes: 16 << 20,
+        max_string_bytes: 16 << 20,
+        max_array_length: 16 << 20,
+        ..Limits::default()
+    };
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus/reader");
+    let mut worst: f64 = 0.0;
+    for entry in std::fs::read_dir(dir).expect("corpus") {
+        let data = std::fs::read(entry.expect("entry").path()).expect("read");
+        let (_, peak) = peak_of(|| {
+            let mut session = SessionDictionary::new(&limits);
+            let table = session.read_table(&data).ok()?;
+            Document::decode_with(&data[table..], Some(&session), limits).ok()
+        });
+        let budget = (TREE_BYTES_PER_INPUT_BYTE * data.len() + TREE_SLACK_BYTES) as f64;
+        assert!(
+            peak <= budget,
+            "corpus input of {} bytes: peak {peak}",
+            data.len()
+        );
+        if data.len() >= 1024 {
+            worst = worst.max(peak / data.len() as f64);
+        }
+    }
+    eprintln!("fuzz corpus: worst {worst:.1} heap bytes per input byte (inputs of 1 KiB or more)");
 }

@@ -577,6 +577,53 @@ async fn a_listener_token_that_never_expires_keeps_its_control_channel() {
 }
 
 #[tokio::test]
+async fn behind_a_tls_terminating_proxy_rendezvous_addresses_are_wss() {
+    let gw = gateway(|_| {}).await;
+    let addr = gw.plain_addr().unwrap();
+    for (header, value, scheme) in [
+        ("X-Forwarded-Proto", "https", "wss://"),
+        (
+            "Forwarded",
+            "for=192.0.2.1;proto=https;host=relay",
+            "wss://",
+        ),
+        ("X-Forwarded-Proto", "http", "ws://"),
+    ] {
+        let tok = token(&gw, "proxied");
+        let mut control = ws(
+            addr,
+            "/$hc/proxied?sb-hc-action=listen",
+            &[("ServiceBusAuthorization", &tok), (header, value)],
+        )
+        .await
+        .expect("listener accepted");
+        let sender = tokio::spawn(async move {
+            ws(
+                addr,
+                "/$hc/proxied?sb-hc-action=connect",
+                &[("ServiceBusAuthorization", &tok)],
+            )
+            .await
+            .map(|_| ())
+        });
+        let Command::Accept(accept) = next_command(&mut control).await else {
+            panic!("expected accept")
+        };
+        assert!(
+            accept.address.starts_with(scheme),
+            "{header}: {value} gives {}",
+            accept.address
+        );
+        sender.abort();
+        drop(control);
+        while gw.listener_count("proxied") > 0 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+    gw.shutdown().await;
+}
+
+#[tokio::test]
 async fn dead_listeners_are_dropped_by_keepalive() {
     let gw = gateway(|c| c.timeouts.keepalive = Duration::from_millis(200)).await;
     let addr = gw.plain_addr().unwrap();

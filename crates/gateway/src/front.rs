@@ -236,9 +236,13 @@ async fn listen(shared: Arc<Shared>, mut up: Upgrade) {
     let id = up.target.query.id.clone().unwrap_or_else(new_id);
     let (tx, rx) = mpsc::channel(shared.config.limits.control_queue.get());
     let conn_id = shared.next_conn.fetch_add(1, Ordering::Relaxed);
+    // The rendezvous addresses the listener will dial: wss when it reached us over TLS, or
+    // through a TLS-terminating proxy that says so (`X-Forwarded-Proto` / `Forwarded:
+    // proto=`); only the listener's own rendezvous depend on it.
+    let secure = up.conn.is_tls() || forwarded_tls(&up.head);
     let base = format!(
         "{}://{}",
-        if up.conn.is_tls() { "wss" } else { "ws" },
+        if secure { "wss" } else { "ws" },
         up.host()
             .map_or_else(|| shared.config.namespace.clone(), str::to_owned)
     );
@@ -329,6 +333,33 @@ impl Drop for PendingGuard<'_> {
     fn drop(&mut self) {
         drop(self.registry.take_pending(&self.key));
     }
+}
+
+/// True when a proxy in front says the client's connection was TLS: the first
+/// `X-Forwarded-Proto` value, or the `proto` of the first `Forwarded` element, is https or
+/// wss.
+fn forwarded_tls(head: &Head) -> bool {
+    let secure = |v: &str| {
+        let v = v.trim().trim_matches('"');
+        v.eq_ignore_ascii_case("https") || v.eq_ignore_ascii_case("wss")
+    };
+    let header = |name: &str| {
+        head.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    };
+    if let Some(proto) = header("X-Forwarded-Proto") {
+        return proto.split(',').next().is_some_and(secure);
+    }
+    header("Forwarded").is_some_and(|f| {
+        f.split(',')
+            .next()
+            .unwrap_or_default()
+            .split(';')
+            .filter_map(|pair| pair.split_once('='))
+            .any(|(k, v)| k.trim().eq_ignore_ascii_case("proto") && secure(v))
+    })
 }
 
 fn id_list(head: &Head, name: &str) -> Option<Vec<String>> {

@@ -202,6 +202,61 @@ async fn a_listener_that_goes_away_fails_its_requests_at_once() {
 }
 
 #[tokio::test]
+async fn a_rendezvous_request_keeps_its_paths_deadline_not_the_global_one() {
+    // The global deadline is short; the path's is long. A listener that answers over the
+    // rendezvous after the global one has passed still reaches the sender.
+    let gw = gateway(|c| {
+        c.timeouts.request = Duration::from_millis(500);
+        c.paths = vec![ferry_gateway::PathConfig {
+            request_timeout: Some(Duration::from_secs(20)),
+            ..ferry_gateway::PathConfig::new("slow")
+        }];
+    })
+    .await;
+    let addr = gw.plain_addr().unwrap();
+    let mut control = listener(&gw, "slow").await;
+    let tok = token(&gw, "slow");
+    let payload = vec![5u8; 100_000];
+    let mut request = format!(
+        "PUT /slow/up HTTP/1.1\r\nHost: localhost\r\nServiceBusAuthorization: {tok}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        payload.len()
+    )
+    .into_bytes();
+    request.extend_from_slice(&payload);
+    let client = tokio::spawn(async move {
+        let mut tcp = TcpStream::connect(addr).await.unwrap();
+        tcp.write_all(&request).await.unwrap();
+        let mut out = Vec::new();
+        tokio::time::timeout(STEP, tcp.read_to_end(&mut out))
+            .await
+            .unwrap()
+            .unwrap();
+        out
+    });
+    let Command::Request(only) = next_command(&mut control).await else {
+        panic!()
+    };
+    let mut rv = ws(addr, &target_of(&only.address), &[])
+        .await
+        .expect("request rendezvous");
+    let Command::Request(full) = next_command(&mut rv).await else {
+        panic!()
+    };
+    let Message::Binary(_) = next(&mut rv).await else {
+        panic!("body expected")
+    };
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    rv.send(respond(&full.id, 200, false)).await.unwrap();
+    let out = client.await.unwrap();
+    assert!(
+        out.starts_with(b"HTTP/1.1 200"),
+        "{}",
+        String::from_utf8_lossy(&out[..40.min(out.len())])
+    );
+    gw.shutdown().await;
+}
+
+#[tokio::test]
 async fn large_bodies_go_through_a_rendezvous() {
     let gw = gateway(|_| {}).await;
     let addr = gw.plain_addr().unwrap();

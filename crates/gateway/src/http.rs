@@ -398,6 +398,7 @@ async fn relay(
             deferred,
             reply: reply_tx,
             cancel: cancel.clone(),
+            deadline,
         },
     );
     // Dropped however this future ends, including when hyper drops it because the sender
@@ -562,6 +563,7 @@ pub(crate) async fn rendezvous(
         deferred,
         mut reply,
         cancel,
+        deadline,
     }) = id.as_deref().and_then(|id| shared.registry.take_http(id))
     else {
         let why = "the rendezvous address is invalid, expired or already used";
@@ -574,8 +576,9 @@ pub(crate) async fn rendezvous(
     let (read, mut write) = tokio::io::split(conn);
     let mut reader = MessageReader::new(read, &head.rest, shared.config.limits.relay_buffer);
     drop(head);
-    // Spec §6.5: the response must start within the deadline and may not idle longer.
-    let wait = shared.config.timeouts.request;
+    // Spec §6.5: the response must start within the deadline (the path's, as the waiting
+    // request has it) and may not idle longer.
+    let wait = deadline;
     let exchange = timeout(wait, async {
         if let Some((command, body)) = deferred {
             let text = command.encode();

@@ -91,6 +91,8 @@ pub(crate) struct PendingHttp {
     pub(crate) reply: oneshot::Sender<HttpOutcome>,
     /// How to cancel the request on its listener, if it understands `cancel`.
     pub(crate) cancel: Option<CancelHandle>,
+    /// The path's response deadline, which a rendezvous exchange keeps too.
+    pub(crate) deadline: std::time::Duration,
 }
 
 /// Sends a listener the `cancel` command (a Ferry extension) for one of its requests.

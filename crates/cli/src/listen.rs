@@ -1,9 +1,10 @@
 //! `ferry listen --http-to http://HOST:PORT PATH`: a reverse proxy from the relay to a local
 //! HTTP/1.1 origin.
 //!
-//! Origin connections are kept alive and reused (at most [`MAX_IDLE`] idle ones); a request
-//! whose whole body fits the read-ahead is sent again on a fresh connection when a pooled
-//! one turns out closed. Bodies stream both ways through bounded buffers: the request body
+//! Origin connections are kept alive and reused (at most [`MAX_IDLE`] idle ones); one the
+//! origin has closed is let go before it is used, and an idempotent request whose whole body
+//! fits the read-ahead is sent again on a fresh connection when a pooled one fails under it (a
+//! POST never is: the origin may have acted on it). Bodies stream both ways through bounded buffers: the request body
 //! with `Content-Length` when it fits the read-ahead, chunked otherwise; the response body
 //! as it arrives (content-length, chunked or read-to-close). Hop-by-hop
 //! headers are removed both ways (RFC 9110 §7.6.1), `Host` names the origin, and an origin
@@ -101,12 +102,21 @@ impl Origin {
         })
     }
 
-    /// An idle pooled connection, if there is one.
+    /// An idle pooled connection that is still open, if there is one. One the origin has
+    /// closed (its end of stream is already waiting) is let go here, before any request is
+    /// written to it.
     fn checkout(&self) -> Option<TcpStream> {
-        self.pool
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .pop()
+        let mut idle = self.pool.lock().unwrap_or_else(PoisonError::into_inner);
+        while let Some(tcp) = idle.pop() {
+            let mut probe = [0u8; 1];
+            match tcp.try_read(&mut probe) {
+                // Nothing to read: open and idle, as it should be.
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Some(tcp),
+                // Closed, failed, or bytes nobody asked for: not reusable.
+                _ => continue,
+            }
+        }
+        None
     }
 
     /// A new connection to the origin.
@@ -154,6 +164,20 @@ pub(crate) async fn run(
 }
 
 /// Forwards one request; any failure reaching the origin becomes a 503.
+/// Methods a client may have sent twice without a different effect (RFC 9110 §9.2.2).
+fn is_idempotent(method: &http::Method) -> bool {
+    use http::Method;
+    [
+        Method::GET,
+        Method::HEAD,
+        Method::OPTIONS,
+        Method::TRACE,
+        Method::PUT,
+        Method::DELETE,
+    ]
+    .contains(method)
+}
+
 pub(crate) async fn proxy(origin: &Origin, req: http::Request<Body>) -> http::Response<Body> {
     match forward(origin, req).await {
         Ok(resp) => resp,
@@ -214,8 +238,11 @@ async fn forward(
         for chunk in &ahead {
             request.extend_from_slice(chunk);
         }
-        // A pooled connection the origin has closed meanwhile fails before any answer:
-        // the request is then sent once more on a fresh connection.
+        // A pooled connection the origin closes just as the request goes out fails before
+        // any answer: an idempotent request is then sent once more on a fresh connection.
+        // Any other (a POST) is not: the origin may have acted on it before closing, and
+        // the client is told instead (RFC 9110 §9.2.2).
+        let retry = is_idempotent(&parts.method);
         let mut pooled = origin.checkout();
         loop {
             let reused = pooled.is_some();
@@ -237,7 +264,7 @@ async fn forward(
                 Ok((status, headers)) => {
                     return respond(origin, &parts, status, headers, reader, Upload::Done(write));
                 }
-                Err(e) if reused => {
+                Err(e) if reused && retry => {
                     tracing::debug!(error = %format!("{e:#}"), "pooled origin connection failed; retrying");
                 }
                 Err(e) => return Err(e),
@@ -812,6 +839,55 @@ mod tests {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         assert_eq!(conns.load(std::sync::atomic::Ordering::SeqCst), 3);
+    }
+
+    #[tokio::test]
+    async fn a_post_is_never_sent_twice() {
+        // The origin answers a first request, then reads a second on the same connection and
+        // closes without answering, as one that crashed after acting on it would.
+        let tcp = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", tcp.local_addr().unwrap());
+        let posts = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counter = posts.clone();
+        tokio::spawn(async move {
+            while let Ok((mut s, _)) = tcp.accept().await {
+                let counter = counter.clone();
+                tokio::spawn(async move {
+                    let mut got = Vec::new();
+                    let mut buf = [0u8; 4096];
+                    for n in 0.. {
+                        while !got.windows(4).any(|w| w == b"\r\n\r\n") {
+                            let read = s.read(&mut buf).await.unwrap_or(0);
+                            if read == 0 {
+                                return;
+                            }
+                            got.extend_from_slice(&buf[..read]);
+                        }
+                        if got.starts_with(b"POST") {
+                            counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                        }
+                        got.clear();
+                        if n > 0 {
+                            return;
+                        }
+                        let _ = s
+                            .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+                            .await;
+                    }
+                });
+            }
+        });
+        let o = Origin::parse(&url, "app").unwrap();
+        let resp = proxy(&o, request("GET", "/app/x", Body::empty())).await;
+        assert_eq!(resp.status(), 200);
+        assert_eq!(&resp.into_body().collect(16).await.unwrap()[..], b"ok");
+        let resp = proxy(&o, request("POST", "/app/x", Body::from("pay"))).await;
+        assert_eq!(resp.status(), 503, "the client learns the request failed");
+        assert_eq!(
+            posts.load(std::sync::atomic::Ordering::SeqCst),
+            1,
+            "the origin saw the POST once"
+        );
     }
 
     #[tokio::test]

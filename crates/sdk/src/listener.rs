@@ -10,7 +10,8 @@
 //!
 //! One task owns the control WebSocket; it reads commands, answers pings, sends pings and
 //! `renewToken`, and reconnects after a loss with the SDKs' backoff (0, 1, 2, 5, 10, 30 s,
-//! spec §8). 401, 403 and 404 stop it for good: retrying cannot fix credentials or a path.
+//! spec §8), each step spread at random (the first over a second, the others over half to one
+//! and a half times the step) so that listeners do not reconnect in lockstep. 401, 403 and 404 stop it for good: retrying cannot fix credentials or a path.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -41,7 +42,8 @@ use crate::stream::HybridStream;
 use crate::transport::{self, Transport};
 
 /// Reconnect delays after consecutive failures (the .NET and hyco-https SDKs', spec §8); the
-/// last one repeats.
+/// last one repeats. Each is spread by [`reconnect_delay`], so listeners that lost a gateway
+/// together do not all come back in the same instant.
 pub const RECONNECT_BACKOFF: [Duration; 6] = [
     Duration::from_secs(0),
     Duration::from_secs(1),
@@ -50,6 +52,21 @@ pub const RECONNECT_BACKOFF: [Duration; 6] = [
     Duration::from_secs(10),
     Duration::from_secs(30),
 ];
+
+/// The first retry, which [`RECONNECT_BACKOFF`] makes immediate, is spread over this window.
+const FIRST_RETRY_SPREAD: Duration = Duration::from_secs(1);
+
+/// The delay before reconnect attempt `failures` (0 for the first): the backoff step, spread
+/// uniformly over half to one and a half times it ("equal jitter"); the first, a zero step,
+/// over [`FIRST_RETRY_SPREAD`]. A gateway that restarts under thousands of listeners then
+/// sees their reconnects spread over a second or more, not all at once.
+pub fn reconnect_delay(failures: usize) -> Duration {
+    let step = RECONNECT_BACKOFF[failures.min(RECONNECT_BACKOFF.len() - 1)];
+    if step.is_zero() {
+        return FIRST_RETRY_SPREAD.mul_f64(rand::random::<f64>());
+    }
+    step.mul_f64(0.5 + rand::random::<f64>())
+}
 
 /// How many incoming connections wait in [`Listener::accept`]'s queue. Beyond that the
 /// listener is too slow: new senders are rejected with 503 rather than queued without bound.
@@ -510,7 +527,7 @@ impl Control {
                     e.to_string()
                 }
             };
-            let retry_in = RECONNECT_BACKOFF[failures.min(RECONNECT_BACKOFF.len() - 1)];
+            let retry_in = reconnect_delay(failures);
             failures += 1;
             warn!(%reason, ?retry_in, "listener offline");
             self.status
@@ -900,6 +917,27 @@ fn kind(m: &WsMessage) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn reconnect_delays_are_spread_around_each_step() {
+        let first: Vec<Duration> = (0..64).map(|_| reconnect_delay(0)).collect();
+        assert!(first.iter().all(|d| *d < FIRST_RETRY_SPREAD));
+        assert!(
+            first.iter().any(|d| *d != first[0]),
+            "the first retry is spread"
+        );
+        for (n, step) in RECONNECT_BACKOFF.iter().enumerate().skip(1) {
+            for _ in 0..64 {
+                let d = reconnect_delay(n);
+                assert!(
+                    d >= step.mul_f64(0.5) && d <= step.mul_f64(1.5),
+                    "{n}: {d:?}"
+                );
+            }
+        }
+        let last = RECONNECT_BACKOFF[RECONNECT_BACKOFF.len() - 1];
+        assert!(reconnect_delay(1000) <= last.mul_f64(1.5));
+    }
 
     #[tokio::test]
     async fn renewal_lands_before_expiry() {

@@ -26,8 +26,8 @@ pub(crate) struct Verified {
 
 impl Verified {
     /// Checks `token` grants `Send` on `path` under `settings` (the hybrid connection `path`
-    /// resolved to) for one of `hosts` (the namespace first, then the host the sender named,
-    /// if any), remembering a success until the token's expiry plus `grace` seconds.
+    /// resolved to) for one of `hosts` (the namespace, then its configured aliases),
+    /// remembering a success until the token's expiry plus `grace` seconds.
     pub(crate) fn authorize_send(
         &self,
         settings: &PathSettings,

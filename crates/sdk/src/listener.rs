@@ -54,7 +54,7 @@ pub const RECONNECT_BACKOFF: [Duration; 6] = [
 ];
 
 /// The first retry, which [`RECONNECT_BACKOFF`] makes immediate, is spread over this window.
-const FIRST_RETRY_SPREAD: Duration = Duration::from_secs(1);
+pub const FIRST_RETRY_SPREAD: Duration = Duration::from_secs(1);
 
 /// The delay before reconnect attempt `failures` (0 for the first): the backoff step, spread
 /// uniformly over half to one and a half times it ("equal jitter"); the first, a zero step,

@@ -320,6 +320,12 @@ async fn gateway(args: GatewayArgs) -> anyhow::Result<()> {
         overrides.dev_ca_out = Some(std::env::temp_dir().join("ferry-dev-ca.pem"));
     }
     let config = settings::build(file, overrides)?;
+    // Each relayed connection holds two descriptors (sender and listener side): take all the
+    // hard limit allows, and say what it is, since running out refuses new connections.
+    match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(limit) => tracing::info!(limit, "open-file limit"),
+        Err(e) => tracing::warn!(error = %e, "cannot raise the open-file limit"),
+    }
     let ca_out = match &config.tls {
         TlsSetup::Dev { ca_out } => ca_out.clone(),
         TlsSetup::Files { .. } => None,

@@ -340,3 +340,49 @@ fn gateway_survives_a_closed_stdout() {
         "gateway died after its banner hit a closed pipe"
     );
 }
+
+#[test]
+fn a_gateway_out_of_descriptors_says_so_and_recovers() {
+    // A hard limit of 48 descriptors: the gateway takes all of it and reports it, and the
+    // connections past it wait, with a log line that names the cause, instead of failing
+    // silently.
+    let plain = free_port();
+    let script = format!(
+        "ulimit -n 48 && exec {FERRY} gateway --listen 127.0.0.1:{plain} --nettcp-listen 127.0.0.1:0 --relayed-listen 127.0.0.1:0 --tls-listen 127.0.0.1:{}",
+        free_port()
+    );
+    let (_gw, log) = spawn(Command::new("sh").args(["-c", &script]));
+    let line = wait_line(&log, "open-file limit");
+    assert!(line.contains("48"), "the limit is reported: {line}");
+    let deadline = std::time::SystemTime::now() + WAIT;
+    while std::net::TcpStream::connect(("127.0.0.1", plain)).is_err() {
+        assert!(
+            std::time::SystemTime::now() < deadline,
+            "gateway never listened"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let held: Vec<_> = (0..64)
+        .filter_map(|_| std::net::TcpStream::connect(("127.0.0.1", plain)).ok())
+        .collect();
+    wait_line(&log, "out of file descriptors");
+    drop(held);
+    // Served again once connections close: a plain HTTP request gets an answer.
+    let deadline = std::time::SystemTime::now() + WAIT;
+    loop {
+        let mut tcp = std::net::TcpStream::connect(("127.0.0.1", plain)).expect("connect");
+        tcp.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+        tcp.write_all(b"GET /nowhere HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+            .unwrap();
+        let mut answer = String::new();
+        let _ = tcp.read_to_string(&mut answer);
+        if answer.starts_with("HTTP/1.1 ") {
+            break;
+        }
+        assert!(
+            std::time::SystemTime::now() < deadline,
+            "the gateway never served again"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}

@@ -25,7 +25,7 @@ use tokio::sync::Semaphore;
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tracing::{Instrument as _, debug, info, info_span, warn};
+use tracing::{Instrument as _, debug, error, info, info_span, warn};
 
 pub use crate::config::{Config, GrpcRoute, Limits, PathConfig, Timeouts, TlsSetup};
 use crate::front::Shared;
@@ -348,7 +348,16 @@ async fn accept_loop(shared: Arc<Shared>, listener: TcpListener, front: Front) {
                 Ok(x) => { backoff = Duration::from_millis(10); x }
                 Err(e) => {
                     // Usually EMFILE: wait for connections to finish instead of spinning.
-                    warn!(error = %e, "accept failed");
+                    if matches!(e.raw_os_error(), Some(23 | 24)) {
+                        // ENFILE / EMFILE: the process or the system is out of descriptors.
+                        error!(
+                            error = %e,
+                            "out of file descriptors: new connections wait until some close \
+                             (raise the open-file limit, ulimit -n, or lower limits.max_connections)"
+                        );
+                    } else {
+                        warn!(error = %e, "accept failed");
+                    }
                     tokio::time::sleep(backoff).await;
                     backoff = (backoff * 2).min(Duration::from_secs(1));
                     continue;

@@ -201,6 +201,32 @@ async fn a_listener_that_goes_away_fails_its_requests_at_once() {
     gw.shutdown().await;
 }
 
+/// Sends a PUT of `payload` with `tok` to `target` in a task; its result is everything the
+/// gateway answered until it closed.
+fn put(
+    addr: SocketAddr,
+    target: &str,
+    tok: &str,
+    payload: &[u8],
+) -> tokio::task::JoinHandle<Vec<u8>> {
+    let mut request = format!(
+        "PUT {target} HTTP/1.1\r\nHost: localhost\r\nServiceBusAuthorization: {tok}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        payload.len()
+    )
+    .into_bytes();
+    request.extend_from_slice(payload);
+    tokio::spawn(async move {
+        let mut tcp = TcpStream::connect(addr).await.unwrap();
+        tcp.write_all(&request).await.unwrap();
+        let mut out = Vec::new();
+        tokio::time::timeout(STEP, tcp.read_to_end(&mut out))
+            .await
+            .unwrap()
+            .unwrap();
+        out
+    })
+}
+
 #[tokio::test]
 async fn a_rendezvous_request_keeps_its_paths_deadline_not_the_global_one() {
     // The global deadline is short; the path's is long. A listener that answers over the
@@ -217,22 +243,7 @@ async fn a_rendezvous_request_keeps_its_paths_deadline_not_the_global_one() {
     let mut control = listener(&gw, "slow").await;
     let tok = token(&gw, "slow");
     let payload = vec![5u8; 100_000];
-    let mut request = format!(
-        "PUT /slow/up HTTP/1.1\r\nHost: localhost\r\nServiceBusAuthorization: {tok}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-        payload.len()
-    )
-    .into_bytes();
-    request.extend_from_slice(&payload);
-    let client = tokio::spawn(async move {
-        let mut tcp = TcpStream::connect(addr).await.unwrap();
-        tcp.write_all(&request).await.unwrap();
-        let mut out = Vec::new();
-        tokio::time::timeout(STEP, tcp.read_to_end(&mut out))
-            .await
-            .unwrap()
-            .unwrap();
-        out
-    });
+    let client = put(addr, "/slow/up", &tok, &payload);
     let Command::Request(only) = next_command(&mut control).await else {
         panic!()
     };
@@ -263,22 +274,7 @@ async fn large_bodies_go_through_a_rendezvous() {
     let mut control = listener(&gw, "big").await;
     let tok = token(&gw, "big");
     let payload: Vec<u8> = (0..200_000u32).map(|i| (i * 31 + 7) as u8).collect();
-    let mut request = format!(
-        "PUT /big/up HTTP/1.1\r\nHost: localhost\r\nServiceBusAuthorization: {tok}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-        payload.len()
-    )
-    .into_bytes();
-    request.extend_from_slice(&payload);
-    let client = tokio::spawn(async move {
-        let mut tcp = TcpStream::connect(addr).await.unwrap();
-        tcp.write_all(&request).await.unwrap();
-        let mut out = Vec::new();
-        tokio::time::timeout(STEP, tcp.read_to_end(&mut out))
-            .await
-            .unwrap()
-            .unwrap();
-        out
-    });
+    let client = put(addr, "/big/up", &tok, &payload);
     // Rendezvous-only form: neither method nor body on the control channel.
     let Command::Request(only) = next_command(&mut control).await else {
         panic!()

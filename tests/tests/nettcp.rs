@@ -43,6 +43,19 @@ fn preamble(via: &str) -> (Session, Vec<u8>) {
     (client, wire)
 }
 
+/// Connects to `addr`, sends the preamble for `via` and waits for the gateway's PreambleAck:
+/// the client session, its connection and the preamble's bytes.
+async fn acked_session(addr: SocketAddr, via: &str) -> (Session, TcpStream, Vec<u8>) {
+    let (mut client, wire) = preamble(via);
+    let mut tcp = TcpStream::connect(addr).await.expect("connect");
+    tcp.write_all(&wire).await.expect("preamble");
+    assert_eq!(
+        next_event(&mut tcp, &mut client).await,
+        Some(Event::PreambleAcked)
+    );
+    (client, tcp, wire)
+}
+
 /// Reads from `tcp` into `session` until it yields an event.
 async fn next_event(tcp: &mut TcpStream, session: &mut Session) -> Option<Event> {
     let mut buf = [0u8; 4096];
@@ -252,13 +265,7 @@ async fn refusals_are_framing_faults_or_soap_faults_never_silence() {
         );
 
         // A known path but no token: acked, then the first request gets a SOAP fault, End.
-        let (mut client, wire) = preamble(&via);
-        let mut tcp = TcpStream::connect(nettcp(&gw)).await.expect("connect");
-        tcp.write_all(&wire).await.expect("preamble");
-        assert_eq!(
-            next_event(&mut tcp, &mut client).await,
-            Some(Event::PreambleAcked)
-        );
+        let (mut client, mut tcp, _) = acked_session(nettcp(&gw), &via).await;
         let payload = BinarySession::new(ferry_nbfx::Limits::default())
             .encode(&request("urn:add", None))
             .expect("encode");
@@ -286,13 +293,7 @@ async fn refusals_are_framing_faults_or_soap_faults_never_silence() {
             "net.tcp://127.0.0.1:{port}/calc?sb-hc-token={}",
             ferry_hc::address::encode_query_value(&token(&gw, "calc"))
         );
-        let (mut client, wire) = preamble(&via);
-        let mut tcp = TcpStream::connect(nettcp(&gw)).await.expect("connect");
-        tcp.write_all(&wire).await.expect("preamble");
-        assert_eq!(
-            next_event(&mut tcp, &mut client).await,
-            Some(Event::PreambleAcked)
-        );
+        let (mut client, mut tcp, _) = acked_session(nettcp(&gw), &via).await;
         assert_eq!(
             next_event(&mut tcp, &mut client).await,
             Some(Event::Fault(FaultCode::EndpointNotFound))
@@ -537,15 +538,11 @@ async fn a_second_session_on_one_connection_never_reaches_the_listener() {
             .expect("listener");
         let port = nettcp(&gw).port();
         let token = ferry_hc::address::encode_query_value(&token(&gw, "calc"));
-        let (mut client, wire) = preamble(&format!(
-            "net.tcp://127.0.0.1:{port}/calc?sb-hc-token={token}"
-        ));
-        let mut tcp = TcpStream::connect(nettcp(&gw)).await.expect("connect");
-        tcp.write_all(&wire).await.expect("preamble");
-        assert_eq!(
-            next_event(&mut tcp, &mut client).await,
-            Some(Event::PreambleAcked)
-        );
+        let (_, mut tcp, _) = acked_session(
+            nettcp(&gw),
+            &format!("net.tcp://127.0.0.1:{port}/calc?sb-hc-token={token}"),
+        )
+        .await;
         let incoming = listener.accept().await.expect("accept");
         let mut stream = incoming.accept().await.expect("rendezvous");
         // The listener gets the preamble without the sender's token.
@@ -717,13 +714,7 @@ async fn insecure_lets_plain_sessions_through_off_loopback() {
             .await
             .expect("listener");
         let via = format!("net.tcp://localhost:{}/calc", port.port());
-        let (mut client, wire) = preamble(&via);
-        let mut tcp = TcpStream::connect(port).await.expect("connect");
-        tcp.write_all(&wire).await.expect("preamble");
-        assert_eq!(
-            next_event(&mut tcp, &mut client).await,
-            Some(Event::PreambleAcked)
-        );
+        let _session = acked_session(port, &via).await;
     })
     .await;
 }
@@ -742,13 +733,7 @@ async fn a_sender_cut_off_mid_message_reaches_the_listener_as_an_error() {
             .await
             .expect("listener");
         let via = format!("net.tcp://127.0.0.1:{}/calc", nettcp(&gw).port());
-        let (mut client, wire) = preamble(&via);
-        let mut tcp = TcpStream::connect(nettcp(&gw)).await.expect("connect");
-        tcp.write_all(&wire).await.expect("preamble");
-        assert_eq!(
-            next_event(&mut tcp, &mut client).await,
-            Some(Event::PreambleAcked)
-        );
+        let (_, mut tcp, wire) = acked_session(nettcp(&gw), &via).await;
         let incoming = listener.accept().await.expect("accept");
         let mut stream = incoming.accept().await.expect("rendezvous");
         let mut got = vec![0u8; wire.len()];

@@ -7,7 +7,7 @@
 
 mod common;
 
-use common::{Proc, free_port};
+use common::{Proc, free_port, gateway_command};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -65,19 +65,7 @@ struct GatewayProc {
 fn gateway(dir: &Path) -> GatewayProc {
     let (plain, tls) = (free_port(), free_port());
     let ca = dir.join("ca.pem");
-    let (proc_, rx) = spawn(Command::new(FERRY).args([
-        "gateway",
-        "--listen",
-        &format!("127.0.0.1:{plain}"),
-        "--nettcp-listen",
-        "127.0.0.1:0",
-        "--relayed-listen",
-        "127.0.0.1:0",
-        "--tls-listen",
-        &format!("127.0.0.1:{tls}"),
-        "--dev-ca-out",
-        ca.to_str().unwrap(),
-    ]));
+    let (proc_, rx) = spawn(gateway_command(plain, tls, 0).arg("--dev-ca-out").arg(&ca));
     let line = wait_line(&rx, "  key ");
     let key = line
         .split_whitespace()
@@ -307,18 +295,7 @@ fn gateway_survives_a_closed_stdout() {
     // Whoever started the gateway stopped reading its stdout before the banner was printed:
     // the banner is lost, the gateway must not be.
     let plain = free_port();
-    let mut child = Command::new(FERRY)
-        .args([
-            "gateway",
-            "--listen",
-            &format!("127.0.0.1:{plain}"),
-            "--nettcp-listen",
-            "127.0.0.1:0",
-            "--relayed-listen",
-            "127.0.0.1:0",
-            "--tls-listen",
-            &format!("127.0.0.1:{}", free_port()),
-        ])
+    let mut child = gateway_command(plain, free_port(), 0)
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()

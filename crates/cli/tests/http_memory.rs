@@ -13,7 +13,7 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use bytes::Bytes;
-use common::{Proc, free_port, peak_rss};
+use common::{Proc, free_port, gateway_command, peak_rss};
 use http_body_util::{BodyExt, Full, StreamBody};
 use hyper::body::{Frame, Incoming};
 use hyper_util::rt::TokioIo;
@@ -100,18 +100,7 @@ async fn a_gib_each_way_leaves_gateway_and_listener_memory_flat() {
     let dir = tempfile::tempdir().unwrap();
     let plain = free_port();
     let mut gw = Proc(
-        Command::new(FERRY)
-            .args([
-                "gateway",
-                "--listen",
-                &format!("127.0.0.1:{plain}"),
-                "--nettcp-listen",
-                "127.0.0.1:0",
-                "--relayed-listen",
-                "127.0.0.1:0",
-                "--tls-listen",
-                &format!("127.0.0.1:{}", free_port()),
-            ])
+        gateway_command(plain, free_port(), 0)
             .arg("--dev-ca-out")
             .arg(dir.path().join("ca.pem"))
             .env("RUST_LOG", "warn")

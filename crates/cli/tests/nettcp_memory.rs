@@ -11,16 +11,15 @@
 
 mod common;
 
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::Duration;
 
-use common::{Proc, free_port, peak_rss};
+use common::{Proc, free_port, gateway_command, peak_rss};
 use ferry_nbfx::varint;
 use ferry_nmf::{ClientConfig, Event, Limits, Record, Session};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-const FERRY: &str = env!("CARGO_BIN_EXE_ferry");
 /// How much the gateway's peak RSS may grow over the attacks: a few MB of allocator and
 /// buffer slack, far below anything that grows with the messages.
 const MAX_GROWTH: u64 = 6 << 20;
@@ -107,18 +106,7 @@ async fn attack(port: u16, path: &str, payload: Vec<u8>) -> Vec<Event> {
 #[tokio::test]
 async fn unauthenticated_floods_leave_the_gateway_small_and_get_a_fault() {
     let (plain, nettcp) = (free_port(), free_port());
-    let mut child = Command::new(FERRY)
-        .args([
-            "gateway",
-            "--listen",
-            &format!("127.0.0.1:{plain}"),
-            "--nettcp-listen",
-            &format!("127.0.0.1:{nettcp}"),
-            "--relayed-listen",
-            "127.0.0.1:0",
-            "--tls-listen",
-            &format!("127.0.0.1:{}", free_port()),
-        ])
+    let mut child = gateway_command(plain, free_port(), nettcp)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()

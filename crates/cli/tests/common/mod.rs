@@ -44,6 +44,24 @@ impl Drop for Proc {
     }
 }
 
+/// `ferry gateway` on loopback: the plain port `plain`, the TLS port `tls`, the net.tcp port
+/// `nettcp` (0 for any free one) and a relayed port on any free one.
+pub fn gateway_command(plain: u16, tls: u16, nettcp: u16) -> std::process::Command {
+    let mut cmd = std::process::Command::new(FERRY);
+    cmd.args([
+        "gateway",
+        "--listen",
+        &format!("127.0.0.1:{plain}"),
+        "--nettcp-listen",
+        &format!("127.0.0.1:{nettcp}"),
+        "--relayed-listen",
+        "127.0.0.1:0",
+        "--tls-listen",
+        &format!("127.0.0.1:{tls}"),
+    ]);
+    cmd
+}
+
 /// Peak resident set size of a process, in bytes (VmHWM).
 pub fn peak_rss(pid: u32) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("process alive");

@@ -52,6 +52,25 @@ pub async fn ws(
     target: &str,
     headers: &[(&str, &str)],
 ) -> Result<Ws, (u16, String)> {
+    let tcp = TcpStream::connect(addr).await.expect("gateway reachable");
+    ws_over(tcp, addr, target, headers).await
+}
+
+/// A TCP connection to `addr` from the loopback address `source` (any 127.x.y.z), so that
+/// one test can play several hosts.
+pub async fn tcp_from(source: [u8; 4], addr: SocketAddr) -> std::io::Result<TcpStream> {
+    let socket = tokio::net::TcpSocket::new_v4()?;
+    socket.bind(SocketAddr::from((source, 0)))?;
+    socket.connect(addr).await
+}
+
+/// As [`ws`], over a TCP connection already open to `addr`.
+pub async fn ws_over(
+    tcp: TcpStream,
+    addr: SocketAddr,
+    target: &str,
+    headers: &[(&str, &str)],
+) -> Result<Ws, (u16, String)> {
     let mut request = format!("ws://{addr}{target}")
         .into_client_request()
         .expect("valid url");
@@ -61,7 +80,6 @@ pub async fn ws(
             http::HeaderValue::from_str(value).expect("header value"),
         );
     }
-    let tcp = TcpStream::connect(addr).await.expect("gateway reachable");
     match tokio::time::timeout(STEP, tokio_tungstenite::client_async(request, tcp))
         .await
         .expect("handshake in time")

@@ -112,7 +112,12 @@ struct RawRoute {
 #[serde(deny_unknown_fields)]
 struct RawLimits {
     max_header_bytes: Option<usize>,
-    max_connections: Option<NonZeroUsize>,
+    max_handshakes: Option<NonZeroUsize>,
+    max_listener_connections: Option<NonZeroUsize>,
+    max_sender_connections: Option<NonZeroUsize>,
+    max_connections_per_source: Option<u32>,
+    handshakes_per_source_per_second: Option<u32>,
+    auth_failures_per_source_per_minute: Option<u32>,
     max_message: Option<u64>,
     relay_buffer: Option<usize>,
     control_queue: Option<NonZeroUsize>,
@@ -132,6 +137,7 @@ struct RawTimeouts {
     keepalive: Option<f64>,
     close: Option<f64>,
     idle: Option<f64>,
+    half_close: Option<f64>,
     token_grace: Option<f64>,
     request: Option<f64>,
     write_stall: Option<f64>,
@@ -295,8 +301,35 @@ pub(crate) fn build(file: Option<RawConfig>, o: Overrides) -> anyhow::Result<Con
     if let Some(v) = l.max_header_bytes {
         limits.max_header_bytes = v;
     }
-    if let Some(v) = l.max_connections {
-        limits.max_connections = v;
+    for (value, slot) in [
+        (l.max_handshakes, &mut limits.max_handshakes),
+        (
+            l.max_listener_connections,
+            &mut limits.max_listener_connections,
+        ),
+        (l.max_sender_connections, &mut limits.max_sender_connections),
+    ] {
+        if let Some(v) = value {
+            *slot = v;
+        }
+    }
+    for (value, slot) in [
+        (
+            l.max_connections_per_source,
+            &mut limits.max_connections_per_source,
+        ),
+        (
+            l.handshakes_per_source_per_second,
+            &mut limits.handshakes_per_source_per_second,
+        ),
+        (
+            l.auth_failures_per_source_per_minute,
+            &mut limits.auth_failures_per_source_per_minute,
+        ),
+    ] {
+        if let Some(v) = value {
+            *slot = v;
+        }
     }
     if let Some(v) = l.max_message {
         limits.max_message = v;
@@ -337,8 +370,14 @@ pub(crate) fn build(file: Option<RawConfig>, o: Overrides) -> anyhow::Result<Con
             *slot = secs(name, v)?;
         }
     }
-    if let Some(v) = t.idle {
-        timeouts.idle = (v > 0.0).then(|| secs("idle", v)).transpose()?;
+    // Zero turns these off.
+    for (name, value, slot) in [
+        ("idle", t.idle, &mut timeouts.idle),
+        ("half_close", t.half_close, &mut timeouts.half_close),
+    ] {
+        if let Some(v) = value {
+            *slot = (v != 0.0).then(|| secs(name, v)).transpose()?;
+        }
     }
     if config.plain_addr.is_none() && config.tls_addr.is_none() {
         bail!("no listen address: set listen.plain or listen.tls");
@@ -385,6 +424,7 @@ mod tests {
             [timeouts]
             rendezvous = 2.5
             idle = 60
+            half_close = 0
             write_stall = 1.5
             "#,
         )
@@ -405,6 +445,7 @@ mod tests {
         assert_eq!(c.limits.max_message, 1024);
         assert_eq!(c.timeouts.rendezvous, Duration::from_millis(2500));
         assert_eq!(c.timeouts.idle, Some(Duration::from_secs(60)));
+        assert_eq!(c.timeouts.half_close, None, "0 turns it off");
         assert_eq!(c.timeouts.write_stall, Duration::from_millis(1500));
     }
 
@@ -468,7 +509,12 @@ mod tests {
         assert_eq!(c.paths.len(), 3);
         assert!(c.paths[2].fan_out);
         assert_eq!(c.nettcp_addr, Some("0.0.0.0:9350".parse().unwrap()));
-        assert_eq!(c.timeouts.idle, None);
+        // The shipped defaults, written out: idle and half-closed relays end, and each
+        // source has its share.
+        assert_eq!(c.timeouts.idle, Some(Duration::from_secs(600)));
+        assert_eq!(c.timeouts.half_close, Some(Duration::from_secs(30)));
+        assert_eq!(c.limits.max_connections_per_source, 512);
+        assert_eq!(c.limits.max_listener_connections.get(), 4000);
     }
 
     #[test]

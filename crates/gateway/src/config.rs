@@ -30,6 +30,13 @@ pub const DEFAULT_KEEPALIVE: Duration = Duration::from_secs(30);
 /// response body (spec §6.5); a sender that reads nothing for that long is taken for gone.
 pub const DEFAULT_WRITE_STALL: Duration = Duration::from_secs(60);
 
+/// Default for [`Timeouts::idle`]: ten minutes, WCF's default receive timeout, past which a
+/// WCF session with nothing to say ends anyway.
+pub const DEFAULT_IDLE: Duration = Duration::from_secs(600);
+
+/// Default for [`Timeouts::half_close`].
+pub const DEFAULT_HALF_CLOSE: Duration = Duration::from_secs(30);
+
 /// Default grace past a token's expiry: the SDKs renew exactly at expiry (spec §8).
 pub const DEFAULT_TOKEN_GRACE: Duration = Duration::from_secs(300);
 
@@ -55,8 +62,24 @@ pub const DEFAULT_MAX_NETTCP_FIRST_ENVELOPE: usize = 16 << 20;
 /// message.
 pub const DEFAULT_MAX_NETTCP_FIRST_HEADERS: usize = 64 << 10;
 
-/// Default bound on simultaneous TCP connections.
-pub const DEFAULT_MAX_CONNECTIONS: usize = 20_000;
+/// Default for [`Limits::max_handshakes`].
+pub const DEFAULT_MAX_HANDSHAKES: usize = 2_000;
+
+/// Default for [`Limits::max_listener_connections`].
+pub const DEFAULT_MAX_LISTENER_CONNECTIONS: usize = 4_000;
+
+/// Default for [`Limits::max_sender_connections`]. With the two above: 20,000 in all, a
+/// common hard limit on a process's open files.
+pub const DEFAULT_MAX_SENDER_CONNECTIONS: usize = 14_000;
+
+/// Default for [`Limits::max_connections_per_source`].
+pub const DEFAULT_MAX_CONNECTIONS_PER_SOURCE: u32 = 512;
+
+/// Default for [`Limits::handshakes_per_source_per_second`].
+pub const DEFAULT_HANDSHAKES_PER_SOURCE_PER_SECOND: u32 = 100;
+
+/// Default for [`Limits::auth_failures_per_source_per_minute`].
+pub const DEFAULT_AUTH_FAILURES_PER_SOURCE_PER_MINUTE: u32 = 30;
 
 /// Where the TLS port gets its certificate.
 #[derive(Clone, Debug)]
@@ -114,8 +137,26 @@ impl PathConfig {
 pub struct Limits {
     /// Largest HTTP request head; larger → 431.
     pub max_header_bytes: usize,
-    /// Most simultaneous TCP connections; past it, accepting waits.
-    pub max_connections: NonZeroUsize,
+    /// Most connections in their handshake at once (TLS, request head, before their role is
+    /// known); past it, accepting waits. Each handshake is bounded by `timeouts.handshake`.
+    pub max_handshakes: NonZeroUsize,
+    /// Most listener connections (control channels and rendezvous) at once; past it a
+    /// listener is refused with 503. Senders never draw on this budget.
+    pub max_listener_connections: NonZeroUsize,
+    /// Most sender connections (WebSocket, HTTP, gRPC, net.tcp) at once; past it a sender
+    /// is refused (503, or the connection is closed on the net.tcp ports).
+    pub max_sender_connections: NonZeroUsize,
+    /// Most connections one source (an IPv4 address, an IPv6 /64) may hold open; past it
+    /// its new connections are closed at once. 0: no limit (behind a proxy that is the
+    /// only source, for instance).
+    pub max_connections_per_source: u32,
+    /// New connections one source may open per second, with bursts of four times as many;
+    /// faster ones are closed at once. 0: no limit.
+    pub handshakes_per_source_per_second: u32,
+    /// Failed authentications one source is allowed per minute; past it the source is
+    /// blocked (new connections closed, requests refused with 429) until its allowance
+    /// refills. 0: no limit.
+    pub auth_failures_per_source_per_minute: u32,
     /// Largest relayed WebSocket message; larger → close 1009.
     pub max_message: u64,
     /// Streaming buffer per busy relay direction.
@@ -142,7 +183,14 @@ impl Default for Limits {
     fn default() -> Self {
         Self {
             max_header_bytes: DEFAULT_MAX_HEADER_BYTES,
-            max_connections: NonZeroUsize::new(DEFAULT_MAX_CONNECTIONS).expect("non-zero constant"),
+            max_handshakes: NonZeroUsize::new(DEFAULT_MAX_HANDSHAKES).expect("non-zero constant"),
+            max_listener_connections: NonZeroUsize::new(DEFAULT_MAX_LISTENER_CONNECTIONS)
+                .expect("non-zero constant"),
+            max_sender_connections: NonZeroUsize::new(DEFAULT_MAX_SENDER_CONNECTIONS)
+                .expect("non-zero constant"),
+            max_connections_per_source: DEFAULT_MAX_CONNECTIONS_PER_SOURCE,
+            handshakes_per_source_per_second: DEFAULT_HANDSHAKES_PER_SOURCE_PER_SECOND,
+            auth_failures_per_source_per_minute: DEFAULT_AUTH_FAILURES_PER_SOURCE_PER_MINUTE,
             max_message: ferry_net::relay::DEFAULT_MAX_MESSAGE,
             relay_buffer: ferry_net::relay::DEFAULT_BUFFER,
             control_queue: NonZeroUsize::new(64).expect("non-zero constant"),
@@ -166,8 +214,12 @@ pub struct Timeouts {
     pub keepalive: Duration,
     /// Closing handshake, and draining at shutdown.
     pub close: Duration,
-    /// A relayed connection with no frame either way for this long is closed (none: never).
+    /// A relayed connection with no frame either way for this long is closed, and an HTTP
+    /// connection with no request for this long (none: never).
     pub idle: Option<Duration>,
+    /// Once one side of a relayed WebSocket has closed, how long the other may take to
+    /// close too (none: until `idle`).
+    pub half_close: Option<Duration>,
     /// Grace past a token's expiry.
     pub token_grace: Duration,
     /// How long an HTTP request waits for its response, unless its path says otherwise.
@@ -189,7 +241,8 @@ impl Default for Timeouts {
             rendezvous: DEFAULT_RENDEZVOUS_TIMEOUT,
             keepalive: DEFAULT_KEEPALIVE,
             close: ferry_net::relay::DEFAULT_CLOSE_TIMEOUT,
-            idle: None,
+            idle: Some(DEFAULT_IDLE),
+            half_close: Some(DEFAULT_HALF_CLOSE),
             token_grace: DEFAULT_TOKEN_GRACE,
             request: DEFAULT_REQUEST_TIMEOUT,
             write_stall: DEFAULT_WRITE_STALL,

@@ -19,7 +19,7 @@ use ferry_hc::command::{Accept, FEATURES_HEADER, Features, Headers, RemoteEndpoi
 use ferry_hc::{Command, address};
 use ferry_net::relay::{RelayConfig, RelayEnd, relay, write_close};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::sync::{OwnedSemaphorePermit, mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot};
 use tokio::time::{Instant, timeout, timeout_at};
 use tokio_rustls::TlsAcceptor;
 use tokio_tungstenite::WebSocketStream;
@@ -28,6 +28,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{Instrument as _, debug, info};
 
+use crate::admission::{self, Slot};
 use crate::config::Config;
 use crate::control;
 use crate::handshake::{Head, HeadError, respond, switch};
@@ -56,7 +57,30 @@ pub(crate) struct Shared {
     pub(crate) tracker: TaskTracker,
     pub(crate) relay: RelayConfig,
     pub(crate) next_conn: AtomicU64,
-    pub(crate) connections: Arc<tokio::sync::Semaphore>,
+    pub(crate) admission: Arc<admission::Admission>,
+}
+
+impl Shared {
+    /// Checks an HTTP or gRPC sender's token (`None`: it gave none) for `Send` on `path`,
+    /// through the cache of tokens verified lately; a failure counts against `peer`'s
+    /// source.
+    pub(crate) fn authorize_sender(
+        &self,
+        peer: SocketAddr,
+        settings: &PathSettings,
+        token: Option<&str>,
+        path: &str,
+    ) -> Result<(), AuthError> {
+        let hosts = self.config.audience_hosts();
+        let grace = self.config.timeouts.token_grace.as_secs();
+        token
+            .ok_or(AuthError::Missing)
+            .and_then(|token| {
+                self.verified
+                    .authorize_send(settings, token, &hosts, path, now_unix(), grace)
+            })
+            .inspect_err(|_| self.admission.auth_failed(peer.ip()))
+    }
 }
 
 /// Seconds since the Unix epoch, for token expiry (tokens carry wall-clock times).
@@ -72,7 +96,7 @@ pub(crate) async fn serve(
     tcp: tokio::net::TcpStream,
     peer: SocketAddr,
     tls: Option<TlsAcceptor>,
-    permit: OwnedSemaphorePermit,
+    permit: Slot,
 ) {
     let deadline = Instant::now() + shared.config.timeouts.handshake;
     let mut conn = match tls {
@@ -123,13 +147,7 @@ async fn reply(shared: &Shared, conn: &mut Conn, status: u16, description: &str)
     .await;
 }
 
-async fn route(
-    shared: Arc<Shared>,
-    mut conn: Conn,
-    peer: SocketAddr,
-    head: Head,
-    permit: OwnedSemaphorePermit,
-) {
+async fn route(shared: Arc<Shared>, mut conn: Conn, peer: SocketAddr, head: Head, permit: Slot) {
     let target = match HcTarget::parse(&head.target) {
         Ok(t) => t,
         Err(address::AddressError::NotHybridConnection) => {
@@ -165,6 +183,22 @@ async fn route(
     else {
         return reply(&shared, &mut conn, 400, "missing Sec-WebSocket-Key").await;
     };
+    let action = target.query.action_or_connect();
+    let role = match action {
+        Action::Listen | Action::Accept | Action::Request => admission::Role::Listener,
+        Action::Connect => admission::Role::Sender,
+    };
+    let mut permit = permit;
+    if let Err(busy) = permit.assign(role) {
+        debug!(%peer, %busy, "connection refused");
+        return reply(
+            &shared,
+            &mut conn,
+            503,
+            "the gateway is at capacity; retry later",
+        )
+        .await;
+    }
     let up = Upgrade {
         conn,
         peer,
@@ -173,7 +207,7 @@ async fn route(
         key,
         permit,
     };
-    match up.target.query.action_or_connect() {
+    match action {
         Action::Listen => listen(shared, up).await,
         Action::Connect => connect(shared, up).await,
         Action::Accept | Action::Request => rendezvous(shared, up).await,
@@ -188,7 +222,7 @@ struct Upgrade {
     target: HcTarget,
     key: String,
     /// This connection's share of `max_connections`.
-    permit: OwnedSemaphorePermit,
+    permit: Slot,
 }
 
 impl Upgrade {
@@ -222,6 +256,7 @@ impl Upgrade {
             .rules
             .authorize_any_host(token, &hosts, &self.target.path, right, now_unix())
             .map(|g| g.expiry)
+            .inspect_err(|_| shared.admission.auth_failed(self.peer.ip()))
     }
 }
 
@@ -338,7 +373,7 @@ impl Drop for PendingGuard<'_> {
 /// True when a proxy in front says the client's connection was TLS: the first
 /// `X-Forwarded-Proto` value, or the `proto` of the first `Forwarded` element, is https or
 /// wss.
-fn forwarded_tls(head: &Head) -> bool {
+pub(crate) fn forwarded_tls(head: &Head) -> bool {
     let secure = |v: &str| {
         let v = v.trim().trim_matches('"');
         v.eq_ignore_ascii_case("https") || v.eq_ignore_ascii_case("wss")

@@ -26,6 +26,7 @@
 
 use std::collections::HashMap;
 use std::io;
+use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
@@ -48,7 +49,7 @@ use tokio::sync::oneshot;
 use tokio::time::{Instant, Sleep, timeout};
 use tracing::{Instrument as _, debug, info};
 
-use crate::front::{Shared, now_unix};
+use crate::front::Shared;
 use crate::registry::{ListenerHandle, Pending, PickError, Rendezvous, new_id, new_key};
 
 /// The metadata key that names the hybrid connection path explicitly (it wins over the
@@ -189,6 +190,7 @@ type UpBody = Checked<Incoming>;
 /// Relays one gRPC call. Never fails at the HTTP level: refusals are gRPC statuses.
 pub(crate) async fn handle(
     shared: &Arc<Shared>,
+    peer: SocketAddr,
     req: http::Request<Incoming>,
 ) -> http::Response<crate::http::Body> {
     let deadline = req
@@ -196,7 +198,7 @@ pub(crate) async fn handle(
         .get("grpc-timeout")
         .and_then(|v| parse_timeout(v.as_bytes()))
         .map(|d| Instant::now() + d);
-    match call(shared, req, deadline).await {
+    match call(shared, peer, req, deadline).await {
         Ok(response) => response,
         Err(failure) => {
             debug!(code = ?failure.code, message = %failure.message, "grpc call refused");
@@ -207,6 +209,7 @@ pub(crate) async fn handle(
 
 async fn call(
     shared: &Arc<Shared>,
+    peer: SocketAddr,
     req: http::Request<Incoming>,
     deadline: Option<Instant>,
 ) -> Result<http::Response<crate::http::Body>, Failure> {
@@ -246,7 +249,7 @@ async fn call(
         // with a valid token.
         if shared.config.dynamic_paths {
             let namespace = shared.registry.namespace_settings();
-            authorize(shared, &namespace, token.as_deref(), &path)?;
+            authorize(shared, peer, &namespace, token.as_deref(), &path)?;
             return Err(Failure::new(Code::Unavailable, "no listener is connected"));
         }
         return Err(Failure::new(
@@ -255,7 +258,7 @@ async fn call(
         ));
     };
     if !settings.anonymous_senders {
-        authorize(shared, &settings, token.as_deref(), &path)?;
+        authorize(shared, peer, &settings, token.as_deref(), &path)?;
     }
     let listener = match shared.registry.pick(&settings.name, None, &[]) {
         Ok(l) => l,
@@ -371,17 +374,18 @@ fn token(headers: &HeaderMap) -> Option<String> {
 
 fn authorize(
     shared: &Shared,
+    peer: SocketAddr,
     settings: &crate::registry::PathSettings,
     token: Option<&str>,
     path: &str,
 ) -> Result<(), Failure> {
-    let token = token.ok_or(AuthError::Missing)?;
-    let hosts = shared.config.audience_hosts();
-    let grace = shared.config.timeouts.token_grace.as_secs();
-    shared
-        .verified
-        .authorize_send(settings, token, &hosts, path, now_unix(), grace)?;
-    Ok(())
+    if shared.admission.blocked(peer.ip()) {
+        return Err(Failure::new(
+            Code::ResourceExhausted,
+            "too many failed authentications; retry later",
+        ));
+    }
+    Ok(shared.authorize_sender(peer, settings, token, path)?)
 }
 
 /// The listener's relayed connection: the open one, or a new one.

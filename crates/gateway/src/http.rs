@@ -27,7 +27,9 @@ use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use bytes::Bytes;
 use ferry_hc::Command;
@@ -43,11 +45,12 @@ use hyper::body::Frame;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::sync::{OwnedSemaphorePermit, oneshot};
-use tokio::time::timeout;
+use tokio::sync::oneshot;
+use tokio::time::{Instant, timeout};
 use tracing::{debug, warn};
 
-use crate::front::{Shared, now_unix};
+use crate::admission::{Role, Slot};
+use crate::front::Shared;
 use crate::handshake::Head;
 use crate::handshake::{respond, switch};
 use crate::registry::{
@@ -98,8 +101,18 @@ pub(crate) async fn serve(
     conn: Conn,
     peer: SocketAddr,
     replay: Vec<u8>,
-    permit: OwnedSemaphorePermit,
+    mut permit: Slot,
 ) {
+    if let Err(busy) = permit.assign(Role::Sender) {
+        // Over HTTP/1 the client is told; an HTTP/2 client sees the connection close.
+        debug!(%peer, %busy, "connection refused");
+        let mut conn = conn;
+        if !replay.starts_with(b"PRI * HTTP/2.0") && !replay.is_empty() {
+            let refusal = b"HTTP/1.1 503 Service Unavailable\r\ncontent-length: 0\r\nconnection: close\r\n\r\n";
+            let _ = timeout(shared.config.timeouts.close, conn.write_all(refusal)).await;
+        }
+        return;
+    }
     let _permit = permit;
     // A sender that stops reading would otherwise hold this connection, the response body's
     // queue and, through it, the rendezvous and the listener streaming into it, for ever:
@@ -113,10 +126,17 @@ pub(crate) async fn serve(
         },
         shared.config.timeouts.write_stall,
     ));
+    let activity = Arc::new(Activity::new());
     let service_shared = shared.clone();
+    let service_activity = activity.clone();
     let service = hyper::service::service_fn(move |req| {
         let shared = service_shared.clone();
-        async move { Ok::<_, Infallible>(handle(&shared, peer, req).await) }
+        let busy = service_activity.begin();
+        async move {
+            let response = handle(&shared, peer, req).await;
+            drop(busy);
+            Ok::<_, Infallible>(response)
+        }
     });
     let (limits, timeouts) = (&shared.config.limits, &shared.config.timeouts);
     let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
@@ -141,6 +161,70 @@ pub(crate) async fn serve(
             // Finish the requests in flight, then close.
             connection.as_mut().graceful_shutdown();
             let _ = timeout(shared.config.timeouts.close, connection).await;
+        }
+        () = activity.idle(shared.config.timeouts.idle) => {
+            // Kept alive (HTTP/2 pings, HTTP/1 keep-alive) with nothing asked for too long:
+            // the connection's slot goes back. A response still streaming finishes first.
+            debug!(%peer, "idle http connection closed");
+            connection.as_mut().graceful_shutdown();
+            let _ = connection.await;
+        }
+    }
+}
+
+/// When a connection last started a request, and how many it has in flight.
+struct Activity {
+    start: Instant,
+    /// Milliseconds from `start` to the last request's start or end.
+    last: AtomicU64,
+    in_flight: AtomicUsize,
+}
+
+impl Activity {
+    fn new() -> Self {
+        Self {
+            start: Instant::now(),
+            last: AtomicU64::new(0),
+            in_flight: AtomicUsize::new(0),
+        }
+    }
+
+    fn touch(&self) {
+        let ms = u64::try_from(self.start.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.last.store(ms, Ordering::Relaxed);
+    }
+
+    /// Counts a request in flight until the guard is dropped.
+    fn begin(self: &Arc<Self>) -> impl Drop + Send + use<> {
+        struct Busy(Arc<Activity>);
+        impl Drop for Busy {
+            fn drop(&mut self) {
+                self.0.touch();
+                self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
+            }
+        }
+        self.in_flight.fetch_add(1, Ordering::Relaxed);
+        self.touch();
+        Busy(self.clone())
+    }
+
+    /// Resolves once no request has been in flight for `idle` (never, for `None`).
+    ///
+    /// # Cancel safety
+    /// Cancel safe.
+    async fn idle(&self, idle: Option<Duration>) {
+        let Some(idle) = idle else {
+            return std::future::pending().await;
+        };
+        loop {
+            let since = self
+                .start
+                .elapsed()
+                .saturating_sub(Duration::from_millis(self.last.load(Ordering::Relaxed)));
+            if since >= idle && self.in_flight.load(Ordering::Relaxed) == 0 {
+                return;
+            }
+            tokio::time::sleep(idle.saturating_sub(since).max(Duration::from_millis(100))).await;
         }
     }
 }
@@ -175,9 +259,18 @@ async fn handle(
     if crate::grpc::is_grpc(&req) {
         // Boxed: each path's state lives on the heap, so the per-request task stays small
         // instead of carrying the larger of the two futures inline (and copying it).
-        return Box::pin(crate::grpc::handle(shared, req)).await;
+        return Box::pin(crate::grpc::handle(shared, peer, req)).await;
     }
-    match Box::pin(relay(shared, peer, req)).await {
+    let outcome = if shared.admission.blocked(peer.ip()) {
+        // Blocked while open: a kept-alive connection gets no more guesses than a new one.
+        Err(Refusal::new(
+            429,
+            "too many failed authentications; retry later",
+        ))
+    } else {
+        Box::pin(relay(shared, peer, req)).await
+    };
+    match outcome {
         Ok(response) => response,
         Err(refusal) => {
             let mut response = http::Response::new(full(Bytes::from(refusal.message + "\n")));
@@ -229,7 +322,7 @@ async fn relay(
         if shared.config.dynamic_paths {
             let token = explicit.or_else(|| header_text(&parts.headers, "authorization"));
             let namespace = shared.registry.namespace_settings();
-            authorize(shared, &namespace, token.as_deref(), &path)?;
+            authorize(shared, peer, &namespace, token.as_deref(), &path)?;
             return Err(Refusal::new(404, "no listener is connected"));
         }
         return Err(Refusal::new(404, "no such hybrid connection"));
@@ -243,7 +336,7 @@ async fn relay(
                 header_text(&parts.headers, "authorization")
             }
         };
-        authorize(shared, &settings, token.as_deref(), &path)?;
+        authorize(shared, peer, &settings, token.as_deref(), &path)?;
     }
 
     let allowed = list_header(&parts.headers, "Microsoft-Relay-AllowedListeners");
@@ -472,17 +565,12 @@ fn list_header(headers: &http::HeaderMap, name: &str) -> Option<Vec<String>> {
 
 fn authorize(
     shared: &Shared,
+    peer: SocketAddr,
     settings: &PathSettings,
     token: Option<&str>,
     path: &str,
 ) -> Result<(), Refusal> {
-    let token = token.ok_or(AuthError::Missing)?;
-    let hosts = shared.config.audience_hosts();
-    let grace = shared.config.timeouts.token_grace.as_secs();
-    shared
-        .verified
-        .authorize_send(settings, token, &hosts, path, now_unix(), grace)?;
-    Ok(())
+    Ok(shared.authorize_sender(peer, settings, token, path)?)
 }
 
 /// Builds the client's response from the listener's `response`, adding `Via`.
@@ -715,7 +803,7 @@ pub(crate) async fn rendezvous(
 }
 
 /// `f` within the write stall limit (`None` past it); a zero limit is no limit.
-async fn stalling<T>(stall: std::time::Duration, f: impl Future<Output = T>) -> Option<T> {
+async fn stalling<T>(stall: Duration, f: impl Future<Output = T>) -> Option<T> {
     if stall.is_zero() {
         Some(f.await)
     } else {

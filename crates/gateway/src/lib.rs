@@ -1,6 +1,7 @@
 #![doc = include_str!("../README.md")]
 #![forbid(unsafe_code)]
 
+mod admission;
 pub mod config;
 mod control;
 mod first_message;
@@ -21,12 +22,12 @@ use std::time::Duration;
 use ferry_net::relay::RelayConfig;
 use ferry_net::tls::{self, DevPki, Identity, TlsError};
 use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{Instrument as _, debug, error, info, info_span, warn};
 
+use crate::admission::Role;
 pub use crate::config::{Config, GrpcRoute, Limits, PathConfig, Timeouts, TlsSetup};
 use crate::front::Shared;
 use crate::registry::Registry;
@@ -154,12 +155,13 @@ impl Gateway {
             max_message: config.limits.max_message,
             close_timeout: config.timeouts.close,
             idle_timeout: config.timeouts.idle,
+            half_close_timeout: config.timeouts.half_close,
         };
         let shared = Arc::new(Shared {
             registry: Registry::new(&config),
             grpc: grpc::Pool::default(),
             verified: verified::Verified::default(),
-            connections: Arc::new(Semaphore::new(config.limits.max_connections.get())),
+            admission: admission::Admission::new(&config.limits),
             config,
             cancel: CancellationToken::new(),
             tracker: TaskTracker::new(),
@@ -318,8 +320,6 @@ impl RunningGateway {
     }
 }
 
-/// Accepts connections until shutdown. A permit of the connection semaphore is taken before
-/// each accept and moved into the connection's task, so at most `max_connections` run.
 /// What a port serves.
 #[derive(Clone)]
 enum Front {
@@ -333,14 +333,14 @@ enum Front {
     Relayed(Option<TlsAcceptor>, bool),
 }
 
+/// Accepts connections until shutdown. A handshake slot is taken before each accept (so at
+/// most `max_handshakes` wait for their head), the source is admitted or refused, and the
+/// slot moves into the connection's task, into its relay task if it gets one.
 async fn accept_loop(shared: Arc<Shared>, listener: TcpListener, front: Front) {
     let mut backoff = Duration::from_millis(10);
     loop {
-        let permit = tokio::select! {
-            p = shared.connections.clone().acquire_owned() => match p {
-                Ok(p) => p,
-                Err(_) => return, // the semaphore is never closed; nothing to serve without it
-            },
+        let handshake = tokio::select! {
+            p = shared.admission.handshake_slot() => p,
             () = shared.cancel.cancelled() => return,
         };
         let (tcp, peer) = tokio::select! {
@@ -353,7 +353,8 @@ async fn accept_loop(shared: Arc<Shared>, listener: TcpListener, front: Front) {
                         error!(
                             error = %e,
                             "out of file descriptors: new connections wait until some close \
-                             (raise the open-file limit, ulimit -n, or lower limits.max_connections)"
+                             (raise the open-file limit, ulimit -n, or lower the limits' \
+                             max_*_connections)"
                         );
                     } else {
                         warn!(error = %e, "accept failed");
@@ -365,6 +366,21 @@ async fn accept_loop(shared: Arc<Shared>, listener: TcpListener, front: Front) {
             },
             () = shared.cancel.cancelled() => return,
         };
+        // A refused source costs one accept and one close: no task, no read.
+        let mut slot = match shared.admission.admit(peer.ip(), handshake) {
+            Ok(slot) => slot,
+            Err(why) => {
+                debug!(%peer, %why, "connection refused");
+                continue;
+            }
+        };
+        // The net.tcp ports serve senders only: they draw on the senders' budget at once.
+        if matches!(front, Front::NetTcp(..) | Front::Relayed(..))
+            && let Err(busy) = slot.assign(Role::Sender)
+        {
+            debug!(%peer, %busy, "connection refused");
+            continue;
+        }
         if let Err(e) = tcp.set_nodelay(true) {
             debug!(error = %e, "set_nodelay failed");
         }
@@ -376,14 +392,14 @@ async fn accept_loop(shared: Arc<Shared>, listener: TcpListener, front: Front) {
         let front = front.clone();
         shared.tracker.spawn(
             async move {
-                // The permit travels with the connection, into its relay task if it gets one.
+                // The slot travels with the connection, into its relay task if it gets one.
                 match front {
-                    Front::Http(tls) => front::serve(task_shared, tcp, peer, tls, permit).await,
+                    Front::Http(tls) => front::serve(task_shared, tcp, peer, tls, slot).await,
                     Front::NetTcp(tls, required) => {
-                        nettcp::serve(task_shared, tcp, peer, tls, required, permit).await;
+                        nettcp::serve(task_shared, tcp, peer, tls, required, slot).await;
                     }
                     Front::Relayed(tls, required) => {
-                        relayed::serve(task_shared, tcp, peer, tls, required, permit).await;
+                        relayed::serve(task_shared, tcp, peer, tls, required, slot).await;
                     }
                 }
             }

@@ -48,11 +48,12 @@ use ferry_nmf::{Event, FaultCode, KnownEncoding, Mode, Preamble, Session};
 use ferry_soap::{Body, Envelope, Fault, Probe, QName};
 use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _};
 use tokio::net::TcpStream;
-use tokio::sync::{OwnedSemaphorePermit, mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot};
 use tokio::time::{Instant, timeout, timeout_at};
 use tokio_rustls::TlsAcceptor;
 use tracing::{debug, info};
 
+use crate::admission::Slot;
 use crate::first_message::{self, Head, Probed};
 use crate::front::{Shared, now_unix};
 use crate::registry::{ListenerHandle, Pending, PickError, Rendezvous, new_id, new_key};
@@ -84,7 +85,7 @@ pub(crate) async fn serve(
     peer: SocketAddr,
     tls: Option<TlsAcceptor>,
     tls_required: bool,
-    permit: OwnedSemaphorePermit,
+    permit: Slot,
 ) {
     let mut tcp = Conn::from(tcp);
     let mut session = Session::server(framing_limits(&shared));
@@ -197,6 +198,7 @@ pub(crate) async fn serve(
                 // Raw octets follow, not messages: there is no request to answer with a SOAP
                 // fault (and no message boundary to stop reading at), so refuse now, the same
                 // way for existing and missing paths.
+                shared.admission.auth_failed(peer.ip());
                 info!(%peer, %path, "singleton-sized net.tcp sender refused: no valid Via token");
                 return refuse(&shared, tcp, &mut session, FaultCode::EndpointNotFound).await;
             }
@@ -218,6 +220,7 @@ pub(crate) async fn serve(
                 .map(|t| t.token.as_str());
             let verdict = via_verdict.unwrap_or_else(|| authorize(token));
             if let Err(e) = verdict {
+                shared.admission.auth_failed(peer.ip());
                 info!(%peer, %path, status = e.status(), "net.tcp sender refused");
                 // The answer is the same whichever way the token came, and a SOAP fault the
                 // client reports as such (a framing fault would read as "endpoint not found"
@@ -847,7 +850,7 @@ pub(crate) async fn rendezvous(
     listener: &ListenerHandle,
     path: &str,
     remote: RemoteEndpoint,
-) -> Option<(WsStream<Conn>, OwnedSemaphorePermit)> {
+) -> Option<(WsStream<Conn>, Slot)> {
     let id = new_id();
     let key = new_key();
     let mut address = address::hc_url(&listener.base, path, "", Action::Accept, Some(&id));
@@ -957,7 +960,7 @@ struct Sender {
     /// The first message's head is still to be read (`finish_head`).
     head_pending: bool,
     preamble: Preamble,
-    permit: OwnedSemaphorePermit,
+    permit: Slot,
 }
 
 /// Opens one fan-out listener's rendezvous and replays the session so far into it; `None`
@@ -969,7 +972,7 @@ async fn open_fan_out(
     remote: RemoteEndpoint,
     raw: &[u8],
     acked: bool,
-) -> Option<(WsStream<Conn>, OwnedSemaphorePermit)> {
+) -> Option<(WsStream<Conn>, Slot)> {
     let (mut ws, permit) = rendezvous(shared, listener, path, remote).await?;
     replay(shared, &mut ws, raw, acked).await.ok()?;
     Some((ws, permit))

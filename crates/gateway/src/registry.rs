@@ -11,8 +11,9 @@ use ferry_hc::Command;
 use ferry_hc::auth::Rules;
 use ferry_hc::command::{Cancel, Features, Response};
 use rand::Rng as _;
-use tokio::sync::{OwnedSemaphorePermit, mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot};
 
+use crate::admission::Slot;
 use crate::config::{Config, PathConfig};
 use ferry_net::conn::Conn;
 
@@ -148,7 +149,7 @@ pub(crate) enum Rendezvous {
         /// The sub-protocol it chose.
         protocol: Option<String>,
         /// Its connection-limit permit, held for as long as it is relayed.
-        permit: OwnedSemaphorePermit,
+        permit: Slot,
     },
     /// It rejected the sender with this status.
     Rejected { status: u16, description: String },

@@ -26,11 +26,12 @@ use ferry_net::conn::Conn;
 use ferry_soap::{AddressingVersion, Body, Envelope, Fault, Probe, QName, SoapVersion};
 use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _};
 use tokio::net::TcpStream;
-use tokio::sync::OwnedSemaphorePermit;
+
 use tokio::time::{Instant, timeout, timeout_at};
 use tokio_rustls::TlsAcceptor;
 use tracing::{debug, info};
 
+use crate::admission::Slot;
 use crate::front::{Shared, now_unix};
 use crate::nettcp::{Boundary, rendezvous, splice, via_path};
 use crate::registry::PickError;
@@ -39,10 +40,10 @@ use crate::registry::PickError;
 pub(crate) const CONNECT_NS: &str =
     "http://schemas.microsoft.com/netservices/2009/05/servicebus/connect";
 /// The action of the client's handshake message.
-const RELAYED_CONNECT: &str =
+pub(crate) const RELAYED_CONNECT: &str =
     "http://schemas.microsoft.com/netservices/2009/05/servicebus/connect/RelayedConnect";
 /// The action of our success reply.
-const RELAYED_CONNECT_REPLY: &str =
+pub(crate) const RELAYED_CONNECT_REPLY: &str =
     "http://schemas.microsoft.com/netservices/2009/05/servicebus/connect/RelayedConnectReply";
 /// WS-Addressing 1.0's fault action.
 const FAULT_ACTION: &str = "http://www.w3.org/2005/08/addressing/soap/fault";
@@ -51,11 +52,11 @@ const MAX_WORD: usize = 64;
 /// Longest sb:// URI record.
 const MAX_URI: usize = 2048;
 /// Longest handshake message.
-const MAX_MESSAGE: usize = 64 * 1024;
+pub(crate) const MAX_MESSAGE: usize = 64 * 1024;
 
 /// A handshake that cannot go on.
 #[derive(Debug, thiserror::Error)]
-enum HandshakeError {
+pub(crate) enum HandshakeError {
     #[error("connection closed or timed out during the relay handshake")]
     Io,
     #[error("relay handshake: {0}")]
@@ -69,7 +70,7 @@ pub(crate) async fn serve(
     peer: SocketAddr,
     tls: Option<TlsAcceptor>,
     tls_required: bool,
-    permit: OwnedSemaphorePermit,
+    permit: Slot,
 ) {
     let deadline = Instant::now() + shared.config.timeouts.handshake;
     let mut tcp = tcp;
@@ -161,6 +162,7 @@ pub(crate) async fn serve(
                 .authorize_any_host(t, &hosts, &path, Right::Send, now_unix())
         });
         if let Err(e) = verdict {
+            shared.admission.auth_failed(peer.ip());
             info!(%peer, %path, status = e.status(), "relayed sender refused");
             let subcode = if e.status() == 403 {
                 "AuthorizationFailed"
@@ -223,7 +225,10 @@ pub(crate) async fn serve(
 }
 
 /// Reads the "connect" word and the URI.
-async fn preamble(tcp: &mut TcpStream, deadline: Instant) -> Result<String, HandshakeError> {
+pub(crate) async fn preamble<S: AsyncRead + Unpin>(
+    tcp: &mut S,
+    deadline: Instant,
+) -> Result<String, HandshakeError> {
     let word = frame(tcp, MAX_WORD, deadline).await?;
     if word != b"connect" {
         return Err(HandshakeError::Malformed("expected \"connect\""));
@@ -233,7 +238,7 @@ async fn preamble(tcp: &mut TcpStream, deadline: Instant) -> Result<String, Hand
 }
 
 /// One `i32 LE length + bytes` record, at most `max` bytes.
-async fn frame<S: AsyncRead + Unpin>(
+pub(crate) async fn frame<S: AsyncRead + Unpin>(
     io: &mut S,
     max: usize,
     deadline: Instant,
@@ -248,11 +253,15 @@ async fn frame<S: AsyncRead + Unpin>(
     if len > max {
         return Err(HandshakeError::Malformed("record over its size limit"));
     }
-    let mut buf = vec![0u8; len];
-    timeout_at(deadline, io.read_exact(&mut buf))
+    // Grown as bytes arrive, not sized by the claim: four bytes cannot reserve 64 KiB.
+    let mut buf = Vec::new();
+    let read = timeout_at(deadline, io.take(len as u64).read_to_end(&mut buf))
         .await
         .map_err(|_| HandshakeError::Io)?
         .map_err(|_| HandshakeError::Io)?;
+    if read < len {
+        return Err(HandshakeError::Io);
+    }
     Ok(buf)
 }
 

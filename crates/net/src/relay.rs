@@ -76,6 +76,9 @@ pub struct RelayConfig {
     pub close_timeout: Duration,
     /// A connection with no frame in either direction for this long is closed with 1001.
     pub idle_timeout: Option<Duration>,
+    /// Once one side has sent its Close, how long the other may keep its direction open
+    /// before both are closed with 1001 (`None`: until the idle timeout, if any).
+    pub half_close_timeout: Option<Duration>,
 }
 
 impl Default for RelayConfig {
@@ -85,6 +88,7 @@ impl Default for RelayConfig {
             max_message: DEFAULT_MAX_MESSAGE,
             close_timeout: DEFAULT_CLOSE_TIMEOUT,
             idle_timeout: None,
+            half_close_timeout: None,
         }
     }
 }
@@ -156,15 +160,24 @@ where
         };
         match first {
             // A clean Close from one side: keep relaying the other way (half-close) until it
-            // closes as well. The idle timeout, if any, still bounds a silent peer.
+            // closes as well, for at most the half-close timeout. The idle timeout, if any,
+            // still bounds a silent peer.
             (side, Ok(code)) => {
+                let half_closed = async {
+                    match config.half_close_timeout {
+                        Some(limit) => tokio::time::sleep(limit).await,
+                        None => std::future::pending().await,
+                    }
+                };
                 let second = match side {
                     Side::A => tokio::select! {
                         r = &mut b2a => r,
+                        () = half_closed => Err(PumpError::HalfClosed),
                         () = cancel.cancelled() => Err(PumpError::Cancelled),
                     },
                     Side::B => tokio::select! {
                         r = &mut a2b => r,
+                        () = half_closed => Err(PumpError::HalfClosed),
                         () = cancel.cancelled() => Err(PumpError::Cancelled),
                     },
                 };
@@ -287,6 +300,8 @@ enum PumpError {
     TooBig(u64),
     #[error("idle for too long")]
     Idle,
+    #[error("did not answer the other side's close in time")]
+    HalfClosed,
     #[error("cancelled")]
     Cancelled,
 }
@@ -294,7 +309,9 @@ enum PumpError {
 impl PumpError {
     fn close_code(&self) -> u16 {
         match self {
-            Self::Io(_) | Self::Eof | Self::Idle | Self::Cancelled => close_code::GOING_AWAY,
+            Self::Io(_) | Self::Eof | Self::Idle | Self::HalfClosed | Self::Cancelled => {
+                close_code::GOING_AWAY
+            }
             Self::Protocol(_) => close_code::PROTOCOL_ERROR,
             Self::TooBig(_) => close_code::TOO_BIG,
         }
@@ -663,7 +680,9 @@ impl From<PumpError> for ReadError {
     fn from(e: PumpError) -> Self {
         match e {
             PumpError::Io(e) => Self::Io(e),
-            PumpError::Eof | PumpError::Idle | PumpError::Cancelled => Self::Closed(None),
+            PumpError::Eof | PumpError::Idle | PumpError::HalfClosed | PumpError::Cancelled => {
+                Self::Closed(None)
+            }
             PumpError::Protocol(why) => Self::Protocol(why),
             PumpError::TooBig(n) => Self::TooBig(n),
         }

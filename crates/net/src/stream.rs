@@ -617,8 +617,19 @@ where
         }
         loop {
             if !ready!(this.poll_frame(cx))? {
-                // The peer's Close (or an earlier failure) reads as end of stream.
-                return Poll::Ready(Ok(()));
+                // The peer's normal Close (or one without a code) reads as end of stream.
+                // Any other code says the stream was cut short (1001 from a relay whose
+                // other side vanished, 1011, …): a byte stream has no other way to tell a
+                // truncated transfer from a complete one, so it reads as an error.
+                return Poll::Ready(match &this.peer_close {
+                    Some(close) if !matches!(close.code, CLOSE_NORMAL | 1005) => {
+                        Err(io::Error::new(
+                            io::ErrorKind::ConnectionAborted,
+                            format!("peer closed with {}: {}", close.code, close.reason),
+                        ))
+                    }
+                    _ => Ok(()),
+                });
             }
             let Some(frame) = this.rd.frame else {
                 continue;
@@ -1141,7 +1152,7 @@ mod tests {
             wire.extend(frame(0x82, &[]));
             wire.extend(frame(0x81, b"ef"));
             wire.extend(frame(0x82, &big));
-            wire.extend(close_frame(1001, "bye"));
+            wire.extend(close_frame(1000, "bye"));
             raw.write_all(&wire).await.unwrap();
             let mut got = Vec::new();
             // Small reads: a large frame is drained a piece at a time.
@@ -1160,10 +1171,27 @@ mod tests {
             assert_eq!(
                 client.peer_close(),
                 Some(&CloseInfo {
-                    code: 1001,
+                    code: 1000,
                     reason: "bye".into()
                 })
             );
+        })
+        .await;
+    }
+
+    #[tokio::test]
+    async fn a_close_that_cuts_the_stream_short_reads_as_an_error() {
+        within(async {
+            let (mut client, mut raw) = raw_pair();
+            let mut wire = frame(0x82, b"partial");
+            wire.extend(close_frame(1001, "peer went away"));
+            raw.write_all(&wire).await.unwrap();
+            let mut got = [0u8; 7];
+            client.read_exact(&mut got).await.unwrap();
+            assert_eq!(&got, b"partial", "what came before the close is delivered");
+            let err = client.read(&mut [0u8; 8]).await.unwrap_err();
+            assert_eq!(err.kind(), io::ErrorKind::ConnectionAborted);
+            assert!(err.to_string().contains("1001"), "{err}");
         })
         .await;
     }
@@ -1277,7 +1305,7 @@ mod tests {
     async fn dropping_after_the_peer_closed_answers_the_close() {
         within(async {
             let (mut client, mut raw) = raw_pair();
-            raw.write_all(&close_frame(1001, "")).await.unwrap();
+            raw.write_all(&close_frame(1000, "")).await.unwrap();
             assert_eq!(client.read(&mut [0u8; 8]).await.unwrap(), 0);
             drop(client);
             expect_close(&mut raw, CLOSE_NORMAL).await;

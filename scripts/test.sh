@@ -28,6 +28,7 @@ missing=()
 command -v iperf3 >/dev/null || missing+=(iperf3)
 command -v curl >/dev/null || missing+=(curl)
 command -v h2load >/dev/null || missing+=(nghttp2-client)
+command -v slowhttptest >/dev/null || missing+=(slowhttptest)
 command -v mcs >/dev/null || missing+=(mono-complete)
 command -v node >/dev/null || missing+=(nodejs)
 command -v npm >/dev/null || missing+=(npm)
@@ -40,7 +41,7 @@ fi
 step "npm packages (hyco-ws, hyco-https)"
 (cd interop/node && npm ci --no-audit --no-fund --loglevel=error)
 
-step "PyPI packages (wcf, grpcio)"
+step "PyPI packages (wcf, grpcio, kosoku)"
 python3 -m pip install --quiet --disable-pip-version-check -r interop/requirements.txt
 
 if ! cargo nextest --version >/dev/null 2>&1; then

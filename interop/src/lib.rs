@@ -106,6 +106,28 @@ impl TestGateway {
         endpoint
     }
 
+    /// Serves the SDK echo listener on `path` until the test ends: every message back as it
+    /// came, text as text, binary as binary.
+    pub async fn echo_listener(&self, path: &str) {
+        let mut listener = ferry_sdk::Listener::open(self.endpoint(path))
+            .await
+            .expect("echo listener opens");
+        tokio::spawn(async move {
+            while let Ok(incoming) = listener.accept().await {
+                tokio::spawn(async move {
+                    let Ok(mut stream) = incoming.accept().await else {
+                        return;
+                    };
+                    while let Ok(Some(message)) = stream.recv().await {
+                        if stream.send(message).await.is_err() {
+                            break;
+                        }
+                    }
+                });
+            }
+        });
+    }
+
     /// Starts `node SCRIPT args...` in `interop/node`, trusting the dev CA, killed on drop.
     pub fn node(&self, script: &str, args: &[&str]) -> Child {
         require_node();

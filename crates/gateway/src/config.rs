@@ -345,9 +345,14 @@ impl Config {
 
     /// The single-node development gateway: namespace `localhost`, plain and TLS ports on
     /// ephemeral loopback ports, a generated CA, any path accepted, and one Manage rule
-    /// ([`DEV_RULE_NAME`]) with a random key.
+    /// ([`DEV_RULE_NAME`]) with a random key. Every client of it is on this machine, one
+    /// source, so the per-source connection and opening-rate limits are off (load tools and
+    /// benchmarks would trip them); the other limits, authentication failures included, are
+    /// production's.
     pub fn dev() -> Self {
         let mut config = Self::new("localhost");
+        config.limits.max_connections_per_source = 0;
+        config.limits.handshakes_per_source_per_second = 0;
         config.aliases = vec!["127.0.0.1".into(), "::1".into()];
         config.plain_addr = Some(SocketAddr::from(([127, 0, 0, 1], 0)));
         config.tls_addr = Some(SocketAddr::from(([127, 0, 0, 1], 0)));

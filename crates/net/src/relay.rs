@@ -19,6 +19,7 @@
 //! buffer only while data streams.
 
 use std::io;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -149,8 +150,10 @@ where
     let mut b_in = FrameReader::new(br, b_pre, config.buffer);
 
     let outcome = {
-        let a2b = pump(&mut a_in, &mut bw, config);
-        let b2a = pump(&mut b_in, &mut aw, config);
+        // Cleared when a direction's Close must stop at the relay instead of going on.
+        let (a_close_on, b_close_on) = (AtomicBool::new(true), AtomicBool::new(true));
+        let a2b = pump(&mut a_in, &mut bw, config, &a_close_on);
+        let b2a = pump(&mut b_in, &mut aw, config, &b_close_on);
         tokio::pin!(a2b, b2a);
         // The first direction to finish decides what happens to the other.
         let first = tokio::select! {
@@ -188,6 +191,23 @@ where
                     (Side::B, Err(e)) => Err((Side::A, e)),
                 }
             }
+            // A side broke the protocol: its pump has told the other side with a Close. Let
+            // what the other side sent before it saw that Close still reach the failing side
+            // (an echo of the last good message, say), then close the failing side with the
+            // error's own code, not with the other side's answer.
+            (side, Err(e)) if e.tells_peer() => {
+                let _ = match side {
+                    Side::A => {
+                        b_close_on.store(false, Ordering::Relaxed);
+                        tokio::time::timeout(config.close_timeout, &mut b2a).await
+                    }
+                    Side::B => {
+                        a_close_on.store(false, Ordering::Relaxed);
+                        tokio::time::timeout(config.close_timeout, &mut a2b).await
+                    }
+                };
+                Err((side, e))
+            }
             (side, Err(e)) => Err((side, e)),
         }
     };
@@ -215,15 +235,25 @@ where
         Err((side, e)) => {
             let code = e.close_code();
             let reason = e.to_string();
-            // The failing side may be gone; the other one is told why with a Close frame.
+            // The failing side is told why with a Close frame; the other one too, unless its
+            // pump already told it (a protocol error: the relay then waited for its answer).
             let _ = tokio::time::timeout(config.close_timeout, async {
-                let msg = if code == close_code::GOING_AWAY {
-                    "peer went away"
-                } else {
-                    "peer broke the protocol"
-                };
-                let _ = write_close(&mut aw, code, msg).await;
-                let _ = write_close(&mut bw, code, msg).await;
+                let msg = e.close_reason();
+                let told = e.tells_peer();
+                match side {
+                    Side::A => {
+                        let _ = write_close(&mut aw, code, msg).await;
+                        if !told {
+                            let _ = write_close(&mut bw, code, msg).await;
+                        }
+                    }
+                    Side::B => {
+                        let _ = write_close(&mut bw, code, msg).await;
+                        if !told {
+                            let _ = write_close(&mut aw, code, msg).await;
+                        }
+                    }
+                }
                 let _ = aw.shutdown().await;
                 let _ = bw.shutdown().await;
             })
@@ -307,6 +337,20 @@ enum PumpError {
 }
 
 impl PumpError {
+    /// Errors of a live peer that broke the rules: the relay tells the other side at once
+    /// (its pump writes the Close) and answers the failing side itself.
+    fn tells_peer(&self) -> bool {
+        matches!(self, Self::Protocol(_) | Self::TooBig(_))
+    }
+
+    fn close_reason(&self) -> &'static str {
+        if self.close_code() == close_code::GOING_AWAY {
+            "peer went away"
+        } else {
+            "peer broke the protocol"
+        }
+    }
+
     fn close_code(&self) -> u16 {
         match self {
             Self::Io(_) | Self::Eof | Self::Idle | Self::HalfClosed | Self::Cancelled => {
@@ -534,8 +578,39 @@ fn valid_close_code(code: u16) -> bool {
     matches!(code, 1000..=1003 | 1007..=1014 | 3000..=4999)
 }
 
-/// Relays one direction until its Close has been forwarded. Returns the code it carried.
-async fn pump<R, W>(src: &mut FrameReader<R>, dst: &mut W, config: &RelayConfig) -> PumpResult
+/// Relays one direction until its Close has been forwarded (or, once `close_on` is
+/// cleared, read and kept back). Returns the code it carried. When the source breaks the
+/// protocol, the destination is told with a Close of the error's code before the error
+/// returns: the relay writes no partial frame, so the destination is at a frame boundary.
+async fn pump<R, W>(
+    src: &mut FrameReader<R>,
+    dst: &mut W,
+    config: &RelayConfig,
+    close_on: &AtomicBool,
+) -> PumpResult
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    let result = pump_frames(src, dst, config, close_on).await;
+    if let Err(e) = &result
+        && e.tells_peer()
+    {
+        let _ = tokio::time::timeout(
+            config.close_timeout,
+            write_close(dst, e.close_code(), e.close_reason()),
+        )
+        .await;
+    }
+    result
+}
+
+async fn pump_frames<R, W>(
+    src: &mut FrameReader<R>,
+    dst: &mut W,
+    config: &RelayConfig,
+    close_on: &AtomicBool,
+) -> PumpResult
 where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
@@ -606,8 +681,10 @@ where
             let mut frame = out[..out_len].to_vec();
             frame.extend_from_slice(&src.bytes()[..len]);
             src.start += len;
-            dst.write_all(&frame).await?;
-            dst.flush().await?;
+            if close_on.load(Ordering::Relaxed) {
+                dst.write_all(&frame).await?;
+                dst.flush().await?;
+            }
             return Ok(code);
         }
 

@@ -514,7 +514,7 @@ mod tests {
         assert_eq!(c.timeouts.idle, Some(Duration::from_secs(600)));
         assert_eq!(c.timeouts.half_close, Some(Duration::from_secs(30)));
         assert_eq!(c.limits.max_connections_per_source, 512);
-        assert_eq!(c.limits.max_listener_connections.get(), 4000);
+        assert_eq!(c.limits.max_listener_connections.get(), 10_000);
     }
 
     #[test]

@@ -65,12 +65,13 @@ pub const DEFAULT_MAX_NETTCP_FIRST_HEADERS: usize = 64 << 10;
 /// Default for [`Limits::max_handshakes`].
 pub const DEFAULT_MAX_HANDSHAKES: usize = 2_000;
 
-/// Default for [`Limits::max_listener_connections`].
-pub const DEFAULT_MAX_LISTENER_CONNECTIONS: usize = 4_000;
+/// Default for [`Limits::max_listener_connections`]: a rendezvous for every sender slot,
+/// and 2,000 control channels.
+pub const DEFAULT_MAX_LISTENER_CONNECTIONS: usize = 10_000;
 
 /// Default for [`Limits::max_sender_connections`]. With the two above: 20,000 in all, a
 /// common hard limit on a process's open files.
-pub const DEFAULT_MAX_SENDER_CONNECTIONS: usize = 14_000;
+pub const DEFAULT_MAX_SENDER_CONNECTIONS: usize = 8_000;
 
 /// Default for [`Limits::max_connections_per_source`].
 pub const DEFAULT_MAX_CONNECTIONS_PER_SOURCE: u32 = 512;
@@ -141,7 +142,9 @@ pub struct Limits {
     /// known); past it, accepting waits. Each handshake is bounded by `timeouts.handshake`.
     pub max_handshakes: NonZeroUsize,
     /// Most listener connections (control channels and rendezvous) at once; past it a
-    /// listener is refused with 503. Senders never draw on this budget.
+    /// listener is refused with 503. Senders never draw on this budget, but every relayed
+    /// WebSocket sender has its listener's rendezvous here: keep it above
+    /// `max_sender_connections` by as many control channels as the listeners need.
     pub max_listener_connections: NonZeroUsize,
     /// Most sender connections (WebSocket, HTTP, gRPC, net.tcp) at once; past it a sender
     /// is refused (503, or the connection is closed on the net.tcp ports).

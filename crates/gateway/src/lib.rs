@@ -6,6 +6,8 @@ pub mod config;
 mod control;
 mod first_message;
 mod front;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod grpc;
 mod handshake;
 mod http;

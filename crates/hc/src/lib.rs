@@ -4,6 +4,8 @@
 pub mod address;
 pub mod auth;
 pub mod command;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod sas;
 
 pub use address::{Action, HcQuery};

@@ -3,6 +3,8 @@
 
 pub mod conn;
 pub mod frame;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod relay;
 pub mod stall;
 pub mod stream;

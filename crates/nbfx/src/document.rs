@@ -573,6 +573,8 @@ fn prints_empty(t: &Text<'_>) -> bool {
         Text::Empty => true,
         Text::Chars(s) | Text::UnicodeChars(s) => s.is_empty(),
         Text::Bytes(b) => b.is_empty(),
+        // The static dictionary has an empty string (id 162).
+        Text::Dictionary(s) => s.text.is_empty(),
         Text::List(items) => items.iter().all(prints_empty),
         _ => false,
     }

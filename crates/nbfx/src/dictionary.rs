@@ -75,6 +75,14 @@ pub struct SessionDictionary {
     poisoned: bool,
 }
 
+/// A [`SessionDictionary`]'s state at one point: see [`SessionDictionary::checkpoint`].
+#[derive(Clone, Copy, Debug)]
+pub struct Checkpoint {
+    strings: usize,
+    bytes: usize,
+    poisoned: bool,
+}
+
 impl SessionDictionary {
     /// An empty dictionary charging at most `limits.max_session_bytes`.
     pub fn new(limits: &Limits) -> Self {
@@ -123,6 +131,23 @@ impl SessionDictionary {
             .iter()
             .enumerate()
             .map(|(i, s)| (DictionaryId::session(i as u32), &**s))
+    }
+
+    /// Where the dictionary stands now, to [`restore`](Self::restore) it to after reading a
+    /// table that must not count after all (an envelope read before all of it had arrived).
+    pub fn checkpoint(&self) -> Checkpoint {
+        Checkpoint {
+            strings: self.strings.len(),
+            bytes: self.bytes,
+            poisoned: self.poisoned,
+        }
+    }
+
+    /// Forgets every string added since `checkpoint` was taken (and an error since then).
+    pub fn restore(&mut self, checkpoint: Checkpoint) {
+        self.strings.truncate(checkpoint.strings);
+        self.bytes = checkpoint.bytes;
+        self.poisoned = checkpoint.poisoned;
     }
 
     /// Parses the MC-NBFSE string table at the front of an envelope `payload` (MB31 table size,

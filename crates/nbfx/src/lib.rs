@@ -11,7 +11,9 @@ pub mod string;
 pub mod value;
 pub mod varint;
 
-pub use dictionary::{DictionaryId, SessionDictionary, StaticDictionary, WriterSession};
+pub use dictionary::{
+    Checkpoint, DictionaryId, SessionDictionary, StaticDictionary, WriterSession,
+};
 pub use document::{DictionaryUse, Document, Element, Node, XmlOptions, binary_to_xml};
 pub use error::{DecodeError, EncodeError, XmlError};
 pub use limits::{Limit, Limits};

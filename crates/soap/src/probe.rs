@@ -13,6 +13,7 @@
 //!    <s:Header>
 //!      <a:Action>…</a:Action>            → action
 //!      <a:MessageID>…</a:MessageID>      → message_id
+//!      <a:To>…</a:To>                    → to, and where its text lies (to_span)
 //!      <RelayAccessToken …>…</…>         → relay_token, and its byte span (token_span)
 //!    </s:Header>
 //!    <s:Body>                            ← reading stops here
@@ -49,6 +50,13 @@ pub struct Probe {
     /// Where the `RelayAccessToken` header element lies in the input, start tag to end tag: the
     /// bytes to cut so that the token does not travel on.
     pub token_span: Option<Range<usize>>,
+    /// The WS-Addressing `To` header's value (which may carry an `sb-hc-token` query).
+    pub to: Option<String>,
+    /// Where the `To` value lies in the input, to write another in its place. In a binary
+    /// document: from its first text record through the element's end (a replacement is one
+    /// text record that ends the element); in a text one: the characters between the tags
+    /// (a replacement is escaped text). `None` for an empty `To`.
+    pub to_span: Option<Range<usize>>,
 }
 
 impl Probe {
@@ -105,12 +113,13 @@ impl Probe {
                     }
                 }
                 Record::Text { text, end } => {
-                    walk.text(&text)?;
+                    walk.text(&text, offset)?;
                     if end {
-                        walk.end(reader.offset())?;
+                        walk.end(reader.offset(), reader.offset())?;
                     }
                 }
-                Record::EndElement => walk.end(reader.offset())?,
+                // A binary `To` is replaced through its end (see `Probe::to_span`).
+                Record::EndElement => walk.end(reader.offset(), reader.offset())?,
                 Record::Comment(_) | Record::Array(_) => {}
             }
             if walk.at_body {
@@ -180,17 +189,19 @@ impl Probe {
                     }
                     walk.start(open)?;
                     if empty {
-                        walk.end(reader.buffer_position() as usize)?;
+                        let after = reader.buffer_position() as usize;
+                        walk.end(after, after)?;
                     }
                 }
-                Event::End(_) => walk.end(reader.buffer_position() as usize)?,
+                // A text `To` is replaced up to its end tag (see `Probe::to_span`).
+                Event::End(_) => walk.end(offset, reader.buffer_position() as usize)?,
                 Event::Text(t) => {
                     let t = t.xml10_content().map_err(|e| bad(&e))?;
-                    walk.text(&Text::Chars(t))?;
+                    walk.text(&Text::Chars(t), offset)?;
                 }
                 Event::CData(t) => {
                     let t = t.decode().map_err(|e| bad(&e))?;
-                    walk.text(&Text::Chars(t))?;
+                    walk.text(&Text::Chars(t), offset)?;
                 }
                 Event::GeneralRef(r) => {
                     let resolved: Cow<'_, str> = match r.resolve_char_ref().map_err(|e| bad(&e))? {
@@ -202,7 +213,7 @@ impl Probe {
                                 .into()
                         }
                     };
-                    walk.text(&Text::Chars(resolved))?;
+                    walk.text(&Text::Chars(resolved), offset)?;
                 }
                 Event::DocType(_) => return Err(bad(&"DTDs are not supported")),
                 Event::Comment(_) | Event::Decl(_) | Event::PI(_) => {}
@@ -245,6 +256,7 @@ enum Role {
 enum Field {
     Action,
     MessageId,
+    To,
 }
 
 /// The probe's state between records.
@@ -266,6 +278,10 @@ struct Walk<'a> {
     token_id: Option<String>,
     relay_token: Option<RelayAccessToken>,
     token_span: Option<Range<usize>>,
+    to: Option<String>,
+    /// Where the text of the header being kept starts.
+    text_start: Option<usize>,
+    to_span: Option<Range<usize>>,
     at_body: bool,
 }
 
@@ -323,6 +339,13 @@ impl<'a> Walk<'a> {
                 match (wsa, local) {
                     (Some(_), "Action") => Role::Keep(Field::Action),
                     (Some(_), "MessageID") => Role::Keep(Field::MessageId),
+                    (Some(v), "To") if v != AddressingVersion::None => {
+                        if self.to.is_some() {
+                            // Two would hide the second's query from whoever edits the first.
+                            return Err(DecodeError::Header("To (two of them)"));
+                        }
+                        Role::Keep(Field::To)
+                    }
                     (_, "RelayAccessToken") if ns == RELAY_CONNECT_NS => {
                         if self.token_span.is_some() {
                             return Err(DecodeError::Header("RelayAccessToken (two of them)"));
@@ -338,19 +361,27 @@ impl<'a> Walk<'a> {
             }
             Some(_) => Role::Other,
         };
-        self.text.clear();
+        if matches!(role, Role::Keep(_)) {
+            // Text kept is the kept header's own: an element inside it adds none, and the
+            // span runs over it.
+            self.text.clear();
+            self.text_start = None;
+        }
         self.roles.push(role);
         Ok(())
     }
 
-    fn text(&mut self, text: &Text<'_>) -> Result<(), DecodeError> {
+    /// Text inside the innermost element, starting at input offset `at`.
+    fn text(&mut self, text: &Text<'_>, at: usize) -> Result<(), DecodeError> {
         match self.roles.last() {
             Some(Role::Keep(field)) => {
                 let piece = text.to_string();
                 let what = match field {
                     Field::Action => "Action",
                     Field::MessageId => "MessageID",
+                    Field::To => "To",
                 };
+                self.text_start.get_or_insert(at);
                 check_len_sum(self.text.len(), piece.len(), MAX_HEADER_TEXT, what)?;
                 self.text.push_str(&piece);
             }
@@ -371,8 +402,9 @@ impl<'a> Walk<'a> {
         Ok(())
     }
 
-    /// Closes the innermost element; `after` is the offset just past its end.
-    fn end(&mut self, after: usize) -> Result<(), DecodeError> {
+    /// Closes the innermost element: `content_end` is where a `To` value's span ends (see
+    /// [`Probe::to_span`]), `after` the offset just past the element's end.
+    fn end(&mut self, content_end: usize, after: usize) -> Result<(), DecodeError> {
         let Some(role) = self.roles.pop() else {
             return Ok(());
         };
@@ -383,6 +415,10 @@ impl<'a> Walk<'a> {
             Role::Keep(Field::Action) => self.action = Some(std::mem::take(&mut self.text)),
             Role::Keep(Field::MessageId) => {
                 self.message_id = Some(std::mem::take(&mut self.text));
+            }
+            Role::Keep(Field::To) => {
+                self.to = Some(std::mem::take(&mut self.text));
+                self.to_span = self.text_start.take().map(|start| start..content_end);
             }
             Role::TokenValue => {
                 let bytes = if self.token_bytes.is_empty() {
@@ -421,6 +457,8 @@ impl<'a> Walk<'a> {
             message_id: self.message_id,
             relay_token: self.relay_token,
             token_span: self.token_span,
+            to: self.to,
+            to_span: self.to_span,
         })
     }
 }
@@ -511,6 +549,62 @@ mod tests {
             .expect("still decodes");
         assert!(rest.headers.relay_token.is_none());
         assert_eq!(rest.headers.action, env.headers.action);
+    }
+
+    fn put(bytes: &[u8], span: &Range<usize>, with: &[u8]) -> Vec<u8> {
+        [&bytes[..span.start], with, &bytes[span.end..]].concat()
+    }
+
+    #[test]
+    fn the_to_value_can_be_written_anew_in_place() {
+        let mut env = request(None);
+        env.headers.to = Some("net.tcp://gw/calc?a=1&sb-hc-token=secret".into());
+        let new = "net.tcp://gw/calc?a=1";
+        let mut expected = env.clone();
+        expected.headers.to = Some(new.into());
+
+        // Binary: one text record ending the element takes the span's place.
+        let bytes = env.encode_binary().expect("encode");
+        let probe = Probe::binary(&bytes, None, Limits::default()).expect("probe");
+        assert_eq!(probe.to, env.headers.to);
+        let mut record = Vec::new();
+        Record::Text {
+            text: Text::Chars(new.into()),
+            end: true,
+        }
+        .encode(&mut record, None)
+        .expect("encode a text record");
+        let edited = put(&bytes, &probe.to_span.expect("a span"), &record);
+        assert_eq!(
+            Envelope::decode_binary(&edited, None, Limits::default()).expect("decodes"),
+            expected
+        );
+
+        // Text: escaped characters between the tags.
+        let text = env.encode_text();
+        let probe = Probe::text(&text, Limits::default()).expect("probe");
+        assert_eq!(probe.to, env.headers.to);
+        let edited = put(
+            text.as_bytes(),
+            &probe.to_span.expect("a span"),
+            quick_xml::escape::escape(new).as_bytes(),
+        );
+        let edited = Envelope::decode_text(std::str::from_utf8(&edited).expect("utf-8"))
+            .expect("still decodes");
+        assert_eq!(edited.headers.to, expected.headers.to);
+    }
+
+    #[test]
+    fn two_to_headers_are_refused() {
+        let text = format!(
+            r#"<s:Envelope xmlns:s="{}" xmlns:a="{}"><s:Header><a:To>x:a</a:To><a:To>x:b?sb-hc-token=t</a:To></s:Header><s:Body/></s:Envelope>"#,
+            SoapVersion::Soap12.namespace(),
+            AddressingVersion::Wsa10.namespace(),
+        );
+        assert!(matches!(
+            Probe::text(&text, Limits::default()),
+            Err(DecodeError::Header(_))
+        ));
     }
 
     #[test]

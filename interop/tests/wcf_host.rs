@@ -2,7 +2,8 @@
 //! calculator (`ferry_wcf::calc::Calc`) to real WCF clients:
 //!
 //! - Mono's NetTcpBinding client (`interop/mono/CalcClient.cs`) on a plain TCP port, alone and
-//!   two at once, and through the gateway's net.tcp front end to an SDK listener;
+//!   two at once, and through the gateway's net.tcp front end to an SDK listener (and to the
+//!   host behind a bridge that records what the listener is sent: never the token);
 //! - Mono's BasicHttpBinding client through the gateway's HTTP relay to an SDK listener;
 //! - PyPI pynettcp's generated client (`interop/pynettcp/calc_client.py`) on a TCP port;
 //! - our own `NetTcpChannel` over a relayed stream and `BasicHttpChannel` through the relay.
@@ -15,7 +16,7 @@ use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use ferry_interop::{PEER_TIMEOUT, TestGateway, finish, mono, now, require_tool};
@@ -30,6 +31,7 @@ use ferry_wcf::{
 };
 use serde_json::Value;
 use sha2::{Digest, Sha256};
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::TcpListener;
 use tokio::process::Command;
 use tokio::time::Instant;
@@ -399,6 +401,97 @@ async fn mono_nettcp_client_through_the_gateway_nettcp_front_end() {
     ])
     .await;
     check_mono_calls(&lines, None, Binding::NetTcp);
+    host.shutdown().await;
+    gw.gw.shutdown().await;
+}
+
+/// Accepts every rendezvous on `path` and joins it to a new TCP connection to `host`, the way
+/// `ferry bridge remote` would; every byte the gateway sends towards the host is kept in
+/// `seen`.
+async fn recording_bridge(gw: &TestGateway, path: &str, host: SocketAddr) -> Arc<Mutex<Vec<u8>>> {
+    let mut listener = ferry_sdk::Listener::open(gw.endpoint(path))
+        .await
+        .expect("bridge listener opens");
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let record = Arc::clone(&seen);
+    tokio::spawn(async move {
+        while let Ok(incoming) = listener.accept().await {
+            let record = Arc::clone(&record);
+            tokio::spawn(async move {
+                let Ok(relayed) = incoming.accept().await else {
+                    return;
+                };
+                let Ok(tcp) = tokio::net::TcpStream::connect(host).await else {
+                    return;
+                };
+                let (mut relayed_rd, mut relayed_wr) = tokio::io::split(relayed);
+                let (mut tcp_rd, mut tcp_wr) = tcp.into_split();
+                let up = async {
+                    let mut buf = vec![0u8; 16 * 1024];
+                    while let Ok(n) = relayed_rd.read(&mut buf).await {
+                        if n == 0 {
+                            break;
+                        }
+                        record
+                            .lock()
+                            .expect("not poisoned")
+                            .extend_from_slice(&buf[..n]);
+                        if tcp_wr.write_all(&buf[..n]).await.is_err() {
+                            break;
+                        }
+                    }
+                    let _ = tcp_wr.shutdown().await;
+                };
+                let down = async {
+                    let _ = tokio::io::copy(&mut tcp_rd, &mut relayed_wr).await;
+                    let _ = relayed_wr.shutdown().await;
+                };
+                tokio::join!(up, down);
+            });
+        }
+    });
+    seen
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mono_nettcp_client_credentials_never_reach_the_listener() {
+    let gw = TestGateway::start().await;
+    let (host, host_addr) = tcp_host().await;
+    let seen = recording_bridge(&gw, "calc", host_addr).await;
+    let port = gw.gw.nettcp_addr().expect("net.tcp port").port();
+    let token = token(&gw, "calc");
+    // The token on the address (so on the Via and in the To of every message) and in the
+    // RelayAccessToken header of every message: every place a WCF client puts one.
+    let address = format!(
+        "net.tcp://127.0.0.1:{port}/calc?x=1&sb-hc-token={}",
+        ferry_hc::address::encode_query_value(&token)
+    );
+    let lines = mono_client(&["nettcp".into(), address, token.clone()]).await;
+    check_mono_calls(&lines, None, Binding::NetTcp);
+
+    let seen = seen.lock().expect("not poisoned").clone();
+    assert!(seen.len() > 10_000, "the sessions went through the bridge");
+    let signature = token
+        .split("sig=")
+        .nth(1)
+        .and_then(|s| s.split('&').next())
+        .expect("a signature");
+    let base64 = {
+        use base64::Engine as _;
+        base64::engine::general_purpose::STANDARD.encode(token.as_bytes())
+    };
+    for form in [
+        signature.to_owned(),
+        ferry_hc::address::encode_query_value(signature),
+        base64,
+        "sb-hc-token".to_owned(),
+        "RelayAccessToken".to_owned(),
+    ] {
+        assert!(
+            !seen.windows(form.len()).any(|w| w == form.as_bytes()),
+            "the listener received the sender's credentials ({form})"
+        );
+    }
     host.shutdown().await;
     gw.gw.shutdown().await;
 }

@@ -12,13 +12,18 @@
 //!   framing fault and a close, and the next session is served;
 //! - gateway shutdown ends a fan-out sender's wait for its listeners' rendezvous at once;
 //! - a refused sender that keeps sending is cut off after a bounded drain, not after the
-//!   whole close timeout.
+//!   whole close timeout;
+//! - the sender's credentials (the Via's and the To's `sb-hc-token`, the RelayAccessToken
+//!   header of every message) never reach the listener, in binary and in text sessions, and a
+//!   message the gateway cannot read for them ends the session rather than pass unread.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use ferry_gateway::{Config, Gateway, PathConfig, RunningGateway};
 use ferry_hc::SasToken;
-use ferry_nmf::{ClientConfig, Event, FaultCode, Limits, Mode, Record, Session};
+use ferry_nmf::{
+    ClientConfig, Encoding, Event, FaultCode, KnownEncoding, Limits, Mode, Record, Session,
+};
 use ferry_sdk::{Endpoint, HybridStream, Listener, SasKeyProvider};
 use ferry_soap::{AddressingVersion, BinarySession, Envelope, RelayAccessToken, SoapVersion};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -92,8 +97,12 @@ fn via(gw: &RunningGateway, path: &str) -> String {
 
 /// A client session for `via` and its preamble bytes.
 fn preamble(via: &str) -> (Session, Vec<u8>) {
-    let mut client =
-        Session::client(ClientConfig::net_tcp(via), Limits::default()).expect("client session");
+    preamble_of(ClientConfig::net_tcp(via))
+}
+
+/// A client session as `config` says and its preamble bytes.
+fn preamble_of(config: ClientConfig) -> (Session, Vec<u8>) {
+    let mut client = Session::client(config, Limits::default()).expect("client session");
     let mut wire = Vec::new();
     client.poll_transmit(&mut wire);
     (client, wire)
@@ -786,7 +795,16 @@ async fn receiving_listener(mut listener: Listener) -> Received {
 /// Sends a whole session (preamble, `messages`, End) once the gateway acks the preamble;
 /// returns what the gateway sent back.
 async fn send_session(gw: &RunningGateway, via: &str, messages: &[Vec<u8>]) -> Vec<u8> {
-    let (_client, wire) = preamble(via);
+    send_session_of(gw, ClientConfig::net_tcp(via), messages).await
+}
+
+/// As [`send_session`], for a session as `config` says.
+async fn send_session_of(
+    gw: &RunningGateway,
+    config: ClientConfig,
+    messages: &[Vec<u8>],
+) -> Vec<u8> {
+    let (_client, wire) = preamble_of(config);
     let mut tcp = TcpStream::connect(gw.nettcp_addr().expect("net.tcp port"))
         .await
         .expect("connect");
@@ -806,17 +824,27 @@ async fn send_session(gw: &RunningGateway, via: &str, messages: &[Vec<u8>]) -> V
     read_all(&mut tcp).await
 }
 
+/// A listener on `calc` that receives one session, and a sender's token for it with the
+/// address that carries it too (`…/calc?x=1&sb-hc-token=…`).
+async fn tokened_session(
+    gw: &RunningGateway,
+) -> (tokio::task::JoinHandle<Received>, String, String) {
+    let listening = tokio::spawn(receiving_listener(listener(gw, "calc").await));
+    let token = token(gw, "calc");
+    let encoded = ferry_hc::address::encode_query_value(&token);
+    let address = format!("{}?x=1&sb-hc-token={encoded}", via(gw, "calc"));
+    (listening, token, address)
+}
+
 #[tokio::test]
 async fn sender_credentials_never_reach_the_listener() {
     within(async {
         let gw = gateway(|_| {}).await;
-        let listening = tokio::spawn(receiving_listener(listener(&gw, "calc").await));
-        let token = token(&gw, "calc");
-        let encoded = ferry_hc::address::encode_query_value(&token);
-        let address = format!("{}?x=1&sb-hc-token={encoded}", via(&gw, "calc"));
+        let (listening, token, address) = tokened_session(&gw).await;
         // A WCF client addressing a tokened URI writes it as the Via and as the To of every
-        // message (a session string, announced once in the first message's table), and the
-        // relay binding adds the RelayAccessToken header to the first message.
+        // message (a session string, announced once in the first message's table), and a
+        // client that carries its token in the RelayAccessToken header adds it to every
+        // message (named, after the first, by the session strings the first announced).
         let mut codec = BinarySession::new(ferry_nbfx::Limits::default());
         let mut message = |n: u32, relay_token: bool| {
             let mut env = Envelope::new(SoapVersion::Soap12, AddressingVersion::Wsa10);
@@ -832,7 +860,7 @@ async fn sender_credentials_never_reach_the_listener() {
             ]);
             codec.encode(&env).expect("encode")
         };
-        let messages = [message(1, true), message(2, false)];
+        let messages = [message(1, true), message(2, true), message(3, false)];
         let answer = send_session(&gw, &address, &messages).await;
         assert_eq!(answer.last(), Some(&END), "the session ends normally");
 
@@ -853,7 +881,7 @@ async fn sender_credentials_never_reach_the_listener() {
         // The listener's session dictionary stays in step with the sender's: both messages
         // decode, the second naming strings the first one's table announced.
         let mut decoder = BinarySession::new(ferry_nbfx::Limits::default());
-        assert_eq!(got.envelopes.len(), 2);
+        assert_eq!(got.envelopes.len(), 3);
         for (n, payload) in got.envelopes.iter().enumerate() {
             let env = decoder
                 .decode(payload)
@@ -869,6 +897,117 @@ async fn sender_credentials_never_reach_the_listener() {
                 Some(format!("body {}", n + 1))
             );
         }
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn sender_credentials_never_reach_the_listener_in_text_sessions() {
+    within(async {
+        let gw = gateway(|_| {}).await;
+        let (listening, token, address) = tokened_session(&gw).await;
+        let encoded = ferry_hc::address::encode_query_value(&token);
+        // In XML the To is text of its own in every message, its query escaped (`&amp;`).
+        let message = |n: u32| {
+            let mut env = Envelope::new(SoapVersion::Soap12, AddressingVersion::Wsa10);
+            env.headers.action = Some(format!("urn:call{n}"));
+            env.headers.to = Some(address.clone());
+            env.headers.relay_token = Some(RelayAccessToken::new("uuid:1", token.as_str()));
+            env.encode_text().into_bytes()
+        };
+        let config = ClientConfig {
+            encoding: Encoding::Known(KnownEncoding::Soap12Utf8),
+            ..ClientConfig::net_tcp(address.clone())
+        };
+        let answer = send_session_of(&gw, config, &[message(1), message(2)]).await;
+        assert_eq!(answer.last(), Some(&END), "the session ends normally");
+
+        let got = listening.await.expect("listener task");
+        for form in [token.as_bytes(), encoded.as_bytes(), b"sb-hc-token"] {
+            assert!(
+                !contains(&got.bytes, form),
+                "the listener received the token"
+            );
+        }
+        assert_eq!(got.envelopes.len(), 2);
+        for (n, payload) in got.envelopes.iter().enumerate() {
+            let text = std::str::from_utf8(payload).expect("utf-8");
+            let env = Envelope::decode_text(text).expect("the listener decodes the message");
+            assert_eq!(env.headers.to, Some(format!("{}?x=1", via(&gw, "calc"))));
+            assert_eq!(env.headers.action, Some(format!("urn:call{}", n + 1)));
+            assert!(env.headers.relay_token.is_none());
+        }
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_message_that_hides_what_it_carries_ends_the_session() {
+    within(async {
+        let gw = gateway(|_| {}).await;
+        let mut l = listener(&gw, "calc").await;
+        let token = token(&gw, "calc");
+        // The first message is read and passes; the second is not binary XML, so whatever it
+        // carries cannot be found: the listener's stream is cut, not handed the bytes.
+        let mut first = Vec::new();
+        Record::SizedEnvelope(request("urn:one", Some(&token)).into()).encode(&mut first);
+        let mut second = Vec::new();
+        Record::SizedEnvelope(vec![0x00, 0xFF, 0x13, 0x37].into()).encode(&mut second);
+        let (preamble_len, wire) = {
+            let (_client, wire) = preamble(&via(&gw, "calc"));
+            (wire.len(), wire)
+        };
+        let (got_first, first_arrived) = tokio::sync::oneshot::channel();
+        let listening = tokio::spawn(async move {
+            let incoming = l.accept().await.expect("accept command");
+            let mut stream = incoming.accept().await.expect("rendezvous");
+            let mut all = Vec::new();
+            let mut buf = vec![0u8; 4096];
+            let mut got_first = Some(got_first);
+            loop {
+                match tokio::time::timeout(STEP, stream.read(&mut buf)).await {
+                    Ok(Ok(0)) => return (all, true),
+                    Ok(Ok(n)) => {
+                        if all.is_empty() {
+                            // The preamble: ack it as a server would.
+                            stream.write_all(&[ACK]).await.expect("ack");
+                        }
+                        all.extend_from_slice(&buf[..n]);
+                        // The first message is in (less its token header, so shorter).
+                        if all.len() > preamble_len + 64
+                            && let Some(tx) = got_first.take()
+                        {
+                            let _ = tx.send(());
+                        }
+                    }
+                    Ok(Err(_)) => return (all, false),
+                    Err(_) => panic!("the listener's stream was neither ended nor cut"),
+                }
+            }
+        });
+        let mut tcp = TcpStream::connect(gw.nettcp_addr().expect("net.tcp port"))
+            .await
+            .expect("connect");
+        tcp.write_all(&wire).await.expect("preamble");
+        let mut ack = [0u8; 1];
+        tcp.read_exact(&mut ack).await.expect("ack");
+        tcp.write_all(&first).await.expect("first message");
+        tokio::time::timeout(STEP, first_arrived)
+            .await
+            .expect("the first message reaches the listener")
+            .expect("listener task");
+        tcp.write_all(&second).await.expect("second message");
+        tcp.write_all(&[END]).await.expect("end");
+        let _ = read_all(&mut tcp).await;
+        let (bytes, clean) = listening.await.expect("listener task");
+        assert!(
+            !clean,
+            "a cut session must not look finished to the listener"
+        );
+        assert!(
+            !contains(&bytes, &second),
+            "the unreadable message was passed on"
+        );
     })
     .await;
 }

@@ -1,12 +1,14 @@
-//! A net.tcp sender's first message: read only as far as its headers to find the token,
-//! without building it, and passed on to the listener without the sender's credentials.
+//! A net.tcp sender's messages read only as far as their headers, without building them: the
+//! first one for its token, and every one (see `scrub`) to pass it on to the listener without
+//! the sender's credentials.
 //!
 //! ```text
 //!  sender:   Version Mode Via(…?sb-hc-token=…) Encoding PreambleEnd  06 size [table|headers|body…
 //!  listener: Version Mode Via(…)               Encoding PreambleEnd  06 size'[table'|headers'|body…
 //!                                                  table':   sb-hc-token dropped from session
 //!                                                            strings (WCF writes To there)
-//!                                                  headers': the RelayAccessToken header cut out
+//!                                                  headers': the RelayAccessToken header cut
+//!                                                            out, an inline To's token too
 //! ```
 //!
 //! The gateway reads the first envelope record only up to its `Body` start tag, at most
@@ -65,6 +67,19 @@ pub(crate) struct Envelope {
     declared: Option<usize>,
 }
 
+/// What of an envelope record has not arrived yet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Rest {
+    /// Nothing: the record is whole.
+    Nothing,
+    /// The rest of a sized record's payload.
+    Payload(usize),
+    /// The rest of an unsized record's chunk, then more chunks.
+    Chunk(usize),
+    /// More chunks, starting with a size (which may have begun to arrive).
+    Chunks,
+}
+
 /// One length-prefixed run of payload bytes.
 #[derive(Debug, Clone, Copy)]
 struct Frame {
@@ -92,6 +107,24 @@ impl Envelope {
     /// size has arrived).
     pub(crate) fn whole(&self) -> bool {
         self.complete || self.declared.is_some_and(|d| self.arrived() >= d)
+    }
+
+    /// Offset just past the last byte of the record that has been accounted for.
+    pub(crate) fn parsed(&self) -> usize {
+        self.parsed
+    }
+
+    /// What of the record is still to come after [`parsed`](Self::parsed).
+    pub(crate) fn rest(&self) -> Rest {
+        match (self.declared, self.frames.last()) {
+            _ if self.complete => Rest::Nothing,
+            (Some(_), Some(f)) => match f.len - f.arrived {
+                0 => Rest::Nothing,
+                left => Rest::Payload(left),
+            },
+            (None, Some(f)) if f.arrived < f.len => Rest::Chunk(f.len - f.arrived),
+            _ => Rest::Chunks,
+        }
     }
 
     /// The payload bytes arrived so far, in order (frames joined).
@@ -178,14 +211,24 @@ pub(crate) fn head(raw: &[u8], preamble_end: usize) -> Head {
     }
 }
 
-/// The offset just past the PreambleEnd record in `raw`, `None` if it has not all arrived.
-pub(crate) fn preamble_end(raw: &[u8], framing: &ferry_nmf::Limits) -> Option<usize> {
+/// The offset just past the preamble in `raw` (the PreambleEnd record, or in singleton-sized
+/// mode the encoding record), `None` if it has not all arrived.
+pub(crate) fn preamble_end(
+    raw: &[u8],
+    preamble: &Preamble,
+    framing: &ferry_nmf::Limits,
+) -> Option<usize> {
+    let singleton_sized = raw_octets(preamble);
     let mut pos = 0;
     loop {
         let (record, len) = Record::decode(&raw[pos..], framing).ok()??;
         pos += len;
-        if matches!(record, Record::PreambleEnd) {
-            return Some(pos);
+        match record {
+            Record::PreambleEnd => return Some(pos),
+            Record::KnownEncoding(_) | Record::ExtensibleEncoding(_) if singleton_sized => {
+                return Some(pos);
+            }
+            _ => {}
         }
     }
 }
@@ -215,8 +258,9 @@ pub(crate) enum Probed {
     Unreadable,
 }
 
-/// Probes the first message once at least `want` payload bytes have arrived (or all of it),
-/// reading at most `window` of them.
+/// Probes a message once at least `want` payload bytes have arrived (or all of it), reading
+/// at most `window` of them. In a binary session the message's string table is read into
+/// `dictionary` (the session's strings so far) when its headers are read, and not otherwise.
 pub(crate) fn probe_head(
     raw: &[u8],
     envelope: &Envelope,
@@ -224,6 +268,7 @@ pub(crate) fn probe_head(
     want: usize,
     window: usize,
     limits: ferry_nbfx::Limits,
+    dictionary: &mut SessionDictionary,
 ) -> Probed {
     let arrived = envelope.arrived();
     let all_in = envelope.whole() || arrived >= window;
@@ -232,10 +277,17 @@ pub(crate) fn probe_head(
     }
     let payload = envelope.payload(raw);
     let payload = &payload[..payload.len().min(window)];
-    match probe(preamble, payload, limits) {
+    let checkpoint = dictionary.checkpoint();
+    match probe(preamble, payload, limits, dictionary) {
         Some(p) => Probed::Read(Box::new(p)),
-        None if all_in => Probed::Unreadable,
-        None => Probed::Wait(want.max(FIRST_PROBE).saturating_mul(2).min(window)),
+        None => {
+            dictionary.restore(checkpoint);
+            if all_in {
+                Probed::Unreadable
+            } else {
+                Probed::Wait(want.max(FIRST_PROBE).saturating_mul(2).min(window))
+            }
+        }
     }
 }
 
@@ -244,16 +296,21 @@ pub(crate) fn first_probe(window: usize) -> usize {
     FIRST_PROBE.min(window)
 }
 
-/// Reads the first message's headers in the session's encoding; `None` for an encoding the
-/// gateway cannot read (an extensible one) or a payload that does not parse as far as its
-/// `Body`.
-fn probe(preamble: &Preamble, payload: &[u8], limits: ferry_nbfx::Limits) -> Option<Probe> {
+/// Reads a message's headers in the session's encoding; `None` for an encoding the gateway
+/// cannot read (an extensible one) or a payload that does not parse as far as its `Body`.
+fn probe(
+    preamble: &Preamble,
+    payload: &[u8],
+    limits: ferry_nbfx::Limits,
+    dictionary: &mut SessionDictionary,
+) -> Option<Probe> {
     match known(preamble)? {
         KnownEncoding::BinarySession => {
-            let mut dictionary = SessionDictionary::new(&limits);
             let table = dictionary.read_table(payload).ok()?;
-            let mut probe = Probe::binary(&payload[table..], Some(&dictionary), limits).ok()?;
-            probe.token_span = probe.token_span.map(|s| s.start + table..s.end + table);
+            let mut probe = Probe::binary(&payload[table..], Some(dictionary), limits).ok()?;
+            let shift = |s: Range<usize>| s.start + table..s.end + table;
+            probe.token_span = probe.token_span.map(shift);
+            probe.to_span = probe.to_span.map(shift);
             Some(probe)
         }
         KnownEncoding::Binary => Probe::binary(payload, None, limits).ok(),
@@ -335,7 +392,10 @@ pub(crate) fn redact<'a>(
 }
 
 /// The preamble records with the Via's `sb-hc-token` removed.
-fn redact_preamble<'a>(preamble: &'a [u8], framing: &ferry_nmf::Limits) -> Cow<'a, [u8]> {
+pub(crate) fn redact_preamble<'a>(
+    preamble: &'a [u8],
+    framing: &ferry_nmf::Limits,
+) -> Cow<'a, [u8]> {
     let mut pos = 0;
     while let Ok(Some((record, len))) = Record::decode(&preamble[pos..], framing) {
         if let Record::Via(via) = &record
@@ -369,7 +429,38 @@ fn payload_edits(
     if let Some(span) = &probe.token_span {
         edits.push((span.clone(), Vec::new()));
     }
+    // A `To` written out in the message gets its query's token cut. One that names a session
+    // string is left as it is (the table's copy has lost its token above): writing it out in
+    // full would make a few bytes of the sender's into a whole address for the listener, per
+    // message. So an edit never makes a message longer.
+    if let (Some(to), Some(span)) = (&probe.to, &probe.to_span)
+        && let Cow::Owned(to) = without_token(to)
+    {
+        let text = to_text(preamble, &to);
+        if text.len() <= span.len() {
+            edits.push((span.clone(), text));
+        }
+    }
+    // The headers' spans never overlap, and the table comes first.
+    edits.sort_by_key(|(range, _)| range.start);
     edits
+}
+
+/// A `To` value to put in the place of [`Probe::to_span`], in the session's encoding.
+fn to_text(preamble: &Preamble, to: &str) -> Vec<u8> {
+    match known(preamble) {
+        Some(KnownEncoding::Binary | KnownEncoding::BinarySession) => {
+            let mut out = Vec::with_capacity(to.len() + 6);
+            let record = ferry_nbfx::Record::Text {
+                text: ferry_nbfx::Text::Chars(to.into()),
+                end: true,
+            };
+            // A string that the probe read within its limits encodes.
+            let _ = record.encode(&mut out, None);
+            out
+        }
+        _ => quick_xml::escape::escape(to).into_owned().into_bytes(),
+    }
 }
 
 /// The MC-NBFSE string table at the front of `payload` with `sb-hc-token` removed from every
@@ -417,6 +508,19 @@ pub(crate) fn known(preamble: &Preamble) -> Option<KnownEncoding> {
         ferry_nmf::Encoding::Known(k) => Some(*k),
         ferry_nmf::Encoding::Extensible(_) => None,
     }
+}
+
+/// True when the gateway reads messages in the session's encoding.
+pub(crate) fn readable(preamble: &Preamble) -> bool {
+    matches!(
+        known(preamble),
+        Some(
+            KnownEncoding::BinarySession
+                | KnownEncoding::Binary
+                | KnownEncoding::Soap11Utf8
+                | KnownEncoding::Soap12Utf8
+        )
+    )
 }
 
 /// True when the mode sends raw octets after the preamble (no message records).

@@ -8,7 +8,7 @@ use tokio::time::{Duration, Instant};
 
 use crate::config::DEFAULT_MAX_HEADER_BYTES;
 use crate::handshake::Head;
-use crate::nettcp::Boundary;
+use crate::scrub::Boundary;
 
 /// How the gateway reads a request head off a new connection, then what it asks of it.
 pub async fn http_head(data: &[u8]) {
@@ -77,5 +77,53 @@ fn outcome<'a>(pieces: impl Iterator<Item = &'a [u8]>) -> Outcome {
     }
     Outcome::Open {
         between_records: scanner.between_records(),
+    }
+}
+
+/// What the net.tcp scrub passes on for `data` (a session from its first byte, as the relayed
+/// port hands it over), fed whole and fed in `chunk`-byte pieces, with the gateway's default
+/// limits.
+///
+/// # Panics
+/// When the two differ: what the listener gets must not depend on how reads split the stream
+/// (only on how far it has arrived: a message head may be read from fewer bytes when more
+/// arrive at once).
+pub fn nettcp_scrub(data: &[u8], chunk: usize) {
+    let limits = crate::config::Limits::default();
+    let limits = crate::scrub::ScrubLimits {
+        window: limits.max_nettcp_first_headers,
+        nbfx: ferry_nbfx::Limits {
+            max_document_bytes: limits.max_nettcp_first_envelope,
+            ..ferry_nbfx::Limits::default()
+        },
+        framing: ferry_nmf::Limits {
+            max_envelope_bytes: limits.max_nettcp_first_envelope,
+            ..ferry_nmf::Limits::default()
+        },
+    };
+    let run = |pieces: &mut dyn Iterator<Item = &[u8]>| {
+        let mut scrub = crate::scrub::Scrub::whole_session(limits);
+        let mut out = Vec::new();
+        for piece in pieces {
+            match scrub.feed(piece, &mut out) {
+                Ok(None) => {}
+                Ok(Some(_)) => return (out, Ok(true)),
+                Err(e) => return (out, Err(e)),
+            }
+        }
+        (out, Ok(false))
+    };
+    let (whole_out, whole) = run(&mut std::iter::once(data));
+    let (split_out, split) = run(&mut data.chunks(chunk.max(1)));
+    assert_eq!(whole, split, "fed whole and fed in {chunk}-byte pieces");
+    match whole {
+        // Every message complete: the same bytes.
+        Ok(true) => assert!(whole_out == split_out, "different bytes for the listener"),
+        // A message head may be read sooner from more bytes at once, never differently.
+        Ok(false) => assert!(
+            whole_out.starts_with(&split_out),
+            "different bytes for the listener"
+        ),
+        Err(_) => {}
     }
 }

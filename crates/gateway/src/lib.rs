@@ -14,6 +14,7 @@ mod http;
 mod nettcp;
 mod registry;
 mod relayed;
+mod scrub;
 mod verified;
 
 use std::net::SocketAddr;

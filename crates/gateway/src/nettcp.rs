@@ -13,9 +13,10 @@
 //! ```
 //!
 //! The listener sees the client's byte stream as sent (its session dictionary, every message)
-//! less the sender's credentials: the Via's `sb-hc-token` and the first message's
-//! `RelayAccessToken` header are cut out (see `first_message`). So any NMF server works behind
-//! it: the Rust host of `ferry-wcf`, or a legacy service through `ferry listen --wcf-to`.
+//! less the sender's credentials: the Via's `sb-hc-token`, and in every message the
+//! `RelayAccessToken` header and an `sb-hc-token` in the `To` address, are cut out (see
+//! `scrub`). So any NMF server works behind it: the Rust host of `ferry-wcf`, or a legacy
+//! service through `ferry listen --wcf-to`.
 //!
 //! Refusals are what a WCF client understands: an unknown path or no listener is the
 //! `EndpointNotFound` framing fault (in dynamic mode, where a path exists only while listened
@@ -42,6 +43,7 @@ use ferry_hc::Command;
 use ferry_hc::address::{self, Action};
 use ferry_hc::auth::{AuthError, Right};
 use ferry_hc::command::{Accept, Headers, RemoteEndpoint};
+use ferry_nbfx::SessionDictionary;
 use ferry_net::conn::Conn;
 use ferry_net::stream::WsStream;
 use ferry_nmf::{Event, FaultCode, KnownEncoding, Mode, Preamble, Session};
@@ -57,6 +59,7 @@ use crate::admission::Slot;
 use crate::first_message::{self, Head, Probed};
 use crate::front::{Shared, now_unix};
 use crate::registry::{ListenerHandle, Pending, PickError, Rendezvous, new_id, new_key};
+use crate::scrub::{Scrub, ScrubLimits};
 
 /// The framing `PreambleAck` record.
 const PREAMBLE_ACK: u8 = 0x0B;
@@ -75,8 +78,6 @@ const INVALID_RECORD_SEQUENCE: &str =
 const READ: usize = 16 * 1024;
 /// The upgrade NetTcpBinding's transport security asks for (MC-NMF 2.2.3.10).
 const SSL_TLS: &str = "application/ssl-tls";
-/// How long an admitted sender's first message may take when no idle timeout is set.
-const FAR_IDLE: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
 
 /// Serves one net.tcp connection.
 pub(crate) async fn serve(
@@ -180,8 +181,6 @@ pub(crate) async fn serve(
     // message is read, only as far as its headers, for the token. Either way the first
     // message goes on without credentials (see `first_message`).
     let singleton_sized = first_message::raw_octets(&preamble);
-    // `Some(first)` once the first message's head has been read (or cannot be: raw octets).
-    let mut head: Option<FirstHead> = singleton_sized.then_some(None);
     if !settings.anonymous_senders {
         let hosts = shared.config.audience_hosts();
         let authorize = |token: Option<&str>| {
@@ -216,7 +215,7 @@ pub(crate) async fn serve(
             };
             let token = first
                 .as_ref()
-                .and_then(|(_, p)| p.as_ref()?.relay_token.as_ref())
+                .and_then(|p| p.relay_token.as_ref())
                 .map(|t| t.token.as_str());
             let verdict = via_verdict.unwrap_or_else(|| authorize(token));
             if let Err(e) = verdict {
@@ -225,11 +224,9 @@ pub(crate) async fn serve(
                 // The answer is the same whichever way the token came, and a SOAP fault the
                 // client reports as such (a framing fault would read as "endpoint not found"
                 // for a path that exists).
-                let probe = first.and_then(|(_, p)| p);
-                return refuse_with_soap_fault(&shared, tcp, &mut session, &preamble, probe, &e)
+                return refuse_with_soap_fault(&shared, tcp, &mut session, &preamble, first, &e)
                     .await;
             }
-            head = Some(first);
         }
     }
     if !exists {
@@ -243,35 +240,26 @@ pub(crate) async fn serve(
         address: peer.ip().to_string(),
         port: peer.port(),
     };
-    // Only this session's bytes go to the listener(s) (see `Boundary`), and no credentials:
-    // the listener holds at most a Listen right. What the listener gets at once is the
-    // session so far when the first message's head has been read, else the preamble alone
-    // (the first message follows once it arrives: `finish_head`).
+    // Only this session's bytes go to the listener(s), and no credentials, in any message
+    // (see `Scrub`): the listener holds at most a Listen right. What the listener gets at
+    // once is the session as far as it has been read (the preamble at least); the rest
+    // follows through the same scrub.
     let framing = framing_limits(&shared);
-    let mut boundary = Boundary::default();
-    let opening = match &head {
-        Some(first) => {
-            if let Ok(Some(end)) = boundary.feed(&raw) {
-                raw.truncate(end);
-            }
-            let (envelope, probe) = parts(first);
-            first_message::redact(&raw, &preamble, envelope, probe, &framing).into_owned()
-        }
-        None => {
-            let end = first_message::preamble_end(&raw, &framing).unwrap_or(raw.len());
-            first_message::redact(&raw[..end], &preamble, None, None, &framing).into_owned()
-        }
-    };
+    let mut scrub = Scrub::after_preamble(&preamble, scrub_limits(&shared));
+    let start = first_message::preamble_end(&raw, &preamble, &framing).unwrap_or(raw.len());
+    let mut opening = first_message::redact_preamble(&raw[..start], &framing).into_owned();
+    if let Err(e) = scrub.feed(&raw[start..], &mut opening) {
+        debug!(%peer, %path, error = %e, "net.tcp sender's first message refused");
+        return send_fault(&shared, tcp, &mut session, INVALID_RECORD_SEQUENCE).await;
+    }
+    drop(raw);
     let acked = !matches!(preamble.mode, Mode::Simplex | Mode::SingletonSized);
     if shared.registry.fan_out(&settings.name) {
         let sender = Sender {
             tcp,
             session,
-            boundary,
-            raw,
+            scrub,
             opening,
-            head_pending: head.is_none(),
-            preamble,
             permit,
         };
         return fan_out(shared, sender, &settings.name, remote, acked).await;
@@ -314,194 +302,23 @@ pub(crate) async fn serve(
             return;
         }
     }
-    if head.is_none() {
-        let Some(more) = finish_head(
-            &shared,
-            &mut tcp,
-            &mut raw,
-            &preamble,
-            &mut boundary,
-            opening.len(),
-        )
-        .await
-        else {
-            return;
-        };
-        if timeout(shared.config.timeouts.handshake, ws.write_all(&more))
-            .await
-            .is_err()
-        {
-            return;
-        }
-    }
     info!(%peer, path = %settings.name, listener = %listener.id, "net.tcp relay started");
     let task_shared = shared.clone();
     shared.tracker.spawn(async move {
         let _permits = (permit, listener_permit);
-        splice(&task_shared, tcp, ws, boundary).await;
+        splice(&task_shared, tcp, ws, scrub).await;
         debug!("net.tcp relay ended");
     });
 }
 
-/// Follows the record boundaries of a sender's byte stream without buffering it, to find
-/// where its session ends. A connection carries one session through the gateway: WCF reuses a
-/// pooled connection for the next session to the same host and port (End, End, then a new
-/// preamble), and that session's Via and token were never routed or checked, so nothing after
-/// the first End is relayed.
-#[derive(Debug, Default)]
-pub(crate) struct Boundary {
-    state: Scan,
-    /// Singleton-sized mode: after the preamble the stream is raw message octets.
-    singleton_sized: bool,
-}
-
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-enum Scan {
-    /// At a record's first byte.
-    #[default]
-    Record,
-    /// Skipping this many bytes of fixed-size record fields.
-    Fixed(u8, After),
-    /// Reading a varint: value so far, bits read, what it sizes.
-    Size(u32, u32, Sized),
-    /// Skipping a sized payload.
-    Skip(u64, Sized),
-    /// Raw octets to the end of the stream (singleton-sized mode).
-    Raw,
-    /// The End record was read.
-    Ended,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum After {
-    /// Back to records.
-    Record,
-    /// A Mode record: remember singleton-sized.
-    Mode,
-    /// An encoding record: raw octets follow in singleton-sized mode.
-    Encoding,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Sized {
-    /// A string or a sized envelope: one payload, then records.
-    One,
-    /// An encoding string (ExtensibleEncoding): as `One`, then maybe raw octets.
-    Encoding,
-    /// An unsized envelope's chunk: more chunks until a zero size.
-    Chunk,
-}
-
-impl Boundary {
-    /// True when the stream may end here without losing part of a record: between records,
-    /// after End, or anywhere in singleton-sized raw octets (which run to the end).
-    pub(crate) fn between_records(&self) -> bool {
-        matches!(self.state, Scan::Record | Scan::Ended | Scan::Raw)
-    }
-
-    /// True once the session's End record has been seen.
-    pub(crate) fn ended(&self) -> bool {
-        self.state == Scan::Ended
-    }
-
-    /// Consumes `data`: `Ok(Some(n))` when the End record finishes at `data[n - 1]`
-    /// (`data[n..]` belongs to another session), `Ok(None)` when `data` is all part of this
-    /// one, `Err(())` for bytes that are not framing.
-    pub(crate) fn feed(&mut self, data: &[u8]) -> Result<Option<usize>, ()> {
-        let mut i = 0;
-        while i < data.len() {
-            // A payload is passed over in one step: stepping through it byte by byte cost
-            // more than the rest of the relay for large messages.
-            if let Scan::Skip(left, sized) = self.state {
-                let here = (data.len() - i) as u64;
-                if left > here {
-                    self.state = Scan::Skip(left - here, sized);
-                    return Ok(None);
-                }
-                // `left <= here`, so it fits in a usize.
-                i += left as usize;
-                self.state = self.after_skip(sized);
-                continue;
-            }
-            let b = data[i];
-            i += 1;
-            self.state = match self.state {
-                Scan::Ended => return Ok(Some(i - 1)),
-                Scan::Raw => return Ok(None),
-                Scan::Record => match b {
-                    0x00 => Scan::Fixed(2, After::Record),
-                    0x01 => Scan::Fixed(1, After::Mode),
-                    0x03 => Scan::Fixed(1, After::Encoding),
-                    0x02 | 0x06 | 0x08 | 0x09 => Scan::Size(0, 0, Sized::One),
-                    0x04 => Scan::Size(0, 0, Sized::Encoding),
-                    0x05 => Scan::Size(0, 0, Sized::Chunk),
-                    0x07 => {
-                        self.state = Scan::Ended;
-                        return Ok(Some(i));
-                    }
-                    0x0A..=0x0C => Scan::Record,
-                    _ => return Err(()),
-                },
-                Scan::Fixed(n, after) => {
-                    if after == After::Mode {
-                        self.singleton_sized = b == 0x04;
-                    }
-                    if n > 1 {
-                        Scan::Fixed(n - 1, after)
-                    } else if after == After::Encoding && self.singleton_sized {
-                        Scan::Raw
-                    } else {
-                        Scan::Record
-                    }
-                }
-                Scan::Size(value, bits, sized) => {
-                    if bits >= 35 {
-                        return Err(());
-                    }
-                    let value = value | (u32::from(b & 0x7F) << bits);
-                    if b & 0x80 != 0 {
-                        Scan::Size(value, bits + 7, sized)
-                    } else if value == 0 {
-                        match sized {
-                            // The chunk terminator, or an empty string.
-                            Sized::Chunk | Sized::One => Scan::Record,
-                            Sized::Encoding if self.singleton_sized => Scan::Raw,
-                            Sized::Encoding => Scan::Record,
-                        }
-                    } else {
-                        Scan::Skip(u64::from(value), sized)
-                    }
-                }
-                // Taken whole above; kept byte-wise here so every state has its step.
-                Scan::Skip(left, sized) if left > 1 => Scan::Skip(left - 1, sized),
-                Scan::Skip(_, sized) => self.after_skip(sized),
-            };
-        }
-        Ok(match self.state {
-            Scan::Ended => Some(data.len()),
-            _ => None,
-        })
-    }
-
-    /// Where a sized payload's end leads.
-    fn after_skip(&self, sized: Sized) -> Scan {
-        match sized {
-            Sized::One => Scan::Record,
-            Sized::Encoding if self.singleton_sized => Scan::Raw,
-            Sized::Encoding => Scan::Record,
-            Sized::Chunk => Scan::Size(0, 0, Sized::Chunk),
-        }
-    }
-}
-
-/// Relays a paired session both ways until it ends (see [`Boundary`]: nothing after the
+/// Relays a paired session both ways until it ends (see [`Scrub`]: nothing after the
 /// sender's End goes to the listener). Each direction reads under the idle timeout, if one is
 /// configured; once one direction ends the other has the close timeout to finish.
 pub(crate) async fn splice<S>(
     shared: &Shared,
     sender: S,
     listener: WsStream<Conn>,
-    mut boundary: Boundary,
+    mut scrub: Scrub,
 ) where
     S: AsyncRead + AsyncWrite + Unpin,
 {
@@ -511,12 +328,13 @@ pub(crate) async fn splice<S>(
     let write_limit = close.max(shared.config.timeouts.handshake);
     let up = async {
         let mut buf = vec![0u8; READ];
+        let mut out = Vec::with_capacity(READ);
         // Whether the sender's side ended cleanly: its End record, or its close between
         // records. A reset, an idle timeout, a close inside a record or bytes that are not
         // framing are not: the listener's stream is then dropped without a WebSocket Close,
         // which its reader sees as an error, so a cut-off message never looks complete.
         let clean = loop {
-            if boundary.state == Scan::Ended {
+            if scrub.ended() {
                 break true;
             }
             let read = sender_rd.read(&mut buf);
@@ -525,16 +343,23 @@ pub(crate) async fn splice<S>(
                 None => Some(read.await),
             };
             let n = match n {
-                Some(Ok(0)) => break boundary.between_records(),
+                Some(Ok(0)) => break scrub.between_records(),
                 Some(Ok(n)) => n,
                 Some(Err(_)) | None => break false,
             };
-            let Ok(end) = boundary.feed(&buf[..n]) else {
-                // Not framing: nothing of it goes to the listener.
+            out.clear();
+            // A message head may have made it large: it is not kept for the whole relay.
+            out.shrink_to(READ);
+            if let Err(e) = scrub.feed(&buf[..n], &mut out) {
+                // Not framing, or a message that could carry credentials unread: nothing of
+                // it goes to the listener.
+                debug!(error = %e, "net.tcp relay cut");
                 break false;
-            };
-            let n = end.unwrap_or(n);
-            let write = timeout(write_limit, listener_wr.write_all(&buf[..n])).await;
+            }
+            if out.is_empty() {
+                continue;
+            }
+            let write = timeout(write_limit, listener_wr.write_all(&out)).await;
             if !matches!(write, Ok(Ok(()))) {
                 break false;
             }
@@ -603,69 +428,23 @@ async fn read_until(
     }
 }
 
-/// The first message's head as `read_head` found it: `None` when the session had none
-/// (it ended first, or sends raw octets).
-type FirstHead = Option<(first_message::Envelope, Option<Probe>)>;
-
-fn parts(first: &FirstHead) -> (Option<&first_message::Envelope>, Option<&Probe>) {
-    match first {
-        Some((envelope, probe)) => (Some(envelope), probe.as_ref()),
-        None => (None, None),
-    }
-}
-
-/// For a sender admitted before its first message was read: reads that message's head now
-/// (within the idle timeout, as any relayed byte), finds the session's boundary, and returns
-/// what the listener has not had yet (all after the first `sent` bytes of the redacted
-/// session), without credentials. `None` when the sender went away or the gateway is
-/// shutting down.
-///
-/// # Cancel safety
-///
-/// Not cancel safe: bytes read are kept in `raw`.
-async fn finish_head(
-    shared: &Shared,
-    tcp: &mut Conn,
-    raw: &mut Vec<u8>,
-    preamble: &Preamble,
-    boundary: &mut Boundary,
-    sent: usize,
-) -> Option<Vec<u8>> {
-    let deadline = Instant::now() + shared.config.timeouts.idle.unwrap_or(FAR_IDLE);
-    let first = tokio::select! {
-        r = read_head(shared, tcp, raw, preamble, deadline) => r,
-        () = shared.cancel.cancelled() => return None,
-    };
-    let first = match first {
-        Ok(first) => first,
-        Err(Stop::Closed) => return None,
-        // The listener answers what it cannot read, as it would have without the gateway.
-        Err(Stop::Fault | Stop::Garbage | Stop::TooLarge) => None,
-    };
-    if let Ok(Some(end)) = boundary.feed(raw) {
-        raw.truncate(end);
-    }
-    let (envelope, probe) = parts(&first);
-    let redacted = first_message::redact(raw, preamble, envelope, probe, &framing_limits(shared));
-    Some(redacted.get(sent..).unwrap_or_default().to_vec())
-}
-
 /// Reads the session's first message until its headers can be probed (see
-/// `first_message`): `Ok(None)` when the session ends without one, else the envelope record
-/// as far as it arrived and what the probe read (`None`: it could not be read). At most the
-/// headers window of the message is read; the rest streams to the listener later. A declared
-/// size over the first-message limit is `Stop::TooLarge`.
+/// `first_message`): what the probe read, `Ok(None)` when the session ends without a message
+/// or the message cannot be read. At most the headers window of the message is read; the rest
+/// streams to the listener later. A declared size over the first-message limit is
+/// `Stop::TooLarge`.
 async fn read_head(
     shared: &Shared,
     tcp: &mut Conn,
     raw: &mut Vec<u8>,
     preamble: &Preamble,
     deadline: Instant,
-) -> Result<Option<(first_message::Envelope, Option<Probe>)>, Stop> {
+) -> Result<Option<Probe>, Stop> {
     let limits = &shared.config.limits;
     let window = limits.max_nettcp_first_headers;
     // The session reported the preamble, so all of it is in `raw`.
-    let start = first_message::preamble_end(raw, &framing_limits(shared)).ok_or(Stop::Garbage)?;
+    let start =
+        first_message::preamble_end(raw, preamble, &framing_limits(shared)).ok_or(Stop::Garbage)?;
     let mut want = first_message::first_probe(window);
     let mut buf = vec![0u8; READ];
     loop {
@@ -683,9 +462,11 @@ async fn read_head(
                     want,
                     window,
                     nbfx_limits(shared),
+                    // A probe of the first message's own: the session's goes with its scrub.
+                    &mut SessionDictionary::new(&nbfx_limits(shared)),
                 ) {
-                    Probed::Read(p) => return Ok(Some((e, Some(*p)))),
-                    Probed::Unreadable => return Ok(Some((e, None))),
+                    Probed::Read(p) => return Ok(Some(*p)),
+                    Probed::Unreadable => return Ok(None),
                     Probed::Wait(w) => want = w,
                 }
             }
@@ -696,6 +477,15 @@ async fn read_head(
             Ok(Ok(n)) => n,
         };
         raw.extend_from_slice(&buf[..n]);
+    }
+}
+
+/// How far the gateway reads into a sender's session to take its credentials out.
+pub(crate) fn scrub_limits(shared: &Shared) -> ScrubLimits {
+    ScrubLimits {
+        window: shared.config.limits.max_nettcp_first_headers,
+        nbfx: nbfx_limits(shared),
+        framing: framing_limits(shared),
     }
 }
 
@@ -952,14 +742,10 @@ async fn replay(
 struct Sender {
     tcp: Conn,
     session: Session,
-    boundary: Boundary,
-    /// Its bytes so far.
-    raw: Vec<u8>,
+    /// Takes the rest of the session's credentials out.
+    scrub: Scrub,
     /// What each listener gets first: the session so far without credentials.
     opening: Vec<u8>,
-    /// The first message's head is still to be read (`finish_head`).
-    head_pending: bool,
-    preamble: Preamble,
     permit: Slot,
 }
 
@@ -989,11 +775,8 @@ async fn fan_out(
     let Sender {
         mut tcp,
         mut session,
-        mut boundary,
-        mut raw,
+        mut scrub,
         opening,
-        head_pending,
-        preamble,
         permit,
     } = sender;
     let listeners = shared.registry.all(path);
@@ -1062,20 +845,9 @@ async fn fan_out(
     info!(path, listeners = queues.len(), "net.tcp fan-out started");
     let _permit = permit;
     let close = shared.config.timeouts.close;
-    if head_pending {
-        let sent = opening.len();
-        let Some(more) =
-            finish_head(&shared, &mut tcp, &mut raw, &preamble, &mut boundary, sent).await
-        else {
-            return;
-        };
-        let more = Bytes::from(more);
-        // A queue is fresh here, so this only fails for a listener already gone.
-        queues.retain(|q| q.try_send(more.clone()).is_ok());
-    }
     // The sender may have sent End with its first message: it was in `raw`, so every
     // listener has it already; answer it.
-    if boundary.ended() {
+    if scrub.ended() {
         let _ = timeout(close, tcp.write_all(&[END])).await;
         drop(queues);
         let _ = timeout(close, tcp.shutdown()).await;
@@ -1102,13 +874,19 @@ async fn fan_out(
         if n == 0 {
             break;
         }
-        // Nothing after the session's End (or after bytes that are not framing) is relayed.
-        let (n, last) = match boundary.feed(&buf[..n]) {
+        // Nothing after the session's End (or after bytes that are not framing, or a message
+        // that cannot be read for credentials) is relayed.
+        let mut out = Vec::with_capacity(n);
+        let (n, last) = match scrub.feed(&buf[..n], &mut out) {
             Ok(None) => (n, false),
             Ok(Some(end)) => (end, true),
-            Err(()) => (0, true),
+            Err(e) => {
+                debug!(path, error = %e, "net.tcp fan-out session cut");
+                out.clear();
+                (0, true)
+            }
         };
-        let chunk = Bytes::copy_from_slice(&buf[..n]);
+        let chunk = Bytes::from(out);
         // The sender is slowed to the listeners' pace; one that stays full for the close
         // timeout is dropped, and the others go on.
         let mut kept = Vec::with_capacity(queues.len());
@@ -1157,126 +935,5 @@ mod tests {
         assert_eq!(via_path("sb://ns/calc/").as_deref(), Some("calc"));
         assert_eq!(via_path("net.tcp://host:1/"), None);
         assert_eq!(via_path("not a uri"), None);
-    }
-
-    fn records(list: &[ferry_nmf::Record<'_>]) -> Vec<u8> {
-        let mut out = Vec::new();
-        for r in list {
-            r.encode(&mut out);
-        }
-        out
-    }
-
-    fn preamble(mode: Mode) -> Vec<u8> {
-        use ferry_nmf::Record;
-        let mut out = records(&[
-            Record::Version { major: 1, minor: 0 },
-            Record::Mode(mode),
-            Record::Via("net.tcp://gw/calc".into()),
-            Record::KnownEncoding(KnownEncoding::BinarySession),
-        ]);
-        if mode != Mode::SingletonSized {
-            out.push(0x0C);
-        }
-        out
-    }
-
-    #[test]
-    fn the_boundary_is_found_after_end_however_the_stream_is_cut() {
-        use ferry_nmf::Record;
-        let mut first = preamble(Mode::Duplex);
-        first.extend(records(&[
-            Record::SizedEnvelope(vec![0x07; 300].into()),
-            // Larger than any read: its payload spans many pieces, End bytes included.
-            Record::SizedEnvelope(vec![0x07; 70_000].into()),
-            Record::UnsizedEnvelope(vec![vec![0x07u8; 3].into(), vec![0x00u8; 200].into()]),
-            Record::SizedEnvelope(Vec::new().into()),
-            Record::End,
-        ]));
-        let mut stream = first.clone();
-        // A second session on the same connection, as a pooled WCF connection sends it.
-        stream.extend(preamble(Mode::Duplex));
-        stream.extend(records(&[Record::SizedEnvelope(vec![1; 10].into())]));
-        for piece in [1usize, 2, 3, 7, 64, 4096, 65_537, stream.len()] {
-            let mut b = Boundary::default();
-            let mut relayed = Vec::new();
-            for chunk in stream.chunks(piece) {
-                match b.feed(chunk) {
-                    Ok(None) => relayed.extend_from_slice(chunk),
-                    Ok(Some(end)) => {
-                        relayed.extend_from_slice(&chunk[..end]);
-                        break;
-                    }
-                    Err(()) => panic!("valid framing refused"),
-                }
-            }
-            assert_eq!(relayed, first, "pieces of {piece}");
-        }
-    }
-
-    /// Feeds `data` in pieces of `piece` bytes: where the session ends in `data`, as
-    /// [`Boundary::feed`] says for the whole.
-    fn feed_in_pieces(data: &[u8], piece: usize) -> Result<Option<usize>, ()> {
-        let mut b = Boundary::default();
-        let mut at = 0;
-        for chunk in data.chunks(piece.max(1)) {
-            if let Some(end) = b.feed(chunk)? {
-                return Ok(Some(at + end));
-            }
-            at += chunk.len();
-        }
-        Ok(None)
-    }
-
-    proptest::proptest! {
-        /// However a stream is cut, the boundary (or the refusal) is the same: payloads
-        /// skipped in one step across pieces land where a byte-by-byte walk does.
-        #[test]
-        fn the_boundary_does_not_depend_on_how_the_stream_is_cut(
-            sizes in proptest::collection::vec(0usize..70_000, 0..4),
-            chunks in proptest::collection::vec(1usize..3_000, 0..4),
-            end in proptest::bool::ANY,
-            tail in proptest::collection::vec(proptest::num::u8::ANY, 0..16),
-            piece in 1usize..100_000,
-        ) {
-            use ferry_nmf::Record;
-            let mut data = preamble(Mode::Duplex);
-            let mut list: Vec<Record<'_>> = sizes
-                .iter()
-                .map(|&n| Record::SizedEnvelope(vec![0x07; n].into()))
-                .collect();
-            if !chunks.is_empty() {
-                list.push(Record::UnsizedEnvelope(
-                    chunks.iter().map(|&n| vec![0x07u8; n].into()).collect(),
-                ));
-            }
-            if end {
-                list.push(Record::End);
-            }
-            data.extend(records(&list));
-            data.extend(&tail);
-            let whole = Boundary::default().feed(&data);
-            proptest::prop_assert_eq!(feed_in_pieces(&data, 1), whole);
-            proptest::prop_assert_eq!(feed_in_pieces(&data, piece), whole);
-            if end {
-                let body = data.len() - tail.len();
-                proptest::prop_assert_eq!(whole, Ok(Some(body)));
-            }
-        }
-    }
-
-    #[test]
-    fn singleton_sized_octets_and_garbage() {
-        // Singleton-sized: after the preamble everything is message octets, End bytes too.
-        let mut b = Boundary::default();
-        assert_eq!(b.feed(&preamble(Mode::SingletonSized)), Ok(None));
-        assert_eq!(b.feed(&[0x07, 0x00, 0x07]), Ok(None));
-        // Bytes that are not framing.
-        assert_eq!(Boundary::default().feed(b"GET / HTTP/1.1"), Err(()));
-        // A size varint longer than five bytes.
-        assert_eq!(
-            Boundary::default().feed(&[0x06, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01]),
-            Err(())
-        );
     }
 }

@@ -9,8 +9,8 @@
 //!            Action …/connect/RelayedConnect, RelayAccessToken header,
 //!            body <Connect><Uri>sb://…</Uri></Connect> ─────────────────────────►
 //!         ◄─ i32le len + reply: …/connect/RelayedConnectReply, or a SOAP fault ──
-//!         ══ then a transparent byte pipe: the client's MC-NMF session, untouched,
-//!            to a listener on the path (which acks its preamble itself)
+//!         ══ then the client's MC-NMF session, to a listener on the path (which acks its
+//!            preamble itself), without credentials (see `scrub`)
 //! ```
 //!
 //! Every step has a size limit and the handshake timeout; a refusal (unknown path, no
@@ -33,8 +33,9 @@ use tracing::{debug, info};
 
 use crate::admission::Slot;
 use crate::front::{Shared, now_unix};
-use crate::nettcp::{Boundary, rendezvous, splice, via_path};
+use crate::nettcp::{rendezvous, scrub_limits, splice, via_path};
 use crate::registry::PickError;
+use crate::scrub::Scrub;
 
 /// The relay's connect namespace.
 pub(crate) const CONNECT_NS: &str =
@@ -219,7 +220,8 @@ pub(crate) async fn serve(
     let task_shared = shared.clone();
     shared.tracker.spawn(async move {
         let _permits = (permit, listener_permit);
-        splice(&task_shared, conn, ws, Boundary::default()).await;
+        let scrub = Scrub::whole_session(scrub_limits(&task_shared));
+        splice(&task_shared, conn, ws, scrub).await;
         debug!("relayed net.tcp ended");
     });
 }

@@ -1,5 +1,5 @@
 //! Replays the committed fuzz corpora of the gateway (HTTP head, relayed handshake, net.tcp
-//! boundary), the WebSocket codecs and the Hybrid Connections parsers through the fuzz
+//! boundary and credential scrub), the WebSocket codecs and the Hybrid Connections parsers through the fuzz
 //! targets' own code, under the targets' memory budgets (the amplification oracle). One
 //! test: the peak heap is the process's, so nothing may run beside it.
 
@@ -73,6 +73,16 @@ fn corpora_replay_within_their_budgets() {
         |d| {
             if let Some((&chunk, rest)) = d.split_first() {
                 gateway::nettcp_boundary(rest, usize::from(chunk));
+            }
+        },
+    );
+    replay(
+        "gateway",
+        "nettcp_scrub",
+        |n| 8 * n + 512 * 1024,
+        |d| {
+            if let Some((&chunk, rest)) = d.split_first() {
+                gateway::nettcp_scrub(rest, usize::from(chunk));
             }
         },
     );

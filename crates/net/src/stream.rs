@@ -300,6 +300,7 @@ where
         loop {
             if !ready!(self.poll_frame(cx))? {
                 self.rd.assembly = Vec::new();
+                self.rd.checked = 0;
                 if let Some(peer) = &self.peer_close
                     && !self.wr.closed
                 {
@@ -339,6 +340,19 @@ where
                     _ => 0,
                 };
                 assembly.truncate(old + n);
+                // A text message is checked as it arrives: one that cannot be UTF-8 fails at
+                // its first bad byte, not after the peer has sent the rest (RFC 6455 §8.1).
+                if self.rd.message == Some(Opcode::Text) && !self.rd.partial {
+                    match std::str::from_utf8(&assembly[self.rd.checked..]) {
+                        Ok(_) => self.rd.checked = assembly.len(),
+                        // A character cut at the end of what has arrived so far.
+                        Err(e) if e.error_len().is_none() => self.rd.checked += e.valid_up_to(),
+                        Err(_) => {
+                            self.rd.assembly = assembly;
+                            return Poll::Ready(Err(self.fail(cx, FrameError::InvalidUtf8)));
+                        }
+                    }
+                }
                 self.rd.assembly = assembly;
                 ready!(polled)?;
                 continue;
@@ -351,6 +365,7 @@ where
             self.rd.end_frame();
             if frame.fin {
                 let data = std::mem::take(&mut self.rd.assembly);
+                self.rd.checked = 0;
                 return Poll::Ready(match kind {
                     Opcode::Text => match String::from_utf8(data) {
                         Ok(text) => Ok(Some(Message::Text(text))),
@@ -814,6 +829,8 @@ struct Reader {
     message_len: u64,
     /// Message mode: the message in progress.
     assembly: Vec<u8>,
+    /// Message mode: how much of a text message's `assembly` is known to be UTF-8.
+    checked: usize,
     /// Byte mode read part of the message in progress, so `recv` returns the rest as binary.
     partial: bool,
     /// The peer's Close arrived or reading failed: reads return end of stream.
@@ -837,6 +854,7 @@ impl Reader {
             message: None,
             message_len: 0,
             assembly: Vec::new(),
+            checked: 0,
             partial: false,
             ended: false,
         }
@@ -1450,6 +1468,34 @@ mod tests {
                 client.recv().await.unwrap(),
                 Some(Message::Binary(Bytes::from_static(b"!")))
             );
+        })
+        .await;
+    }
+
+    #[tokio::test]
+    async fn a_text_message_fails_at_its_first_bad_byte_not_at_its_end() {
+        within(async {
+            // Valid so far: a character cut between fragments, then between reads.
+            let (mut client, mut raw) = raw_pair();
+            let e_acute = "\u{e9}".as_bytes();
+            raw.write_all(&frame(0x01, &[b"a", &e_acute[..1]].concat()))
+                .await
+                .unwrap();
+            raw.write_all(&frame(0x80, &e_acute[1..])).await.unwrap();
+            assert_eq!(
+                client.recv().await.unwrap(),
+                Some(Message::Text("a\u{e9}".into()))
+            );
+            // A first fragment that no continuation can make UTF-8: refused before the rest
+            // (which never comes) arrives.
+            let (mut client, mut raw) = raw_pair();
+            raw.write_all(&frame(0x01, b"ok\xce\xba\xff"))
+                .await
+                .unwrap();
+            match client.recv().await {
+                Err(StreamError::Protocol(e)) => assert_eq!(e, FrameError::InvalidUtf8),
+                other => panic!("expected an InvalidUtf8 error, got {other:?}"),
+            }
         })
         .await;
     }

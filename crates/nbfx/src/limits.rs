@@ -33,6 +33,11 @@ pub const TREE_BYTES_PER_INPUT_BYTE: usize = 256;
 /// rounding.
 pub const TREE_SLACK_BYTES: usize = 256 * 1024;
 
+/// The most heap the [`Reader`](crate::Reader) holds for one record, per byte of it: a list
+/// record's items are read into a list, one [`Text`](crate::Text) for an item as short as one
+/// byte. The reader holds one record at a time, so a stream of records costs no more.
+pub const RECORD_BYTES_PER_INPUT_BYTE: usize = size_of::<crate::Text<'static>>();
+
 /// Limits applied by the [`Reader`](crate::Reader), the [`SessionDictionary`](crate::SessionDictionary)
 /// and the [`Document`](crate::Document) builders.
 ///

@@ -16,8 +16,9 @@ libfuzzer_sys::fuzz_target!(|data: &[u8]| {
         return;
     };
     // Two runs, each holding the input at most twice over (pending bytes, output), plus
-    // a head's probe and the dictionary.
-    within_budget(data.len(), 8 * data.len() + 512 * 1024, || {
+    // a head's probe (one record at a time, a list's items read whole) and the dictionary.
+    let per_byte = 8 + ferry_nbfx::limits::RECORD_BYTES_PER_INPUT_BYTE;
+    within_budget(data.len(), per_byte * data.len() + 512 * 1024, || {
         ferry_gateway::fuzzing::nettcp_scrub(data, usize::from(chunk));
     });
 });

@@ -11,7 +11,9 @@ use ferry_fuzz_oracle::{runtime, within_budget};
 
 libfuzzer_sys::fuzz_target!(|data: &[u8]| {
     let rt = runtime();
-    within_budget(data.len(), 8 * data.len() + 64 * 1024, || {
+    // The message's probe holds one record at a time (a list's items read whole).
+    let per_byte = 8 + ferry_nbfx::limits::RECORD_BYTES_PER_INPUT_BYTE;
+    within_budget(data.len(), per_byte * data.len() + 64 * 1024, || {
         rt.block_on(ferry_gateway::fuzzing::relayed_handshake(data));
     });
 });

@@ -1,4 +1,4 @@
-//! Fuzz target: `cargo +nightly fuzz run probe -- -max_len=1048576` from `crates/soap`. The seed
+//! Fuzz target: `cargo +nightly fuzz run probe -- -max_len=1048576` from `crates/soap`. The
 //! corpus in `corpus/probe` is replayed as an ordinary test (`tests/fuzz_corpus.rs`).
 //!
 //! What the gateway reads of an unauthenticated net.tcp sender's first message, binary and
@@ -6,6 +6,7 @@
 //! small constant (it keeps a few bounded header values, never a tree).
 #![no_main]
 
+use ferry_nbfx::limits::RECORD_BYTES_PER_INPUT_BYTE;
 use ferry_nbfx::{Limits, SessionDictionary};
 use ferry_soap::Probe;
 use peak_alloc::PeakAlloc;
@@ -13,10 +14,14 @@ use peak_alloc::PeakAlloc;
 #[global_allocator]
 static HEAP: PeakAlloc = PeakAlloc;
 
-/// What a probe may hold at once: a token, a header text, the namespace declarations in force
-/// (each at most the input's own bytes) and the walk's stack.
+/// What a probe may hold at once: a token, the namespace declarations in force (each at most
+/// the input's own bytes), the walk's stack, the record being read (a list's items are read
+/// whole: `RECORD_BYTES_PER_INPUT_BYTE`), and the three header texts it keeps (`Action`,
+/// `MessageID`, `To`: each at most `MAX_HEADER_TEXT`, in a string that may have doubled).
 fn budget(input: usize) -> usize {
-    4 * input + 256 * 1024
+    (4 + RECORD_BYTES_PER_INPUT_BYTE) * input
+        + 256 * 1024
+        + 3 * 2 * ferry_soap::probe::MAX_HEADER_TEXT
 }
 
 libfuzzer_sys::fuzz_target!(|data: &[u8]| {

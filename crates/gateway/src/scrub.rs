@@ -160,7 +160,7 @@ impl Scrub {
             if input.is_empty() {
                 return Ok(None);
             }
-            let rest = if self.preamble.is_none() {
+            let next = if self.preamble.is_none() {
                 self.preamble_step(input, out)?
             } else if self.gathering {
                 self.head_step(input, out)?
@@ -187,23 +187,20 @@ impl Scrub {
                     }
                 }
             };
-            match rest {
-                Some(rest) => {
+            match next {
+                Next::Wait => return Ok(None),
+                Next::Input(n) => input = &input[n..],
+                Next::Carried(rest) => {
                     carried = rest;
                     input = &carried;
                 }
-                None => return Ok(None),
             }
         }
     }
 
     /// Gathers the preamble; once it is all in, sends it on without the Via's token and
     /// returns the bytes after it.
-    fn preamble_step(
-        &mut self,
-        input: &[u8],
-        out: &mut Vec<u8>,
-    ) -> Result<Option<Vec<u8>>, Refused> {
+    fn preamble_step(&mut self, input: &[u8], out: &mut Vec<u8>) -> Result<Next, Refused> {
         self.pending.extend_from_slice(input);
         let framing = &self.limits.framing;
         let Some((preamble, end)) = read_preamble(&self.pending, framing)? else {
@@ -211,19 +208,43 @@ impl Scrub {
             if self.pending.len() > most {
                 return Err(Refused::NotFraming);
             }
-            return Ok(None);
+            return Ok(Next::Wait);
         };
         let pending = std::mem::take(&mut self.pending);
         out.extend_from_slice(&first_message::redact_preamble(&pending[..end], framing));
         self.begin(preamble);
-        Ok(Some(pending[end..].to_vec()))
+        Ok(Next::Carried(pending[end..].to_vec()))
     }
 
-    /// Gathers a message's head; once it is read, sends it on without credentials and
-    /// returns the bytes after it (the rest of the message streams through the boundary).
-    fn head_step(&mut self, input: &[u8], out: &mut Vec<u8>) -> Result<Option<Vec<u8>>, Refused> {
+    /// Gathers a message's head; once it is read, sends it on without credentials, and the
+    /// rest of the message streams through the boundary.
+    fn head_step(&mut self, input: &[u8], out: &mut Vec<u8>) -> Result<Next, Refused> {
+        if self.pending.is_empty() {
+            // Most heads arrive whole in one read: they are read where they lie.
+            return Ok(match self.emit_head(input, out)? {
+                Some(parsed) => Next::Input(parsed),
+                None => {
+                    self.pending.extend_from_slice(input);
+                    Next::Wait
+                }
+            });
+        }
         self.pending.extend_from_slice(input);
-        let envelope = match first_message::head(&self.pending, 0) {
+        let pending = std::mem::take(&mut self.pending);
+        Ok(match self.emit_head(&pending, out)? {
+            Some(parsed) => Next::Carried(pending[parsed..].to_vec()),
+            None => {
+                self.pending = pending;
+                Next::Wait
+            }
+        })
+    }
+
+    /// Reads the head of the message at the front of `bytes` and sends it on without
+    /// credentials: `Some(n)` when it did, `bytes[n..]` following the part it accounted for;
+    /// `None` when more bytes are needed.
+    fn emit_head(&mut self, bytes: &[u8], out: &mut Vec<u8>) -> Result<Option<usize>, Refused> {
+        let envelope = match first_message::head(bytes, 0) {
             Head::Incomplete => return Ok(None),
             Head::Envelope(e) => e,
             Head::NoMessage | Head::Malformed => return Err(Refused::NotFraming),
@@ -232,7 +253,7 @@ impl Scrub {
             return Err(Refused::NotFraming);
         };
         let probe = match first_message::probe_head(
-            &self.pending,
+            bytes,
             &envelope,
             preamble,
             self.want,
@@ -247,10 +268,9 @@ impl Scrub {
             Probed::Read(probe) => probe,
             Probed::Unreadable => return Err(Refused::Unreadable),
         };
-        let pending = std::mem::take(&mut self.pending);
         let parsed = envelope.parsed();
         out.extend_from_slice(&first_message::redact(
-            &pending[..parsed],
+            &bytes[..parsed],
             preamble,
             Some(&envelope),
             Some(&probe),
@@ -258,8 +278,19 @@ impl Scrub {
         ));
         self.boundary.resume(envelope.rest());
         self.gathering = false;
-        Ok(Some(pending[parsed..].to_vec()))
+        Ok(Some(parsed))
     }
+}
+
+/// Where [`Scrub::feed`] goes on after a step that held bytes back or read some.
+enum Next {
+    /// Everything was taken; more bytes are needed.
+    Wait,
+    /// Go on with the input from this offset.
+    Input(usize),
+    /// Go on with these bytes (held back before, now read past), which end where the input
+    /// does.
+    Carried(Vec<u8>),
 }
 
 /// The preamble at the front of `raw` and where it ends, `Ok(None)` while it has not all

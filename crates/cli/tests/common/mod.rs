@@ -75,7 +75,10 @@ pub fn peak_rss(pid: u32) -> u64 {
 
 /// The Mono calculator service, killed on drop.
 pub struct Calc {
-    _child: Child,
+    child: Child,
+    /// How it was started, to start it again the same way.
+    exe: PathBuf,
+    args: [String; 6],
     /// `net.tcp://127.0.0.1:PORT/calc/tcp`, its NetTcpBinding endpoint address.
     pub tcp: String,
     /// `http://127.0.0.1:PORT/calc/basic`, its BasicHttpBinding endpoint.
@@ -116,11 +119,26 @@ impl Calc {
                     http: field("http"),
                     mex: field("mex"),
                     base: format!("http://127.0.0.1:{http}/calc"),
-                    _child: child,
+                    child,
+                    exe,
+                    args,
                 };
             }
         }
         panic!("the Mono calculator service did not start (see its stderr above)");
+    }
+
+    /// Starts the service again on the same ports if it has exited (Mono's runtime can die of
+    /// an unhandled exception in its own socket code when connections are cut under it):
+    /// `true` when it had to and did.
+    pub async fn revive(&mut self) -> bool {
+        if !matches!(self.child.try_wait(), Ok(Some(_))) {
+            return false;
+        }
+        let mut child = ferry_interop::mono::run(&self.exe, &self.args);
+        let stdout = child.stdout.take().expect("stdout piped");
+        self.child = child;
+        line_containing(stdout, "ready tcp=").await.is_some()
     }
 }
 

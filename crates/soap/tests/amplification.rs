@@ -4,16 +4,22 @@
 //!
 //! Peak heap use is measured with a counting global allocator, so this file holds one test.
 
+use ferry_nbfx::limits::RECORD_BYTES_PER_INPUT_BYTE;
 use ferry_nbfx::{Limits, SessionDictionary};
 use ferry_soap::Probe;
+use ferry_soap::probe::MAX_HEADER_TEXT;
 use peak_alloc::PeakAlloc;
 
 #[global_allocator]
 static HEAP: PeakAlloc = PeakAlloc;
 
-/// The fuzz target's budget for an input of `input` bytes.
+/// The fuzz target's budget for an input of `input` bytes: a token, the namespace
+/// declarations in force (each at most the input's own bytes), the walk's stack, the record
+/// being read (a list's items are read whole: `RECORD_BYTES_PER_INPUT_BYTE`), and the three
+/// header texts it keeps (`Action`, `MessageID`, `To`: each at most `MAX_HEADER_TEXT`, in a
+/// string that may have doubled).
 fn budget(input: usize) -> usize {
-    4 * input + 256 * 1024
+    (4 + RECORD_BYTES_PER_INPUT_BYTE) * input + 256 * 1024 + 3 * 2 * MAX_HEADER_TEXT
 }
 
 #[test]

@@ -1,9 +1,8 @@
-//! Replays the cargo-fuzz corpora (`fuzz/corpus/binary_envelope`, `fuzz/corpus/probe`) through
-//! the fuzz targets' code, and feeds arbitrary bytes and text to both decoders.
+//! Replays the cargo-fuzz seed corpus (`fuzz/corpus/binary_envelope`) through the fuzz target's
+//! code, and feeds arbitrary bytes and text to both decoders.
 
 use ferry_nbfx::Limits;
-use ferry_nbfx::SessionDictionary;
-use ferry_soap::{BinarySession, Envelope, Probe};
+use ferry_soap::{BinarySession, Envelope};
 use proptest::prelude::*;
 
 /// The body of `fuzz/fuzz_targets/binary_envelope.rs`.
@@ -22,33 +21,6 @@ fn corpus_replays() {
         for cut in 0..data.len().min(64) {
             target(&data[..cut]);
         }
-        n += 1;
-    }
-    assert!(n >= 10, "corpus has {n} files");
-}
-
-/// The body of `fuzz/fuzz_targets/probe.rs`, less its memory budget (which needs the counting
-/// allocator the fuzz target runs under).
-fn probe(data: &[u8]) {
-    let limits = Limits {
-        max_document_bytes: 16 << 20,
-        ..Limits::default()
-    };
-    let mut session = SessionDictionary::new(&limits);
-    if let Ok(table) = session.read_table(data) {
-        let _ = Probe::binary(&data[table..], Some(&session), limits);
-    }
-    if let Ok(text) = std::str::from_utf8(data) {
-        let _ = Probe::text(text, limits);
-    }
-}
-
-#[test]
-fn probe_corpus_replays() {
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus/probe");
-    let mut n = 0;
-    for entry in std::fs::read_dir(dir).unwrap() {
-        probe(&std::fs::read(entry.unwrap().path()).unwrap());
         n += 1;
     }
     assert!(n >= 10, "corpus has {n} files");

@@ -1,5 +1,5 @@
 //! Fuzz target: `cargo +nightly fuzz run probe -- -max_len=1048576` from `crates/soap`. The
-//! corpus in `corpus/probe` is replayed as an ordinary test (`tests/fuzz_corpus.rs`).
+//! corpus in `corpus/probe` is replayed under the same budget by `tests/amplification.rs`.
 //!
 //! What the gateway reads of an unauthenticated net.tcp sender's first message, binary and
 //! text, with the gateway's limits: the probe's memory may not grow with its input beyond a
@@ -14,10 +14,11 @@ use peak_alloc::PeakAlloc;
 #[global_allocator]
 static HEAP: PeakAlloc = PeakAlloc;
 
-/// What a probe may hold at once: a token, the namespace declarations in force (each at most
-/// the input's own bytes), the walk's stack, the record being read (a list's items are read
-/// whole: `RECORD_BYTES_PER_INPUT_BYTE`), and the three header texts it keeps (`Action`,
-/// `MessageID`, `To`: each at most `MAX_HEADER_TEXT`, in a string that may have doubled).
+/// What a probe may hold at once (the same budget as `tests/amplification.rs`): a token, the
+/// namespace declarations in force (each at most the input's own bytes), the walk's stack,
+/// the record being read (a list's items are read whole: `RECORD_BYTES_PER_INPUT_BYTE`), and
+/// the three header texts it keeps (`Action`, `MessageID`, `To`: each at most
+/// `MAX_HEADER_TEXT`, in a string that may have doubled).
 fn budget(input: usize) -> usize {
     (4 + RECORD_BYTES_PER_INPUT_BYTE) * input
         + 256 * 1024

@@ -1,5 +1,5 @@
 //! Replays the committed fuzz corpora of the gateway (HTTP head, relayed handshake, net.tcp
-//! boundary and credential scrub), the WebSocket codecs and the Hybrid Connections parsers through the fuzz
+//! credential scrub), the net.tcp boundary scanner, the WebSocket codecs and the Hybrid Connections parsers through the fuzz
 //! targets' own code, under the targets' memory budgets (the amplification oracle). One
 //! test: the peak heap is the process's, so nothing may run beside it.
 
@@ -69,12 +69,12 @@ fn corpora_replay_within_their_budgets() {
         rt.block_on(gateway::relayed_handshake(d));
     });
     replay(
-        "gateway",
-        "nettcp_boundary",
+        "nmf",
+        "boundary",
         |_| 1024,
         |d| {
             if let Some((&chunk, rest)) = d.split_first() {
-                gateway::nettcp_boundary(rest, usize::from(chunk));
+                ferry_nmf::fuzzing::boundary(rest, usize::from(chunk));
             }
         },
     );

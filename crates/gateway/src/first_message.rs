@@ -24,6 +24,7 @@ use std::{borrow::Cow, ops::Range};
 
 use ferry_hc::address::without_token;
 use ferry_nbfx::SessionDictionary;
+use ferry_nmf::boundary::Resume;
 use ferry_nmf::{KnownEncoding, Mode, Preamble, Record, varint};
 use ferry_soap::Probe;
 
@@ -67,19 +68,6 @@ pub(crate) struct Envelope {
     declared: Option<usize>,
 }
 
-/// What of an envelope record has not arrived yet.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Rest {
-    /// Nothing: the record is whole.
-    Nothing,
-    /// The rest of a sized record's payload.
-    Payload(usize),
-    /// The rest of an unsized record's chunk, then more chunks.
-    Chunk(usize),
-    /// More chunks, starting with a size (which may have begun to arrive).
-    Chunks,
-}
-
 /// One length-prefixed run of payload bytes.
 #[derive(Debug, Clone, Copy)]
 struct Frame {
@@ -114,16 +102,17 @@ impl Envelope {
         self.parsed
     }
 
-    /// What of the record is still to come after [`parsed`](Self::parsed).
-    pub(crate) fn rest(&self) -> Rest {
+    /// What of the record is still to come after [`parsed`](Self::parsed), for the boundary
+    /// scanner to pass over.
+    pub(crate) fn rest(&self) -> Resume {
         match (self.declared, self.frames.last()) {
-            _ if self.complete => Rest::Nothing,
+            _ if self.complete => Resume::Records,
             (Some(_), Some(f)) => match f.len - f.arrived {
-                0 => Rest::Nothing,
-                left => Rest::Payload(left),
+                0 => Resume::Records,
+                left => Resume::Payload(left as u64),
             },
-            (None, Some(f)) if f.arrived < f.len => Rest::Chunk(f.len - f.arrived),
-            _ => Rest::Chunks,
+            (None, Some(f)) if f.arrived < f.len => Resume::Chunk((f.len - f.arrived) as u64),
+            _ => Resume::Chunks,
         }
     }
 

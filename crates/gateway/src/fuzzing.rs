@@ -8,7 +8,6 @@ use tokio::time::{Duration, Instant};
 
 use crate::config::DEFAULT_MAX_HEADER_BYTES;
 use crate::handshake::Head;
-use crate::scrub::Boundary;
 
 /// How the gateway reads a request head off a new connection, then what it asks of it.
 pub async fn http_head(data: &[u8]) {
@@ -44,40 +43,6 @@ pub async fn relayed_handshake(data: &[u8]) {
         ..ferry_nbfx::Limits::default()
     };
     let _ = ferry_soap::Probe::binary(&message, None, limits);
-}
-
-/// What the net.tcp boundary scanner says of `data` fed whole and fed in `chunk`-byte
-/// pieces: the absolute offset at which the session's End record finishes, or that there is
-/// none yet, or that the bytes are not framing.
-///
-/// # Panics
-/// When the two disagree: the scanner must not depend on how reads split the stream.
-pub fn nettcp_boundary(data: &[u8], chunk: usize) {
-    let whole = outcome(std::iter::once(data));
-    let split = outcome(data.chunks(chunk.max(1)));
-    assert_eq!(whole, split, "fed whole and fed in {chunk}-byte pieces");
-}
-
-#[derive(Debug, PartialEq, Eq)]
-enum Outcome {
-    End(usize),
-    Open { between_records: bool },
-    NotFraming,
-}
-
-fn outcome<'a>(pieces: impl Iterator<Item = &'a [u8]>) -> Outcome {
-    let mut scanner = Boundary::default();
-    let mut offset = 0;
-    for piece in pieces {
-        match scanner.feed(piece) {
-            Ok(Some(n)) => return Outcome::End(offset + n),
-            Ok(None) => offset += piece.len(),
-            Err(()) => return Outcome::NotFraming,
-        }
-    }
-    Outcome::Open {
-        between_records: scanner.between_records(),
-    }
 }
 
 /// What the net.tcp scrub passes on for `data` (a session from its first byte, as the relayed

@@ -1,5 +1,5 @@
-//! A sender's net.tcp session on its way to a listener: where it ends ([`Boundary`]) and
-//! what of it the listener must not see ([`Scrub`]).
+//! A sender's net.tcp session on its way to a listener, without what the listener must not
+//! see ([`Scrub`]); where it ends is `ferry_nmf`'s [`Boundary`]'s to say.
 //!
 //! ```text
 //!  sender ─► [preamble]  Via(…?sb-hc-token=…)          ─► Via(…)
@@ -26,14 +26,11 @@
 //! either, only from its Via.
 
 use ferry_nbfx::SessionDictionary;
+use ferry_nmf::boundary::{Boundary, Step};
 use ferry_nmf::{Encoding, Mode, Preamble, Record};
 
-use crate::first_message::{self, Head, Probed, Rest};
+use crate::first_message::{self, Head, Probed};
 
-/// MC-NMF 2.2.3.6 Unsized Envelope Record.
-const UNSIZED: u8 = 0x05;
-/// MC-NMF 2.2.3.7 Sized Envelope Record.
-const SIZED: u8 = 0x06;
 /// Longest preamble the relayed port's sessions may send, past the Via.
 const MAX_PREAMBLE_OVERHEAD: usize = 1024;
 
@@ -57,17 +54,6 @@ pub(crate) enum Refused {
     /// A message whose headers cannot be read in an encoding the gateway reads.
     #[error("a message whose headers the gateway cannot read")]
     Unreadable,
-}
-
-/// What [`Boundary::step`] found.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Step {
-    /// All of the bytes are part of the session, and no envelope record starts in them.
-    All,
-    /// The session's End record finishes just before this offset.
-    Ended(usize),
-    /// An envelope record starts at this offset.
-    Message(usize),
 }
 
 /// Takes a session's credentials out as it streams: the Via's `sb-hc-token`, and in every
@@ -115,14 +101,7 @@ impl Scrub {
 
     fn begin(&mut self, preamble: Preamble) {
         let singleton_sized = preamble.mode == Mode::SingletonSized;
-        self.boundary = Boundary {
-            state: if singleton_sized {
-                Scan::Raw
-            } else {
-                Scan::Record
-            },
-            singleton_sized,
-        };
+        self.boundary = Boundary::after_preamble(singleton_sized);
         self.read = !singleton_sized && first_message::readable(&preamble);
         self.preamble = Some(preamble);
     }
@@ -168,7 +147,7 @@ impl Scrub {
                 match self
                     .boundary
                     .step(input, self.read)
-                    .map_err(|()| Refused::NotFraming)?
+                    .map_err(|_| Refused::NotFraming)?
                 {
                     Step::All => {
                         out.extend_from_slice(input);
@@ -338,301 +317,10 @@ fn read_preamble(
     }
 }
 
-/// Follows the record boundaries of a sender's byte stream without buffering it, to find
-/// where its session ends. A connection carries one session through the gateway: WCF reuses a
-/// pooled connection for the next session to the same host and port (End, End, then a new
-/// preamble), and that session's Via and token were never routed or checked, so nothing after
-/// the first End is relayed.
-#[derive(Debug, Default)]
-pub(crate) struct Boundary {
-    state: Scan,
-    /// Singleton-sized mode: after the preamble the stream is raw message octets.
-    singleton_sized: bool,
-}
-
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-enum Scan {
-    /// At a record's first byte.
-    #[default]
-    Record,
-    /// Skipping this many bytes of fixed-size record fields.
-    Fixed(u8, After),
-    /// Reading a varint: value so far, bits read, what it sizes.
-    Size(u32, u32, Sized),
-    /// Skipping a sized payload.
-    Skip(u64, Sized),
-    /// Raw octets to the end of the stream (singleton-sized mode).
-    Raw,
-    /// The End record was read.
-    Ended,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum After {
-    /// Back to records.
-    Record,
-    /// A Mode record: remember singleton-sized.
-    Mode,
-    /// An encoding record: raw octets follow in singleton-sized mode.
-    Encoding,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Sized {
-    /// A string or a sized envelope: one payload, then records.
-    One,
-    /// An encoding string (ExtensibleEncoding): as `One`, then maybe raw octets.
-    Encoding,
-    /// An unsized envelope's chunk: more chunks until a zero size.
-    Chunk,
-}
-
-impl Boundary {
-    /// True when the stream may end here without losing part of a record: between records,
-    /// after End, or anywhere in singleton-sized raw octets (which run to the end).
-    pub(crate) fn between_records(&self) -> bool {
-        matches!(self.state, Scan::Record | Scan::Ended | Scan::Raw)
-    }
-
-    /// True once the session's End record has been seen.
-    pub(crate) fn ended(&self) -> bool {
-        self.state == Scan::Ended
-    }
-
-    /// Consumes `data`: `Ok(Some(n))` when the End record finishes at `data[n - 1]`
-    /// (`data[n..]` belongs to another session), `Ok(None)` when `data` is all part of this
-    /// one, `Err(())` for bytes that are not framing.
-    pub(crate) fn feed(&mut self, data: &[u8]) -> Result<Option<usize>, ()> {
-        Ok(match self.step(data, false)? {
-            Step::Ended(n) => Some(n),
-            Step::All | Step::Message(_) => None,
-        })
-    }
-
-    /// As [`feed`](Self::feed), and with `messages` it stops in front of an envelope record
-    /// (`Step::Message`), leaving that byte unread.
-    fn step(&mut self, data: &[u8], messages: bool) -> Result<Step, ()> {
-        let mut i = 0;
-        while i < data.len() {
-            // A payload is passed over in one step: stepping through it byte by byte cost
-            // more than the rest of the relay for large messages.
-            if let Scan::Skip(left, sized) = self.state {
-                let here = (data.len() - i) as u64;
-                if left > here {
-                    self.state = Scan::Skip(left - here, sized);
-                    return Ok(Step::All);
-                }
-                // `left <= here`, so it fits in a usize.
-                i += left as usize;
-                self.state = self.after_skip(sized);
-                continue;
-            }
-            let b = data[i];
-            if messages && self.state == Scan::Record && matches!(b, UNSIZED | SIZED) {
-                return Ok(Step::Message(i));
-            }
-            i += 1;
-            self.state = match self.state {
-                Scan::Ended => return Ok(Step::Ended(i - 1)),
-                Scan::Raw => return Ok(Step::All),
-                Scan::Record => match b {
-                    0x00 => Scan::Fixed(2, After::Record),
-                    0x01 => Scan::Fixed(1, After::Mode),
-                    0x03 => Scan::Fixed(1, After::Encoding),
-                    0x02 | 0x06 | 0x08 | 0x09 => Scan::Size(0, 0, Sized::One),
-                    0x04 => Scan::Size(0, 0, Sized::Encoding),
-                    0x05 => Scan::Size(0, 0, Sized::Chunk),
-                    0x07 => {
-                        self.state = Scan::Ended;
-                        return Ok(Step::Ended(i));
-                    }
-                    0x0A..=0x0C => Scan::Record,
-                    _ => return Err(()),
-                },
-                Scan::Fixed(n, after) => {
-                    if after == After::Mode {
-                        self.singleton_sized = b == 0x04;
-                    }
-                    if n > 1 {
-                        Scan::Fixed(n - 1, after)
-                    } else if after == After::Encoding && self.singleton_sized {
-                        Scan::Raw
-                    } else {
-                        Scan::Record
-                    }
-                }
-                Scan::Size(value, bits, sized) => {
-                    if bits >= 35 {
-                        return Err(());
-                    }
-                    let value = value | (u32::from(b & 0x7F) << bits);
-                    if b & 0x80 != 0 {
-                        Scan::Size(value, bits + 7, sized)
-                    } else if value == 0 {
-                        match sized {
-                            // The chunk terminator, or an empty string.
-                            Sized::Chunk | Sized::One => Scan::Record,
-                            Sized::Encoding if self.singleton_sized => Scan::Raw,
-                            Sized::Encoding => Scan::Record,
-                        }
-                    } else {
-                        Scan::Skip(u64::from(value), sized)
-                    }
-                }
-                // Taken whole above; kept byte-wise here so every state has its step.
-                Scan::Skip(left, sized) if left > 1 => Scan::Skip(left - 1, sized),
-                Scan::Skip(_, sized) => self.after_skip(sized),
-            };
-        }
-        Ok(match self.state {
-            Scan::Ended => Step::Ended(data.len()),
-            _ => Step::All,
-        })
-    }
-
-    /// Takes up an envelope record that was read elsewhere as far as `rest` says.
-    fn resume(&mut self, rest: Rest) {
-        self.state = match rest {
-            Rest::Nothing => Scan::Record,
-            Rest::Payload(n) => Scan::Skip(n as u64, Sized::One),
-            Rest::Chunk(n) => Scan::Skip(n as u64, Sized::Chunk),
-            Rest::Chunks => Scan::Size(0, 0, Sized::Chunk),
-        };
-    }
-
-    /// Where a sized payload's end leads.
-    fn after_skip(&self, sized: Sized) -> Scan {
-        match sized {
-            Sized::One => Scan::Record,
-            Sized::Encoding if self.singleton_sized => Scan::Raw,
-            Sized::Encoding => Scan::Record,
-            Sized::Chunk => Scan::Size(0, 0, Sized::Chunk),
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use ferry_nmf::KnownEncoding;
-
-    fn records(list: &[Record<'_>]) -> Vec<u8> {
-        let mut out = Vec::new();
-        for r in list {
-            r.encode(&mut out);
-        }
-        out
-    }
-
-    fn preamble(mode: Mode) -> Vec<u8> {
-        let mut out = records(&[
-            Record::Version { major: 1, minor: 0 },
-            Record::Mode(mode),
-            Record::Via("net.tcp://gw/calc".into()),
-            Record::KnownEncoding(KnownEncoding::BinarySession),
-        ]);
-        if mode != Mode::SingletonSized {
-            out.push(0x0C);
-        }
-        out
-    }
-
-    #[test]
-    fn the_boundary_is_found_after_end_however_the_stream_is_cut() {
-        let mut first = preamble(Mode::Duplex);
-        first.extend(records(&[
-            Record::SizedEnvelope(vec![0x07; 300].into()),
-            // Larger than any read: its payload spans many pieces, End bytes included.
-            Record::SizedEnvelope(vec![0x07; 70_000].into()),
-            Record::UnsizedEnvelope(vec![vec![0x07u8; 3].into(), vec![0x00u8; 200].into()]),
-            Record::SizedEnvelope(Vec::new().into()),
-            Record::End,
-        ]));
-        let mut stream = first.clone();
-        // A second session on the same connection, as a pooled WCF connection sends it.
-        stream.extend(preamble(Mode::Duplex));
-        stream.extend(records(&[Record::SizedEnvelope(vec![1; 10].into())]));
-        for piece in [1usize, 2, 3, 7, 64, 4096, 65_537, stream.len()] {
-            let mut b = Boundary::default();
-            let mut relayed = Vec::new();
-            for chunk in stream.chunks(piece) {
-                match b.feed(chunk) {
-                    Ok(None) => relayed.extend_from_slice(chunk),
-                    Ok(Some(end)) => {
-                        relayed.extend_from_slice(&chunk[..end]);
-                        break;
-                    }
-                    Err(()) => panic!("valid framing refused"),
-                }
-            }
-            assert_eq!(relayed, first, "pieces of {piece}");
-        }
-    }
-
-    /// Feeds `data` in pieces of `piece` bytes: where the session ends in `data`, as
-    /// [`Boundary::feed`] says for the whole.
-    fn feed_in_pieces(data: &[u8], piece: usize) -> Result<Option<usize>, ()> {
-        let mut b = Boundary::default();
-        let mut at = 0;
-        for chunk in data.chunks(piece.max(1)) {
-            if let Some(end) = b.feed(chunk)? {
-                return Ok(Some(at + end));
-            }
-            at += chunk.len();
-        }
-        Ok(None)
-    }
-
-    proptest::proptest! {
-        /// However a stream is cut, the boundary (or the refusal) is the same: payloads
-        /// skipped in one step across pieces land where a byte-by-byte walk does.
-        #[test]
-        fn the_boundary_does_not_depend_on_how_the_stream_is_cut(
-            sizes in proptest::collection::vec(0usize..70_000, 0..4),
-            chunks in proptest::collection::vec(1usize..3_000, 0..4),
-            end in proptest::bool::ANY,
-            tail in proptest::collection::vec(proptest::num::u8::ANY, 0..16),
-            piece in 1usize..100_000,
-        ) {
-            let mut data = preamble(Mode::Duplex);
-            let mut list: Vec<Record<'_>> = sizes
-                .iter()
-                .map(|&n| Record::SizedEnvelope(vec![0x07; n].into()))
-                .collect();
-            if !chunks.is_empty() {
-                list.push(Record::UnsizedEnvelope(
-                    chunks.iter().map(|&n| vec![0x07u8; n].into()).collect(),
-                ));
-            }
-            if end {
-                list.push(Record::End);
-            }
-            data.extend(records(&list));
-            data.extend(&tail);
-            let whole = Boundary::default().feed(&data);
-            proptest::prop_assert_eq!(feed_in_pieces(&data, 1), whole);
-            proptest::prop_assert_eq!(feed_in_pieces(&data, piece), whole);
-            if end {
-                let body = data.len() - tail.len();
-                proptest::prop_assert_eq!(whole, Ok(Some(body)));
-            }
-        }
-    }
-
-    #[test]
-    fn singleton_sized_octets_and_garbage() {
-        // Singleton-sized: after the preamble everything is message octets, End bytes too.
-        let mut b = Boundary::default();
-        assert_eq!(b.feed(&preamble(Mode::SingletonSized)), Ok(None));
-        assert_eq!(b.feed(&[0x07, 0x00, 0x07]), Ok(None));
-        // Bytes that are not framing.
-        assert_eq!(Boundary::default().feed(b"GET / HTTP/1.1"), Err(()));
-        // A size varint longer than five bytes.
-        assert_eq!(
-            Boundary::default().feed(&[0x06, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01]),
-            Err(())
-        );
-    }
 
     const SECRET: &str = "SharedAccessSignature sr=x&sig=secret&se=1&skn=k";
 
@@ -645,7 +333,7 @@ mod tests {
     }
 
     fn session_preamble(encoding: KnownEncoding, via: &str) -> Vec<u8> {
-        records(&[
+        Record::encode_all(&[
             Record::Version { major: 1, minor: 0 },
             Record::Mode(Mode::Duplex),
             Record::Via(via.into()),
@@ -729,7 +417,7 @@ mod tests {
             b.to_vec().into(),
         ]));
         list.push(Record::End);
-        stream.extend(records(&list));
+        stream.extend(Record::encode_all(&list));
         // Not relayed: a second session on the same connection.
         stream.extend(session_preamble(
             KnownEncoding::BinarySession,
@@ -779,7 +467,7 @@ mod tests {
             text.contains("&amp;sb-hc-token="),
             "the query is escaped in XML"
         );
-        stream.extend(records(&[
+        stream.extend(Record::encode_all(&[
             Record::SizedEnvelope(text.as_bytes().to_vec().into()),
             Record::SizedEnvelope(request(1).encode_text().into_bytes().into()),
         ]));
@@ -814,7 +502,7 @@ mod tests {
     fn a_message_that_cannot_be_read_ends_the_session() {
         let mut writer = ferry_soap::BinarySession::new(ferry_nbfx::Limits::default());
         let mut stream = session_preamble(KnownEncoding::BinarySession, "net.tcp://gw/calc");
-        stream.extend(records(&[
+        stream.extend(Record::encode_all(&[
             Record::SizedEnvelope(writer.encode(&request(0)).expect("encode").into()),
             // Not binary XML: whatever it hides cannot be found.
             Record::SizedEnvelope(vec![0x00, 0xFF, 0x13, 0x37].into()),
@@ -831,7 +519,7 @@ mod tests {
             ..limits()
         };
         let mut stream = session_preamble(KnownEncoding::Soap12Utf8, "net.tcp://gw/calc");
-        stream.extend(records(&[Record::SizedEnvelope(
+        stream.extend(Record::encode_all(&[Record::SizedEnvelope(
             env.encode_text().into_bytes().into(),
         )]));
         assert_eq!(
@@ -843,14 +531,14 @@ mod tests {
     #[test]
     fn sessions_the_gateway_cannot_read_pass_as_sent_after_the_preamble() {
         // An extensible encoding (MTOM, say): its messages are opaque.
-        let mut stream = records(&[
+        let mut stream = Record::encode_all(&[
             Record::Version { major: 1, minor: 0 },
             Record::Mode(Mode::Duplex),
             Record::Via("net.tcp://gw/calc?sb-hc-token=SharedAccessSignature%20x".into()),
             Record::ExtensibleEncoding("multipart/related".into()),
             Record::PreambleEnd,
         ]);
-        let body = records(&[Record::SizedEnvelope(vec![1, 2, 3].into()), Record::End]);
+        let body = Record::encode_all(&[Record::SizedEnvelope(vec![1, 2, 3].into()), Record::End]);
         stream.extend(&body);
         let (out, ended) = scrubbed(Scrub::whole_session(limits()), &stream, 2).expect("valid");
         assert!(ended && out.ends_with(&body));
@@ -859,7 +547,12 @@ mod tests {
             "the Via's token is still taken out"
         );
         // Singleton-sized: raw octets after the encoding record, End bytes included.
-        let mut stream = preamble(Mode::SingletonSized);
+        let mut stream = Record::encode_all(&[
+            Record::Version { major: 1, minor: 0 },
+            Record::Mode(Mode::SingletonSized),
+            Record::Via("net.tcp://gw/calc".into()),
+            Record::KnownEncoding(KnownEncoding::Binary),
+        ]);
         stream.extend([0x07, 0x06, 0x07]);
         let (out, ended) = scrubbed(Scrub::whole_session(limits()), &stream, 1).expect("valid");
         assert!(!ended);

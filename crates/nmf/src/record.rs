@@ -295,6 +295,15 @@ impl Record<'_> {
         }
     }
 
+    /// The bytes of `records`, one after the other (see [`encode`](Self::encode)).
+    pub fn encode_all(records: &[Self]) -> Vec<u8> {
+        let mut out = Vec::new();
+        for record in records {
+            record.encode(&mut out);
+        }
+        out
+    }
+
     /// Appends the record's bytes (always the minimal size encoding). An UnsizedEnvelope is
     /// written as its non-empty chunks followed by the zero terminator.
     pub fn encode(&self, out: &mut Vec<u8>) {

@@ -43,6 +43,7 @@ use std::time::Duration;
 use anyhow::{Context as _, bail};
 use ferry_nbfx::{Attr, DictionaryUse, Document, Element, Node, SessionDictionary, XmlOptions};
 use ferry_nmf::Record;
+use ferry_soap::version::{SOAP12_NS, WSA10_FAULT_ACTION};
 use ferry_wcf::rewrite::{ClientRewriter, RewriteEvent, RewriteLimits, Target};
 use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -1827,10 +1828,8 @@ const DISPATCHER_NS: &str =
 /// The Actions .NET gives a fault that has no contract Action.
 const DOTNET_FAULT_ACTIONS: [&str; 2] = [
     "http://schemas.microsoft.com/net/2005/12/windowscommunicationfoundation/dispatcher/fault",
-    "http://www.w3.org/2005/08/addressing/soap/fault",
+    WSA10_FAULT_ACTION,
 ];
-/// SOAP 1.2's envelope namespace.
-const SOAP12_NS: &str = "http://www.w3.org/2003/05/soap-envelope";
 
 /// A fault's codes, outermost first, as `{namespace}local` (the SOAP 1.2 `Code/Value` then
 /// each `Subcode/Value`, or the SOAP 1.1 `faultcode`).
@@ -2116,7 +2115,6 @@ mod tests {
     const CRASH: &str = "http://interop.example/calc/2024/ICalculator/Crash";
     const DISPATCHER_FAULT: &str =
         "http://schemas.microsoft.com/net/2005/12/windowscommunicationfoundation/dispatcher/fault";
-    const SOAP_FAULT: &str = "http://www.w3.org/2005/08/addressing/soap/fault";
 
     /// Mono's generic fault (FINDINGS §9): its code is a:InternalServiceFault, its Action the
     /// request's.
@@ -2137,13 +2135,13 @@ mod tests {
         let v = mono(&mono_generic(), &dotnet, &mut MonoState::default());
         assert_eq!((v.diff, v.known), (None, BTreeSet::from(["§8", "§9"])));
         // The service's own untyped fault, passed through.
-        let untyped = fault(SOAP_FAULT, "", "<s:Value>s:Sender</s:Value>", "");
+        let untyped = fault(WSA10_FAULT_ACTION, "", "<s:Value>s:Sender</s:Value>", "");
         let v = mono(&mono_generic(), &untyped, &mut MonoState::default());
         assert_eq!((v.diff, v.known), (None, BTreeSet::from(["§9"])));
         // Not a fault about the request: ActionNotSupported, DeserializationFailed.
         for subcode in ["a:ActionNotSupported", "a:DeserializationFailed"] {
             let live = fault(
-                SOAP_FAULT,
+                WSA10_FAULT_ACTION,
                 "",
                 &format!(
                     "<s:Value>s:Sender</s:Value><s:Subcode><s:Value>{subcode}</s:Value></s:Subcode>"
@@ -2155,7 +2153,7 @@ mod tests {
         }
         // Not a typed fault (with a Detail).
         let typed = fault(
-            SOAP_FAULT,
+            WSA10_FAULT_ACTION,
             "",
             r#"<s:Value>s:Receiver</s:Value><s:Subcode><s:Value xmlns:t="urn:t">t:CalcFault</s:Value></s:Subcode>"#,
             r#"<s:Detail><CalcFault xmlns="urn:t"/></s:Detail>"#,
@@ -2182,7 +2180,7 @@ mod tests {
         let recorded = fault(CRASH, "", "<s:Value>s:Sender</s:Value>", "")
             .replace(">why<", ">not an InternalServiceFault<");
         let live = fault(
-            SOAP_FAULT,
+            WSA10_FAULT_ACTION,
             "",
             "<s:Value>s:Sender</s:Value><s:Subcode><s:Value>a:ActionNotSupported</s:Value></s:Subcode>",
             "",

@@ -25,15 +25,15 @@ use std::{borrow::Cow, ops::Range};
 use ferry_hc::address::without_token;
 use ferry_nbfx::SessionDictionary;
 use ferry_nmf::boundary::Resume;
-use ferry_nmf::{KnownEncoding, Mode, Preamble, Record, varint};
+use ferry_nmf::{KnownEncoding, Mode, Preamble, Record, RecordType, varint};
 use ferry_soap::Probe;
 
 /// MC-NMF 2.2.3.6 Unsized Envelope Record.
-const UNSIZED_ENVELOPE: u8 = 0x05;
+const UNSIZED_ENVELOPE: u8 = RecordType::UnsizedEnvelope.byte();
 /// MC-NMF 2.2.3.7 Sized Envelope Record.
-const SIZED_ENVELOPE: u8 = 0x06;
+const SIZED_ENVELOPE: u8 = RecordType::SizedEnvelope.byte();
 /// MC-NMF 2.2.3.8 End Record.
-const END: u8 = 0x07;
+const END: u8 = RecordType::End.byte();
 /// The first probe waits for this many payload bytes (or the whole message); each later one
 /// for twice as many as the one before, so a sender that trickles its message byte by byte
 /// costs at most about twice the window in probing work.

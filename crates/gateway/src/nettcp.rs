@@ -46,7 +46,9 @@ use ferry_hc::command::{Accept, Headers, RemoteEndpoint};
 use ferry_nbfx::SessionDictionary;
 use ferry_net::conn::Conn;
 use ferry_net::stream::WsStream;
-use ferry_nmf::{Event, FaultCode, KnownEncoding, Mode, Preamble, Session};
+use ferry_nmf::{Event, FaultCode, KnownEncoding, Mode, Preamble, RecordType, Session};
+use ferry_soap::relay::RELAY_CONNECT_NS;
+use ferry_soap::version::WSA10_FAULT_ACTION;
 use ferry_soap::{Body, Envelope, Fault, Probe, QName};
 use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _};
 use tokio::net::TcpStream;
@@ -62,13 +64,9 @@ use crate::registry::{ListenerHandle, Pending, PickError, Rendezvous, new_id, ne
 use crate::scrub::{Scrub, ScrubLimits};
 
 /// The framing `PreambleAck` record.
-const PREAMBLE_ACK: u8 = 0x0B;
+const PREAMBLE_ACK: u8 = RecordType::PreambleAck.byte();
 /// The framing `End` record.
-const END: u8 = 0x07;
-/// WS-Addressing 1.0's action for faults.
-const FAULT_ACTION: &str = "http://www.w3.org/2005/08/addressing/soap/fault";
-/// The relay's namespace, for the subcode of token faults.
-const RELAY_NS: &str = "http://schemas.microsoft.com/netservices/2009/05/servicebus/connect";
+const END: u8 = RecordType::End.byte();
 /// Chunks queued for one fan-out listener before it counts as too slow.
 const FAN_OUT_QUEUE: usize = 64;
 /// The fault URI for input that is not a valid record sequence.
@@ -574,7 +572,7 @@ async fn refuse_with_soap_fault(
     let mut fault = Fault::sender(request.version, format!("{}: {error}", error.status()));
     fault.subcodes.push(QName::new(
         "rel",
-        RELAY_NS,
+        RELAY_CONNECT_NS,
         if error.status() == 403 {
             "AuthorizationFailed"
         } else {
@@ -582,7 +580,7 @@ async fn refuse_with_soap_fault(
         },
     ));
     let mut reply = Envelope::new(request.version, request.addressing);
-    reply.headers.action = Some(FAULT_ACTION.into());
+    reply.headers.action = Some(WSA10_FAULT_ACTION.into());
     reply.headers.relates_to = request.message_id;
     reply.body = Body::Fault(Box::new(fault));
     if let Some(bytes) = encode_envelope(preamble, &reply, shared)

@@ -23,6 +23,8 @@ use std::sync::Arc;
 use ferry_hc::auth::{AuthError, Right};
 use ferry_hc::command::RemoteEndpoint;
 use ferry_net::conn::Conn;
+use ferry_soap::relay::{RELAY_CONNECT_NS, RELAYED_CONNECT_ACTION, RELAYED_CONNECT_REPLY_ACTION};
+use ferry_soap::version::WSA10_FAULT_ACTION;
 use ferry_soap::{AddressingVersion, Body, Envelope, Fault, Probe, QName, SoapVersion};
 use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _};
 use tokio::net::TcpStream;
@@ -37,17 +39,6 @@ use crate::nettcp::{rendezvous, scrub_limits, splice, via_path};
 use crate::registry::PickError;
 use crate::scrub::Scrub;
 
-/// The relay's connect namespace.
-pub(crate) const CONNECT_NS: &str =
-    "http://schemas.microsoft.com/netservices/2009/05/servicebus/connect";
-/// The action of the client's handshake message.
-pub(crate) const RELAYED_CONNECT: &str =
-    "http://schemas.microsoft.com/netservices/2009/05/servicebus/connect/RelayedConnect";
-/// The action of our success reply.
-pub(crate) const RELAYED_CONNECT_REPLY: &str =
-    "http://schemas.microsoft.com/netservices/2009/05/servicebus/connect/RelayedConnectReply";
-/// WS-Addressing 1.0's fault action.
-const FAULT_ACTION: &str = "http://www.w3.org/2005/08/addressing/soap/fault";
 /// Longest "connect" word record.
 const MAX_WORD: usize = 64;
 /// Longest sb:// URI record.
@@ -113,7 +104,7 @@ pub(crate) async fn serve(
     };
     // Read as a stream up to the Body: nothing the unauthenticated sender describes is built.
     let request = match Probe::binary(&message, None, limits) {
-        Ok(env) if env.action.as_deref() == Some(RELAYED_CONNECT) => env,
+        Ok(env) if env.action.as_deref() == Some(RELAYED_CONNECT_ACTION) => env,
         Ok(env) => {
             let reason = "the first message must be RelayedConnect";
             return fail(&shared, &mut conn, Some(&env), "InvalidRequest", reason).await;
@@ -211,7 +202,7 @@ pub(crate) async fn serve(
         .await;
     };
     let mut reply = Envelope::new(request.version, request.addressing);
-    reply.headers.action = Some(RELAYED_CONNECT_REPLY.into());
+    reply.headers.action = Some(RELAYED_CONNECT_REPLY_ACTION.into());
     reply.headers.relates_to = request.message_id.clone();
     if write_message(&shared, &mut conn, &reply).await.is_err() {
         return;
@@ -302,9 +293,11 @@ async fn fail(
             (r.version, r.addressing)
         });
     let mut fault = Fault::sender(version, reason);
-    fault.subcodes.push(QName::new("rel", CONNECT_NS, subcode));
+    fault
+        .subcodes
+        .push(QName::new("rel", RELAY_CONNECT_NS, subcode));
     let mut reply = Envelope::new(version, addressing);
-    reply.headers.action = Some(FAULT_ACTION.into());
+    reply.headers.action = Some(WSA10_FAULT_ACTION.into());
     reply.headers.relates_to = request.and_then(|r| r.message_id.clone());
     reply.body = Body::Fault(Box::new(fault));
     let _ = write_message(shared, conn, &reply).await;

@@ -11,6 +11,8 @@
 //! The scanner keeps a few bytes of state and allocates nothing; its answer does not depend on
 //! how the stream is cut into reads.
 
+use crate::RecordType;
+
 /// Bytes that are not MC-NMF framing where a record must start.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 #[error("bytes that are not MC-NMF framing")]
@@ -42,9 +44,9 @@ pub enum Resume {
 }
 
 /// MC-NMF 2.2.3.6 Unsized Envelope Record.
-const UNSIZED: u8 = 0x05;
+const UNSIZED: u8 = RecordType::UnsizedEnvelope.byte();
 /// MC-NMF 2.2.3.7 Sized Envelope Record.
-const SIZED: u8 = 0x06;
+const SIZED: u8 = RecordType::SizedEnvelope.byte();
 
 /// Follows the record boundaries of a client's byte stream without buffering it, to find
 /// where its session ends (and, when asked, where each envelope record starts). WCF reuses a

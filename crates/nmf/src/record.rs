@@ -44,7 +44,7 @@ impl Mode {
     }
 
     /// The wire byte.
-    pub fn byte(self) -> u8 {
+    pub const fn byte(self) -> u8 {
         match self {
             Self::SingletonUnsized => 0x01,
             Self::Duplex => 0x02,
@@ -122,7 +122,7 @@ impl KnownEncoding {
     }
 
     /// The wire byte.
-    pub fn byte(self) -> u8 {
+    pub const fn byte(self) -> u8 {
         match self {
             Self::Soap11Utf8 => 0x00,
             Self::Soap11Utf16 => 0x01,
@@ -195,7 +195,7 @@ pub enum RecordType {
 
 impl RecordType {
     /// The wire byte.
-    pub fn byte(self) -> u8 {
+    pub const fn byte(self) -> u8 {
         match self {
             Self::Version => 0x00,
             Self::Mode => 0x01,

@@ -20,6 +20,12 @@ use crate::error::DecodeError;
 /// Namespace of the relay's connect contract and of the `RelayAccessToken` header.
 pub const RELAY_CONNECT_NS: &str =
     "http://schemas.microsoft.com/netservices/2009/05/servicebus/connect";
+/// The action of a NetTcpRelayBinding client's relayed-mode handshake message.
+pub const RELAYED_CONNECT_ACTION: &str =
+    "http://schemas.microsoft.com/netservices/2009/05/servicebus/connect/RelayedConnect";
+/// The action of the relay's answer to [`RELAYED_CONNECT_ACTION`].
+pub const RELAYED_CONNECT_REPLY_ACTION: &str =
+    "http://schemas.microsoft.com/netservices/2009/05/servicebus/connect/RelayedConnectReply";
 /// WS-Security secext namespace.
 pub const WSSE_NS: &str =
     "http://docs.oasis-open.org/wss/2004/01/oasis-200401-wss-wssecurity-secext-1.0.xsd";

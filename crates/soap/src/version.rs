@@ -13,6 +13,8 @@ pub const WSA200408_NS: &str = "http://schemas.xmlsoap.org/ws/2004/08/addressing
 pub const WSA_NONE_NS: &str = "http://schemas.microsoft.com/ws/2005/05/addressing/none";
 /// The anonymous address of WS-Addressing 1.0.
 pub const WSA10_ANONYMOUS: &str = "http://www.w3.org/2005/08/addressing/anonymous";
+/// WS-Addressing 1.0's action for a SOAP fault that names no action of its own.
+pub const WSA10_FAULT_ACTION: &str = "http://www.w3.org/2005/08/addressing/soap/fault";
 /// XML Schema instance namespace (`xsi:nil`).
 pub const XSI_NS: &str = "http://www.w3.org/2001/XMLSchema-instance";
 

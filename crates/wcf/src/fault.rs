@@ -9,7 +9,7 @@ use ferry_soap::{QName, SoapVersion, version::WSA10_NS};
 use crate::data::DataError;
 
 /// The WS-Addressing 1.0 action of a fault that names no action of its own.
-pub const DEFAULT_FAULT_ACTION: &str = "http://www.w3.org/2005/08/addressing/soap/fault";
+pub const DEFAULT_FAULT_ACTION: &str = ferry_soap::version::WSA10_FAULT_ACTION;
 
 /// The namespace of WCF's dispatcher fault subcodes (`InternalServiceFault`,
 /// `DeserializationFailed`).

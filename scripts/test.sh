@@ -65,7 +65,7 @@ step "docs"
 RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --locked
 
 step "protocol crates, the WCF runtime and codegen stay sans-I/O (no tokio)"
-for crate in ferry-hc ferry-nbfx ferry-nmf ferry-soap ferry-wcf ferry-codegen; do
+for crate in ferry-hc ferry-mb31 ferry-nbfx ferry-nmf ferry-soap ferry-wcf ferry-codegen; do
   # ferry-wcf's service host and client channels (tokio) sit behind its default `runtime`
   # feature; without default features it must be the sans-I/O runtime alone.
   features=()

@@ -25,7 +25,7 @@ use std::{borrow::Cow, ops::Range};
 use ferry_hc::address::without_token;
 use ferry_nbfx::SessionDictionary;
 use ferry_nmf::boundary::Resume;
-use ferry_nmf::{KnownEncoding, Mode, Preamble, Record, RecordType, varint};
+use ferry_nmf::{MessageFormat, Mode, Preamble, Record, RecordType, varint};
 use ferry_soap::Probe;
 
 /// MC-NMF 2.2.3.6 Unsized Envelope Record.
@@ -286,15 +286,16 @@ pub(crate) fn first_probe(window: usize) -> usize {
 }
 
 /// Reads a message's headers in the session's encoding; `None` for an encoding the gateway
-/// cannot read (an extensible one) or a payload that does not parse as far as its `Body`.
+/// cannot read (see [`ferry_nmf::Encoding::message_format`]) or a payload that does not parse
+/// as far as its `Body`.
 fn probe(
     preamble: &Preamble,
     payload: &[u8],
     limits: ferry_nbfx::Limits,
     dictionary: &mut SessionDictionary,
 ) -> Option<Probe> {
-    match known(preamble)? {
-        KnownEncoding::BinarySession => {
+    match preamble.encoding.message_format()? {
+        MessageFormat::BinarySession => {
             let table = dictionary.read_table(payload).ok()?;
             let mut probe = Probe::binary(&payload[table..], Some(dictionary), limits).ok()?;
             let shift = |s: Range<usize>| s.start + table..s.end + table;
@@ -302,8 +303,8 @@ fn probe(
             probe.to_span = probe.to_span.map(shift);
             Some(probe)
         }
-        KnownEncoding::Binary => Probe::binary(payload, None, limits).ok(),
-        KnownEncoding::Soap11Utf8 | KnownEncoding::Soap12Utf8 => {
+        MessageFormat::Binary => Probe::binary(payload, None, limits).ok(),
+        MessageFormat::Text => {
             // The window may end inside a character: read what is whole.
             let text = match std::str::from_utf8(payload) {
                 Ok(t) => t,
@@ -311,7 +312,6 @@ fn probe(
             };
             Probe::text(text, limits).ok()
         }
-        _ => None,
     }
 }
 
@@ -409,7 +409,7 @@ fn payload_edits(
     probe: &Probe,
 ) -> Vec<(Range<usize>, Vec<u8>)> {
     let mut edits = Vec::new();
-    if matches!(known(preamble), Some(KnownEncoding::BinarySession)) {
+    if preamble.encoding.message_format() == Some(MessageFormat::BinarySession) {
         let payload = envelope.payload(raw);
         if let Some((len, table)) = rewrite_table(&payload) {
             edits.push((0..len, table));
@@ -437,8 +437,8 @@ fn payload_edits(
 
 /// A `To` value to put in the place of [`Probe::to_span`], in the session's encoding.
 fn to_text(preamble: &Preamble, to: &str) -> Vec<u8> {
-    match known(preamble) {
-        Some(KnownEncoding::Binary | KnownEncoding::BinarySession) => {
+    match preamble.encoding.message_format() {
+        Some(MessageFormat::Binary | MessageFormat::BinarySession) => {
             let mut out = Vec::with_capacity(to.len() + 6);
             let record = ferry_nbfx::Record::Text {
                 text: ferry_nbfx::Text::Chars(to.into()),
@@ -491,25 +491,9 @@ fn rewrite_table(payload: &[u8]) -> Option<(usize, Vec<u8>)> {
     Some((end, table))
 }
 
-/// The session's encoding when it is one the gateway can read.
-pub(crate) fn known(preamble: &Preamble) -> Option<KnownEncoding> {
-    match &preamble.encoding {
-        ferry_nmf::Encoding::Known(k) => Some(*k),
-        ferry_nmf::Encoding::Extensible(_) => None,
-    }
-}
-
 /// True when the gateway reads messages in the session's encoding.
 pub(crate) fn readable(preamble: &Preamble) -> bool {
-    matches!(
-        known(preamble),
-        Some(
-            KnownEncoding::BinarySession
-                | KnownEncoding::Binary
-                | KnownEncoding::Soap11Utf8
-                | KnownEncoding::Soap12Utf8
-        )
-    )
+    preamble.encoding.message_format().is_some()
 }
 
 /// True when the mode sends raw octets after the preamble (no message records).

@@ -46,7 +46,7 @@ use ferry_hc::command::{Accept, Headers, RemoteEndpoint};
 use ferry_nbfx::SessionDictionary;
 use ferry_net::conn::Conn;
 use ferry_net::stream::WsStream;
-use ferry_nmf::{Event, FaultCode, KnownEncoding, Mode, Preamble, RecordType, Session};
+use ferry_nmf::{Event, FaultCode, MessageFormat, Mode, Preamble, RecordType, Session};
 use ferry_soap::relay::RELAY_CONNECT_NS;
 use ferry_soap::version::WSA10_FAULT_ACTION;
 use ferry_soap::{Body, Envelope, Fault, Probe, QName};
@@ -604,15 +604,12 @@ fn nbfx_limits(shared: &Shared) -> ferry_nbfx::Limits {
 
 /// Encodes a message of ours in the session's encoding (our first, so a fresh dictionary).
 fn encode_envelope(preamble: &Preamble, envelope: &Envelope, shared: &Shared) -> Option<Vec<u8>> {
-    match first_message::known(preamble)? {
-        KnownEncoding::BinarySession => ferry_soap::BinarySession::new(nbfx_limits(shared))
+    match preamble.encoding.message_format()? {
+        MessageFormat::BinarySession => ferry_soap::BinarySession::new(nbfx_limits(shared))
             .encode(envelope)
             .ok(),
-        KnownEncoding::Binary => envelope.encode_binary().ok(),
-        KnownEncoding::Soap11Utf8 | KnownEncoding::Soap12Utf8 => {
-            Some(envelope.encode_text().into_bytes())
-        }
-        _ => None,
+        MessageFormat::Binary => envelope.encode_binary().ok(),
+        MessageFormat::Text => Some(envelope.encode_text().into_bytes()),
     }
 }
 

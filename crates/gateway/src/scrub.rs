@@ -21,7 +21,8 @@
 //!
 //! A message the gateway cannot read as far as its `Body` (malformed, or headers longer than
 //! the window) in an encoding it knows ends the session: passing it on could pass a token on.
-//! Sessions in an encoding the gateway cannot read at all (an extensible one) pass as sent
+//! Sessions in an encoding the gateway cannot read at all (UTF-16 text, MTOM, compressed
+//! binary, any other content type) pass as sent
 //! past their preamble; the gateway cannot have authenticated such a sender from a message
 //! either, only from its Via.
 
@@ -530,7 +531,7 @@ mod tests {
 
     #[test]
     fn sessions_the_gateway_cannot_read_pass_as_sent_after_the_preamble() {
-        // An extensible encoding (MTOM, say): its messages are opaque.
+        // An encoding the gateway does not read (MTOM, say): its messages are opaque.
         let mut stream = Record::encode_all(&[
             Record::Version { major: 1, minor: 0 },
             Record::Mode(Mode::Duplex),

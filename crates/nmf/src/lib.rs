@@ -15,4 +15,4 @@ pub use error::{DecodeError, PeerIncompatible, PeerMisbehaved, SessionError};
 pub use fault::FaultCode;
 pub use limits::{Limit, Limits};
 pub use record::{KnownEncoding, Mode, Record, RecordType};
-pub use session::{ClientConfig, Encoding, Event, Preamble, Role, Session};
+pub use session::{ClientConfig, Encoding, Event, MessageFormat, Preamble, Role, Session};

@@ -59,6 +59,65 @@ impl Encoding {
     pub fn has_session_dictionary(&self) -> bool {
         self.content_type() == Some("application/soap+msbinsession1")
     }
+
+    /// Which of WCF's message formats the session's envelopes are in, `None` for one Ferry does
+    /// not read (UTF-16 text, MTOM, compressed binary, any other content type). WCF's text and
+    /// binary encoders announce themselves with known records; an extensible content type
+    /// naming one of them counts all the same.
+    pub fn message_format(&self) -> Option<MessageFormat> {
+        let known = match self {
+            Self::Known(k) => *k,
+            // Media types are case-insensitive (RFC 9110 §8.3.1).
+            Self::Extensible(ct) => match &*media_type(ct) {
+                "application/soap+msbinsession1" => KnownEncoding::BinarySession,
+                "application/soap+msbin1" => KnownEncoding::Binary,
+                "application/soap+xml" if names_utf8(ct) => KnownEncoding::Soap12Utf8,
+                "text/xml" if names_utf8(ct) => KnownEncoding::Soap11Utf8,
+                _ => return None,
+            },
+        };
+        match known {
+            KnownEncoding::BinarySession => Some(MessageFormat::BinarySession),
+            KnownEncoding::Binary => Some(MessageFormat::Binary),
+            KnownEncoding::Soap11Utf8 | KnownEncoding::Soap12Utf8 => Some(MessageFormat::Text),
+            _ => None,
+        }
+    }
+}
+
+/// A content type's media type, lower-cased.
+fn media_type(content_type: &str) -> String {
+    content_type
+        .split(';')
+        .next()
+        .unwrap_or_default()
+        .trim()
+        .to_ascii_lowercase()
+}
+
+/// True unless the content type names a charset other than UTF-8.
+fn names_utf8(content_type: &str) -> bool {
+    content_type
+        .split(';')
+        .skip(1)
+        .all(|p| match p.split_once('=') {
+            Some((k, v)) if k.trim().eq_ignore_ascii_case("charset") => {
+                v.trim().trim_matches('"').eq_ignore_ascii_case("utf-8")
+            }
+            _ => true,
+        })
+}
+
+/// The form of a session's envelopes: which of WCF's message encoders wrote them, and so how
+/// to read them ([`Encoding::message_format`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MessageFormat {
+    /// Binary XML after an MC-NBFSE string table (`application/soap+msbinsession1`).
+    BinarySession,
+    /// Binary XML with the static dictionary only (`application/soap+msbin1`).
+    Binary,
+    /// SOAP 1.1 (`text/xml`) or 1.2 (`application/soap+xml`) as UTF-8 text.
+    Text,
 }
 
 /// A complete preamble.
@@ -822,6 +881,50 @@ mod tests {
     use pretty_assertions::assert_eq;
 
     use super::*;
+
+    #[test]
+    fn message_formats() {
+        for (encoding, format) in [
+            (
+                Encoding::Known(KnownEncoding::BinarySession),
+                Some(MessageFormat::BinarySession),
+            ),
+            (
+                Encoding::Known(KnownEncoding::Binary),
+                Some(MessageFormat::Binary),
+            ),
+            (
+                Encoding::Known(KnownEncoding::Soap12Utf8),
+                Some(MessageFormat::Text),
+            ),
+            (
+                Encoding::Known(KnownEncoding::Soap11Utf8),
+                Some(MessageFormat::Text),
+            ),
+            (Encoding::Known(KnownEncoding::Soap12Utf16), None),
+            (Encoding::Known(KnownEncoding::Mtom), None),
+            (Encoding::Known(KnownEncoding::BinarySessionGzip), None),
+            (
+                Encoding::Extensible("text/xml; charset=utf-8".into()),
+                Some(MessageFormat::Text),
+            ),
+            (
+                Encoding::Extensible("application/soap+msbin1".into()),
+                Some(MessageFormat::Binary),
+            ),
+            (
+                Encoding::Extensible("text/xml; charset=utf-16".into()),
+                None,
+            ),
+            (
+                Encoding::Extensible("Application/SOAP+XML; Charset=\"UTF-8\"".into()),
+                Some(MessageFormat::Text),
+            ),
+            (Encoding::Extensible("application/json".into()), None),
+        ] {
+            assert_eq!(encoding.message_format(), format, "{encoding:?}");
+        }
+    }
 
     /// A singleton-unsized server session past its preamble.
     fn unsized_server(limits: Limits) -> Session {

@@ -404,19 +404,9 @@ impl<S: Service + 'static> BasicHttp<S> {
             .get(CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())
             .unwrap_or_default();
-        let media = content_type.split(';').next().unwrap_or_default().trim();
-        let charset_ok = content_type
-            .split(';')
-            .skip(1)
-            .all(|p| match p.split_once('=') {
-                Some((k, v)) if k.trim().eq_ignore_ascii_case("charset") => {
-                    v.trim().trim_matches('"').eq_ignore_ascii_case("utf-8")
-                }
-                _ => true,
-            });
-        let soap = media.eq_ignore_ascii_case("text/xml")
-            || media.eq_ignore_ascii_case("application/soap+xml");
-        if !soap || !charset_ok {
+        // The same content types as a net.tcp session's text encoding, and only those.
+        let text = ferry_nmf::Encoding::Extensible(content_type.to_owned()).message_format();
+        if text != Some(ferry_nmf::MessageFormat::Text) {
             return Some(plain(
                 StatusCode::UNSUPPORTED_MEDIA_TYPE,
                 "expected text/xml; charset=utf-8",

@@ -37,7 +37,7 @@ use ferry_nbfx::{
     XmlString,
 };
 use ferry_nmf::{
-    FaultCode, KnownEncoding, Mode, PeerIncompatible, PeerMisbehaved, Record, RecordType,
+    Encoding, FaultCode, MessageFormat, Mode, PeerIncompatible, PeerMisbehaved, Record, RecordType,
 };
 use ferry_soap::relay::RELAY_CONNECT_NS;
 use ferry_soap::version::{SOAP11_NS, SOAP12_NS, WSA10_NS, WSA200408_NS};
@@ -237,41 +237,6 @@ pub enum RewriteEvent {
     End,
 }
 
-/// How envelopes are encoded.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Codec {
-    /// `application/soap+msbinsession1`: string table + binary document.
-    BinarySession,
-    /// `application/soap+msbin1`: binary document, static dictionary only.
-    Binary,
-    /// SOAP 1.1 or 1.2 as UTF-8 text.
-    Text,
-}
-
-impl Codec {
-    fn from_content_type(ct: &str) -> Option<Self> {
-        let media = ct.split(';').next().unwrap_or("").trim();
-        let utf8 = ct
-            .split(';')
-            .skip(1)
-            .filter_map(|p| p.split_once('='))
-            .all(|(k, v)| !k.trim().eq_ignore_ascii_case("charset") || is_utf8(v));
-        match media {
-            "application/soap+msbinsession1" => Some(Self::BinarySession),
-            "application/soap+msbin1" => Some(Self::Binary),
-            "text/xml" | "application/soap+xml" if utf8 => Some(Self::Text),
-            _ => None,
-        }
-    }
-}
-
-fn is_utf8(charset: &str) -> bool {
-    charset
-        .trim()
-        .trim_matches('"')
-        .eq_ignore_ascii_case("utf-8")
-}
-
 /// Client-side preamble progress and the open session.
 #[derive(Clone, Debug)]
 enum State {
@@ -288,10 +253,10 @@ enum State {
         mode: Mode,
         via: String,
         content_type: String,
-        codec: Codec,
+        codec: MessageFormat,
     },
     /// Envelopes flow.
-    Open { mode: Mode, codec: Codec },
+    Open { mode: Mode, codec: MessageFormat },
     /// An error ended the session.
     Failed,
 }
@@ -448,18 +413,13 @@ impl ClientRewriter {
             }
             (State::Encoding { mode, via }, r @ Record::KnownEncoding(known)) => {
                 let content_type = known.content_type().unwrap_or_default();
-                let codec = match known {
-                    KnownEncoding::BinarySession => Codec::BinarySession,
-                    KnownEncoding::Binary => Codec::Binary,
-                    KnownEncoding::Soap11Utf8 | KnownEncoding::Soap12Utf8 => Codec::Text,
-                    other => {
-                        return Err(PeerIncompatible::UnsupportedEncoding(
-                            other
-                                .content_type()
-                                .map_or_else(|| format!("0x{:02x}", other.byte()), str::to_owned),
-                        )
-                        .into());
-                    }
+                let Some(codec) = Encoding::Known(known).message_format() else {
+                    return Err(PeerIncompatible::UnsupportedEncoding(
+                        known
+                            .content_type()
+                            .map_or_else(|| format!("0x{:02x}", known.byte()), str::to_owned),
+                    )
+                    .into());
                 };
                 r.encode(&mut self.transmit);
                 State::PreambleEnd {
@@ -470,7 +430,8 @@ impl ClientRewriter {
                 }
             }
             (State::Encoding { mode, via }, Record::ExtensibleEncoding(ct)) => {
-                let codec = Codec::from_content_type(&ct)
+                let codec = Encoding::Extensible(ct.to_string())
+                    .message_format()
                     .ok_or_else(|| PeerIncompatible::UnsupportedEncoding(ct.to_string()))?;
                 Record::ExtensibleEncoding(Cow::Borrowed(&ct)).encode(&mut self.transmit);
                 State::PreambleEnd {
@@ -536,13 +497,17 @@ impl ClientRewriter {
 
     /// Decodes one envelope payload, re-addresses it and encodes it again; `None` when its
     /// Action is one to drop.
-    fn envelope(&mut self, codec: Codec, payload: &[u8]) -> Result<Option<Vec<u8>>, RewriteError> {
+    fn envelope(
+        &mut self,
+        codec: MessageFormat,
+        payload: &[u8],
+    ) -> Result<Option<Vec<u8>>, RewriteError> {
         let index = self.envelopes;
         self.envelopes += 1;
         let wrap = |source: EnvelopeError| RewriteError::Envelope { index, source };
         let xml = self.limits.xml;
         let mut doc = match codec {
-            Codec::BinarySession => {
+            MessageFormat::BinarySession => {
                 let table = self
                     .reader
                     .read_table(payload)
@@ -550,10 +515,10 @@ impl ClientRewriter {
                 Document::decode_with(&payload[table..], Some(&self.reader), xml)
                     .map_err(|e| wrap(e.shifted(table).into()))?
             }
-            Codec::Binary => {
+            MessageFormat::Binary => {
                 Document::decode_with(payload, None, xml).map_err(|e| wrap(e.into()))?
             }
-            Codec::Text => {
+            MessageFormat::Text => {
                 let text = std::str::from_utf8(payload).map_err(|_| wrap(EnvelopeError::Utf8))?;
                 let options = XmlOptions {
                     dictionary: DictionaryUse::None,
@@ -579,15 +544,15 @@ impl ClientRewriter {
             token_removed: seen.token_removed,
         });
         let encoded = match codec {
-            Codec::BinarySession => doc
+            MessageFormat::BinarySession => doc
                 .encode_with_table(&mut self.writer)
                 .map_err(|e| wrap(e.into()))?,
-            Codec::Binary => {
+            MessageFormat::Binary => {
                 let mut out = Vec::with_capacity(payload.len() + 64);
                 doc.encode(&mut out, None).map_err(|e| wrap(e.into()))?;
                 out
             }
-            Codec::Text => doc.to_xml().into_bytes(),
+            MessageFormat::Text => doc.to_xml().into_bytes(),
         };
         Ok(Some(encoded))
     }

@@ -65,34 +65,35 @@ impl Encoding {
     /// binary encoders announce themselves with known records; an extensible content type
     /// naming one of them counts all the same.
     pub fn message_format(&self) -> Option<MessageFormat> {
-        let known = match self {
-            Self::Known(k) => *k,
-            // Media types are case-insensitive (RFC 9110 §8.3.1).
-            Self::Extensible(ct) => match &*media_type(ct) {
-                "application/soap+msbinsession1" => KnownEncoding::BinarySession,
-                "application/soap+msbin1" => KnownEncoding::Binary,
-                "application/soap+xml" if names_utf8(ct) => KnownEncoding::Soap12Utf8,
-                "text/xml" if names_utf8(ct) => KnownEncoding::Soap11Utf8,
-                _ => return None,
-            },
-        };
-        match known {
-            KnownEncoding::BinarySession => Some(MessageFormat::BinarySession),
-            KnownEncoding::Binary => Some(MessageFormat::Binary),
-            KnownEncoding::Soap11Utf8 | KnownEncoding::Soap12Utf8 => Some(MessageFormat::Text),
-            _ => None,
+        match self {
+            Self::Known(KnownEncoding::BinarySession) => Some(MessageFormat::BinarySession),
+            Self::Known(KnownEncoding::Binary) => Some(MessageFormat::Binary),
+            Self::Known(KnownEncoding::Soap11Utf8 | KnownEncoding::Soap12Utf8) => {
+                Some(MessageFormat::Text)
+            }
+            Self::Known(_) => None,
+            Self::Extensible(ct) => MessageFormat::of_content_type(ct),
         }
     }
 }
 
-/// A content type's media type, lower-cased.
-fn media_type(content_type: &str) -> String {
-    content_type
-        .split(';')
-        .next()
-        .unwrap_or_default()
-        .trim()
-        .to_ascii_lowercase()
+impl MessageFormat {
+    /// The format a content type names (of an extensible encoding, or an HTTP message),
+    /// `None` for any other; media types compare without case (RFC 9110 §8.3.1), and text
+    /// must be UTF-8.
+    pub fn of_content_type(content_type: &str) -> Option<Self> {
+        let media = content_type.split(';').next().unwrap_or_default().trim();
+        let is = |m: &str| media.eq_ignore_ascii_case(m);
+        if is("application/soap+msbinsession1") {
+            Some(Self::BinarySession)
+        } else if is("application/soap+msbin1") {
+            Some(Self::Binary)
+        } else if (is("application/soap+xml") || is("text/xml")) && names_utf8(content_type) {
+            Some(Self::Text)
+        } else {
+            None
+        }
+    }
 }
 
 /// True unless the content type names a charset other than UTF-8.

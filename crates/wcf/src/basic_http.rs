@@ -405,8 +405,8 @@ impl<S: Service + 'static> BasicHttp<S> {
             .and_then(|v| v.to_str().ok())
             .unwrap_or_default();
         // The same content types as a net.tcp session's text encoding, and only those.
-        let text = ferry_nmf::Encoding::Extensible(content_type.to_owned()).message_format();
-        if text != Some(ferry_nmf::MessageFormat::Text) {
+        let format = ferry_nmf::MessageFormat::of_content_type(content_type);
+        if format != Some(ferry_nmf::MessageFormat::Text) {
             return Some(plain(
                 StatusCode::UNSUPPORTED_MEDIA_TYPE,
                 "expected text/xml; charset=utf-8",

@@ -430,8 +430,7 @@ impl ClientRewriter {
                 }
             }
             (State::Encoding { mode, via }, Record::ExtensibleEncoding(ct)) => {
-                let codec = Encoding::Extensible(ct.to_string())
-                    .message_format()
+                let codec = MessageFormat::of_content_type(&ct)
                     .ok_or_else(|| PeerIncompatible::UnsupportedEncoding(ct.to_string()))?;
                 Record::ExtensibleEncoding(Cow::Borrowed(&ct)).encode(&mut self.transmit);
                 State::PreambleEnd {

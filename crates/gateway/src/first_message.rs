@@ -24,8 +24,8 @@ use std::{borrow::Cow, ops::Range};
 
 use ferry_hc::address::without_token;
 use ferry_nbfx::SessionDictionary;
-use ferry_nmf::boundary::Resume;
-use ferry_nmf::{MessageFormat, Mode, Preamble, Record, RecordType, varint};
+use ferry_nmf::boundary::{NotFraming, Resume};
+use ferry_nmf::{Encoding, MessageFormat, Mode, Preamble, Record, RecordType, varint};
 use ferry_soap::Probe;
 
 /// MC-NMF 2.2.3.6 Unsized Envelope Record.
@@ -133,7 +133,7 @@ impl Envelope {
 
 /// Finds the first message after the preamble in `raw` (the bytes read so far).
 ///
-/// `preamble_end` is the offset just past the PreambleEnd record; see [`preamble_end`].
+/// `preamble_end` is the offset just past the preamble; see [`read_preamble`].
 pub(crate) fn head(raw: &[u8], preamble_end: usize) -> Head {
     let Some(&kind) = raw.get(preamble_end) else {
         return Head::Incomplete;
@@ -200,24 +200,48 @@ pub(crate) fn head(raw: &[u8], preamble_end: usize) -> Head {
     }
 }
 
-/// The offset just past the preamble in `raw` (the PreambleEnd record, or in singleton-sized
-/// mode the encoding record), `None` if it has not all arrived.
-pub(crate) fn preamble_end(
+/// The preamble at the front of `raw` and where it ends, `Ok(None)` while it has not all
+/// arrived: through PreambleEnd, or in singleton-sized mode through the encoding record.
+/// Records that belong elsewhere (an upgrade request: a session upgraded end to end, its own
+/// TLS inside the relay, cannot be read) are [`NotFraming`].
+pub(crate) fn read_preamble(
     raw: &[u8],
-    preamble: &Preamble,
     framing: &ferry_nmf::Limits,
-) -> Option<usize> {
-    let singleton_sized = raw_octets(preamble);
+) -> Result<Option<(Preamble, usize)>, NotFraming> {
+    let mut preamble = Preamble {
+        major: 0,
+        minor: 0,
+        mode: Mode::Duplex,
+        via: String::new(),
+        encoding: Encoding::Extensible(String::new()),
+        upgrades: Vec::new(),
+    };
     let mut pos = 0;
     loop {
-        let (record, len) = Record::decode(&raw[pos..], framing).ok()??;
+        let Some((record, len)) = Record::decode(&raw[pos..], framing).map_err(|_| NotFraming)?
+        else {
+            return Ok(None);
+        };
         pos += len;
+        let encoding = matches!(
+            record,
+            Record::KnownEncoding(_) | Record::ExtensibleEncoding(_)
+        );
         match record {
-            Record::PreambleEnd => return Some(pos),
-            Record::KnownEncoding(_) | Record::ExtensibleEncoding(_) if singleton_sized => {
-                return Some(pos);
+            Record::Version { major, minor } => (preamble.major, preamble.minor) = (major, minor),
+            Record::Mode(mode) => preamble.mode = mode,
+            Record::Via(via) => preamble.via = via.into_owned(),
+            Record::KnownEncoding(k) => preamble.encoding = Encoding::Known(k),
+            Record::ExtensibleEncoding(e) => {
+                preamble.encoding = Encoding::Extensible(e.into_owned());
             }
-            _ => {}
+            Record::PreambleEnd => return Ok(Some((preamble, pos))),
+            // A session upgraded end to end (its own TLS inside the relay) cannot be read.
+            _ => return Err(NotFraming),
+        }
+        // Singleton-sized mode has no PreambleEnd: message octets follow the encoding.
+        if encoding && preamble.mode == Mode::SingletonSized {
+            return Ok(Some((preamble, pos)));
         }
     }
 }

@@ -54,18 +54,7 @@ pub async fn relayed_handshake(data: &[u8]) {
 /// (only on how far it has arrived: a message head may be read from fewer bytes when more
 /// arrive at once).
 pub fn nettcp_scrub(data: &[u8], chunk: usize) {
-    let limits = crate::config::Limits::default();
-    let limits = crate::scrub::ScrubLimits {
-        window: limits.max_nettcp_first_headers,
-        nbfx: ferry_nbfx::Limits {
-            max_document_bytes: limits.max_nettcp_first_envelope,
-            ..ferry_nbfx::Limits::default()
-        },
-        framing: ferry_nmf::Limits {
-            max_envelope_bytes: limits.max_nettcp_first_envelope,
-            ..ferry_nmf::Limits::default()
-        },
-    };
+    let limits = crate::scrub::ScrubLimits::of(&crate::config::Limits::default());
     let run = |pieces: &mut dyn Iterator<Item = &[u8]>| {
         let mut scrub = crate::scrub::Scrub::whole_session(limits);
         let mut out = Vec::new();

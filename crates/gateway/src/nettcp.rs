@@ -244,7 +244,10 @@ pub(crate) async fn serve(
     // follows through the same scrub.
     let framing = framing_limits(&shared);
     let mut scrub = Scrub::after_preamble(&preamble, scrub_limits(&shared));
-    let start = first_message::preamble_end(&raw, &preamble, &framing).unwrap_or(raw.len());
+    let start = first_message::read_preamble(&raw, &framing)
+        .ok()
+        .flatten()
+        .map_or(raw.len(), |(_, end)| end);
     let mut opening = first_message::redact_preamble(&raw[..start], &framing).into_owned();
     if let Err(e) = scrub.feed(&raw[start..], &mut opening) {
         debug!(%peer, %path, error = %e, "net.tcp sender's first message refused");
@@ -441,8 +444,10 @@ async fn read_head(
     let limits = &shared.config.limits;
     let window = limits.max_nettcp_first_headers;
     // The session reported the preamble, so all of it is in `raw`.
-    let start =
-        first_message::preamble_end(raw, preamble, &framing_limits(shared)).ok_or(Stop::Garbage)?;
+    let (_, start) = first_message::read_preamble(raw, &framing_limits(shared))
+        .ok()
+        .flatten()
+        .ok_or(Stop::Garbage)?;
     let mut want = first_message::first_probe(window);
     let mut buf = vec![0u8; READ];
     loop {
@@ -480,19 +485,12 @@ async fn read_head(
 
 /// How far the gateway reads into a sender's session to take its credentials out.
 pub(crate) fn scrub_limits(shared: &Shared) -> ScrubLimits {
-    ScrubLimits {
-        window: shared.config.limits.max_nettcp_first_headers,
-        nbfx: nbfx_limits(shared),
-        framing: framing_limits(shared),
-    }
+    ScrubLimits::of(&shared.config.limits)
 }
 
 /// The framing limits of a sender's session as the gateway reads it.
 fn framing_limits(shared: &Shared) -> ferry_nmf::Limits {
-    ferry_nmf::Limits {
-        max_envelope_bytes: shared.config.limits.max_nettcp_first_envelope,
-        ..ferry_nmf::Limits::default()
-    }
+    scrub_limits(shared).framing
 }
 
 /// Sends what the session queued (PreambleAck, a Fault, End).
@@ -596,10 +594,7 @@ async fn refuse_with_soap_fault(
 }
 
 fn nbfx_limits(shared: &Shared) -> ferry_nbfx::Limits {
-    ferry_nbfx::Limits {
-        max_document_bytes: shared.config.limits.max_nettcp_first_envelope,
-        ..ferry_nbfx::Limits::default()
-    }
+    scrub_limits(shared).nbfx
 }
 
 /// Encodes a message of ours in the session's encoding (our first, so a fresh dictionary).

@@ -28,7 +28,7 @@
 
 use ferry_nbfx::SessionDictionary;
 use ferry_nmf::boundary::{Boundary, Step};
-use ferry_nmf::{Encoding, Mode, Preamble, Record};
+use ferry_nmf::{Mode, Preamble};
 
 use crate::first_message::{self, Head, Probed};
 
@@ -44,6 +44,25 @@ pub(crate) struct ScrubLimits {
     pub(crate) nbfx: ferry_nbfx::Limits,
     /// Limits on the preamble's records.
     pub(crate) framing: ferry_nmf::Limits,
+}
+
+impl ScrubLimits {
+    /// The limits a gateway configured with `limits` reads a sender's session under: a
+    /// message's head within `max_nettcp_first_headers`, documents and envelopes within
+    /// `max_nettcp_first_envelope`.
+    pub(crate) fn of(limits: &crate::config::Limits) -> Self {
+        Self {
+            window: limits.max_nettcp_first_headers,
+            nbfx: ferry_nbfx::Limits {
+                max_document_bytes: limits.max_nettcp_first_envelope,
+                ..ferry_nbfx::Limits::default()
+            },
+            framing: ferry_nmf::Limits {
+                max_envelope_bytes: limits.max_nettcp_first_envelope,
+                ..ferry_nmf::Limits::default()
+            },
+        }
+    }
 }
 
 /// Why a session cannot go on to the listener.
@@ -183,7 +202,9 @@ impl Scrub {
     fn preamble_step(&mut self, input: &[u8], out: &mut Vec<u8>) -> Result<Next, Refused> {
         self.pending.extend_from_slice(input);
         let framing = &self.limits.framing;
-        let Some((preamble, end)) = read_preamble(&self.pending, framing)? else {
+        let Some((preamble, end)) = first_message::read_preamble(&self.pending, framing)
+            .map_err(|_| Refused::NotFraming)?
+        else {
             let most = framing.max_via_bytes.saturating_add(MAX_PREAMBLE_OVERHEAD);
             if self.pending.len() > most {
                 return Err(Refused::NotFraming);
@@ -273,55 +294,10 @@ enum Next {
     Carried(Vec<u8>),
 }
 
-/// The preamble at the front of `raw` and where it ends, `Ok(None)` while it has not all
-/// arrived: through PreambleEnd, or in singleton-sized mode through the encoding record.
-fn read_preamble(
-    raw: &[u8],
-    framing: &ferry_nmf::Limits,
-) -> Result<Option<(Preamble, usize)>, Refused> {
-    let mut preamble = Preamble {
-        major: 0,
-        minor: 0,
-        mode: Mode::Duplex,
-        via: String::new(),
-        encoding: Encoding::Extensible(String::new()),
-        upgrades: Vec::new(),
-    };
-    let mut pos = 0;
-    loop {
-        let Some((record, len)) =
-            Record::decode(&raw[pos..], framing).map_err(|_| Refused::NotFraming)?
-        else {
-            return Ok(None);
-        };
-        pos += len;
-        let encoding = matches!(
-            record,
-            Record::KnownEncoding(_) | Record::ExtensibleEncoding(_)
-        );
-        match record {
-            Record::Version { major, minor } => (preamble.major, preamble.minor) = (major, minor),
-            Record::Mode(mode) => preamble.mode = mode,
-            Record::Via(via) => preamble.via = via.into_owned(),
-            Record::KnownEncoding(k) => preamble.encoding = Encoding::Known(k),
-            Record::ExtensibleEncoding(e) => {
-                preamble.encoding = Encoding::Extensible(e.into_owned());
-            }
-            Record::PreambleEnd => return Ok(Some((preamble, pos))),
-            // A session upgraded end to end (its own TLS inside the relay) cannot be read.
-            _ => return Err(Refused::NotFraming),
-        }
-        // Singleton-sized mode has no PreambleEnd: message octets follow the encoding.
-        if encoding && preamble.mode == Mode::SingletonSized {
-            return Ok(Some((preamble, pos)));
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use ferry_nmf::KnownEncoding;
+    use ferry_nmf::{Encoding, KnownEncoding, Record};
 
     const SECRET: &str = "SharedAccessSignature sr=x&sig=secret&se=1&skn=k";
 

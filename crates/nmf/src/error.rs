@@ -1,6 +1,6 @@
 //! Errors, grouped by whose fault they are, and their mapping to framing faults.
 
-use crate::{fault::FaultCode, limits::Limit, record::RecordType};
+use crate::{fault::FaultCode, limits::Limit, record_type::RecordType};
 
 /// Malformed bytes.
 #[non_exhaustive]

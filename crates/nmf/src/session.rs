@@ -25,7 +25,8 @@ use crate::{
     error::{PeerIncompatible, PeerMisbehaved, SessionError},
     fault::FaultCode,
     limits::Limits,
-    record::{ChunkProgress, KnownEncoding, Mode, Record, RecordType, UnsizedEnvelopeReader},
+    record::{ChunkProgress, KnownEncoding, Mode, Record, UnsizedEnvelopeReader},
+    record_type::RecordType,
 };
 
 /// Which side of the connection this session is.

@@ -11,6 +11,10 @@ use crate::data::DataError;
 /// The WS-Addressing 1.0 action of a fault that names no action of its own.
 pub const DEFAULT_FAULT_ACTION: &str = ferry_soap::version::WSA10_FAULT_ACTION;
 
+/// The action WCF's dispatcher sends its own faults with.
+pub const DISPATCHER_FAULT_ACTION: &str =
+    "http://schemas.microsoft.com/net/2005/12/windowscommunicationfoundation/dispatcher/fault";
+
 /// The namespace of WCF's dispatcher fault subcodes (`InternalServiceFault`,
 /// `DeserializationFailed`).
 pub const DISPATCHER_NS: &str =
@@ -113,7 +117,7 @@ impl<D> Fault<D> {
         fault
             .subcodes
             .push(QName::new("a", DISPATCHER_NS, "InternalServiceFault"));
-        fault.action = Some(crate::service::DISPATCHER_FAULT_ACTION.to_owned());
+        fault.action = Some(DISPATCHER_FAULT_ACTION.to_owned());
         fault
     }
 

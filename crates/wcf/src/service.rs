@@ -22,9 +22,7 @@ use crate::{
 
 /// The action of a fault about a message WS-Addressing could not route.
 pub const ADDRESSING_FAULT_ACTION: &str = "http://www.w3.org/2005/08/addressing/fault";
-/// The action WCF's dispatcher sends its own faults with.
-pub const DISPATCHER_FAULT_ACTION: &str =
-    "http://schemas.microsoft.com/net/2005/12/windowscommunicationfoundation/dispatcher/fault";
+pub use crate::fault::DISPATCHER_FAULT_ACTION;
 
 /// A service a host can run: one generated `…Server` wrapping the user's implementation.
 pub trait Service: Send + Sync {

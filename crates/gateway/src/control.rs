@@ -7,7 +7,6 @@ use ferry_hc::Command;
 use ferry_hc::auth::Right;
 use ferry_hc::command::CommandError;
 use futures_util::{SinkExt, StreamExt};
-use tokio::sync::mpsc;
 use tokio::time::{Instant, sleep_until, timeout};
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::Message;
@@ -15,9 +14,11 @@ use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tracing::{debug, info, warn};
 
-use crate::front::{Shared, Unregister, now_unix};
-use crate::registry::{HttpOutcome, HttpReply, Outbound, PathSettings, ReplyBody};
 use ferry_net::conn::Conn;
+
+use crate::auth::now_unix;
+use crate::pairing::{HttpOutcome, HttpReply, PathSettings, Registration, ReplyBody};
+use crate::state::Shared;
 
 /// Longest wait the control channel schedules for a token's expiry: a year.
 const FAR_EXPIRY_SECS: u64 = 365 * 24 * 3600;
@@ -41,7 +42,7 @@ enum End {
 /// Hands a listener's response to the HTTP request waiting for it. A response for an unknown
 /// (finished, timed out, or never issued) request is dropped: it fails nothing else.
 fn deliver(shared: &Shared, response: ferry_hc::command::Response, body: bytes::Bytes) {
-    match shared.registry.take_http(&response.request_id) {
+    match shared.pairing.take_request(&response.request_id) {
         Some(pending) => drop(pending.reply.send(HttpOutcome::Reply(HttpReply {
             response,
             body: ReplyBody::Full(body),
@@ -69,11 +70,10 @@ fn named_request(text: &str) -> Option<String> {
 pub(crate) async fn run(
     shared: Arc<Shared>,
     mut ws: WebSocketStream<Conn>,
-    mut commands: mpsc::Receiver<Outbound>,
+    mut registration: Registration,
     settings: Arc<PathSettings>,
     hosts: Vec<String>,
     token_expiry: u64,
-    registration: Unregister,
 ) {
     let timeouts = &shared.config.timeouts;
     let grace = timeouts.token_grace.as_secs();
@@ -99,9 +99,9 @@ pub(crate) async fn run(
             biased;
             () = shared.cancel.cancelled() => break End::Shutdown,
             () = sleep_until(token_deadline) => break End::Token("token expired"),
-            cmd = commands.recv() => {
-                // The registry holds a sender for as long as we are registered, so `None`
-                // only happens after unregistering; treat it as the end.
+            cmd = registration.recv() => {
+                // The registration holds the queue open for as long as it lasts, so `None`
+                // cannot happen; treat it as the end.
                 let Some(out) = cmd else { break End::Shutdown };
                 // A request and its body go out back to back: nothing may come between them.
                 // Whatever else is already queued goes in the same write (bounded per wakeup),
@@ -116,7 +116,7 @@ pub(crate) async fn run(
                         }
                         batch += 1;
                         if batch < MAX_BATCH {
-                            next = commands.try_recv().ok();
+                            next = registration.try_recv();
                         }
                     }
                     ws.flush().await
@@ -136,7 +136,7 @@ pub(crate) async fn run(
                         continue;
                     }
                     warn!(request_id = %response.request_id, "response announced a body that did not follow");
-                    drop(shared.registry.take_http(&response.request_id));
+                    drop(shared.pairing.take_request(&response.request_id));
                 }
                 match msg {
                     None | Some(Err(_)) | Some(Ok(Message::Close(_))) => break End::Peer,
@@ -163,7 +163,7 @@ pub(crate) async fn run(
                             // listener and its other requests carry on.
                             warn!(error = %e, "malformed control message ignored");
                             if let Some(id) = named_request(&text) {
-                                drop(shared.registry.take_http(&id));
+                                drop(shared.pairing.take_request(&id));
                             }
                         }
                     },
@@ -188,7 +188,8 @@ pub(crate) async fn run(
     };
 
     // Leave the balancing set before the closing handshake, so no sender is offered to a
-    // listener that is going away.
+    // listener that is going away; its queue closes with it, so whatever a front end holds
+    // of it (a gRPC connection) is let go.
     drop(registration);
     info!(path = %settings.name, reason = ?end, "listener control channel ended");
     let frame = match end {

@@ -15,7 +15,7 @@ pub async fn http_head(data: &[u8]) {
     if let Ok(head) = Head::read(&mut input, DEFAULT_MAX_HEADER_BYTES).await {
         let _ = head.header("Host");
         let _ = head.has_token("Connection", "upgrade");
-        let _ = crate::front::forwarded_tls(&head);
+        let _ = crate::websocket::forwarded_tls(&head);
         let _ = HcTarget::parse(&head.target);
     }
 }

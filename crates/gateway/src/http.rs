@@ -23,44 +23,32 @@
 //! before the response head and while the response body streams, and a cancel-capable
 //! listener is also sent `cancel` then, so it stops producing a body nobody will read.
 
-use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
 use ferry_hc::Command;
 use ferry_hc::address::{self, HcQuery, encode_path};
 use ferry_hc::auth::AuthError;
-use ferry_hc::command::{Headers, RemoteEndpoint, Request};
+use ferry_hc::command::{Headers, RemoteEndpoint, Request, Response};
 use ferry_net::conn::Conn;
-use ferry_net::stall::WriteStall;
+use ferry_net::relay::{MessageKind, MessageReader, write_close, write_frame};
 use http::{HeaderName, HeaderValue, StatusCode};
-use http_body_util::combinators::BoxBody;
-use http_body_util::{BodyExt, Full, StreamBody};
-use hyper::body::Frame;
-use hyper::body::Incoming;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::sync::oneshot;
-use tokio::time::{Instant, timeout};
+use http_body_util::{BodyExt, StreamBody};
+use hyper::body::{Frame, Incoming};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt as _};
+use tokio::sync::mpsc;
+use tokio::time::timeout;
 use tracing::{debug, warn};
 
-use crate::admission::{Role, Slot};
-use crate::front::Shared;
-use crate::handshake::Head;
-use crate::handshake::{respond, switch};
-use crate::registry::{
-    CancelHandle, DeferredBody, HttpOutcome, HttpReply, Outbound, PathSettings, PendingHttp,
-    PickError, ReplyBody, new_key,
+use crate::body::{Body, full};
+use crate::handshake::{Head, respond, switch};
+use crate::pairing::{
+    CancelHandle, Choice, DeferredBody, Destination, HttpOutcome, HttpReply, Outbound, PairError,
+    PendingHttp, ReplyBody, new_key,
 };
-use ferry_hc::command::Response;
-use ferry_net::relay::{MessageKind, MessageReader, write_close, write_frame};
-use tokio::io::AsyncWriteExt;
-use tokio::sync::mpsc;
+use crate::state::Shared;
 
 /// Largest body sent inline on the control channel (spec §4.3).
 pub(crate) const INLINE_BODY_LIMIT: usize = 64 * 1024;
@@ -81,153 +69,6 @@ const HOP_BY_HOP: [&str; 10] = [
 
 /// Where relayed HTTP requests carry their token (spec §2), besides `sb-hc-token`.
 const AUTH_HEADER: &str = "ServiceBusAuthorization";
-
-/// Response bodies: whole, or streamed from a rendezvous.
-pub(crate) type Body = BoxBody<Bytes, std::io::Error>;
-
-fn full(bytes: Bytes) -> Body {
-    Full::new(bytes).map_err(|never| match never {}).boxed()
-}
-
-pub(crate) fn empty() -> Body {
-    full(Bytes::new())
-}
-
-/// Serves one HTTP connection, HTTP/1.1 or HTTP/2 (ALPN `h2`, or h2c with prior knowledge:
-/// the version is told from the first bytes). `replay` holds what was already read from it
-/// (a first request head, or the start of the HTTP/2 preface).
-pub(crate) async fn serve(
-    shared: Arc<Shared>,
-    conn: Conn,
-    peer: SocketAddr,
-    replay: Vec<u8>,
-    mut permit: Slot,
-) {
-    if let Err(busy) = permit.assign(Role::Sender) {
-        // Over HTTP/1 the client is told; an HTTP/2 client sees the connection close.
-        debug!(%peer, %busy, "connection refused");
-        let mut conn = conn;
-        if !replay.starts_with(b"PRI * HTTP/2.0") && !replay.is_empty() {
-            let refusal = b"HTTP/1.1 503 Service Unavailable\r\ncontent-length: 0\r\nconnection: close\r\n\r\n";
-            let _ = timeout(shared.config.timeouts.close, conn.write_all(refusal)).await;
-        }
-        return;
-    }
-    let _permit = permit;
-    // A sender that stops reading would otherwise hold this connection, the response body's
-    // queue and, through it, the rendezvous and the listener streaming into it, for ever:
-    // a write that makes no progress for `write_stall` fails, hyper ends the connection, the
-    // body's receiver is dropped and the rendezvous task tells the listener (1001, `cancel`).
-    let io = TokioIo::new(WriteStall::new(
-        Replay {
-            prefix: replay,
-            pos: 0,
-            inner: conn,
-        },
-        shared.config.timeouts.write_stall,
-    ));
-    let activity = Arc::new(Activity::new());
-    let service_shared = shared.clone();
-    let service_activity = activity.clone();
-    let service = hyper::service::service_fn(move |req| {
-        let shared = service_shared.clone();
-        let busy = service_activity.begin();
-        async move {
-            let response = handle(&shared, peer, req).await;
-            drop(busy);
-            Ok::<_, Infallible>(response)
-        }
-    });
-    let (limits, timeouts) = (&shared.config.limits, &shared.config.timeouts);
-    let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-    builder
-        .http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(timeouts.handshake)
-        .max_buf_size(limits.max_header_bytes.max(8192))
-        .keep_alive(true);
-    builder
-        .http2()
-        .timer(TokioTimer::new())
-        .max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX))
-        .max_concurrent_streams(256)
-        .keep_alive_interval(Some(timeouts.keepalive))
-        .keep_alive_timeout(timeouts.keepalive);
-    let connection = builder.serve_connection(io, service);
-    tokio::pin!(connection);
-    tokio::select! {
-        r = &mut connection => if let Err(e) = r { debug!(%peer, error = %e, "http connection ended") },
-        () = shared.cancel.cancelled() => {
-            // Finish the requests in flight, then close.
-            connection.as_mut().graceful_shutdown();
-            let _ = timeout(shared.config.timeouts.close, connection).await;
-        }
-        () = activity.idle(shared.config.timeouts.idle) => {
-            // Kept alive (HTTP/2 pings, HTTP/1 keep-alive) with nothing asked for too long:
-            // the connection's slot goes back. A response still streaming finishes first.
-            debug!(%peer, "idle http connection closed");
-            connection.as_mut().graceful_shutdown();
-            let _ = connection.await;
-        }
-    }
-}
-
-/// When a connection last started a request, and how many it has in flight.
-struct Activity {
-    start: Instant,
-    /// Milliseconds from `start` to the last request's start or end.
-    last: AtomicU64,
-    in_flight: AtomicUsize,
-}
-
-impl Activity {
-    fn new() -> Self {
-        Self {
-            start: Instant::now(),
-            last: AtomicU64::new(0),
-            in_flight: AtomicUsize::new(0),
-        }
-    }
-
-    fn touch(&self) {
-        let ms = u64::try_from(self.start.elapsed().as_millis()).unwrap_or(u64::MAX);
-        self.last.store(ms, Ordering::Relaxed);
-    }
-
-    /// Counts a request in flight until the guard is dropped.
-    fn begin(self: &Arc<Self>) -> impl Drop + Send + use<> {
-        struct Busy(Arc<Activity>);
-        impl Drop for Busy {
-            fn drop(&mut self) {
-                self.0.touch();
-                self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
-            }
-        }
-        self.in_flight.fetch_add(1, Ordering::Relaxed);
-        self.touch();
-        Busy(self.clone())
-    }
-
-    /// Resolves once no request has been in flight for `idle` (never, for `None`).
-    ///
-    /// # Cancel safety
-    /// Cancel safe.
-    async fn idle(&self, idle: Option<Duration>) {
-        let Some(idle) = idle else {
-            return std::future::pending().await;
-        };
-        loop {
-            let since = self
-                .start
-                .elapsed()
-                .saturating_sub(Duration::from_millis(self.last.load(Ordering::Relaxed)));
-            if since >= idle && self.in_flight.load(Ordering::Relaxed) == 0 {
-                return;
-            }
-            tokio::time::sleep(idle.saturating_sub(since).max(Duration::from_millis(100))).await;
-        }
-    }
-}
 
 /// An error answer from the gateway itself (no `Via`: that is how clients tell it apart
 /// from a listener's answer, spec §6.6).
@@ -251,16 +92,12 @@ impl From<AuthError> for Refusal {
     }
 }
 
-async fn handle(
+/// Relays one request to its listener; the gateway's own refusals are plain text.
+pub(crate) async fn handle(
     shared: &Arc<Shared>,
     peer: SocketAddr,
     req: http::Request<Incoming>,
 ) -> http::Response<Body> {
-    if crate::grpc::is_grpc(&req) {
-        // Boxed: each path's state lives on the heap, so the per-request task stays small
-        // instead of carrying the larger of the two futures inline (and copying it).
-        return Box::pin(crate::grpc::handle(shared, peer, req)).await;
-    }
     let outcome = if shared.admission.blocked(peer.ip()) {
         // Blocked while open: a kept-alive connection gets no more guesses than a new one.
         Err(Refusal::new(
@@ -268,7 +105,7 @@ async fn handle(
             "too many failed authentications; retry later",
         ))
     } else {
-        Box::pin(relay(shared, peer, req)).await
+        relay(shared, peer, req).await
     };
     match outcome {
         Ok(response) => response,
@@ -316,16 +153,16 @@ async fn relay(
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned);
     let explicit = query.token.clone().or(sb_header);
-    let Some(settings) = shared.registry.sender_path(&path) else {
+    let settings = match shared.pairing.destination(&path) {
+        Destination::Path(settings) => settings,
         // As for WebSocket senders: check the token before saying whether a dynamic path
         // exists.
-        if shared.config.dynamic_paths {
+        Destination::Unlistened(namespace) => {
             let token = explicit.or_else(|| header_text(&parts.headers, "authorization"));
-            let namespace = shared.registry.namespace_settings();
-            authorize(shared, peer, &namespace, token.as_deref(), &path)?;
+            shared.authorize_sender(peer, &namespace, token.as_deref(), &path)?;
             return Err(Refusal::new(404, "no listener is connected"));
         }
-        return Err(Refusal::new(404, "no such hybrid connection"));
+        Destination::Unknown => return Err(Refusal::new(404, "no such hybrid connection")),
     };
     let mut used_authorization = false;
     if !settings.anonymous_senders {
@@ -336,24 +173,22 @@ async fn relay(
                 header_text(&parts.headers, "authorization")
             }
         };
-        authorize(shared, peer, &settings, token.as_deref(), &path)?;
+        shared.authorize_sender(peer, &settings, token.as_deref(), &path)?;
     }
 
-    let allowed = list_header(&parts.headers, "Microsoft-Relay-AllowedListeners");
-    let disallowed =
-        list_header(&parts.headers, "Microsoft-Relay-DisallowedListeners").unwrap_or_default();
-    let listener = match shared
-        .registry
-        .pick(&settings.name, allowed.as_deref(), &disallowed)
-    {
+    let choice = Choice::among(
+        list_header(&parts.headers, "Microsoft-Relay-AllowedListeners"),
+        list_header(&parts.headers, "Microsoft-Relay-DisallowedListeners").unwrap_or_default(),
+    );
+    let listener = match shared.pairing.pick(&settings, &choice) {
         Ok(l) => l,
-        Err(PickError::NoListener) => return Err(Refusal::new(502, "no listener is connected")),
-        Err(PickError::NoneMatch) => {
+        Err(PairError::NoneMatch) => {
             return Err(Refusal::new(
                 404,
                 "None of the connected listeners meet the AllowedListeners/DisallowedListeners criteria",
             ));
         }
+        Err(_) => return Err(Refusal::new(502, "no listener is connected")),
     };
 
     let limit = shared.config.limits.max_request_body;
@@ -483,63 +318,27 @@ async fn relay(
             Some((Command::Request(full), body)),
         )
     };
-    let (reply_tx, reply_rx) = oneshot::channel();
-    let cancel = CancelHandle::new(&listener, &id);
-    shared.registry.insert_http(
-        id.clone(),
-        PendingHttp {
-            deferred,
-            reply: reply_tx,
-            cancel: cancel.clone(),
-            deadline,
-        },
-    );
-    // Dropped however this future ends, including when hyper drops it because the sender
-    // went away: that is what cancels the request on the listener.
-    let mut pending = HttpGuard {
-        shared: shared.clone(),
-        id: id.clone(),
-        cancel: None,
-    };
-    if let Err(e) = listener.commands.try_send(outbound) {
-        return Err(match e {
-            mpsc::error::TrySendError::Full(_) => {
-                Refusal::new(503, "the listener is not keeping up")
-            }
-            mpsc::error::TrySendError::Closed(_) => Refusal::new(502, "the listener went away"),
-        });
-    }
-    // The request is on its way: from now on an unanswered end cancels it.
-    pending.cancel = cancel;
+    let exchange = shared
+        .pairing
+        .request(&listener, id.clone(), outbound, deferred, deadline)
+        .map_err(|e| match e {
+            PairError::Busy => Refusal::new(503, "the listener is not keeping up"),
+            _ => Refusal::new(502, "the listener went away"),
+        })?;
     debug!(path = %settings.name, request = %id, inline, "request sent to listener");
-    // A listener that goes away before taking the request fails it at once (502), not at the
-    // deadline; one that took it over a rendezvous may still answer there.
-    let waiting = timeout(deadline, reply_rx);
-    tokio::pin!(waiting);
-    let outcome = tokio::select! {
-        biased;
-        r = &mut waiting => r,
-        () = listener.commands.closed() => {
-            if shared.registry.take_http(&id).is_some() {
-                return Err(Refusal::new(502, "the listener went away"));
-            }
-            waiting.await
+    let reply = match exchange.response().await {
+        Ok(HttpOutcome::Reply(reply)) => reply,
+        Ok(HttpOutcome::Fail(status, why)) => return Err(Refusal::new(status, why)),
+        Err(PairError::Gone) => return Err(Refusal::new(502, "the listener went away")),
+        Err(PairError::TimedOut) => {
+            return Err(Refusal::new(504, "the listener did not respond in time"));
         }
-    };
-    let reply = match outcome {
-        Ok(Ok(HttpOutcome::Reply(reply))) => {
-            // The response head is here; a body still streaming is the rendezvous task's.
-            pending.cancel = None;
-            reply
-        }
-        Ok(Ok(HttpOutcome::Fail(status, why))) => return Err(Refusal::new(status, why)),
-        Ok(Err(_)) => {
+        Err(_) => {
             return Err(Refusal::new(
                 502,
                 "the listener's response was malformed or lost",
             ));
         }
-        Err(_) => return Err(Refusal::new(504, "the listener did not respond in time")),
     };
     response_from(reply, &via)
 }
@@ -561,16 +360,6 @@ fn list_header(headers: &http::HeaderMap, name: &str) -> Option<Vec<String>> {
         .filter(|s| !s.is_empty())
         .collect();
     (!ids.is_empty()).then_some(ids)
-}
-
-fn authorize(
-    shared: &Shared,
-    peer: SocketAddr,
-    settings: &PathSettings,
-    token: Option<&str>,
-    path: &str,
-) -> Result<(), Refusal> {
-    Ok(shared.authorize_sender(peer, settings, token, path)?)
 }
 
 /// Builds the client's response from the listener's `response`, adding `Via`.
@@ -618,25 +407,6 @@ fn response_from(reply: HttpReply, via: &str) -> Result<http::Response<Body>, Re
     Ok(response)
 }
 
-/// Forgets a waiting request however its handler ends (answered, timed out, client gone),
-/// and cancels it on the listener if it was sent and not answered.
-struct HttpGuard {
-    shared: Arc<Shared>,
-    id: String,
-    /// Set while the listener has the request and owes its response head.
-    cancel: Option<CancelHandle>,
-}
-
-impl Drop for HttpGuard {
-    fn drop(&mut self) {
-        drop(self.shared.registry.take_http(&self.id));
-        if let Some(cancel) = self.cancel.take() {
-            debug!(request = %self.id, "request abandoned before its response; cancelling");
-            cancel.send();
-        }
-    }
-}
-
 /// A listener opened the rendezvous address of an HTTP request (`sb-hc-action=request`):
 /// send the deferred request if there is one, then read the response there, streaming its
 /// body to the waiting client.
@@ -652,7 +422,7 @@ pub(crate) async fn rendezvous(
         mut reply,
         cancel,
         deadline,
-    }) = id.as_deref().and_then(|id| shared.registry.take_http(id))
+    }) = id.as_deref().and_then(|id| shared.pairing.take_request(id))
     else {
         let why = "the rendezvous address is invalid, expired or already used";
         let _ = timeout(shared.config.timeouts.close, respond(&mut conn, 403, why)).await;
@@ -881,62 +651,4 @@ async fn stream_body<W: AsyncWrite + Unpin>(
             .map_err(|_| None)?;
     }
     write_frame(write, true, kind, &[]).await.map_err(|_| None)
-}
-
-/// The request head bytes already read, then the connection.
-struct Replay {
-    prefix: Vec<u8>,
-    pos: usize,
-    inner: Conn,
-}
-
-impl AsyncRead for Replay {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<std::io::Result<()>> {
-        let this = self.get_mut();
-        if this.pos < this.prefix.len() {
-            let n = (this.prefix.len() - this.pos).min(buf.remaining());
-            buf.put_slice(&this.prefix[this.pos..this.pos + n]);
-            this.pos += n;
-            if this.pos == this.prefix.len() {
-                this.prefix = Vec::new();
-                this.pos = 0;
-            }
-            return Poll::Ready(Ok(()));
-        }
-        Pin::new(&mut this.inner).poll_read(cx, buf)
-    }
-}
-
-impl AsyncWrite for Replay {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.get_mut().inner).poll_write(cx, buf)
-    }
-
-    fn poll_write_vectored(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[std::io::IoSlice<'_>],
-    ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.get_mut().inner).poll_write_vectored(cx, bufs)
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.inner.is_write_vectored()
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
-    }
 }

@@ -2,20 +2,24 @@
 #![forbid(unsafe_code)]
 
 mod admission;
+mod auth;
+mod body;
 pub mod config;
 mod control;
 mod first_message;
-mod front;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod grpc;
 mod handshake;
 mod http;
 mod nettcp;
-mod registry;
+mod pairing;
+mod port;
 mod relayed;
 mod scrub;
+mod state;
 mod verified;
+mod websocket;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -32,8 +36,8 @@ use tracing::{Instrument as _, debug, error, info, info_span, warn};
 
 use crate::admission::Role;
 pub use crate::config::{Config, GrpcRoute, Limits, PathConfig, Timeouts, TlsSetup};
-use crate::front::Shared;
-use crate::registry::Registry;
+use crate::pairing::{Local, Pairing};
+use crate::state::Shared;
 
 /// The gateway could not start.
 #[derive(Debug, thiserror::Error)]
@@ -160,13 +164,15 @@ impl Gateway {
             idle_timeout: config.timeouts.idle,
             half_close_timeout: config.timeouts.half_close,
         };
+        let cancel = CancellationToken::new();
+        let registry = Arc::new(Local::new(&config));
         let shared = Arc::new(Shared {
-            registry: Registry::new(&config),
-            grpc: grpc::Pool::default(),
+            pairing: Pairing::new(&config, registry, cancel.clone()),
+            grpc: grpc::pool::Pool::default(),
             verified: verified::Verified::default(),
             admission: admission::Admission::new(&config.limits),
             config,
-            cancel: CancellationToken::new(),
+            cancel,
             tracker: TaskTracker::new(),
             relay,
             next_conn: AtomicU64::new(0),
@@ -273,12 +279,12 @@ impl RunningGateway {
 
     /// Listeners connected on a path.
     pub fn listener_count(&self, path: &str) -> usize {
-        self.shared.registry.listener_count(path)
+        self.shared.pairing.listener_count(path)
     }
 
     /// HTTP requests waiting for a listener's response.
     pub fn pending_http_requests(&self) -> usize {
-        self.shared.registry.http_count()
+        self.shared.pairing.pending_requests()
     }
 
     /// The bound net.tcp address (WCF NetTcpBinding senders), if any.
@@ -298,7 +304,7 @@ impl RunningGateway {
 
     /// Rendezvous addresses handed out and not yet used or expired.
     pub fn pending_rendezvous(&self) -> usize {
-        self.shared.registry.pending_count()
+        self.shared.pairing.pending_rendezvous()
     }
 
     /// Stops accepting, closes control channels with 1001 and relays with 1001, and waits
@@ -397,7 +403,7 @@ async fn accept_loop(shared: Arc<Shared>, listener: TcpListener, front: Front) {
             async move {
                 // The slot travels with the connection, into its relay task if it gets one.
                 match front {
-                    Front::Http(tls) => front::serve(task_shared, tcp, peer, tls, slot).await,
+                    Front::Http(tls) => port::serve(task_shared, tcp, peer, tls, slot).await,
                     Front::NetTcp(tls, required) => {
                         nettcp::serve(task_shared, tcp, peer, tls, required, slot).await;
                     }

@@ -39,10 +39,9 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use ferry_hc::Command;
-use ferry_hc::address::{self, Action};
-use ferry_hc::auth::{AuthError, Right};
-use ferry_hc::command::{Accept, Headers, RemoteEndpoint};
+use ferry_hc::address;
+use ferry_hc::auth::AuthError;
+use ferry_hc::command::{Headers, RemoteEndpoint};
 use ferry_nbfx::SessionDictionary;
 use ferry_net::conn::Conn;
 use ferry_net::stream::WsStream;
@@ -52,16 +51,16 @@ use ferry_soap::version::WSA10_FAULT_ACTION;
 use ferry_soap::{Body, Envelope, Fault, Probe, QName};
 use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _};
 use tokio::net::TcpStream;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
 use tokio::time::{Instant, timeout, timeout_at};
 use tokio_rustls::TlsAcceptor;
 use tracing::{debug, info};
 
 use crate::admission::Slot;
 use crate::first_message::{self, Head, Probed};
-use crate::front::{Shared, now_unix};
-use crate::registry::{ListenerHandle, Pending, PickError, Rendezvous, new_id, new_key};
+use crate::pairing::{Choice, Destination, Intent, ListenerHandle, PairError, PathSettings};
 use crate::scrub::{Scrub, ScrubLimits};
+use crate::state::Shared;
 
 /// The framing `PreambleAck` record.
 const PREAMBLE_ACK: u8 = RecordType::PreambleAck.byte();
@@ -157,12 +156,12 @@ pub(crate) async fn serve(
     // only once its token passes (as the WebSocket and HTTP front ends do): without a valid
     // token it gets the answer it would get on an existing path, so it cannot probe which
     // paths exist.
-    let (settings, exists) = match shared.registry.sender_path(&path) {
-        Some(settings) => (settings, true),
-        None if shared.config.dynamic_paths => {
-            (Arc::new(shared.registry.namespace_settings()), false)
+    let (settings, exists) = match shared.pairing.destination(&path) {
+        Destination::Path(settings) => (settings, true),
+        Destination::Unlistened(namespace) => (namespace, false),
+        Destination::Unknown => {
+            return refuse(&shared, tcp, &mut session, FaultCode::EndpointNotFound).await;
         }
-        None => return refuse(&shared, tcp, &mut session, FaultCode::EndpointNotFound).await,
     };
 
     // 2. Accept the preamble (PreambleAck) so the client sends its first message.
@@ -180,14 +179,7 @@ pub(crate) async fn serve(
     // message goes on without credentials (see `first_message`).
     let singleton_sized = first_message::raw_octets(&preamble);
     if !settings.anonymous_senders {
-        let hosts = shared.config.audience_hosts();
-        let authorize = |token: Option<&str>| {
-            token.ok_or(AuthError::Missing).and_then(|t| {
-                settings
-                    .rules
-                    .authorize_any_host(t, &hosts, &path, Right::Send, now_unix())
-            })
-        };
+        let authorize = |token: Option<&str>| shared.check_sender(&settings, token, &path);
         // The Via's token, when there is one, is the one that counts.
         let via_verdict = via_token(&preamble.via).map(|t| authorize(Some(&t)));
         if !matches!(via_verdict, Some(Ok(_))) {
@@ -255,7 +247,7 @@ pub(crate) async fn serve(
     }
     drop(raw);
     let acked = !matches!(preamble.mode, Mode::Simplex | Mode::SingletonSized);
-    if shared.registry.fan_out(&settings.name) {
+    if settings.fan_out {
         let sender = Sender {
             tcp,
             session,
@@ -263,24 +255,25 @@ pub(crate) async fn serve(
             opening,
             permit,
         };
-        return fan_out(shared, sender, &settings.name, remote, acked).await;
+        return fan_out(shared, sender, &settings, remote, acked).await;
     }
-    let listener = match shared.registry.pick(&settings.name, None, &[]) {
-        Ok(l) => l,
-        Err(PickError::NoListener | PickError::NoneMatch) => {
-            return refuse(&shared, tcp, &mut session, FaultCode::EndpointNotFound).await;
-        }
-    };
-    let Some((mut ws, listener_permit)) =
-        rendezvous(&shared, &listener, &settings.name, remote).await
-    else {
-        let fault = if shared.cancel.is_cancelled() {
-            FaultCode::EndpointUnavailable
-        } else {
-            FaultCode::EndpointNotFound
+    let intent = intent(&settings.name, remote);
+    let (listener, mut ws, listener_permit) =
+        match shared.pairing.pair(&settings, &Choice::any(), intent).await {
+            Ok((listener, paired)) => {
+                let (ws, permit) = paired.into_stream(shared.config.limits.max_message);
+                (listener, ws, permit)
+            }
+            Err(e) => {
+                let fault = match e {
+                    PairError::Abandoned if shared.cancel.is_cancelled() => {
+                        FaultCode::EndpointUnavailable
+                    }
+                    _ => FaultCode::EndpointNotFound,
+                };
+                return refuse(&shared, tcp, &mut session, fault).await;
+            }
         };
-        return refuse(&shared, tcp, &mut session, fault).await;
-    };
     match replay(&shared, &mut ws, &opening, acked).await {
         Ok(rest) => {
             if !rest.is_empty() && tcp.write_all(&rest).await.is_err() {
@@ -624,69 +617,17 @@ fn via_token(via: &str) -> Option<String> {
     address::HcQuery::parse(query).ok()?.token
 }
 
-/// Asks `listener` to open a rendezvous for a net.tcp sender; the listener's side of it.
-pub(crate) async fn rendezvous(
-    shared: &Arc<Shared>,
-    listener: &ListenerHandle,
-    path: &str,
-    remote: RemoteEndpoint,
-) -> Option<(WsStream<Conn>, Slot)> {
-    let id = new_id();
-    let key = new_key();
-    let mut address = address::hc_url(&listener.base, path, "", Action::Accept, Some(&id));
-    address.push_str("&sb-hc-rendezvous=");
-    address.push_str(&key);
-    let (reply_tx, reply_rx) = oneshot::channel();
-    shared.registry.insert_pending(
-        key.clone(),
-        Pending {
-            id: id.clone(),
-            reply: reply_tx,
-        },
-    );
-    let _pending = PendingKey {
-        shared: shared.as_ref(),
-        key,
-    };
+/// What a net.tcp sender's listener is told: the path, where the sender is, and that it
+/// came in on the net.tcp port.
+pub(crate) fn intent(path: &str, remote: RemoteEndpoint) -> Intent<'_> {
     let mut connect_headers = Headers::new();
     connect_headers.insert("Ferry-Ingress".into(), "net.tcp".into());
-    let accept = Command::Accept(Accept {
-        address,
-        id,
+    Intent {
+        path,
+        app_query: "",
+        id: None,
         connect_headers,
-        remote_endpoint: Some(remote),
-    });
-    listener.commands.try_send(accept.into()).ok()?;
-    // Shutdown ends the wait at once (the key is withdrawn as `_pending` drops).
-    let reply = tokio::select! {
-        // A rendezvous already accepted is taken (and closed properly later), not dropped.
-        biased;
-        r = timeout(shared.config.timeouts.rendezvous, reply_rx) => r,
-        () = shared.cancel.cancelled() => return None,
-    };
-    match reply {
-        Ok(Ok(Rendezvous::Accepted {
-            conn, pre, permit, ..
-        })) => {
-            let mut ws = WsStream::server(conn, &pre);
-            ws.set_max_message_size(
-                usize::try_from(shared.config.limits.max_message).unwrap_or(usize::MAX),
-            );
-            Some((ws, permit))
-        }
-        _ => None,
-    }
-}
-
-/// Removes a rendezvous key nobody took.
-struct PendingKey<'a> {
-    shared: &'a Shared,
-    key: String,
-}
-
-impl Drop for PendingKey<'_> {
-    fn drop(&mut self) {
-        drop(self.shared.registry.take_pending(&self.key));
+        remote: Some(remote),
     }
 }
 
@@ -749,7 +690,9 @@ async fn open_fan_out(
     raw: &[u8],
     acked: bool,
 ) -> Option<(WsStream<Conn>, Slot)> {
-    let (mut ws, permit) = rendezvous(shared, listener, path, remote).await?;
+    let offer = shared.pairing.offer(listener, intent(path, remote)).ok()?;
+    let paired = offer.wait().await.ok()?;
+    let (mut ws, permit) = paired.into_stream(shared.config.limits.max_message);
     replay(shared, &mut ws, raw, acked).await.ok()?;
     Some((ws, permit))
 }
@@ -758,10 +701,11 @@ async fn open_fan_out(
 async fn fan_out(
     shared: Arc<Shared>,
     sender: Sender,
-    path: &str,
+    settings: &PathSettings,
     remote: RemoteEndpoint,
     acked: bool,
 ) {
+    let path = settings.name.as_str();
     let Sender {
         mut tcp,
         mut session,
@@ -769,14 +713,13 @@ async fn fan_out(
         opening,
         permit,
     } = sender;
-    let listeners = shared.registry.all(path);
+    let listeners = shared.pairing.listeners(settings);
     // Every listener is asked at once, so slow ones cost the sender the slowest one's accept
     // latency rather than the sum. Each waits up to the rendezvous timeout; one that does not
-    // open its rendezvous or refuses the preamble is left out. The registry caps a path at
-    // MAX_LISTENERS_PER_PATH listeners, and so does this bound on the attempts in flight.
+    // open its rendezvous or refuses the preamble is left out. The core gives at most
+    // MAX_LISTENERS_PER_PATH listeners, which bounds the attempts in flight.
     let attempts: Vec<_> = listeners
         .iter()
-        .take(ferry_hc::MAX_LISTENERS_PER_PATH)
         .map(|listener| open_fan_out(&shared, listener, path, remote.clone(), &opening, acked))
         .collect();
     // Raced against shutdown, which would otherwise wait for the slowest listener (up to the

@@ -20,7 +20,6 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use ferry_hc::auth::{AuthError, Right};
 use ferry_hc::command::RemoteEndpoint;
 use ferry_net::conn::Conn;
 use ferry_soap::relay::{RELAY_CONNECT_NS, RELAYED_CONNECT_ACTION, RELAYED_CONNECT_REPLY_ACTION};
@@ -28,16 +27,15 @@ use ferry_soap::version::WSA10_FAULT_ACTION;
 use ferry_soap::{AddressingVersion, Body, Envelope, Fault, Probe, QName, SoapVersion};
 use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _};
 use tokio::net::TcpStream;
-
 use tokio::time::{Instant, timeout, timeout_at};
 use tokio_rustls::TlsAcceptor;
 use tracing::{debug, info};
 
 use crate::admission::Slot;
-use crate::front::{Shared, now_unix};
-use crate::nettcp::{rendezvous, scrub_limits, splice, via_path};
-use crate::registry::PickError;
+use crate::nettcp::{intent, scrub_limits, splice, via_path};
+use crate::pairing::{Choice, Destination, PairError};
 use crate::scrub::Scrub;
+use crate::state::Shared;
 
 /// Longest "connect" word record.
 const MAX_WORD: usize = 64;
@@ -128,12 +126,10 @@ pub(crate) async fn serve(
     // In dynamic mode a path exists only while listened on: a sender naming one that does not
     // exist is held to the namespace rules and told only once its token passes (as the other
     // front ends do), so without a valid token it cannot probe which paths exist.
-    let (settings, exists) = match shared.registry.sender_path(&path) {
-        Some(settings) => (settings, true),
-        None if shared.config.dynamic_paths => {
-            (Arc::new(shared.registry.namespace_settings()), false)
-        }
-        None => {
+    let (settings, exists) = match shared.pairing.destination(&path) {
+        Destination::Path(settings) => (settings, true),
+        Destination::Unlistened(namespace) => (namespace, false),
+        Destination::Unknown => {
             let reason = format!("no hybrid connection {path}");
             return fail(
                 &shared,
@@ -147,14 +143,7 @@ pub(crate) async fn serve(
     };
     if !settings.anonymous_senders {
         let token = request.relay_token.as_ref().map(|t| t.token.as_str());
-        let hosts = shared.config.audience_hosts();
-        let verdict = token.ok_or(AuthError::Missing).and_then(|t| {
-            settings
-                .rules
-                .authorize_any_host(t, &hosts, &path, Right::Send, now_unix())
-        });
-        if let Err(e) = verdict {
-            shared.admission.auth_failed(peer.ip());
+        if let Err(e) = shared.authorize_sender(peer, &settings, token, &path) {
             info!(%peer, %path, status = e.status(), "relayed sender refused");
             let subcode = if e.status() == 403 {
                 "AuthorizationFailed"
@@ -166,15 +155,26 @@ pub(crate) async fn serve(
         }
     }
     // Authenticated, a missing dynamic path is answered as a path with no listener.
-    let picked = if exists {
-        shared.registry.pick(&settings.name, None, &[])
-    } else {
-        Err(PickError::NoListener)
+    let remote = RemoteEndpoint {
+        address: peer.ip().to_string(),
+        port: peer.port(),
     };
-    let listener = match picked {
-        Ok(l) => l,
-        Err(PickError::NoListener | PickError::NoneMatch) => {
-            let reason = "no listener is connected";
+    let paired = if exists {
+        let intent = intent(&settings.name, remote);
+        shared.pairing.pair(&settings, &Choice::any(), intent).await
+    } else {
+        Err(PairError::NoListener)
+    };
+    let (listener, ws, listener_permit) = match paired {
+        Ok((listener, paired)) => {
+            let (ws, permit) = paired.into_stream(shared.config.limits.max_message);
+            (listener, ws, permit)
+        }
+        Err(e) => {
+            let reason = match e {
+                PairError::NoListener | PairError::NoneMatch => "no listener is connected",
+                _ => "the listener did not accept",
+            };
             return fail(
                 &shared,
                 &mut conn,
@@ -184,22 +184,6 @@ pub(crate) async fn serve(
             )
             .await;
         }
-    };
-    let remote = RemoteEndpoint {
-        address: peer.ip().to_string(),
-        port: peer.port(),
-    };
-    let Some((ws, listener_permit)) = rendezvous(&shared, &listener, &settings.name, remote).await
-    else {
-        let reason = "the listener did not accept";
-        return fail(
-            &shared,
-            &mut conn,
-            Some(&request),
-            "EndpointNotFound",
-            reason,
-        )
-        .await;
     };
     let mut reply = Envelope::new(request.version, request.addressing);
     reply.headers.action = Some(RELAYED_CONNECT_REPLY_ACTION.into());

@@ -12,7 +12,7 @@ use std::sync::Mutex;
 use ferry_hc::auth::{AuthError, Right};
 use sha2::{Digest as _, Sha256};
 
-use crate::registry::PathSettings;
+use crate::pairing::PathSettings;
 
 /// Entries kept before the memory is dropped.
 const CAPACITY: usize = 4096;

@@ -24,148 +24,33 @@
 //!   PERMISSION_DENIED for tokens, UNAVAILABLE when no listener is connected or its
 //!   connection cannot be opened.
 
-use std::collections::HashMap;
-use std::io;
+pub(crate) mod body;
+pub(crate) mod pool;
+
 use std::net::SocketAddr;
-use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
-use std::task::{Context, Poll, ready};
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use bytes::Bytes;
-use ferry_hc::Command;
-use ferry_hc::address::{self, Action};
-use ferry_hc::auth::AuthError;
-use ferry_hc::command::{Accept, Headers, RemoteEndpoint};
-use ferry_net::stream::WsStream;
+use ferry_hc::address;
+use ferry_hc::command::Headers;
 use http::{HeaderMap, HeaderValue, StatusCode};
 use http_body_util::BodyExt as _;
 use hyper::body::Incoming;
-use hyper::body::{Frame, SizeHint};
 use hyper::client::conn::http2::SendRequest;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use tokio::sync::oneshot;
-use tokio::time::{Instant, Sleep, timeout};
+use tokio::time::{Instant, timeout};
 use tracing::{Instrument as _, debug, info};
 
-use crate::front::Shared;
-use crate::registry::{ListenerHandle, Pending, PickError, Rendezvous, new_id, new_key};
+use self::body::{Checked, Code, Failure, Reply, Scanner};
+use self::pool::{UpBody, lock};
+use crate::body::{Body, empty};
+use crate::pairing::{Choice, Destination, Intent, ListenerHandle, PairError, PathSettings};
+use crate::state::Shared;
 
 /// The metadata key that names the hybrid connection path explicitly (it wins over the
 /// configured service routes).
 pub const PATH_METADATA: &str = "ferry-path";
-
-/// gRPC status codes (the subset the gateway itself produces), as `grpc-status` carries them.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Code {
-    Cancelled = 1,
-    DeadlineExceeded = 4,
-    NotFound = 5,
-    PermissionDenied = 7,
-    ResourceExhausted = 8,
-    Internal = 13,
-    Unimplemented = 12,
-    Unavailable = 14,
-    Unauthenticated = 16,
-}
-
-/// A call the gateway ends itself.
-#[derive(Clone, Debug)]
-pub(crate) struct Failure {
-    code: Code,
-    message: String,
-}
-
-impl Failure {
-    fn new(code: Code, message: impl Into<String>) -> Self {
-        Self {
-            code,
-            message: message.into(),
-        }
-    }
-
-    /// The trailers (or, for a trailers-only response, the headers) that carry it.
-    fn headers(&self) -> HeaderMap {
-        let mut map = HeaderMap::new();
-        map.insert("grpc-status", HeaderValue::from(self.code as u16));
-        if let Ok(v) = HeaderValue::from_str(&percent_encode_message(&self.message)) {
-            map.insert("grpc-message", v);
-        }
-        map
-    }
-}
-
-impl From<AuthError> for Failure {
-    fn from(e: AuthError) -> Self {
-        let code = if e.status() == 403 {
-            Code::PermissionDenied
-        } else {
-            Code::Unauthenticated
-        };
-        Self::new(code, e.to_string())
-    }
-}
-
-/// The relayed HTTP/2 connections, one per listener control connection.
-#[derive(Default)]
-pub(crate) struct Pool {
-    slots: Mutex<HashMap<u64, Arc<Slot>>>,
-    generation: AtomicU64,
-}
-
-/// One listener's connection: the ready handle, and a lock held while (re)connecting so a
-/// burst of calls opens one connection, not one each.
-#[derive(Default)]
-struct Slot {
-    ready: Mutex<Option<(u64, SendRequest<UpBody>)>>,
-    connecting: Arc<tokio::sync::Mutex<()>>,
-}
-
-impl Pool {
-    fn slot(&self, conn_id: u64) -> Arc<Slot> {
-        lock(&self.slots).entry(conn_id).or_default().clone()
-    }
-
-    /// Forgets connection `generation` of a listener once it ended.
-    fn ended(&self, conn_id: u64, generation: u64) {
-        let mut slots = lock(&self.slots);
-        if let Some(slot) = slots.get(&conn_id) {
-            let mut ready = lock(&slot.ready);
-            if ready.as_ref().is_some_and(|(g, _)| *g == generation) {
-                *ready = None;
-            }
-            let idle = ready.is_none();
-            drop(ready);
-            if idle && Arc::strong_count(slot) == 1 {
-                slots.remove(&conn_id);
-            }
-        }
-    }
-
-    /// Lets a listener's connection go once its control channel is gone: no call can pick
-    /// it any more, so when the calls on it finish and the last handle drops, hyper closes
-    /// it (otherwise keep-alive pings would hold it, and the listener's permit, for ever).
-    pub(crate) fn forget(&self, conn_id: u64) {
-        let slot = lock(&self.slots).remove(&conn_id);
-        if let Some(slot) = slot {
-            lock(&slot.ready).take();
-        }
-    }
-
-    /// Relayed connections open now.
-    pub(crate) fn open_count(&self) -> usize {
-        lock(&self.slots)
-            .values()
-            .filter(|s| lock(&s.ready).is_some())
-            .count()
-    }
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    // Every critical section is a map or option operation: a panic cannot leave it torn.
-    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
-}
 
 /// Whether a request is a gRPC call (HTTP/2, `application/grpc[+proto|...]`).
 pub(crate) fn is_grpc<B>(req: &http::Request<B>) -> bool {
@@ -184,15 +69,12 @@ pub(crate) fn is_grpc<B>(req: &http::Request<B>) -> bool {
 /// larger DATA frames: fewer WebSocket messages and syscalls per byte).
 const MAX_FRAME: u32 = 256 * 1024;
 
-/// The forwarded request body: the caller's, with each message's length checked.
-type UpBody = Checked<Incoming>;
-
 /// Relays one gRPC call. Never fails at the HTTP level: refusals are gRPC statuses.
 pub(crate) async fn handle(
     shared: &Arc<Shared>,
     peer: SocketAddr,
     req: http::Request<Incoming>,
-) -> http::Response<crate::http::Body> {
+) -> http::Response<Body> {
     let deadline = req
         .headers()
         .get("grpc-timeout")
@@ -212,7 +94,7 @@ async fn call(
     peer: SocketAddr,
     req: http::Request<Incoming>,
     deadline: Option<Instant>,
-) -> Result<http::Response<crate::http::Body>, Failure> {
+) -> Result<http::Response<Body>, Failure> {
     let (mut parts, body) = req.into_parts();
     let service = parts
         .uri
@@ -244,28 +126,28 @@ async fn call(
     }
 
     let token = token(&parts.headers);
-    let Some(settings) = shared.registry.sender_path(&path) else {
+    let settings = match shared.pairing.destination(&path) {
+        Destination::Path(settings) => settings,
         // As for other senders: a dynamic path's existence is only revealed to a caller
         // with a valid token.
-        if shared.config.dynamic_paths {
-            let namespace = shared.registry.namespace_settings();
+        Destination::Unlistened(namespace) => {
             authorize(shared, peer, &namespace, token.as_deref(), &path)?;
             return Err(Failure::new(Code::Unavailable, "no listener is connected"));
         }
-        return Err(Failure::new(
-            Code::NotFound,
-            format!("no hybrid connection {path}"),
-        ));
+        Destination::Unknown => {
+            return Err(Failure::new(
+                Code::NotFound,
+                format!("no hybrid connection {path}"),
+            ));
+        }
     };
     if !settings.anonymous_senders {
         authorize(shared, peer, &settings, token.as_deref(), &path)?;
     }
-    let listener = match shared.registry.pick(&settings.name, None, &[]) {
-        Ok(l) => l,
-        Err(PickError::NoListener | PickError::NoneMatch) => {
-            return Err(Failure::new(Code::Unavailable, "no listener is connected"));
-        }
-    };
+    let listener = shared
+        .pairing
+        .pick(&settings, &Choice::any())
+        .map_err(|_| Failure::new(Code::Unavailable, "no listener is connected"))?;
 
     let wait = async {
         let mut send = connection(shared, &listener, &settings.name).await?;
@@ -375,7 +257,7 @@ fn token(headers: &HeaderMap) -> Option<String> {
 fn authorize(
     shared: &Shared,
     peer: SocketAddr,
-    settings: &crate::registry::PathSettings,
+    settings: &PathSettings,
     token: Option<&str>,
     path: &str,
 ) -> Result<(), Failure> {
@@ -434,57 +316,32 @@ async fn open(
     generation: u64,
 ) -> Result<SendRequest<UpBody>, Failure> {
     let unavailable = |why: &str| Failure::new(Code::Unavailable, why.to_owned());
-    let id = new_id();
-    let key = new_key();
-    let mut address = address::hc_url(&listener.base, path, "", Action::Accept, Some(&id));
-    address.push_str("&sb-hc-rendezvous=");
-    address.push_str(&key);
-    let (reply_tx, reply_rx) = oneshot::channel();
-    shared.registry.insert_pending(
-        key.clone(),
-        Pending {
-            id: id.clone(),
-            reply: reply_tx,
-        },
-    );
-    let _pending = PendingKey {
-        shared: shared.as_ref(),
-        key,
-    };
     let mut connect_headers = Headers::new();
     connect_headers.insert("Ferry-Ingress".into(), "grpc".into());
-    let accept = Command::Accept(Accept {
-        address,
-        id: id.clone(),
+    let intent = Intent {
+        path,
+        app_query: "",
+        id: None,
         connect_headers,
-        remote_endpoint: None::<RemoteEndpoint>,
-    });
-    listener
-        .commands
-        .try_send(accept.into())
-        .map_err(|_| unavailable("the listener is not keeping up"))?;
-    let rendezvous = match timeout(shared.config.timeouts.rendezvous, reply_rx).await {
-        Ok(Ok(r)) => r,
-        Ok(Err(_)) => return Err(unavailable("the rendezvous was abandoned")),
-        Err(_) => return Err(unavailable("the listener did not accept in time")),
+        remote: None,
     };
-    let (conn, pre, permit) = match rendezvous {
-        Rendezvous::Accepted {
-            conn, pre, permit, ..
-        } => (conn, pre, permit),
-        Rendezvous::Rejected {
+    let offer = shared
+        .pairing
+        .offer(listener, intent)
+        .map_err(|e| match e {
+            PairError::Busy => unavailable("the listener is not keeping up"),
+            _ => unavailable("no listener is connected"),
+        })?;
+    let id = offer.id().to_owned();
+    let paired = offer.wait().await.map_err(|e| match e {
+        PairError::TimedOut => unavailable("the listener did not accept in time"),
+        PairError::Rejected {
             status,
             description,
-        } => {
-            return Err(unavailable(&format!(
-                "the listener refused: {status} {description}"
-            )));
-        }
-    };
-    let mut ws = WsStream::server(conn, &pre);
-    ws.set_max_message_size(
-        usize::try_from(shared.config.limits.max_message).unwrap_or(usize::MAX),
-    );
+        } => unavailable(&format!("the listener refused: {status} {description}")),
+        _ => unavailable("the rendezvous was abandoned"),
+    })?;
+    let (ws, permit) = paired.into_stream(shared.config.limits.max_message);
     let keepalive = shared.config.timeouts.keepalive;
     let handshake = hyper::client::conn::http2::Builder::new(TokioExecutor::new())
         .timer(TokioTimer::new())
@@ -503,39 +360,40 @@ async fn open(
         .map_err(|e| unavailable(&format!("http/2 handshake with the listener: {e}")))?;
     info!(path, listener = %listener.id, conn = %id, "grpc connection to listener opened");
     let task_shared = shared.clone();
-    let conn_id = listener.conn_id;
+    let listener = listener.clone();
     shared.tracker.spawn(
         async move {
             let _permit = permit;
+            let ended = |r: Result<(), hyper::Error>| match r {
+                Ok(()) => debug!(conn = %id, "grpc connection to listener ended"),
+                Err(e) => info!(conn = %id, error = %e, "grpc connection to listener failed"),
+            };
+            tokio::pin!(connection);
             tokio::select! {
-                r = connection => match r {
-                    Ok(()) => debug!(conn = %id, "grpc connection to listener ended"),
-                    Err(e) => info!(conn = %id, error = %e, "grpc connection to listener failed"),
-                },
+                r = &mut connection => ended(r),
                 () = task_shared.cancel.cancelled() => {}
+                () = listener.gone() => {
+                    // No call can pick the listener any more: let the connection go, so when
+                    // the calls on it finish and the last handle drops, hyper closes it
+                    // (otherwise keep-alive pings would hold it, and the listener's permit,
+                    // for ever).
+                    task_shared.grpc.forget(listener.conn_id);
+                    tokio::select! {
+                        r = &mut connection => ended(r),
+                        () = task_shared.cancel.cancelled() => {}
+                    }
+                }
             }
-            task_shared.grpc.ended(conn_id, generation);
+            task_shared.grpc.ended(listener.conn_id, generation);
         }
         .instrument(tracing::Span::current()),
     );
     Ok(send)
 }
 
-/// Removes a rendezvous key nobody took.
-struct PendingKey<'a> {
-    shared: &'a Shared,
-    key: String,
-}
-
-impl Drop for PendingKey<'_> {
-    fn drop(&mut self) {
-        drop(self.shared.registry.take_pending(&self.key));
-    }
-}
-
 /// A response with no body whose headers carry the status (gRPC's "trailers-only").
-fn trailers_only(failure: &Failure) -> http::Response<crate::http::Body> {
-    let mut response = http::Response::new(crate::http::empty());
+fn trailers_only(failure: &Failure) -> http::Response<Body> {
+    let mut response = http::Response::new(empty());
     *response.status_mut() = StatusCode::OK;
     let headers = response.headers_mut();
     headers.insert(
@@ -564,185 +422,6 @@ fn parse_timeout(v: &[u8]) -> Option<Duration> {
     })
 }
 
-/// `grpc-message` encoding: printable ASCII except `%` as is, everything else `%XX`.
-fn percent_encode_message(message: &str) -> String {
-    let mut out = String::with_capacity(message.len());
-    for b in message.bytes() {
-        if (0x20..=0x7E).contains(&b) && b != b'%' {
-            out.push(char::from(b));
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
-}
-
-/// Follows the 5-byte length prefixes of gRPC messages through a byte stream.
-#[derive(Default)]
-struct Scanner {
-    header: [u8; 5],
-    have: usize,
-    /// Payload bytes of the current message still to come.
-    remaining: u64,
-}
-
-impl Scanner {
-    /// Consumes `data`; `Err(len)` names the first message longer than `limit`.
-    fn feed(&mut self, mut data: &[u8], limit: u64) -> Result<(), u64> {
-        while !data.is_empty() {
-            if self.remaining > 0 {
-                let n = data
-                    .len()
-                    .min(usize::try_from(self.remaining).unwrap_or(usize::MAX));
-                self.remaining -= n as u64;
-                data = &data[n..];
-                continue;
-            }
-            let n = data.len().min(5 - self.have);
-            self.header[self.have..self.have + n].copy_from_slice(&data[..n]);
-            self.have += n;
-            data = &data[n..];
-            if self.have == 5 {
-                self.have = 0;
-                let [_, a, b, c, d] = self.header;
-                let len = u64::from(u32::from_be_bytes([a, b, c, d]));
-                if len > limit {
-                    return Err(len);
-                }
-                self.remaining = len;
-            }
-        }
-        Ok(())
-    }
-}
-
-/// A body whose gRPC messages are checked against the size limit; an oversized one ends
-/// the call with RESOURCE_EXHAUSTED (recorded in `abort`, so the reply can say so).
-pub(crate) struct Checked<B> {
-    inner: B,
-    scan: Scanner,
-    limit: u64,
-    abort: Arc<OnceLock<Failure>>,
-    side: &'static str,
-}
-
-/// Why a checked body stopped.
-#[derive(Debug, thiserror::Error)]
-pub(crate) enum BodyError {
-    /// A message over the limit.
-    #[error("grpc {side} message of {len} bytes is over the {limit}-byte limit")]
-    TooBig {
-        side: &'static str,
-        len: u64,
-        limit: u64,
-    },
-    /// The stream failed underneath.
-    #[error(transparent)]
-    Transport(#[from] hyper::Error),
-}
-
-impl<B> hyper::body::Body for Checked<B>
-where
-    B: hyper::body::Body<Data = Bytes, Error = hyper::Error> + Unpin,
-{
-    type Data = Bytes;
-    type Error = BodyError;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
-        let this = &mut *self;
-        let frame = match ready!(Pin::new(&mut this.inner).poll_frame(cx)) {
-            Some(Ok(frame)) => frame,
-            Some(Err(e)) => return Poll::Ready(Some(Err(e.into()))),
-            None => return Poll::Ready(None),
-        };
-        if let Some(data) = frame.data_ref()
-            && let Err(len) = this.scan.feed(data, this.limit)
-        {
-            let e = BodyError::TooBig {
-                side: this.side,
-                len,
-                limit: this.limit,
-            };
-            let _ = this
-                .abort
-                .set(Failure::new(Code::ResourceExhausted, e.to_string()));
-            return Poll::Ready(Some(Err(e)));
-        }
-        Poll::Ready(Some(Ok(frame)))
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
-    }
-}
-
-/// The caller's view of the listener's reply: passed through, except that a failure or the
-/// deadline ends it with trailers carrying the right status rather than a reset.
-struct Reply {
-    inner: Checked<Incoming>,
-    deadline: Option<Pin<Box<Sleep>>>,
-    finished: bool,
-}
-
-impl Reply {
-    fn finish(&mut self, failure: &Failure) -> Poll<Option<Result<Frame<Bytes>, io::Error>>> {
-        self.finished = true;
-        Poll::Ready(Some(Ok(Frame::trailers(failure.headers()))))
-    }
-}
-
-impl hyper::body::Body for Reply {
-    type Data = Bytes;
-    type Error = io::Error;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, io::Error>>> {
-        let this = &mut *self;
-        if this.finished {
-            return Poll::Ready(None);
-        }
-        if let Some(deadline) = this.deadline.as_mut()
-            && deadline.as_mut().poll(cx).is_ready()
-        {
-            return this.finish(&Failure::new(Code::DeadlineExceeded, "deadline exceeded"));
-        }
-        match ready!(Pin::new(&mut this.inner).poll_frame(cx)) {
-            Some(Ok(frame)) => {
-                if frame.is_trailers() {
-                    this.finished = true;
-                }
-                Poll::Ready(Some(Ok(frame)))
-            }
-            Some(Err(e)) => {
-                let failure = this.inner.abort.get().cloned().unwrap_or_else(|| {
-                    let why = match &e {
-                        BodyError::Transport(t) if t.is_canceled() => Code::Cancelled,
-                        _ => Code::Unavailable,
-                    };
-                    Failure::new(why, format!("listener connection lost: {e}"))
-                });
-                this.finish(&failure)
-            }
-            None => Poll::Ready(None),
-        }
-    }
-
-    fn is_end_stream(&self) -> bool {
-        // A trailers-only answer (HEADERS with END_STREAM, how errors usually come) must
-        // leave as one too: a client may not accept an empty DATA frame ending it instead.
-        self.finished || self.inner.is_end_stream()
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -759,31 +438,5 @@ mod tests {
         for bad in [&b""[..], b"m", b"123456789S", b"12x", b"-1S", b"1.5S"] {
             assert_eq!(parse_timeout(bad), None, "{bad:?}");
         }
-    }
-
-    #[test]
-    fn scanner_follows_prefixes_split_anywhere() {
-        let mut stream = Vec::new();
-        for len in [0u32, 3, 70_000, 5] {
-            stream.push(0);
-            stream.extend_from_slice(&len.to_be_bytes());
-            stream.extend(std::iter::repeat_n(7u8, len as usize));
-        }
-        for piece in [1usize, 2, 5, 7, 4096, stream.len()] {
-            let mut s = Scanner::default();
-            for chunk in stream.chunks(piece) {
-                s.feed(chunk, 70_000).unwrap();
-            }
-            assert_eq!((s.have, s.remaining), (0, 0));
-            let mut s = Scanner::default();
-            let err = stream.chunks(piece).try_for_each(|c| s.feed(c, 69_999));
-            assert_eq!(err, Err(70_000));
-        }
-    }
-
-    #[test]
-    fn messages_are_percent_encoded() {
-        assert_eq!(percent_encode_message("no listener"), "no listener");
-        assert_eq!(percent_encode_message("50% é\n"), "50%25 %C3%A9%0A");
     }
 }

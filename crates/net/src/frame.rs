@@ -180,22 +180,37 @@ impl FrameHeader {
 
     /// Appends the header to `out`, with the shortest length encoding (§5.2 requires it).
     pub fn encode(&self, out: &mut Vec<u8>) {
-        out.push(if self.fin { FIN } else { 0 } | self.opcode.to_u8());
+        let mut buf = [0; MAX_HEADER];
+        let n = self.write(&mut buf);
+        out.extend_from_slice(&buf[..n]);
+    }
+
+    /// Writes the header to the start of `out`, as [`Self::encode`] does, and returns its
+    /// length: for a caller that places it in a buffer of its own.
+    pub fn write(&self, out: &mut [u8; MAX_HEADER]) -> usize {
+        out[0] = if self.fin { FIN } else { 0 } | self.opcode.to_u8();
         let mask_bit = if self.mask.is_some() { MASK } else { 0 };
-        match self.len {
-            0..=125 => out.push(mask_bit | self.len as u8),
+        let mut n = match self.len {
+            0..=125 => {
+                out[1] = mask_bit | self.len as u8;
+                2
+            }
             126..=0xFFFF => {
-                out.push(mask_bit | 126);
-                out.extend_from_slice(&(self.len as u16).to_be_bytes());
+                out[1] = mask_bit | 126;
+                out[2..4].copy_from_slice(&(self.len as u16).to_be_bytes());
+                4
             }
             _ => {
-                out.push(mask_bit | 127);
-                out.extend_from_slice(&self.len.to_be_bytes());
+                out[1] = mask_bit | 127;
+                out[2..10].copy_from_slice(&self.len.to_be_bytes());
+                10
             }
-        }
+        };
         if let Some(mask) = self.mask {
-            out.extend_from_slice(&mask);
+            out[n..n + 4].copy_from_slice(&mask);
+            n += 4;
         }
+        n
     }
 }
 

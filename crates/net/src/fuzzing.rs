@@ -9,7 +9,8 @@ use std::time::Duration;
 use tokio::io::{AsyncRead, ReadBuf};
 use tokio_util::sync::CancellationToken;
 
-use crate::relay::{MessageReader, RelayConfig, relay};
+use crate::message::MessageReader;
+use crate::relay::{RelayConfig, relay};
 use crate::stream::WsStream;
 
 /// The gateway's read buffer for a busy direction.

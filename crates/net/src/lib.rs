@@ -5,6 +5,8 @@ pub mod conn;
 pub mod frame;
 #[doc(hidden)]
 pub mod fuzzing;
+pub mod message;
+mod reader;
 pub mod relay;
 pub mod stall;
 pub mod stream;

@@ -22,8 +22,14 @@ use std::io;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio_util::sync::CancellationToken;
+
+use crate::frame::{
+    CLOSE_NO_STATUS, FrameError, FrameHeader, MAX_CONTROL_PAYLOAD, MAX_HEADER, Opcode,
+    decode_close_payload, encode_close_payload, encode_server_frame,
+};
+use crate::reader::{FillError, FrameReader, client_header, unmask};
 
 /// Default size of the streaming buffer a busy direction uses.
 pub const DEFAULT_BUFFER: usize = 64 * 1024;
@@ -33,21 +39,6 @@ pub const DEFAULT_MAX_MESSAGE: u64 = 1 << 30;
 
 /// Default time allowed for the closing handshake once the relay decided to close.
 pub const DEFAULT_CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
-
-/// Bytes an idle direction keeps inline: enough for a header and a small message, so
-/// request/response traffic of small messages never touches the heap buffer.
-const INLINE: usize = 160;
-
-/// Longest frame header: 2 bytes, 8 bytes of extended length, 4 bytes of mask.
-const MAX_HEADER: usize = 14;
-
-/// RFC 6455 §5.2 opcodes.
-const OP_CONTINUATION: u8 = 0x0;
-const OP_TEXT: u8 = 0x1;
-const OP_BINARY: u8 = 0x2;
-const OP_CLOSE: u8 = 0x8;
-const OP_PING: u8 = 0x9;
-const OP_PONG: u8 = 0xA;
 
 /// RFC 6455 §7.4.1 status codes the relay itself sends.
 pub mod close_code {
@@ -296,21 +287,10 @@ pub async fn write_close<W: AsyncWrite + Unpin>(
     code: u16,
     reason: &str,
 ) -> io::Result<()> {
-    let mut reason = reason;
-    while reason.len() > 123 {
-        // Cut on a character boundary: the reason must stay valid UTF-8.
-        let mut cut = 123;
-        while !reason.is_char_boundary(cut) {
-            cut -= 1;
-        }
-        reason = &reason[..cut];
-    }
-    let mut frame = Vec::with_capacity(4 + reason.len());
-    frame.push(0x80 | OP_CLOSE);
-    // Fits: the reason was cut to 123 bytes above.
-    frame.push((2 + reason.len()) as u8);
-    frame.extend_from_slice(&code.to_be_bytes());
-    frame.extend_from_slice(reason.as_bytes());
+    let mut payload = Vec::with_capacity(MAX_CONTROL_PAYLOAD);
+    encode_close_payload(code, reason, &mut payload);
+    let mut frame = Vec::with_capacity(MAX_HEADER + payload.len());
+    encode_server_frame(Opcode::Close, &payload, &mut frame);
     w.write_all(&frame).await?;
     w.flush().await
 }
@@ -324,10 +304,8 @@ enum PumpError {
     Io(#[from] io::Error),
     #[error("connection closed without a close frame")]
     Eof,
-    #[error("{0}")]
-    Protocol(&'static str),
-    #[error("message larger than {0} bytes")]
-    TooBig(u64),
+    #[error(transparent)]
+    Frame(#[from] FrameError),
     #[error("idle for too long")]
     Idle,
     #[error("did not answer the other side's close in time")]
@@ -336,11 +314,20 @@ enum PumpError {
     Cancelled,
 }
 
+impl From<FillError> for PumpError {
+    fn from(e: FillError) -> Self {
+        match e {
+            FillError::Io(e) => Self::Io(e),
+            FillError::Eof => Self::Eof,
+        }
+    }
+}
+
 impl PumpError {
     /// Errors of a live peer that broke the rules: the relay tells the other side at once
     /// (its pump writes the Close) and answers the failing side itself.
     fn tells_peer(&self) -> bool {
-        matches!(self, Self::Protocol(_) | Self::TooBig(_))
+        matches!(self, Self::Frame(_))
     }
 
     fn close_reason(&self) -> &'static str {
@@ -356,226 +343,9 @@ impl PumpError {
             Self::Io(_) | Self::Eof | Self::Idle | Self::HalfClosed | Self::Cancelled => {
                 close_code::GOING_AWAY
             }
-            Self::Protocol(_) => close_code::PROTOCOL_ERROR,
-            Self::TooBig(_) => close_code::TOO_BIG,
+            Self::Frame(e) => e.close_code(),
         }
     }
-}
-
-/// Storage for a direction: inline while idle, a heap buffer while streaming.
-enum Store {
-    Inline([u8; INLINE]),
-    Heap(Box<[u8]>),
-}
-
-impl Store {
-    fn as_mut(&mut self) -> &mut [u8] {
-        match self {
-            Self::Inline(a) => a,
-            Self::Heap(b) => b,
-        }
-    }
-}
-
-/// Reads frames from a client: a buffer with `start..end` valid.
-struct FrameReader<R> {
-    src: R,
-    store: Store,
-    start: usize,
-    end: usize,
-    heap_size: usize,
-    /// The last read filled all the space offered: more data is probably waiting.
-    busy: bool,
-}
-
-impl<R: AsyncRead + Unpin> FrameReader<R> {
-    fn new(src: R, pre: &[u8], heap_size: usize) -> Self {
-        let heap_size = heap_size.max(INLINE * 2);
-        let mut reader = Self {
-            src,
-            store: Store::Inline([0; INLINE]),
-            start: 0,
-            end: 0,
-            heap_size,
-            busy: false,
-        };
-        if pre.len() > INLINE {
-            reader.store = Store::Heap(vec![0; heap_size.max(pre.len())].into_boxed_slice());
-        }
-        reader.store.as_mut()[..pre.len()].copy_from_slice(pre);
-        reader.end = pre.len();
-        reader
-    }
-
-    fn available(&self) -> usize {
-        self.end - self.start
-    }
-
-    fn bytes(&mut self) -> &mut [u8] {
-        let (s, e) = (self.start, self.end);
-        &mut self.store.as_mut()[s..e]
-    }
-
-    /// Drops the heap buffer once drained after a short read, so an idle connection holds
-    /// only the inline array.
-    fn relax(&mut self) {
-        if self.start == self.end {
-            self.start = 0;
-            self.end = 0;
-            if !self.busy && matches!(self.store, Store::Heap(_)) {
-                self.store = Store::Inline([0; INLINE]);
-            }
-        }
-    }
-
-    /// Makes sure at least `need` bytes are buffered. `Ok(false)` on a clean EOF before any
-    /// byte of the awaited unit arrived.
-    async fn fill(&mut self, need: usize) -> Result<bool, PumpError> {
-        while self.available() < need {
-            let cap = self.store.as_mut().len();
-            if cap - self.start < need {
-                // Move the partial unit to the front to make room.
-                let (s, e) = (self.start, self.end);
-                self.store.as_mut().copy_within(s..e, 0);
-                self.start = 0;
-                self.end = e - s;
-            }
-            // Streaming payload, or a header that spans reads: take the big buffer.
-            if self.end == cap || (self.busy && matches!(self.store, Store::Inline(_))) {
-                let mut heap = vec![0; self.heap_size].into_boxed_slice();
-                heap[..self.available()].copy_from_slice(self.bytes());
-                self.end -= self.start;
-                self.start = 0;
-                self.store = Store::Heap(heap);
-            }
-            let end = self.end;
-            let space = &mut self.store.as_mut()[end..];
-            let offered = space.len();
-            let n = self.src.read(space).await?;
-            if n == 0 {
-                return if self.available() == 0 {
-                    Ok(false)
-                } else {
-                    Err(PumpError::Eof)
-                };
-            }
-            self.busy = n == offered;
-            self.end += n;
-        }
-        Ok(true)
-    }
-}
-
-/// A parsed client frame header.
-struct Header {
-    fin: bool,
-    opcode: u8,
-    len: u64,
-    mask: [u8; 4],
-    /// Bytes the header took on the wire.
-    size: usize,
-}
-
-/// Parses a client frame header from `b`; `Ok(None)` if more bytes are needed.
-fn parse_header(b: &[u8]) -> Result<Option<Header>, PumpError> {
-    if b.len() < 2 {
-        return Ok(None);
-    }
-    let fin = b[0] & 0x80 != 0;
-    if b[0] & 0x70 != 0 {
-        // No extension was negotiated (we decline them all), so RSV bits must be clear.
-        return Err(PumpError::Protocol(
-            "reserved bits set without an extension",
-        ));
-    }
-    let opcode = b[0] & 0x0F;
-    if b[1] & 0x80 == 0 {
-        return Err(PumpError::Protocol("client frame not masked"));
-    }
-    let (len, mut size) = match b[1] & 0x7F {
-        126 => {
-            if b.len() < 4 {
-                return Ok(None);
-            }
-            (u64::from(u16::from_be_bytes([b[2], b[3]])), 4)
-        }
-        127 => {
-            if b.len() < 10 {
-                return Ok(None);
-            }
-            let len = u64::from_be_bytes(b[2..10].try_into().expect("slice of 8 bytes"));
-            if len >> 63 != 0 {
-                return Err(PumpError::Protocol("frame length has its top bit set"));
-            }
-            (len, 10)
-        }
-        n => (u64::from(n), 2),
-    };
-    if b.len() < size + 4 {
-        return Ok(None);
-    }
-    let mask = b[size..size + 4].try_into().expect("slice of 4 bytes");
-    size += 4;
-    match opcode {
-        OP_CONTINUATION | OP_TEXT | OP_BINARY => {}
-        OP_CLOSE | OP_PING | OP_PONG => {
-            if !fin || len > 125 {
-                return Err(PumpError::Protocol(
-                    "control frame fragmented or over 125 bytes",
-                ));
-            }
-        }
-        _ => return Err(PumpError::Protocol("unknown opcode")),
-    }
-    Ok(Some(Header {
-        fin,
-        opcode,
-        len,
-        mask,
-        size,
-    }))
-}
-
-/// Writes the unmasked (server) form of a header into the end of `out`, returning its length.
-fn server_header(fin: bool, opcode: u8, len: u64, out: &mut [u8; 10]) -> usize {
-    out[0] = (u8::from(fin) << 7) | opcode;
-    if len < 126 {
-        out[1] = len as u8;
-        2
-    } else if let Ok(len16) = u16::try_from(len) {
-        out[1] = 126;
-        out[2..4].copy_from_slice(&len16.to_be_bytes());
-        4
-    } else {
-        out[1] = 127;
-        out[2..10].copy_from_slice(&len.to_be_bytes());
-        10
-    }
-}
-
-fn unmask(data: &mut [u8], mask: [u8; 4], offset: u64) {
-    // The mask is applied by payload position; `offset` is where this chunk starts.
-    let shift = (offset % 4) as usize;
-    let rotated = [
-        mask[shift],
-        mask[(shift + 1) % 4],
-        mask[(shift + 2) % 4],
-        mask[(shift + 3) % 4],
-    ];
-    let word = u32::from_ne_bytes(rotated);
-    let mut chunks = data.chunks_exact_mut(4);
-    for c in &mut chunks {
-        let v = u32::from_ne_bytes([c[0], c[1], c[2], c[3]]) ^ word;
-        c.copy_from_slice(&v.to_ne_bytes());
-    }
-    for (i, b) in chunks.into_remainder().iter_mut().enumerate() {
-        *b ^= rotated[i];
-    }
-}
-
-/// Close codes an endpoint may put on the wire (RFC 6455 §7.4).
-fn valid_close_code(code: u16) -> bool {
-    matches!(code, 1000..=1003 | 1007..=1014 | 3000..=4999)
 }
 
 /// Relays one direction until its Close has been forwarded (or, once `close_on` is
@@ -620,8 +390,8 @@ where
     loop {
         src.relax();
         // Wait for the next header. This is where an idle connection sits.
-        let header = loop {
-            if let Some(h) = parse_header(src.bytes())? {
+        let (header, mask, size) = loop {
+            if let Some(h) = client_header(src.bytes())? {
                 break h;
             }
             let need = (src.available() + 1).min(MAX_HEADER);
@@ -636,47 +406,45 @@ where
             }
         };
         match header.opcode {
-            OP_CONTINUATION if !in_message => {
-                return Err(PumpError::Protocol("continuation without a message"));
+            Opcode::Continuation if !in_message => {
+                return Err(FrameError::UnexpectedContinuation.into());
             }
-            OP_TEXT | OP_BINARY if in_message => {
-                return Err(PumpError::Protocol("new message inside a fragmented one"));
+            Opcode::Text | Opcode::Binary if in_message => {
+                return Err(FrameError::ExpectedContinuation(header.opcode).into());
             }
-            OP_CONTINUATION | OP_TEXT | OP_BINARY => {
-                if header.opcode != OP_CONTINUATION {
+            Opcode::Continuation | Opcode::Text | Opcode::Binary => {
+                if header.opcode != Opcode::Continuation {
                     message_len = 0;
                 }
                 message_len = message_len.saturating_add(header.len);
                 if message_len > config.max_message {
-                    return Err(PumpError::TooBig(config.max_message));
+                    let limit = config.max_message;
+                    return Err(FrameError::MessageTooBig { limit }.into());
                 }
                 in_message = !header.fin;
             }
-            _ => {}
+            Opcode::Close | Opcode::Ping | Opcode::Pong => {}
         }
 
         // The unmasked header is 4 bytes shorter than the masked one, so it is written into
         // the buffer right before the payload and both leave in one write.
-        let mut out = [0u8; 10];
-        let out_len = server_header(header.fin, header.opcode, header.len, &mut out);
-        src.start += header.size;
+        let mut out = [0u8; MAX_HEADER];
+        let out_len = FrameHeader {
+            mask: None,
+            ..header
+        }
+        .write(&mut out);
+        src.start += size;
         let head_at = src.start - out_len;
 
-        if header.opcode == OP_CLOSE {
+        if header.opcode == Opcode::Close {
             let len = header.len as usize;
             src.fill(len).await?.then_some(()).ok_or(PumpError::Eof)?;
             let body = &mut src.bytes()[..len];
-            unmask(body, header.mask, 0);
-            let code = match len {
-                0 => None,
-                1 => return Err(PumpError::Protocol("close frame with a one-byte body")),
-                _ => {
-                    let code = u16::from_be_bytes([body[0], body[1]]);
-                    if !valid_close_code(code) || std::str::from_utf8(&body[2..]).is_err() {
-                        return Err(PumpError::Protocol("invalid close code or reason"));
-                    }
-                    Some(code)
-                }
+            unmask(body, mask, 0);
+            let code = match decode_close_payload(body)? {
+                (CLOSE_NO_STATUS, _) => None,
+                (code, _) => Some(code),
             };
             let mut frame = out[..out_len].to_vec();
             frame.extend_from_slice(&src.bytes()[..len]);
@@ -699,7 +467,7 @@ where
             let take = remaining.min(src.available() as u64) as usize;
             let s = src.start;
             let store = src.store.as_mut();
-            unmask(&mut store[s..s + take], header.mask, offset);
+            unmask(&mut store[s..s + take], mask, offset);
             let from = match head.take() {
                 // The header goes in front of the payload; after compaction in `fill` the
                 // bytes before `start` may be gone, so only use the room if it is still ours.
@@ -726,223 +494,6 @@ where
     }
 }
 
-/// What a [`MessageReader`] found at the start of a message.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum MessageKind {
-    /// A text message.
-    Text,
-    /// A binary message.
-    Binary,
-}
-
-/// Why a [`MessageReader`] stopped.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum ReadError {
-    /// The connection failed.
-    #[error("connection lost: {0}")]
-    Io(#[from] io::Error),
-    /// The peer closed (with this code, if any) where a message was expected.
-    #[error("peer closed the connection")]
-    Closed(Option<u16>),
-    /// The peer broke RFC 6455; the answer is the close code to send.
-    #[error("{0}")]
-    Protocol(&'static str),
-    /// A message over the limit given to [`MessageReader::next_message`].
-    #[error("message larger than {0} bytes")]
-    TooBig(u64),
-}
-
-impl From<PumpError> for ReadError {
-    fn from(e: PumpError) -> Self {
-        match e {
-            PumpError::Io(e) => Self::Io(e),
-            PumpError::Eof | PumpError::Idle | PumpError::HalfClosed | PumpError::Cancelled => {
-                Self::Closed(None)
-            }
-            PumpError::Protocol(why) => Self::Protocol(why),
-            PumpError::TooBig(n) => Self::TooBig(n),
-        }
-    }
-}
-
-/// Reads a WebSocket client's (masked) messages as streams of chunks, for a server that
-/// consumes a message without holding it whole (the HTTP relay's response bodies). Control
-/// frames between data frames are skipped; a Close ends the stream.
-pub struct MessageReader<R> {
-    src: FrameReader<R>,
-    /// Payload bytes left in the current frame.
-    remaining: u64,
-    mask: [u8; 4],
-    offset: u64,
-    /// The current frame is the message's last.
-    fin: bool,
-    /// A message has started and not ended.
-    in_message: bool,
-    /// Bytes of the current message so far, and its limit.
-    total: u64,
-    limit: u64,
-}
-
-impl<R> std::fmt::Debug for MessageReader<R> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("MessageReader")
-            .field("in_message", &self.in_message)
-            .finish_non_exhaustive()
-    }
-}
-
-impl<R: AsyncRead + Unpin> MessageReader<R> {
-    /// A reader over `src`, starting with bytes already read past the upgrade (`pre`), using
-    /// a streaming buffer of `buffer` bytes while busy.
-    pub fn new(src: R, pre: &[u8], buffer: usize) -> Self {
-        Self {
-            src: FrameReader::new(src, pre, buffer),
-            remaining: 0,
-            mask: [0; 4],
-            offset: 0,
-            fin: true,
-            in_message: false,
-            total: 0,
-            limit: u64::MAX,
-        }
-    }
-
-    /// Waits for the next data message, of at most `limit` bytes, and says its kind. Read
-    /// its payload with [`Self::next_chunk`] until `None`.
-    ///
-    /// # Errors
-    /// See [`ReadError`]; a message still unread is skipped first.
-    ///
-    /// # Cancel safety
-    /// Not cancel safe: a frame header may be half consumed.
-    pub async fn next_message(&mut self, limit: u64) -> Result<MessageKind, ReadError> {
-        while self.in_message {
-            if self.next_chunk().await?.is_none() {
-                break;
-            }
-        }
-        let header = self.next_header().await?;
-        let kind = match header.opcode {
-            OP_TEXT => MessageKind::Text,
-            OP_BINARY => MessageKind::Binary,
-            _ => return Err(ReadError::Protocol("continuation without a message")),
-        };
-        self.in_message = true;
-        self.total = 0;
-        self.limit = limit;
-        self.start_frame(&header)?;
-        Ok(kind)
-    }
-
-    /// The next chunk of the current message, unmasked; `None` at its end.
-    ///
-    /// # Errors
-    /// See [`ReadError`].
-    ///
-    /// # Cancel safety
-    /// Not cancel safe.
-    pub async fn next_chunk(&mut self) -> Result<Option<bytes::Bytes>, ReadError> {
-        loop {
-            if !self.in_message {
-                return Ok(None);
-            }
-            if self.remaining == 0 {
-                if self.fin {
-                    self.in_message = false;
-                    return Ok(None);
-                }
-                let header = self.next_header().await?;
-                if header.opcode != OP_CONTINUATION {
-                    return Err(ReadError::Protocol("new message inside a fragmented one"));
-                }
-                self.start_frame(&header)?;
-                continue;
-            }
-            if self.src.available() == 0 && !self.src.fill(1).await? {
-                return Err(ReadError::Closed(None));
-            }
-            let take = self.remaining.min(self.src.available() as u64) as usize;
-            let s = self.src.start;
-            let chunk = &mut self.src.store.as_mut()[s..s + take];
-            unmask(chunk, self.mask, self.offset);
-            let out = bytes::Bytes::copy_from_slice(chunk);
-            self.src.start += take;
-            self.remaining -= take as u64;
-            self.offset += take as u64;
-            return Ok(Some(out));
-        }
-    }
-
-    fn start_frame(&mut self, header: &Header) -> Result<(), ReadError> {
-        self.total = self.total.saturating_add(header.len);
-        if self.total > self.limit {
-            return Err(ReadError::TooBig(self.limit));
-        }
-        self.remaining = header.len;
-        self.mask = header.mask;
-        self.offset = 0;
-        self.fin = header.fin;
-        Ok(())
-    }
-
-    /// The next data frame header, skipping control frames (a Close ends the stream).
-    async fn next_header(&mut self) -> Result<Header, ReadError> {
-        loop {
-            self.src.relax();
-            let header = loop {
-                if let Some(h) = parse_header(self.src.bytes())? {
-                    break h;
-                }
-                let need = (self.src.available() + 1).min(MAX_HEADER);
-                if !self.src.fill(need).await? {
-                    return Err(ReadError::Closed(None));
-                }
-            };
-            self.src.start += header.size;
-            if matches!(header.opcode, OP_CONTINUATION | OP_TEXT | OP_BINARY) {
-                return Ok(header);
-            }
-            let len = header.len as usize;
-            if !self.src.fill(len).await? {
-                return Err(ReadError::Closed(None));
-            }
-            let body = &mut self.src.bytes()[..len];
-            unmask(body, header.mask, 0);
-            let code = (len >= 2).then(|| u16::from_be_bytes([body[0], body[1]]));
-            self.src.start += len;
-            if header.opcode == OP_CLOSE {
-                return Err(ReadError::Closed(code));
-            }
-        }
-    }
-}
-
-/// Writes one unmasked server frame: header and payload.
-///
-/// # Errors
-/// The write fails.
-///
-/// # Cancel safety
-/// Not cancel safe: a partial frame may have been written.
-pub async fn write_frame<W: AsyncWrite + Unpin>(
-    w: &mut W,
-    fin: bool,
-    kind: Option<MessageKind>,
-    payload: &[u8],
-) -> io::Result<()> {
-    let opcode = match kind {
-        None => OP_CONTINUATION,
-        Some(MessageKind::Text) => OP_TEXT,
-        Some(MessageKind::Binary) => OP_BINARY,
-    };
-    let mut head = [0u8; 10];
-    let n = server_header(fin, opcode, payload.len() as u64, &mut head);
-    w.write_all(&head[..n]).await?;
-    w.write_all(payload).await?;
-    w.flush().await
-}
-
 #[cfg(test)]
 mod tests {
     use futures_util::{SinkExt, StreamExt};
@@ -951,6 +502,8 @@ mod tests {
     use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
     use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role};
     use tokio_tungstenite::tungstenite::{Bytes, Message};
+
+    use tokio::io::AsyncReadExt as _;
 
     use super::*;
 
@@ -1175,60 +728,5 @@ mod tests {
         let mut b = WebSocketStream::from_raw_socket(b_client, Role::Client, None).await;
         assert_eq!(next(&mut b).await, Message::text("hi"));
         task.abort();
-    }
-
-    #[test]
-    fn unmask_honours_offset() {
-        let mask = [0x11, 0x22, 0x33, 0x44];
-        let plain: Vec<u8> = (0..37u8).collect();
-        let masked: Vec<u8> = plain
-            .iter()
-            .enumerate()
-            .map(|(i, b)| b ^ mask[i % 4])
-            .collect();
-        for split in 0..plain.len() {
-            let mut m = masked.clone();
-            let (x, y) = m.split_at_mut(split);
-            unmask(x, mask, 0);
-            unmask(y, mask, split as u64);
-            assert_eq!(m, plain, "split at {split}");
-        }
-    }
-
-    #[test]
-    fn header_table() {
-        // (bytes, expected: Ok(Some((fin, opcode, len, size))) / Ok(None) / Err)
-        assert!(parse_header(&[0x81]).unwrap().is_none());
-        assert!(parse_header(&[0x81, 0x85, 1, 2, 3]).unwrap().is_none());
-        let h = parse_header(&[0x82, 0xFE, 0x01, 0x00, 1, 2, 3, 4])
-            .unwrap()
-            .unwrap();
-        assert_eq!((h.fin, h.opcode, h.len, h.size), (true, 2, 256, 8));
-        let h = parse_header(&[0x02, 0xFF, 0, 0, 0, 1, 0, 0, 0, 0, 1, 2, 3, 4])
-            .unwrap()
-            .unwrap();
-        assert_eq!((h.fin, h.len, h.size), (false, 1 << 32, 14));
-        assert!(parse_header(&[0x02, 0xFF, 0x80, 0, 0, 0, 0, 0, 0, 0, 1, 2, 3, 4]).is_err());
-        assert!(
-            parse_header(&[0xC1, 0x80, 1, 2, 3, 4]).is_err(),
-            "rsv1 without extension"
-        );
-        assert!(
-            parse_header(&[0x83, 0x80, 1, 2, 3, 4]).is_err(),
-            "reserved opcode"
-        );
-        assert!(
-            parse_header(&[0x09, 0x80, 1, 2, 3, 4]).is_err(),
-            "fragmented ping"
-        );
-        assert!(
-            parse_header(&[0x89, 0xFE, 0, 126, 1, 2, 3, 4]).is_err(),
-            "ping over 125"
-        );
-        let mut out = [0u8; 10];
-        assert_eq!(server_header(true, 1, 5, &mut out), 2);
-        assert_eq!(&out[..2], &[0x81, 5]);
-        assert_eq!(server_header(false, 2, 70_000, &mut out), 10);
-        assert_eq!(&out[..2], &[0x02, 127]);
     }
 }

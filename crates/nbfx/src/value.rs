@@ -14,6 +14,17 @@ use std::fmt;
 pub struct Guid(pub [u8; 16]);
 
 impl Guid {
+    /// A random (version 4, RFC 9562 §5.4) GUID made of `random`, 16 random bytes: the
+    /// version and variant bits are set, the other 122 bits are the caller's.
+    pub fn v4(random: [u8; 16]) -> Self {
+        let mut b = random;
+        // Wire order: the version nibble tops Data3, stored little-endian (byte 7); the
+        // variant bits top byte 8, which is stored as is.
+        b[7] = (b[7] & 0x0f) | 0x40;
+        b[8] = (b[8] & 0x3f) | 0x80;
+        Self(b)
+    }
+
     /// Parses `xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx` (either case).
     pub fn parse(text: &str) -> Option<Self> {
         let b = text.as_bytes();
@@ -423,6 +434,17 @@ mod tests {
     use test_case::test_case;
 
     use super::*;
+
+    #[test]
+    fn random_guids_are_version_4_and_print_as_such() {
+        for fill in [0x00u8, 0xff, 0x5a] {
+            let text = Guid::v4([fill; 16]).to_string();
+            assert_eq!(text.len(), 36);
+            assert_eq!(&text[14..15], "4", "{text}");
+            assert!(matches!(&text[19..20], "8" | "9" | "a" | "b"), "{text}");
+            assert_eq!(Guid::parse(&text), Some(Guid::v4([fill; 16])));
+        }
+    }
 
     #[test_case(1.0 / 3.0, "0.3333333333333333")]
     #[test_case(2.5, "2.5")]

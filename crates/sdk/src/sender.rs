@@ -55,16 +55,7 @@ pub async fn connect(
 /// A tracking id in GUID form: the .NET listener parses the first 36 characters of an
 /// `accept.id` as a GUID (spec §3), so ids made here must look like one.
 pub(crate) fn new_id() -> String {
-    let b: [u8; 16] = rand::random();
-    let hex: String = b.iter().map(|x| format!("{x:02x}")).collect();
-    format!(
-        "{}-{}-{}-{}-{}",
-        &hex[0..8],
-        &hex[8..12],
-        &hex[12..16],
-        &hex[16..20],
-        &hex[20..32]
-    )
+    ferry_nbfx::Guid::v4(rand::random()).to_string()
 }
 
 #[cfg(test)]

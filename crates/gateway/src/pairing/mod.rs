@@ -593,16 +593,7 @@ impl Drop for Exchange<'_> {
 
 /// A random identifier in GUID form (the .NET SDK parses ids as GUIDs).
 fn new_id() -> String {
-    let v: u128 = rand::random();
-    let h = format!("{v:032x}");
-    format!(
-        "{}-{}-{}-{}-{}",
-        &h[..8],
-        &h[8..12],
-        &h[12..16],
-        &h[16..20],
-        &h[20..]
-    )
+    ferry_nbfx::Guid::v4(rand::random()).to_string()
 }
 
 /// A 128-bit random key: rendezvous addresses, HTTP request ids.

@@ -34,12 +34,12 @@ pub async fn relayed_handshake(data: &[u8]) {
         return;
     }
     let Ok(message) =
-        crate::relayed::frame(&mut input, crate::relayed::MAX_MESSAGE, deadline).await
+        crate::relayed::frame(&mut input, ferry_soap::relayed::MAX_MESSAGE, deadline).await
     else {
         return;
     };
     let limits = ferry_nbfx::Limits {
-        max_document_bytes: crate::relayed::MAX_MESSAGE,
+        max_document_bytes: ferry_soap::relayed::MAX_MESSAGE,
         ..ferry_nbfx::Limits::default()
     };
     let _ = ferry_soap::Probe::binary(&message, None, limits);

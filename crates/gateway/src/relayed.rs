@@ -23,6 +23,10 @@ use std::sync::Arc;
 use ferry_hc::command::RemoteEndpoint;
 use ferry_net::conn::Conn;
 use ferry_soap::relay::{RELAY_CONNECT_NS, RELAYED_CONNECT_ACTION, RELAYED_CONNECT_REPLY_ACTION};
+use ferry_soap::relayed::{
+    CONNECT_WORD, MAX_MESSAGE, MAX_URI, MAX_WORD, PREFIX, RecordError, Security, encode_record,
+    record_len,
+};
 use ferry_soap::version::WSA10_FAULT_ACTION;
 use ferry_soap::{AddressingVersion, Body, Envelope, Fault, Probe, QName, SoapVersion};
 use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _};
@@ -37,13 +41,6 @@ use crate::pairing::{Choice, Destination, PairError};
 use crate::scrub::Scrub;
 use crate::state::Shared;
 
-/// Longest "connect" word record.
-const MAX_WORD: usize = 64;
-/// Longest sb:// URI record.
-const MAX_URI: usize = 2048;
-/// Longest handshake message.
-pub(crate) const MAX_MESSAGE: usize = 64 * 1024;
-
 /// A handshake that cannot go on.
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum HandshakeError {
@@ -51,6 +48,8 @@ pub(crate) enum HandshakeError {
     Io,
     #[error("relay handshake: {0}")]
     Malformed(&'static str),
+    #[error("relay handshake: {0}")]
+    Record(#[from] RecordError),
 }
 
 /// Serves one NetTcpRelayBinding connection.
@@ -75,8 +74,8 @@ pub(crate) async fn serve(
     ) {
         return;
     }
-    let mut conn = match (flag[0], tls) {
-        (0x00, _) if tls_required => {
+    let mut conn = match (Security::from_byte(flag[0]), tls) {
+        (Some(Security::None), _) if tls_required => {
             // The client sends its message (and token) next, whatever the answer: read it,
             // unlooked at, so the refusal is not lost to a reset, and say why.
             let mut conn = Conn::from(tcp);
@@ -84,13 +83,17 @@ pub(crate) async fn serve(
             let reason = "this port requires TLS (the relay binding's transport security)";
             return fail(&shared, &mut conn, None, "InvalidRequest", reason).await;
         }
-        (0x00, _) => Conn::from(tcp),
-        (0x01, Some(acceptor)) => match timeout_at(deadline, acceptor.accept(tcp)).await {
-            Ok(Ok(tls)) => Conn::from(tls),
-            _ => return debug!(%peer, "relayed handshake: tls failed"),
-        },
-        (0x01, None) => return debug!(%peer, "relayed handshake: tls asked for, none configured"),
-        (other, _) => return debug!(%peer, flag = other, "relayed handshake: bad ssl flag"),
+        (Some(Security::None), _) => Conn::from(tcp),
+        (Some(Security::Tls), Some(acceptor)) => {
+            match timeout_at(deadline, acceptor.accept(tcp)).await {
+                Ok(Ok(tls)) => Conn::from(tls),
+                _ => return debug!(%peer, "relayed handshake: tls failed"),
+            }
+        }
+        (Some(Security::Tls), None) => {
+            return debug!(%peer, "relayed handshake: tls asked for, none configured");
+        }
+        (None, _) => return debug!(%peer, flag = flag[0], "relayed handshake: bad ssl flag"),
     };
     let message = match frame(&mut conn, MAX_MESSAGE, deadline).await {
         Ok(m) => m,
@@ -207,7 +210,7 @@ pub(crate) async fn preamble<S: AsyncRead + Unpin>(
     deadline: Instant,
 ) -> Result<String, HandshakeError> {
     let word = frame(tcp, MAX_WORD, deadline).await?;
-    if word != b"connect" {
+    if word != CONNECT_WORD {
         return Err(HandshakeError::Malformed("expected \"connect\""));
     }
     let uri = frame(tcp, MAX_URI, deadline).await?;
@@ -220,16 +223,12 @@ pub(crate) async fn frame<S: AsyncRead + Unpin>(
     max: usize,
     deadline: Instant,
 ) -> Result<Vec<u8>, HandshakeError> {
-    let mut len = [0u8; 4];
-    timeout_at(deadline, io.read_exact(&mut len))
+    let mut prefix = [0u8; PREFIX];
+    timeout_at(deadline, io.read_exact(&mut prefix))
         .await
         .map_err(|_| HandshakeError::Io)?
         .map_err(|_| HandshakeError::Io)?;
-    let len = i32::from_le_bytes(len);
-    let len = usize::try_from(len).map_err(|_| HandshakeError::Malformed("negative length"))?;
-    if len > max {
-        return Err(HandshakeError::Malformed("record over its size limit"));
-    }
+    let len = record_len(prefix, max)?;
     // Grown as bytes arrive, not sized by the claim: four bytes cannot reserve 64 KiB.
     let mut buf = Vec::new();
     let read = timeout_at(deadline, io.take(len as u64).read_to_end(&mut buf))
@@ -250,9 +249,13 @@ async fn write_message<S: AsyncWrite + Unpin>(
     let bytes = envelope
         .encode_binary()
         .map_err(|e| std::io::Error::other(e.to_string()))?;
-    let len = i32::try_from(bytes.len()).map_err(std::io::Error::other)?;
-    let mut out = len.to_le_bytes().to_vec();
-    out.extend_from_slice(&bytes);
+    if bytes.len() > MAX_MESSAGE {
+        return Err(std::io::Error::other(
+            "reply over the handshake's message limit",
+        ));
+    }
+    let mut out = Vec::new();
+    encode_record(&bytes, &mut out);
     // Flushing is inside the limit too: over TLS the bytes may wait in rustls until a
     // client that stopped reading drains its socket.
     timeout(shared.config.timeouts.handshake, async {

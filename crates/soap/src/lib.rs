@@ -7,6 +7,7 @@ pub mod error;
 pub mod fault;
 pub mod probe;
 pub mod relay;
+pub mod relayed;
 pub mod version;
 
 pub use codec::BinarySession;

@@ -1,4 +1,9 @@
 //! A listener's control channel: commands out, `renewToken` in, keep-alive, token expiry.
+//!
+//! The channel is read and written with tungstenite, not `ferry_net`'s streaming codec: its
+//! messages are whole JSON commands of at most 64 KiB (and inline bodies of the same size),
+//! which tungstenite reads under a size limit, pings and close handshake included; streaming
+//! a message through a bounded buffer, which it cannot do, only the data paths need.
 
 use std::sync::Arc;
 use std::time::Duration;

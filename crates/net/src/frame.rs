@@ -214,32 +214,38 @@ impl FrameHeader {
     }
 }
 
-/// Appends one whole masked frame (a client's, §5.3) carrying `payload` to `out`.
-pub fn encode_client_frame(opcode: Opcode, payload: &[u8], mask: [u8; 4], out: &mut Vec<u8>) {
+/// Appends one frame carrying `payload` to `out`: masked with `mask` (a client's, §5.3),
+/// or not (a server's).
+pub fn encode_frame(
+    fin: bool,
+    opcode: Opcode,
+    mask: Option<[u8; 4]>,
+    payload: &[u8],
+    out: &mut Vec<u8>,
+) {
     out.reserve(MAX_HEADER + payload.len());
     FrameHeader {
-        fin: true,
+        fin,
         opcode,
-        mask: Some(mask),
+        mask,
         len: payload.len() as u64,
     }
     .encode(out);
     let start = out.len();
     out.extend_from_slice(payload);
-    apply_mask(mask, &mut out[start..]);
+    if let Some(mask) = mask {
+        apply_mask(mask, &mut out[start..]);
+    }
+}
+
+/// Appends one whole masked frame (a client's, §5.3) carrying `payload` to `out`.
+pub fn encode_client_frame(opcode: Opcode, payload: &[u8], mask: [u8; 4], out: &mut Vec<u8>) {
+    encode_frame(true, opcode, Some(mask), payload, out);
 }
 
 /// Appends one whole unmasked frame (a server's) carrying `payload` to `out`.
 pub fn encode_server_frame(opcode: Opcode, payload: &[u8], out: &mut Vec<u8>) {
-    out.reserve(MAX_HEADER + payload.len());
-    FrameHeader {
-        fin: true,
-        opcode,
-        mask: None,
-        len: payload.len() as u64,
-    }
-    .encode(out);
-    out.extend_from_slice(payload);
+    encode_frame(true, opcode, None, payload, out);
 }
 
 /// The mask key as seen from payload byte `offset` on: unmasking a frame in pieces applies

@@ -1,13 +1,32 @@
-//! A WebSocket client's messages read as streams of chunks, and a server's frames written,
-//! for a server that consumes a message without holding it whole (the HTTP relay's request
-//! and response bodies).
+//! WebSocket messages read as streams of chunks, and frames written, for an end that
+//! consumes a message without holding it whole: the HTTP relay's request and response
+//! bodies, on the gateway's side of a rendezvous (reading a client's masked frames) and on
+//! the SDK's (reading the gateway's unmasked ones).
 
+use std::future::Future;
 use std::io;
 
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 
-use crate::frame::{FrameError, FrameHeader, MAX_HEADER, Opcode};
-use crate::reader::{FillError, FrameReader, client_header, unmask};
+use crate::frame::{FrameError, FrameHeader, MAX_HEADER, Opcode, Role, encode_frame};
+use crate::reader::{FillError, FrameReader, unmask};
+
+/// Answers the pings a [`MessageReader`] meets between and inside messages.
+pub trait Pong: Send {
+    /// Sends a Pong carrying `payload` (at most 125 bytes).
+    fn pong(&mut self, payload: &[u8]) -> impl Future<Output = io::Result<()>> + Send;
+}
+
+/// Pings are read and let go unanswered: for a reader whose peer never pings (the gateway's
+/// side of an HTTP rendezvous).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct NoPong;
+
+impl Pong for NoPong {
+    async fn pong(&mut self, _payload: &[u8]) -> io::Result<()> {
+        Ok(())
+    }
+}
 
 /// What a [`MessageReader`] found at the start of a message.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -43,14 +62,17 @@ impl From<FillError> for ReadError {
     }
 }
 
-/// Reads a WebSocket client's (masked) messages as streams of chunks, for a server that
-/// consumes a message without holding it whole (the HTTP relay's response bodies). Control
-/// frames between data frames are skipped; a Close ends the stream.
-pub struct MessageReader<R> {
+/// Reads WebSocket messages as streams of chunks through one bounded buffer. Pings go to the
+/// reader's [`Pong`], pongs are skipped, a Close ends the stream.
+pub struct MessageReader<R, P = NoPong> {
     src: FrameReader<R>,
+    /// Which end we are: it says whose frames must be masked.
+    role: Role,
+    pong: P,
     /// Payload bytes left in the current frame.
     remaining: u64,
-    mask: [u8; 4],
+    /// The current frame's mask key, on a client's frames.
+    mask: Option<[u8; 4]>,
     offset: u64,
     /// The current frame is the message's last.
     fin: bool,
@@ -61,7 +83,7 @@ pub struct MessageReader<R> {
     limit: u64,
 }
 
-impl<R> std::fmt::Debug for MessageReader<R> {
+impl<R, P> std::fmt::Debug for MessageReader<R, P> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("MessageReader")
             .field("in_message", &self.in_message)
@@ -70,13 +92,28 @@ impl<R> std::fmt::Debug for MessageReader<R> {
 }
 
 impl<R: AsyncRead + Unpin> MessageReader<R> {
-    /// A reader over `src`, starting with bytes already read past the upgrade (`pre`), using
-    /// a streaming buffer of `buffer` bytes while busy.
+    /// A server's reader of a client's (masked) messages over `src`, starting with bytes
+    /// already read past the upgrade (`pre`), using a streaming buffer of `buffer` bytes while
+    /// busy; pings are not answered.
     pub fn new(src: R, pre: &[u8], buffer: usize) -> Self {
+        Self::with_role(Role::Server, src, pre, buffer, NoPong)
+    }
+}
+
+impl<R: AsyncRead + Unpin, P: Pong> MessageReader<R, P> {
+    /// A client's reader of a server's (unmasked) messages, as [`MessageReader::new`] is a
+    /// server's; `pong` answers the server's pings.
+    pub fn client(src: R, pre: &[u8], buffer: usize, pong: P) -> Self {
+        Self::with_role(Role::Client, src, pre, buffer, pong)
+    }
+
+    fn with_role(role: Role, src: R, pre: &[u8], buffer: usize, pong: P) -> Self {
         Self {
             src: FrameReader::new(src, pre, buffer),
+            role,
+            pong,
             remaining: 0,
-            mask: [0; 4],
+            mask: None,
             offset: 0,
             fin: true,
             in_message: false,
@@ -99,7 +136,7 @@ impl<R: AsyncRead + Unpin> MessageReader<R> {
                 break;
             }
         }
-        let (header, mask) = self.next_header().await?;
+        let header = self.next_header().await?;
         let kind = match header.opcode {
             Opcode::Text => MessageKind::Text,
             Opcode::Binary => MessageKind::Binary,
@@ -108,7 +145,7 @@ impl<R: AsyncRead + Unpin> MessageReader<R> {
         self.in_message = true;
         self.total = 0;
         self.limit = limit;
-        self.start_frame(&header, mask)?;
+        self.start_frame(&header)?;
         Ok(kind)
     }
 
@@ -129,11 +166,11 @@ impl<R: AsyncRead + Unpin> MessageReader<R> {
                     self.in_message = false;
                     return Ok(None);
                 }
-                let (header, mask) = self.next_header().await?;
+                let header = self.next_header().await?;
                 if header.opcode != Opcode::Continuation {
                     return Err(FrameError::ExpectedContinuation(header.opcode).into());
                 }
-                self.start_frame(&header, mask)?;
+                self.start_frame(&header)?;
                 continue;
             }
             if self.src.available() == 0 && !self.src.fill(1).await? {
@@ -142,7 +179,9 @@ impl<R: AsyncRead + Unpin> MessageReader<R> {
             let take = self.remaining.min(self.src.available() as u64) as usize;
             let s = self.src.start;
             let chunk = &mut self.src.store.as_mut()[s..s + take];
-            unmask(chunk, self.mask, self.offset);
+            if let Some(mask) = self.mask {
+                unmask(chunk, mask, self.offset);
+            }
             let out = bytes::Bytes::copy_from_slice(chunk);
             self.src.start += take;
             self.remaining -= take as u64;
@@ -151,25 +190,26 @@ impl<R: AsyncRead + Unpin> MessageReader<R> {
         }
     }
 
-    fn start_frame(&mut self, header: &FrameHeader, mask: [u8; 4]) -> Result<(), ReadError> {
+    fn start_frame(&mut self, header: &FrameHeader) -> Result<(), ReadError> {
         self.total = self.total.saturating_add(header.len);
         if self.total > self.limit {
             let limit = self.limit;
             return Err(FrameError::MessageTooBig { limit }.into());
         }
         self.remaining = header.len;
-        self.mask = mask;
+        self.mask = header.mask;
         self.offset = 0;
         self.fin = header.fin;
         Ok(())
     }
 
-    /// The next data frame header, skipping control frames (a Close ends the stream).
-    async fn next_header(&mut self) -> Result<(FrameHeader, [u8; 4]), ReadError> {
+    /// The next data frame header; pings are answered on the way, pongs skipped, and a
+    /// Close ends the stream.
+    async fn next_header(&mut self) -> Result<FrameHeader, ReadError> {
         loop {
             self.src.relax();
-            let (header, mask, size) = loop {
-                if let Some(h) = client_header(self.src.bytes())? {
+            let (header, size) = loop {
+                if let Some(h) = FrameHeader::decode(self.src.bytes(), self.role)? {
                     break h;
                 }
                 let need = (self.src.available() + 1).min(MAX_HEADER);
@@ -179,24 +219,30 @@ impl<R: AsyncRead + Unpin> MessageReader<R> {
             };
             self.src.start += size;
             if !header.opcode.is_control() {
-                return Ok((header, mask));
+                return Ok(header);
             }
             let len = header.len as usize;
             if !self.src.fill(len).await? {
                 return Err(ReadError::Closed(None));
             }
             let body = &mut self.src.bytes()[..len];
-            unmask(body, mask, 0);
+            if let Some(mask) = header.mask {
+                unmask(body, mask, 0);
+            }
             let code = (len >= 2).then(|| u16::from_be_bytes([body[0], body[1]]));
+            let ping = (header.opcode == Opcode::Ping).then(|| body.to_vec());
             self.src.start += len;
             if header.opcode == Opcode::Close {
                 return Err(ReadError::Closed(code));
+            }
+            if let Some(payload) = ping {
+                self.pong.pong(&payload).await?;
             }
         }
     }
 }
 
-/// Writes one unmasked server frame: header and payload.
+/// Writes one unmasked server frame: header and payload, without copying the payload.
 ///
 /// # Errors
 /// The write fails.
@@ -225,4 +271,12 @@ pub async fn write_frame<W: AsyncWrite + Unpin>(
     w.write_all(&head[..n]).await?;
     w.write_all(payload).await?;
     w.flush().await
+}
+
+/// Encodes one frame of `role`'s (masked with a fresh random key for a client, RFC 6455
+/// §5.3) into `out`, replacing what it held, so a writer can reuse one buffer.
+pub fn encode(role: Role, fin: bool, opcode: Opcode, payload: &[u8], out: &mut Vec<u8>) {
+    out.clear();
+    let mask = (role == Role::Client).then(rand::random::<[u8; 4]>);
+    encode_frame(fin, opcode, mask, payload, out);
 }

@@ -31,12 +31,13 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use bytes::{Buf, Bytes, BytesMut};
+use bytes::{Bytes, BytesMut};
 use ferry_hc::command::{Command, MAX_COMMAND_LEN, RemoteEndpoint, Request, Response};
-use ferry_net::frame::{CLOSE_NORMAL, FrameHeader, Opcode, apply_mask, encode_close_payload};
+use ferry_net::frame::{CLOSE_NORMAL, Opcode, Role, encode_close_payload};
+use ferry_net::message::{self, MessageKind, MessageReader, Pong, ReadError};
 use futures_util::{Stream, StreamExt};
 use http::header::{HeaderName, HeaderValue};
-use tokio::io::{AsyncReadExt, AsyncWriteExt, ReadHalf, WriteHalf};
+use tokio::io::{AsyncWriteExt, ReadHalf, WriteHalf};
 use tokio::sync::{Semaphore, mpsc, watch};
 use tokio::time::Instant;
 use tracing::{Instrument, debug, debug_span, warn};
@@ -138,6 +139,9 @@ pub enum HttpError {
     /// The WebSocket to the gateway failed.
     #[error("websocket to the gateway failed: {0}")]
     WebSocket(String),
+    /// Reading the rendezvous failed: the connection, or the gateway's framing.
+    #[error("reading the rendezvous failed")]
+    Read(#[source] ReadError),
     /// The response body failed while it was being sent.
     #[error("response body failed")]
     Body(#[source] BodyError),
@@ -551,7 +555,8 @@ impl IncomingRequest {
             };
             return Ok((request, responder));
         }
-        let (mut reader, writer) = Rendezvous::open(&self.endpoint, &self.request.address).await?;
+        let (mut reader, writer) =
+            Rendezvous::open(&self.endpoint, &self.request.address, idle).await?;
         let text = reader.text(MAX_COMMAND_LEN, idle).await?;
         let full = match Command::decode(&text) {
             Ok(Command::Request(r)) if !r.is_rendezvous_only() => r,
@@ -706,7 +711,8 @@ impl Responder {
                         .map_err(|_| HttpError::Closed);
                 }
                 // Only written to: the reader half is dropped.
-                let (_, mut ws) = Rendezvous::open(&self.endpoint, &self.address).await?;
+                let (_, mut ws) =
+                    Rendezvous::open(&self.endpoint, &self.address, self.idle).await?;
                 ws.send_head(head, self.idle).await?;
                 for chunk in buffered {
                     ws.send_fragment(chunk, self.idle).await?;
@@ -751,26 +757,31 @@ fn concat(chunks: Vec<Bytes>, len: usize) -> Bytes {
     buf.freeze()
 }
 
-/// A rendezvous WebSocket for one request (`sb-hc-action=request`), on our own frame codec
-/// so that bodies stream both ways: the request body is read frame by frame as the handler
-/// pulls it (TCP backpressure reaches the gateway), and the response body is written as
-/// fragments of one binary message as its chunks arrive (spec §4.1).
+/// A rendezvous WebSocket for one request (`sb-hc-action=request`), read and written with
+/// `ferry_net`'s frame codec so that bodies stream both ways: the request body is read as the
+/// handler pulls it (TCP backpressure reaches the gateway), and the response body is written
+/// as fragments of one binary message as its chunks arrive (spec §4.1).
 struct Rendezvous;
 
 impl Rendezvous {
+    /// Opens the rendezvous; `idle` bounds each read and write on it.
     async fn open(
         endpoint: &Endpoint,
         address: &str,
+        idle: Duration,
     ) -> Result<(FrameReader, FrameWriter), HttpError> {
         let upgraded = transport::open(endpoint, address, &[])
             .await
             .map_err(HttpError::Rendezvous)?;
         let (rd, wr) = tokio::io::split(upgraded.io);
         let wr = Arc::new(tokio::sync::Mutex::new(wr));
-        let reader = FrameReader {
-            rd,
-            buf: BytesMut::from(&upgraded.rest[..]),
+        let pong = Pongs {
             wr: wr.clone(),
+            out: Vec::new(),
+            idle,
+        };
+        let reader = FrameReader {
+            messages: MessageReader::client(rd, &upgraded.rest, READ_CHUNK, pong),
         };
         let writer = FrameWriter {
             wr,
@@ -785,120 +796,67 @@ impl Rendezvous {
 /// writer; each frame is written whole under the lock.
 type SharedWrite = Arc<tokio::sync::Mutex<WriteHalf<Transport>>>;
 
-/// Reads server frames from a rendezvous; control frames are handled on the way.
-struct FrameReader {
-    rd: ReadHalf<Transport>,
-    /// Bytes read and not yet consumed; at most about one read buffer.
-    buf: BytesMut,
+/// Answers the gateway's pings on a rendezvous.
+struct Pongs {
     wr: SharedWrite,
+    out: Vec<u8>,
+    idle: Duration,
+}
+
+impl Pong for Pongs {
+    async fn pong(&mut self, payload: &[u8]) -> std::io::Result<()> {
+        write_frame(
+            &self.wr,
+            Opcode::Pong,
+            true,
+            payload,
+            &mut self.out,
+            self.idle,
+        )
+        .await
+        .map_err(std::io::Error::other)
+    }
+}
+
+/// Reads the gateway's messages on a rendezvous.
+struct FrameReader {
+    messages: MessageReader<ReadHalf<Transport>, Pongs>,
+}
+
+/// `f`, one read of a rendezvous, within the idle timeout.
+async fn read_within<T>(
+    idle: Duration,
+    f: impl Future<Output = Result<T, ReadError>>,
+) -> Result<T, HttpError> {
+    tokio::time::timeout(idle, f)
+        .await
+        .map_err(|_| HttpError::Timeout(idle))?
+        .map_err(HttpError::Read)
 }
 
 impl FrameReader {
-    /// The next data frame's header. Pings are answered, pongs skipped; a Close ends the
-    /// exchange early.
-    async fn header(&mut self, idle: Duration) -> Result<FrameHeader, HttpError> {
-        loop {
-            let decoded = FrameHeader::decode_server(&self.buf)
-                .map_err(|e| HttpError::Protocol(format!("bad frame: {e}")))?;
-            let Some((header, len)) = decoded else {
-                self.fill(idle).await?;
-                continue;
-            };
-            self.buf.advance(len);
-            if !header.opcode.is_control() {
-                return Ok(header);
-            }
-            // Control payloads are at most 125 bytes (checked by the decoder).
-            let payload = self.exact(header.len as usize, idle).await?;
-            match header.opcode {
-                Opcode::Ping => {
-                    write_frame(
-                        &self.wr,
-                        Opcode::Pong,
-                        true,
-                        &payload,
-                        &mut Vec::new(),
-                        idle,
-                    )
-                    .await?;
-                }
-                Opcode::Close => {
-                    return Err(HttpError::Protocol("rendezvous closed early".into()));
-                }
-                _ => {}
-            }
-        }
-    }
-
-    /// Reads more bytes into the buffer.
-    async fn fill(&mut self, idle: Duration) -> Result<(), HttpError> {
-        if self.buf.capacity() - self.buf.len() < READ_CHUNK / 4 {
-            self.buf.reserve(READ_CHUNK);
-        }
-        let n = tokio::time::timeout(idle, self.rd.read_buf(&mut self.buf))
-            .await
-            .map_err(|_| HttpError::Timeout(idle))?
-            .map_err(|e| HttpError::WebSocket(e.to_string()))?;
-        if n == 0 {
-            return Err(HttpError::Protocol(
-                "rendezvous ended without a close".into(),
-            ));
-        }
-        Ok(())
-    }
-
-    /// Exactly `n` bytes (`n` is small: a control payload or a command).
-    async fn exact(&mut self, n: usize, idle: Duration) -> Result<Bytes, HttpError> {
-        while self.buf.len() < n {
-            self.fill(idle).await?;
-        }
-        Ok(self.buf.split_to(n).freeze())
-    }
-
-    /// Up to `max` bytes (at least one).
-    async fn some(&mut self, max: usize, idle: Duration) -> Result<Bytes, HttpError> {
-        if self.buf.is_empty() {
-            self.fill(idle).await?;
-        }
-        let n = self.buf.len().min(max);
-        Ok(self.buf.split_to(n).freeze())
-    }
-
     /// A whole text message of at most `limit` bytes.
     async fn text(&mut self, limit: usize, idle: Duration) -> Result<String, HttpError> {
-        let mut header = self.header(idle).await?;
-        if header.opcode != Opcode::Text {
+        // The limit is checked per frame header: a huge declared length costs nothing.
+        let kind = read_within(idle, self.messages.next_message(limit as u64)).await?;
+        if kind != MessageKind::Text {
             return Err(HttpError::Protocol("expected a text message".into()));
         }
         let mut text = Vec::new();
-        loop {
-            // Checked before buffering: a huge declared length costs nothing.
-            if text.len() as u64 + header.len > limit as u64 {
-                return Err(HttpError::Protocol("command over the size limit".into()));
-            }
-            let payload = self.exact(header.len as usize, idle).await?;
-            text.extend_from_slice(&payload);
-            if header.fin {
-                break;
-            }
-            header = self.header(idle).await?;
-            if header.opcode != Opcode::Continuation {
-                return Err(HttpError::Protocol("interleaved message".into()));
-            }
+        while let Some(chunk) = read_within(idle, self.messages.next_chunk()).await? {
+            text.extend_from_slice(&chunk);
         }
         String::from_utf8(text).map_err(|_| HttpError::Protocol("text is not utf-8".into()))
     }
 
     /// The request body: the next message, which must be binary, as a streamed [`Body`].
     async fn body(mut self, idle: Duration) -> Result<Body, HttpError> {
-        let header = self.header(idle).await?;
-        if header.opcode != Opcode::Binary {
+        let kind = read_within(idle, self.messages.next_message(u64::MAX)).await?;
+        if kind != MessageKind::Binary {
             return Err(HttpError::Protocol("expected the body message".into()));
         }
         let state = BodyReader {
             frames: Some(self),
-            left: header.len,
-            fin: header.fin,
             done: false,
             idle,
             draining: false,
@@ -923,10 +881,6 @@ impl FrameReader {
 struct BodyReader {
     /// `None` only while being dropped.
     frames: Option<FrameReader>,
-    /// Bytes left in the current frame.
-    left: u64,
-    /// The current frame is the message's last.
-    fin: bool,
     done: bool,
     idle: Duration,
     /// This reader is the background drain: its own drop must not start another (which,
@@ -936,32 +890,13 @@ struct BodyReader {
 
 impl BodyReader {
     async fn next(&mut self) -> Result<Option<Bytes>, HttpError> {
-        loop {
-            if self.done {
-                return Ok(None);
-            }
-            if self.left == 0 {
-                if self.fin {
-                    self.done = true;
-                    return Ok(None);
-                }
-                let frames = self.frames.as_mut().ok_or(HttpError::Closed)?;
-                let header = frames.header(self.idle).await?;
-                if header.opcode != Opcode::Continuation {
-                    return Err(HttpError::Protocol("interleaved message in a body".into()));
-                }
-                self.left = header.len;
-                self.fin = header.fin;
-                continue;
-            }
-            let max = usize::try_from(self.left)
-                .unwrap_or(usize::MAX)
-                .min(READ_CHUNK);
-            let frames = self.frames.as_mut().ok_or(HttpError::Closed)?;
-            let chunk = frames.some(max, self.idle).await?;
-            self.left -= chunk.len() as u64;
-            return Ok(Some(chunk));
+        if self.done {
+            return Ok(None);
         }
+        let frames = self.frames.as_mut().ok_or(HttpError::Closed)?;
+        let chunk = read_within(self.idle, frames.messages.next_chunk()).await?;
+        self.done = chunk.is_none();
+        Ok(chunk)
     }
 }
 
@@ -981,8 +916,6 @@ impl Drop for BodyReader {
         };
         let mut rest = Self {
             frames: Some(frames),
-            left: self.left,
-            fin: self.fin,
             done: false,
             idle: self.idle,
             draining: true,
@@ -1068,18 +1001,7 @@ async fn write_frame(
     out: &mut Vec<u8>,
     idle: Duration,
 ) -> Result<(), HttpError> {
-    out.clear();
-    let mask: [u8; 4] = rand::random();
-    FrameHeader {
-        fin,
-        opcode,
-        mask: Some(mask),
-        len: payload.len() as u64,
-    }
-    .encode(out);
-    let start = out.len();
-    out.extend_from_slice(payload);
-    apply_mask(mask, &mut out[start..]);
+    message::encode(Role::Client, fin, opcode, payload, out);
     let mut wr = wr.lock().await;
     tokio::time::timeout(idle, async {
         wr.write_all(out).await?;

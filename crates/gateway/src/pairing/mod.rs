@@ -364,14 +364,14 @@ impl Pairing {
     /// Sends `listener` an HTTP request (`outbound`, which carries the request `id`) and
     /// returns the exchange that waits for its response. `pending` says what the listener
     /// gets if it opens a rendezvous for it, and how long the response may take.
-    pub(crate) fn request(
-        &self,
-        listener: &ListenerHandle,
+    pub(crate) fn request<'a>(
+        &'a self,
+        listener: &'a ListenerHandle,
         id: String,
         outbound: Outbound,
         deferred: Option<(Command, DeferredBody)>,
         deadline: Duration,
-    ) -> Result<Exchange<'_>, PairError> {
+    ) -> Result<Exchange<'a>, PairError> {
         let (reply_tx, reply_rx) = oneshot::channel();
         // Only a listener that advertised `cancel` is sent it.
         let cancel =
@@ -388,7 +388,7 @@ impl Pairing {
         let mut exchange = Exchange {
             pairing: self,
             id,
-            listener: listener.clone(),
+            listener,
             cancel: None,
             reply: reply_rx,
             deadline,
@@ -541,7 +541,7 @@ impl Claim {
 pub(crate) struct Exchange<'a> {
     pairing: &'a Pairing,
     id: String,
-    listener: ListenerHandle,
+    listener: &'a ListenerHandle,
     /// Set while the listener has the request and owes its response head.
     cancel: Option<CancelHandle>,
     reply: oneshot::Receiver<HttpOutcome>,

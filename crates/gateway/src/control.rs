@@ -38,6 +38,9 @@ enum End {
     Peer,
     /// Shutdown: 1001.
     Shutdown,
+    /// This node let the listener go (it lost its place in the cluster): 1001, so the
+    /// listener reconnects to another node.
+    Evicted,
     /// No pong or other frame for two keep-alive intervals.
     Dead,
     /// The token expired without renewal, or a renewal failed: 1008.
@@ -97,12 +100,14 @@ pub(crate) async fn run(
     // A `response` with `body: true` whose body message has not arrived yet (spec §4.1: it
     // must be the very next message).
     let mut awaiting_body: Option<ferry_hc::command::Response> = None;
+    let evicted = registration.eviction();
 
     let end = loop {
         tokio::select! {
             // Shutdown first, so a busy channel still stops promptly.
             biased;
             () = shared.cancel.cancelled() => break End::Shutdown,
+            () = evicted.cancelled() => break End::Evicted,
             () = sleep_until(token_deadline) => break End::Token("token expired"),
             cmd = registration.recv() => {
                 // The registration holds the queue open for as long as it lasts, so `None`
@@ -200,6 +205,10 @@ pub(crate) async fn run(
     let frame = match end {
         End::Peer | End::Dead => None,
         End::Shutdown => Some((CloseCode::Away, "gateway shutting down".to_owned())),
+        End::Evicted => Some((
+            CloseCode::Away,
+            "this gateway node left the cluster; reconnect".to_owned(),
+        )),
         End::Token(why) => Some((CloseCode::Policy, why.to_owned())),
     };
     if let Some((code, reason)) = frame {

@@ -294,8 +294,11 @@ async fn relay(
             DeferredBody::Streaming { .. } => true,
         }),
     };
-    let inline = matches!(body, DeferredBody::Buffered(_));
-    let (outbound, deferred) = if let DeferredBody::Buffered(bytes) = body {
+    // A listener on another node would answer on its own node's control channel: it is
+    // sent a rendezvous address on this node instead, where the request and its response
+    // travel (the protocol lets the service choose).
+    let inline = matches!(body, DeferredBody::Buffered(_)) && listener.node.is_none();
+    let (outbound, deferred) = if inline && let DeferredBody::Buffered(bytes) = body {
         let body_msg = (!bytes.is_empty()).then_some(bytes);
         (
             Outbound {

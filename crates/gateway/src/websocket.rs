@@ -25,7 +25,9 @@ use tracing::{Instrument as _, debug, info};
 use crate::admission::Slot;
 use crate::control;
 use crate::handshake::{Head, respond, switch};
-use crate::pairing::{Choice, Destination, Intent, Listener, PairError, Paired, PathSettings};
+use crate::pairing::{
+    Choice, Destination, Intent, Listener, PairError, Paired, PathSettings, Refused,
+};
 use crate::state::Shared;
 
 /// Header a sender uses to restrict which listeners may take it (spec §8).
@@ -116,14 +118,18 @@ pub(crate) async fn listen(shared: Arc<Shared>, mut up: Upgrade) {
         features,
     };
     // From here on the registration is undone however this task ends.
-    let Some(registration) = shared.pairing.register(&settings, listener) else {
-        return up
-            .fail(
-                &shared,
-                403,
-                "the hybrid connection has its maximum number of listeners",
-            )
-            .await;
+    let registration = match shared.pairing.register(&settings, listener).await {
+        Ok(registration) => registration,
+        Err(Refused::Full) => {
+            return up
+                .fail(
+                    &shared,
+                    403,
+                    "the hybrid connection has its maximum number of listeners",
+                )
+                .await;
+        }
+        Err(Refused::Unavailable(why)) => return up.fail(&shared, 503, why).await,
     };
     if switch(&mut up.conn, &up.key, None).await.is_err() {
         return;

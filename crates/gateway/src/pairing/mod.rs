@@ -40,7 +40,9 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::time::timeout;
 use tokio_util::sync::CancellationToken;
 
-pub(crate) use self::registry::{ListenerHandle, Local, PathSettings, Registry};
+pub(crate) use self::registry::{
+    ListenerHandle, Local, PathSettings, Refused, Registering, Registry, Undelivered,
+};
 pub(crate) use self::request::{
     CancelHandle, DeferredBody, HttpOutcome, HttpReply, Outbound, PendingHttp, ReplyBody,
 };
@@ -94,24 +96,43 @@ impl Choice {
         self.allowed.as_deref().is_none_or(named) && !named(&self.disallowed)
     }
 
+    /// This choice, without the listener `id` too (tried already and gone).
+    fn without(&self, id: &str) -> Self {
+        let mut disallowed = self.disallowed.clone();
+        disallowed.push(id.to_owned());
+        Self {
+            allowed: self.allowed.clone(),
+            disallowed,
+        }
+    }
+
     /// One of `listeners` at random among those admitted.
     fn choose(&self, listeners: &[ListenerHandle]) -> Result<ListenerHandle, PairError> {
         if listeners.is_empty() {
             return Err(PairError::NoListener);
         }
-        let eligible = listeners.iter().filter(|l| self.admits(l)).count();
+        // A listener whose channel is gone is on its way out of the registry: skipped.
+        let usable = |l: &&ListenerHandle| self.admits(l) && !l.is_gone();
+        let eligible = listeners.iter().filter(usable).count();
         if eligible == 0 {
-            return Err(PairError::NoneMatch);
+            return Err(if listeners.iter().any(|l| !l.is_gone()) {
+                PairError::NoneMatch
+            } else {
+                PairError::NoListener
+            });
         }
         let nth = rand::rng().random_range(0..eligible);
         Ok(listeners
             .iter()
-            .filter(|l| self.admits(l))
+            .filter(usable)
             .nth(nth)
             .cloned()
             .expect("nth < eligible"))
     }
 }
+
+/// How many listeners [`Pairing::pair`] tries when the ones it picks turn out gone.
+const MAX_ATTEMPTS: usize = 3;
 
 /// What a sender addressed, as the listener's `accept` command tells it.
 pub(crate) struct Intent<'a> {
@@ -124,6 +145,19 @@ pub(crate) struct Intent<'a> {
     /// Handshake headers the listener is shown (never the sender's token).
     pub(crate) connect_headers: Headers,
     pub(crate) remote: Option<RemoteEndpoint>,
+}
+
+impl Intent<'_> {
+    /// The same intent, for another listener.
+    fn again(&self) -> Self {
+        Intent {
+            path: self.path,
+            app_query: self.app_query,
+            id: self.id.clone(),
+            connect_headers: self.connect_headers.clone(),
+            remote: self.remote.clone(),
+        }
+    }
 }
 
 /// A listener's half of a pair: its upgraded rendezvous connection.
@@ -221,32 +255,38 @@ impl Pairing {
         self.registry.listener_path(path)
     }
 
-    /// Registers a listener on `settings`' path; `None` when the path has its maximum. The
-    /// listener is offered senders until the [`Registration`] drops.
-    pub(crate) fn register(
+    /// Registers a listener on `settings`' path. The listener is offered senders until the
+    /// [`Registration`] drops.
+    ///
+    /// # Cancel safety
+    /// Cancel safe: a registration given up on is undone.
+    pub(crate) async fn register(
         &self,
         settings: &Arc<PathSettings>,
         listener: Listener,
-    ) -> Option<Registration> {
+    ) -> Result<Registration, Refused> {
         let (tx, rx) = mpsc::channel(self.queue);
         let conn_id = self.next_listener.fetch_add(1, Ordering::Relaxed);
-        let handle = ListenerHandle {
-            id: listener.id.unwrap_or_else(new_id),
+        let id = listener.id.unwrap_or_else(new_id);
+        let handle = ListenerHandle::new(
+            id.clone(),
             conn_id,
-            commands: tx,
-            base: listener.base,
-            features: listener.features,
+            tx,
+            listener.base,
+            listener.features,
+            None,
+        );
+        // Dropped before the registry answers, the guard undoes whatever it did.
+        let mut registration = Registration {
+            registry: self.registry.clone(),
+            name: settings.name.clone(),
+            id,
+            conn_id,
+            commands: rx,
+            evicted: CancellationToken::new(),
         };
-        let id = handle.id.clone();
-        self.registry
-            .register(settings, handle)
-            .then(|| Registration {
-                registry: self.registry.clone(),
-                name: settings.name.clone(),
-                id,
-                conn_id,
-                commands: rx,
-            })
+        registration.evicted = self.registry.register(settings, handle).await?;
+        Ok(registration)
     }
 
     /// Listeners connected on a path.
@@ -320,6 +360,9 @@ impl Pairing {
             key,
             id: id.clone(),
             reply: reply_rx,
+            // A listener on another node can vanish with its node: the sender is told at
+            // once rather than at the rendezvous's expiry.
+            remote: listener.node.is_some().then(|| listener.clone()),
         };
         let accept = Command::Accept(Accept {
             address,
@@ -332,16 +375,32 @@ impl Pairing {
     }
 
     /// Pairs a sender with one listener `choice` admits: [`pick`](Self::pick),
-    /// [`offer`](Self::offer) and [`wait`](Offer::wait) in one.
+    /// [`offer`](Self::offer) and [`wait`](Offer::wait) in one. A listener found gone on
+    /// the way (its node died) is passed over for another, a few times.
     pub(crate) async fn pair(
         &self,
         settings: &PathSettings,
         choice: &Choice,
         intent: Intent<'_>,
     ) -> Result<(ListenerHandle, Paired), PairError> {
-        let listener = self.pick(settings, choice)?;
-        let paired = self.offer(&listener, intent)?.wait().await?;
-        Ok((listener, paired))
+        let mut tried: Option<Choice> = None;
+        let mut attempts = 0;
+        loop {
+            attempts += 1;
+            let listener = self.pick(settings, tried.as_ref().unwrap_or(choice))?;
+            let outcome = match self.offer(&listener, intent.again()) {
+                Ok(offer) => offer.wait().await,
+                Err(e) => Err(e),
+            };
+            match outcome {
+                Ok(paired) => return Ok((listener, paired)),
+                Err(PairError::Gone) if attempts < MAX_ATTEMPTS => {
+                    tracing::debug!(listener = %listener.id, "listener gone; trying another");
+                    tried = Some(tried.as_ref().unwrap_or(choice).without(&listener.id));
+                }
+                Err(e) => return Err(e),
+            }
+        }
     }
 
     /// Rendezvous addresses handed out and not yet used or expired.
@@ -418,9 +477,9 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 /// Queues a command for a listener, without waiting: a listener whose queue is full is not
 /// keeping up, and the sender is told rather than held.
 fn send(listener: &ListenerHandle, outbound: Outbound) -> Result<(), PairError> {
-    listener.commands.try_send(outbound).map_err(|e| match e {
-        mpsc::error::TrySendError::Full(_) => PairError::Busy,
-        mpsc::error::TrySendError::Closed(_) => PairError::Gone,
+    listener.try_send(outbound).map_err(|e| match e {
+        Undelivered::Busy => PairError::Busy,
+        Undelivered::Gone => PairError::Gone,
     })
 }
 
@@ -431,9 +490,17 @@ pub(crate) struct Registration {
     id: String,
     conn_id: u64,
     commands: mpsc::Receiver<Outbound>,
+    /// Fires when the registry lets the listener go.
+    evicted: CancellationToken,
 }
 
 impl Registration {
+    /// Fires when the registry lets the listener go before it leaves (its node lost its
+    /// place in the cluster): the listener should reconnect, to another node.
+    pub(crate) fn eviction(&self) -> CancellationToken {
+        self.evicted.clone()
+    }
+
     /// The listener's id.
     pub(crate) fn id(&self) -> &str {
         &self.id
@@ -463,6 +530,8 @@ pub(crate) struct Offer<'a> {
     key: String,
     id: String,
     reply: oneshot::Receiver<Rendezvous>,
+    /// The listener, when it is on another node.
+    remote: Option<ListenerHandle>,
 }
 
 impl Offer<'_> {
@@ -479,10 +548,18 @@ impl Offer<'_> {
     pub(crate) async fn wait(mut self) -> Result<Paired, PairError> {
         let expiry = self.pairing.expiry;
         let cancel = self.pairing.cancel.clone();
+        let remote = self.remote.take();
+        let gone = async {
+            match &remote {
+                Some(listener) => listener.gone().await,
+                None => std::future::pending().await,
+            }
+        };
         let reply = tokio::select! {
             biased;
             r = timeout(expiry, &mut self.reply) => r,
             () = cancel.cancelled() => return Err(PairError::Abandoned),
+            () = gone => return Err(PairError::Gone),
         };
         match reply {
             Ok(Ok(Rendezvous::Accepted(paired))) => Ok(paired),
@@ -626,8 +703,8 @@ mod tests {
         list.iter().map(|s| (*s).to_owned()).collect()
     }
 
-    #[test]
-    fn routing_headers_choose_among_the_listeners() {
+    #[tokio::test]
+    async fn routing_headers_choose_among_the_listeners() {
         let mut config = Config::new("ns");
         let mut p = PathConfig::new("p");
         p.max_listeners = 2;
@@ -636,9 +713,12 @@ mod tests {
         let s = core.listener_path("p").unwrap();
         let any = Choice::any();
         assert!(matches!(core.pick(&s, &any), Err(PairError::NoListener)));
-        let a = core.register(&s, listener("A")).unwrap();
-        let b = core.register(&s, listener("b")).unwrap();
-        assert!(core.register(&s, listener("c")).is_none(), "over the limit");
+        let a = core.register(&s, listener("A")).await.unwrap();
+        let b = core.register(&s, listener("b")).await.unwrap();
+        assert!(
+            matches!(core.register(&s, listener("c")).await, Err(Refused::Full)),
+            "over the limit"
+        );
         for _ in 0..20 {
             let only_a = Choice::among(Some(ids(&["a"])), Vec::new());
             assert_eq!(core.pick(&s, &only_a).unwrap().id, "A");
@@ -680,7 +760,7 @@ mod tests {
         config.paths = vec![PathConfig::new("p")];
         let core = core(&config);
         let s = core.listener_path("p").unwrap();
-        let mut registration = core.register(&s, listener("l")).unwrap();
+        let mut registration = core.register(&s, listener("l")).await.unwrap();
         let l = core.pick(&s, &Choice::any()).unwrap();
 
         let offer = core.offer(&l, intent(Some("sender"))).unwrap();

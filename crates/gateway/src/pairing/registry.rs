@@ -5,11 +5,13 @@
 //! of the same trait: the core, and every front end behind it, stay as they are.
 
 use std::collections::HashMap;
+use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use ferry_hc::auth::Rules;
 use ferry_hc::command::Features;
 use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
 
 use super::request::Outbound;
 use crate::config::{Config, PathConfig};
@@ -40,14 +42,73 @@ pub(crate) struct ListenerHandle {
     pub(crate) base: String,
     /// The Ferry extensions it advertised on its `listen` upgrade.
     pub(crate) features: Features,
+    /// The gateway node its control channel is on; `None`: this one. A listener on another
+    /// node is sent its commands through that node, and opens its rendezvous on this one.
+    pub(crate) node: Option<Arc<str>>,
 }
 
 impl ListenerHandle {
+    /// A handle for a listener whose commands go into `commands`.
+    pub(crate) fn new(
+        id: String,
+        conn_id: u64,
+        commands: mpsc::Sender<Outbound>,
+        base: String,
+        features: Features,
+        node: Option<Arc<str>>,
+    ) -> Self {
+        Self {
+            id,
+            conn_id,
+            commands,
+            base,
+            features,
+            node,
+        }
+    }
+
     /// Resolves once the listener's control channel is gone (its queue's receiver dropped).
     pub(crate) async fn gone(&self) {
         self.commands.closed().await;
     }
+
+    /// Whether the listener's control channel is gone already.
+    pub(crate) fn is_gone(&self) -> bool {
+        self.commands.is_closed()
+    }
+
+    /// Queues a command for the listener, without waiting: a listener whose queue is full
+    /// is not keeping up.
+    pub(crate) fn try_send(&self, outbound: Outbound) -> Result<(), Undelivered> {
+        self.commands.try_send(outbound).map_err(|e| match e {
+            mpsc::error::TrySendError::Full(_) => Undelivered::Busy,
+            mpsc::error::TrySendError::Closed(_) => Undelivered::Gone,
+        })
+    }
 }
+
+/// Why a command did not reach a listener's queue.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Undelivered {
+    /// The queue is full.
+    Busy,
+    /// The listener is gone.
+    Gone,
+}
+
+/// Why a listener was not registered.
+#[derive(Debug)]
+pub(crate) enum Refused {
+    /// The path has its maximum of listeners.
+    Full,
+    /// This node cannot take listeners now (the shared registry is out of reach, or the node
+    /// is draining); another node can.
+    Unavailable(&'static str),
+}
+
+/// A registration in progress.
+pub(crate) type Registering<'a> =
+    Pin<Box<dyn Future<Output = Result<CancellationToken, Refused>> + Send + 'a>>;
 
 /// The listeners and paths a gateway knows.
 ///
@@ -66,8 +127,14 @@ pub(crate) trait Registry: Send + Sync {
     /// rules, senders need a token.
     fn namespace_settings(&self) -> PathSettings;
 
-    /// Adds a listener; `false` when the path already has its maximum.
-    fn register(&self, settings: &Arc<PathSettings>, handle: ListenerHandle) -> bool;
+    /// Adds a listener of this node. On success, the token fires when the registry lets
+    /// the listener go before it leaves (its node lost its place in a shared registry): its
+    /// control channel then closes, so it reconnects elsewhere.
+    fn register<'a>(
+        &'a self,
+        settings: &'a Arc<PathSettings>,
+        handle: ListenerHandle,
+    ) -> Registering<'a>;
 
     /// Removes a listener's control connection.
     fn unregister(&self, name: &str, conn_id: u64);
@@ -116,6 +183,39 @@ impl Local {
             namespace_rules,
             request_timeout: config.timeouts.request,
         }
+    }
+
+    /// Adds `handle` to its path; with `limit`, only while the path has fewer than its
+    /// maximum of listeners. Whether it was added.
+    pub(crate) fn add(
+        &self,
+        settings: &Arc<PathSettings>,
+        handle: ListenerHandle,
+        limit: bool,
+    ) -> bool {
+        let mut listeners = self.lock();
+        let entry = listeners
+            .entry(normalize(&settings.name))
+            .or_insert_with(|| Entry {
+                settings: settings.clone(),
+                listeners: Vec::new(),
+            });
+        let max = settings.max_listeners.min(ferry_hc::MAX_LISTENERS_PER_PATH);
+        if limit && entry.listeners.len() >= max {
+            return false;
+        }
+        entry.listeners.push(handle);
+        true
+    }
+
+    /// This node's listener `conn_id` on `name`, if it is still registered.
+    pub(crate) fn local(&self, name: &str, conn_id: u64) -> Option<ListenerHandle> {
+        self.lock()
+            .get(&normalize(name))?
+            .listeners
+            .iter()
+            .find(|l| l.conn_id == conn_id && l.node.is_none())
+            .cloned()
     }
 
     fn lock(&self) -> MutexGuard<'_, HashMap<String, Entry>> {
@@ -168,19 +268,20 @@ impl Registry for Local {
         })
     }
 
-    fn register(&self, settings: &Arc<PathSettings>, handle: ListenerHandle) -> bool {
-        let mut listeners = self.lock();
-        let entry = listeners
-            .entry(normalize(&settings.name))
-            .or_insert_with(|| Entry {
-                settings: settings.clone(),
-                listeners: Vec::new(),
-            });
-        if entry.listeners.len() >= settings.max_listeners.min(ferry_hc::MAX_LISTENERS_PER_PATH) {
-            return false;
-        }
-        entry.listeners.push(handle);
-        true
+    fn register<'a>(
+        &'a self,
+        settings: &'a Arc<PathSettings>,
+        handle: ListenerHandle,
+    ) -> Registering<'a> {
+        let added = self.add(settings, handle, true);
+        Box::pin(async move {
+            if added {
+                // A listener of a single node is let go only when the node stops.
+                Ok(CancellationToken::new())
+            } else {
+                Err(Refused::Full)
+            }
+        })
     }
 
     fn unregister(&self, name: &str, conn_id: u64) {
@@ -247,13 +348,18 @@ mod tests {
 
     fn handle(id: &str, conn_id: u64) -> ListenerHandle {
         let (tx, _rx) = mpsc::channel(1);
-        ListenerHandle {
-            id: id.into(),
+        ListenerHandle::new(
+            id.into(),
             conn_id,
-            commands: tx,
-            base: "ws://x".into(),
-            features: Features::default(),
-        }
+            tx,
+            "ws://x".into(),
+            Features::default(),
+            None,
+        )
+    }
+
+    fn register(r: &Local, s: &Arc<PathSettings>, handle: ListenerHandle) -> bool {
+        r.add(s, handle, true)
     }
 
     #[test]
@@ -276,10 +382,10 @@ mod tests {
         config.paths = vec![p];
         let r = Local::new(&config);
         let s = r.listener_path("p").unwrap();
-        assert!(r.register(&s, handle("A", 1)));
-        assert!(r.register(&s, handle("b", 2)));
+        assert!(register(&r, &s, handle("A", 1)));
+        assert!(register(&r, &s, handle("b", 2)));
         assert!(
-            !r.register(&s, handle("c", 3)),
+            !register(&r, &s, handle("c", 3)),
             "third listener over the limit"
         );
         assert_eq!(count(&r, "P"), 2);
@@ -295,7 +401,7 @@ mod tests {
         let r = Local::new(&config);
         assert!(r.sender_path("hc1/x").is_none());
         let s = r.listener_path("hc1").unwrap();
-        assert!(r.register(&s, handle("l", 1)));
+        assert!(register(&r, &s, handle("l", 1)));
         assert_eq!(r.sender_path("hc1/x").unwrap().name, "hc1");
         r.unregister("hc1", 1);
         assert!(r.sender_path("hc1/x").is_none());

@@ -296,7 +296,113 @@ pub struct Config {
     pub limits: Limits,
     /// Timeouts.
     pub timeouts: Timeouts,
+    /// Cluster mode: several gateway nodes sharing an etcd cluster. `None`: a single node,
+    /// its registry in memory.
+    pub cluster: Option<ClusterConfig>,
 }
+
+/// Default for [`ClusterConfig::lease_ttl`].
+pub const DEFAULT_LEASE_TTL: Duration = Duration::from_secs(10);
+
+/// Default for [`ClusterConfig::prefix`].
+pub const DEFAULT_CLUSTER_PREFIX: &str = "ferry/";
+
+/// One gateway node of a cluster.
+#[derive(Clone)]
+pub struct ClusterConfig {
+    /// This node's name, unique in the cluster.
+    pub node: String,
+    /// This node's own public base URL (`wss://gw-2.relay.example.com:443`): listeners paired
+    /// with a sender on this node open their rendezvous there, so its certificate must cover
+    /// the name.
+    /// Empty: the TLS port (else the plain one) under the namespace's name.
+    pub advertise: String,
+    /// Where this node serves the node-to-node API.
+    pub rpc: SocketAddr,
+    /// The address other nodes reach [`rpc`](Self::rpc) at, `http://host:port`; by default
+    /// `rpc` as bound (port 0 resolved).
+    pub rpc_advertise: Option<String>,
+    /// A secret every node shares: node-to-node calls carry tokens signed with it.
+    pub secret: String,
+    /// The etcd cluster.
+    pub etcd: EtcdConfig,
+    /// How long this node's records outlive it: its etcd lease's time to live. A node that
+    /// cannot renew its lease for this long fences itself.
+    pub lease_ttl: Duration,
+    /// The key prefix under which this cluster keeps its records, so that several clusters
+    /// may share one etcd.
+    pub prefix: String,
+    /// How long a draining node lets its pairs finish.
+    pub drain: Duration,
+}
+
+/// How a node reaches etcd.
+#[derive(Clone, Default)]
+pub struct EtcdConfig {
+    /// Client URLs (`http://10.0.0.1:2379`, `https://…` for TLS).
+    pub endpoints: Vec<String>,
+    /// A PEM file with the CA that signed etcd's certificates (for `https` endpoints; the
+    /// system's roots otherwise).
+    pub ca: Option<PathBuf>,
+    /// A user name and password, when etcd has authentication enabled. The password is a
+    /// secret: never logged.
+    pub user: Option<(String, String)>,
+}
+
+// The secrets stay out of every log line the configuration appears in.
+impl std::fmt::Debug for ClusterConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClusterConfig")
+            .field("node", &self.node)
+            .field("advertise", &self.advertise)
+            .field("rpc", &self.rpc)
+            .field("rpc_advertise", &self.rpc_advertise)
+            .field("etcd", &self.etcd)
+            .field("lease_ttl", &self.lease_ttl)
+            .field("prefix", &self.prefix)
+            .field("drain", &self.drain)
+            .finish_non_exhaustive()
+    }
+}
+
+impl std::fmt::Debug for EtcdConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EtcdConfig")
+            .field("endpoints", &self.endpoints)
+            .field("ca", &self.ca)
+            .field("user", &self.user.as_ref().map(|(name, _)| name))
+            .finish()
+    }
+}
+
+impl ClusterConfig {
+    /// A node named `node` of a cluster on `etcd`, with the defaults for the rest.
+    pub fn new(
+        node: impl Into<String>,
+        advertise: impl Into<String>,
+        rpc: SocketAddr,
+        secret: impl Into<String>,
+        etcd: Vec<String>,
+    ) -> Self {
+        Self {
+            node: node.into(),
+            advertise: advertise.into(),
+            rpc,
+            rpc_advertise: None,
+            secret: secret.into(),
+            etcd: EtcdConfig {
+                endpoints: etcd,
+                ..EtcdConfig::default()
+            },
+            lease_ttl: DEFAULT_LEASE_TTL,
+            prefix: DEFAULT_CLUSTER_PREFIX.to_owned(),
+            drain: DEFAULT_DRAIN,
+        }
+    }
+}
+
+/// Default for [`ClusterConfig::drain`].
+pub const DEFAULT_DRAIN: Duration = Duration::from_secs(30);
 
 /// A gRPC ingress route.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -343,6 +449,7 @@ impl Config {
             grpc_routes: Vec::new(),
             limits: Limits::default(),
             timeouts: Timeouts::default(),
+            cluster: None,
         }
     }
 

@@ -4,6 +4,7 @@
 mod admission;
 mod auth;
 mod body;
+mod cluster;
 pub mod config;
 mod control;
 mod first_message;
@@ -35,8 +36,11 @@ use tokio_util::task::TaskTracker;
 use tracing::{Instrument as _, debug, error, info, info_span, warn};
 
 use crate::admission::Role;
-pub use crate::config::{Config, GrpcRoute, Limits, PathConfig, Timeouts, TlsSetup};
-use crate::pairing::{Local, Pairing};
+pub use crate::cluster::ClusterError;
+pub use crate::config::{
+    ClusterConfig, Config, EtcdConfig, GrpcRoute, Limits, PathConfig, Timeouts, TlsSetup,
+};
+use crate::pairing::{Local, Pairing, Registry};
 use crate::state::Shared;
 
 /// The gateway could not start.
@@ -67,6 +71,9 @@ pub enum StartError {
     /// Neither a plain nor a TLS address is configured.
     #[error("no listen address configured")]
     NoAddress,
+    /// Cluster mode could not start.
+    #[error("cluster mode")]
+    Cluster(#[from] ClusterError),
     /// The plain port is not on loopback and `plain_public` was not set.
     #[error(
         "plain (unencrypted) port {0} is not a loopback address; tokens would cross the network in clear text (set plain_public to allow it behind a TLS-terminating proxy)"
@@ -165,9 +172,35 @@ impl Gateway {
             half_close_timeout: config.timeouts.half_close,
         };
         let cancel = CancellationToken::new();
-        let registry = Arc::new(Local::new(&config));
+        let mut config = config;
+        if let Some(cluster) = config.cluster.as_mut().filter(|c| c.advertise.is_empty()) {
+            // By default listeners reach this node's TLS port under the namespace's name.
+            cluster.advertise = match (tls_addr, plain_addr) {
+                (Some(a), _) => format!("wss://{}:{}", config.namespace, a.port()),
+                (None, Some(a)) => format!("ws://{}:{}", config.namespace, a.port()),
+                (None, None) => String::new(),
+            };
+        }
+        if let Some(host) = config
+            .cluster
+            .as_ref()
+            .and_then(|c| advertised_host(&c.advertise))
+            .filter(|h| !config.audience_hosts().contains(&h.as_str()))
+        {
+            // Tokens for this node's own name are as good as tokens for the namespace's.
+            config.aliases.push(host);
+        }
+        let cluster = match &config.cluster {
+            Some(_) => Some(cluster::Cluster::start(&config).await?),
+            None => None,
+        };
+        let registry: Arc<dyn Registry> = match &cluster {
+            Some(cluster) => cluster.clone(),
+            None => Arc::new(Local::new(&config)),
+        };
         let shared = Arc::new(Shared {
             pairing: Pairing::new(&config, registry, cancel.clone()),
+            cluster,
             grpc: grpc::pool::Pool::default(),
             verified: verified::Verified::default(),
             admission: admission::Admission::new(&config.limits),
@@ -313,6 +346,10 @@ impl RunningGateway {
     /// # Cancel safety
     /// Cancel safe: shutdown has begun once called; dropping only stops the waiting.
     pub async fn shutdown(self) {
+        // The other nodes forget this node's listeners first, so no sender is sent here.
+        if let Some(cluster) = &self.shared.cluster {
+            cluster.shutdown().await;
+        }
         self.shared.cancel.cancel();
         self.shared.tracker.close();
         let limit = self.shared.config.timeouts.close * 2;
@@ -327,6 +364,17 @@ impl RunningGateway {
         }
         info!("gateway stopped");
     }
+}
+
+/// The host of a base URL (`wss://gw-2.relay.example:443` → `gw-2.relay.example`).
+fn advertised_host(base: &str) -> Option<String> {
+    let rest = base.split_once("://")?.1;
+    let authority = rest.split('/').next()?;
+    let host = match authority.strip_prefix('[') {
+        Some(v6) => v6.split(']').next()?,
+        None => authority.rsplit_once(':').map_or(authority, |(h, _)| h),
+    };
+    (!host.is_empty()).then(|| host.to_ascii_lowercase())
 }
 
 /// What a port serves.

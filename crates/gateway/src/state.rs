@@ -8,6 +8,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::admission::Admission;
+use crate::cluster::Cluster;
 use crate::config::Config;
 use crate::grpc::pool::Pool;
 use crate::pairing::Pairing;
@@ -18,6 +19,8 @@ pub(crate) struct Shared {
     pub(crate) config: Config,
     /// Listeners, rendezvous and waiting requests: how senders reach listeners.
     pub(crate) pairing: Pairing,
+    /// This node's place in a cluster, in cluster mode.
+    pub(crate) cluster: Option<Arc<Cluster>>,
     /// The gRPC front end's relayed HTTP/2 connections, one per listener.
     pub(crate) grpc: Pool,
     /// Sender tokens verified lately.

@@ -42,6 +42,38 @@ pub(crate) struct RawConfig {
     limits: RawLimits,
     #[serde(default)]
     timeouts: RawTimeouts,
+    cluster: Option<RawCluster>,
+}
+
+/// `[cluster]`: this node of a cluster sharing etcd.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCluster {
+    node: String,
+    /// This node's public base URL; by default its TLS port under the namespace's name.
+    #[serde(default)]
+    advertise: String,
+    /// The node-to-node address to bind.
+    rpc: SocketAddr,
+    /// How other nodes reach `rpc` (`http://host:port`), when it differs.
+    rpc_advertise: Option<String>,
+    /// The secret every node shares.
+    secret: String,
+    etcd: RawEtcd,
+    /// Seconds.
+    lease_ttl: Option<f64>,
+    prefix: Option<String>,
+    /// Seconds a draining node lets its pairs finish.
+    drain: Option<f64>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawEtcd {
+    endpoints: Vec<String>,
+    ca: Option<PathBuf>,
+    user: Option<String>,
+    password: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -161,6 +193,46 @@ pub(crate) fn read(path: &Path) -> anyhow::Result<RawConfig> {
     let text =
         std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
     toml::from_str(&text).with_context(|| format!("invalid configuration in {}", path.display()))
+}
+
+fn cluster(raw: RawCluster) -> anyhow::Result<ferry_gateway::ClusterConfig> {
+    if raw.node.is_empty() || raw.node.contains('/') {
+        bail!("cluster.node must be a non-empty name without '/'");
+    }
+    if raw.secret.len() < 16 {
+        bail!("cluster.secret must be at least 16 characters (every node shares it)");
+    }
+    if raw.etcd.endpoints.is_empty() {
+        bail!("cluster.etcd.endpoints lists no etcd member");
+    }
+    let mut c = ferry_gateway::ClusterConfig::new(
+        raw.node,
+        raw.advertise,
+        raw.rpc,
+        raw.secret,
+        raw.etcd.endpoints,
+    );
+    c.rpc_advertise = raw.rpc_advertise;
+    c.etcd.ca = raw.etcd.ca;
+    c.etcd.user = match (raw.etcd.user, raw.etcd.password) {
+        (Some(user), Some(password)) => Some((user, password)),
+        (None, None) => None,
+        _ => bail!("cluster.etcd needs both user and password, or neither"),
+    };
+    if let Some(ttl) = raw.lease_ttl {
+        let ttl = secs("lease_ttl", ttl)?;
+        if ttl < Duration::from_secs(2) {
+            bail!("cluster.lease_ttl must be at least 2 seconds");
+        }
+        c.lease_ttl = ttl;
+    }
+    if let Some(prefix) = raw.prefix {
+        c.prefix = prefix;
+    }
+    if let Some(drain) = raw.drain {
+        c.drain = secs("drain", drain)?;
+    }
+    Ok(c)
 }
 
 fn secs(name: &str, v: f64) -> anyhow::Result<Duration> {
@@ -379,6 +451,9 @@ pub(crate) fn build(file: Option<RawConfig>, o: Overrides) -> anyhow::Result<Con
             *slot = (v != 0.0).then(|| secs(name, v)).transpose()?;
         }
     }
+    if let Some(c) = raw.cluster {
+        config.cluster = Some(cluster(c)?);
+    }
     if config.plain_addr.is_none() && config.tls_addr.is_none() {
         bail!("no listen address: set listen.plain or listen.tls");
     }
@@ -447,6 +522,36 @@ mod tests {
         assert_eq!(c.timeouts.idle, Some(Duration::from_secs(60)));
         assert_eq!(c.timeouts.half_close, None, "0 turns it off");
         assert_eq!(c.timeouts.write_stall, Duration::from_millis(1500));
+    }
+
+    #[test]
+    fn a_cluster_section_makes_a_cluster_node() {
+        let file = |cluster: &str| -> anyhow::Result<Config> {
+            let raw: RawConfig = toml::from_str(&format!(
+                "namespace = \"a\"\n[listen]\nplain = \"127.0.0.1:1\"\n[[rules]]\nname = \"r\"\nkey = \"k\"\nrights = [\"Listen\"]\n{cluster}"
+            ))?;
+            build(Some(raw), Overrides::default())
+        };
+        let c = file(
+            "[cluster]\nnode = \"gw-2\"\nadvertise = \"wss://gw-2.relay.example:443\"\nrpc = \"10.0.0.2:7000\"\nsecret = \"0123456789abcdef0123\"\nlease_ttl = 5\n[cluster.etcd]\nendpoints = [\"http://10.0.0.9:2379\"]\nuser = \"ferry\"\npassword = \"pw\"\n",
+        )
+        .unwrap();
+        let cluster = c.cluster.expect("cluster mode");
+        assert_eq!(cluster.node, "gw-2");
+        assert_eq!(cluster.advertise, "wss://gw-2.relay.example:443");
+        assert_eq!(cluster.lease_ttl, Duration::from_secs(5));
+        assert_eq!(cluster.prefix, "ferry/");
+        assert_eq!(cluster.etcd.endpoints, ["http://10.0.0.9:2379"]);
+        let shown = format!("{cluster:?}");
+        assert!(
+            !shown.contains("0123456789abcdef") && !shown.contains("\"pw\""),
+            "secrets stay out of Debug: {shown}"
+        );
+        assert!(file("").unwrap().cluster.is_none(), "no section: one node");
+        let short = "[cluster]\nnode = \"n\"\nrpc = \"127.0.0.1:1\"\nsecret = \"short\"\n[cluster.etcd]\nendpoints = [\"http://e:2379\"]\n";
+        assert!(file(short).is_err(), "a short secret is refused");
+        let half = "[cluster]\nnode = \"n\"\nrpc = \"127.0.0.1:1\"\nsecret = \"0123456789abcdef0\"\n[cluster.etcd]\nendpoints = [\"http://e:2379\"]\nuser = \"u\"\n";
+        assert!(file(half).is_err(), "a user without a password is refused");
     }
 
     #[test]

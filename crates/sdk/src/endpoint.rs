@@ -50,6 +50,9 @@ pub struct Endpoint {
     tls: bool,
     host: String,
     port: u16,
+    /// Every gateway node serving the namespace, this one first; a listener moves among
+    /// them when one fails.
+    gateways: Arc<[Gateway]>,
     path: String,
     token: Option<Arc<dyn TokenProvider>>,
     tls_config: Option<Arc<ClientConfig>>,
@@ -68,26 +71,18 @@ impl Endpoint {
     /// # Errors
     /// See [`EndpointError`].
     pub fn new(base: &str, path: &str) -> Result<Self, EndpointError> {
-        let url = url::Url::parse(base).map_err(|_| EndpointError::BadUrl(base.to_owned()))?;
-        let tls = match url.scheme() {
-            "wss" | "https" | "sb" => true,
-            "ws" | "http" => false,
-            other => return Err(EndpointError::BadScheme(other.to_owned())),
-        };
-        let host = url.host_str().ok_or(EndpointError::NoHost)?.to_owned();
-        if (url.path() != "/" && !url.path().is_empty())
-            || url.query().is_some()
-            || url.fragment().is_some()
-        {
-            return Err(EndpointError::ExtraParts);
-        }
-        let port = url.port().unwrap_or(if tls { 443 } else { 80 });
+        let Gateway { tls, host, port } = Gateway::parse(base)?;
         let path = path.trim_matches('/');
         if path.is_empty() {
             return Err(EndpointError::EmptyPath);
         }
         Ok(Self {
             tls,
+            gateways: Arc::from([Gateway {
+                tls,
+                host: host.clone(),
+                port,
+            }]),
             host,
             port,
             path: path.to_owned(),
@@ -98,6 +93,47 @@ impl Endpoint {
             keep_alive: DEFAULT_KEEP_ALIVE,
             max_message_size: DEFAULT_MAX_MESSAGE_SIZE,
         })
+    }
+
+    /// An endpoint for `path` on a cluster of gateway nodes, `bases` naming each: a listener
+    /// starts on one of them at random and moves to the next when it loses its node or is
+    /// refused by it (a node cut off from the cluster, or draining), with jittered backoff.
+    /// One name that resolves to several addresses works too: every address is tried.
+    ///
+    /// # Errors
+    /// See [`EndpointError`]; an empty `bases` is [`EndpointError::NoHost`].
+    pub fn cluster(bases: &[&str], path: &str) -> Result<Self, EndpointError> {
+        let (first, _) = bases.split_first().ok_or(EndpointError::NoHost)?;
+        let mut endpoint = Self::new(first, path)?;
+        let gateways = bases
+            .iter()
+            .map(|b| Gateway::parse(b))
+            .collect::<Result<Vec<_>, _>>()?;
+        endpoint.gateways = gateways.into();
+        Ok(endpoint.on_gateway(rand::random::<u32>() as usize))
+    }
+
+    /// How many gateway nodes the endpoint names.
+    pub fn gateway_count(&self) -> usize {
+        self.gateways.len()
+    }
+
+    /// This endpoint on its `n`th gateway node (counting round).
+    pub fn on_gateway(&self, n: usize) -> Self {
+        let gateway = &self.gateways[n % self.gateways.len()];
+        let mut endpoint = self.clone();
+        endpoint.tls = gateway.tls;
+        endpoint.host.clone_from(&gateway.host);
+        endpoint.port = gateway.port;
+        endpoint
+    }
+
+    /// The number of the gateway node this endpoint is on.
+    pub fn gateway_index(&self) -> usize {
+        self.gateways
+            .iter()
+            .position(|g| g.tls == self.tls && g.host == self.host && g.port == self.port)
+            .unwrap_or(0)
     }
 
     /// Sets the token provider (default: none, an anonymous sender).
@@ -195,6 +231,34 @@ impl Endpoint {
     }
 }
 
+/// One gateway node's address.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Gateway {
+    tls: bool,
+    host: String,
+    port: u16,
+}
+
+impl Gateway {
+    fn parse(base: &str) -> Result<Self, EndpointError> {
+        let url = url::Url::parse(base).map_err(|_| EndpointError::BadUrl(base.to_owned()))?;
+        let tls = match url.scheme() {
+            "wss" | "https" | "sb" => true,
+            "ws" | "http" => false,
+            other => return Err(EndpointError::BadScheme(other.to_owned())),
+        };
+        let host = url.host_str().ok_or(EndpointError::NoHost)?.to_owned();
+        if (url.path() != "/" && !url.path().is_empty())
+            || url.query().is_some()
+            || url.fragment().is_some()
+        {
+            return Err(EndpointError::ExtraParts);
+        }
+        let port = url.port().unwrap_or(if tls { 443 } else { 80 });
+        Ok(Self { tls, host, port })
+    }
+}
+
 /// The operating system's roots, loaded once per process (loading them reads files).
 fn default_tls() -> Arc<ClientConfig> {
     static DEFAULT: OnceLock<Arc<ClientConfig>> = OnceLock::new();
@@ -246,5 +310,25 @@ mod tests {
             Endpoint::new("nope", "p"),
             Err(EndpointError::BadUrl(_))
         ));
+    }
+
+    #[test]
+    fn a_cluster_endpoint_goes_round_its_nodes() {
+        let e = Endpoint::cluster(&["wss://gw-1.example", "wss://gw-2.example:8443"], "p").unwrap();
+        assert_eq!(e.gateway_count(), 2);
+        let at = e.gateway_index();
+        let next = e.on_gateway(at + 1);
+        assert_ne!(next.base(), e.base());
+        assert_eq!(next.on_gateway(next.gateway_index() + 1).base(), e.base());
+        let bases: std::collections::HashSet<String> =
+            (0..2).map(|n| e.on_gateway(n).base()).collect();
+        assert!(
+            bases.contains("wss://gw-1.example:443") && bases.contains("wss://gw-2.example:8443")
+        );
+        assert_eq!(next.resource_uri(), format!("http://{}/p", next.host()));
+        assert_eq!(
+            Endpoint::cluster(&[], "p").unwrap_err(),
+            EndpointError::NoHost
+        );
     }
 }

@@ -482,11 +482,13 @@ enum SessionEnd {
 
 impl Control {
     async fn run(
-        self,
+        mut self,
         mut first: Option<oneshot::Sender<Result<(), ConnectError>>>,
         mut responses: Option<mpsc::Receiver<OutgoingResponse>>,
     ) {
         let mut failures = 0usize;
+        // Gateway nodes tried since the listener was last online.
+        let mut tried = 0usize;
         loop {
             self.status.send_replace(Status::Connecting);
             let attempt = tokio::select! {
@@ -513,6 +515,14 @@ impl Control {
                     }
                 }
                 Err(e) => {
+                    tried += 1;
+                    // Another node of a cluster may take us: every node is tried once before
+                    // the first attempt counts as failed.
+                    if !e.is_permanent() && tried < self.endpoint.gateway_count() {
+                        info!(error = %e, gateway = %self.endpoint.base(), "gateway node refused; trying the next");
+                        self.next_gateway();
+                        continue;
+                    }
                     if let Some(first) = first.take() {
                         let _ = first.send(Err(e));
                         self.status.send_replace(Status::Offline(Offline::Closed));
@@ -527,6 +537,9 @@ impl Control {
                     e.to_string()
                 }
             };
+            // A lost node, or one that refused: the next attempt goes to the next node.
+            self.next_gateway();
+            tried = 0;
             let retry_in = reconnect_delay(failures);
             failures += 1;
             warn!(%reason, ?retry_in, "listener offline");
@@ -538,6 +551,13 @@ impl Control {
             }
         }
         self.status.send_replace(Status::Offline(Offline::Closed));
+    }
+
+    /// Moves to the endpoint's next gateway node (when it names several).
+    fn next_gateway(&mut self) {
+        if self.endpoint.gateway_count() > 1 {
+            self.endpoint = self.endpoint.on_gateway(self.endpoint.gateway_index() + 1);
+        }
     }
 
     /// Opens the control channel; returns it with the token's expiry.

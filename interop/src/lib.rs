@@ -2,6 +2,7 @@
 //! command (`scripts/test.sh`): a missing peer fails the test with a message saying so, it is
 //! never skipped.
 
+pub mod cluster;
 pub mod mono;
 
 use std::path::{Path, PathBuf};
@@ -109,23 +110,10 @@ impl TestGateway {
     /// Serves the SDK echo listener on `path` until the test ends: every message back as it
     /// came, text as text, binary as binary.
     pub async fn echo_listener(&self, path: &str) {
-        let mut listener = ferry_sdk::Listener::open(self.endpoint(path))
+        let listener = ferry_sdk::Listener::open(self.endpoint(path))
             .await
             .expect("echo listener opens");
-        tokio::spawn(async move {
-            while let Ok(incoming) = listener.accept().await {
-                tokio::spawn(async move {
-                    let Ok(mut stream) = incoming.accept().await else {
-                        return;
-                    };
-                    while let Ok(Some(message)) = stream.recv().await {
-                        if stream.send(message).await.is_err() {
-                            break;
-                        }
-                    }
-                });
-            }
-        });
+        serve_echo(listener);
     }
 
     /// Starts `node SCRIPT args...` in `interop/node`, trusting the dev CA, killed on drop.
@@ -142,6 +130,25 @@ impl TestGateway {
             .spawn()
             .expect("node starts")
     }
+}
+
+/// Answers every connection `listener` takes with its own messages, as they came, until the
+/// test ends.
+pub fn serve_echo(mut listener: ferry_sdk::Listener) {
+    tokio::spawn(async move {
+        while let Ok(incoming) = listener.accept().await {
+            tokio::spawn(async move {
+                let Ok(mut stream) = incoming.accept().await else {
+                    return;
+                };
+                while let Ok(Some(message)) = stream.recv().await {
+                    if stream.send(message).await.is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+    });
 }
 
 /// Reads a child's stdout until a line equal to `wanted` (or, with `prefix`, starting with

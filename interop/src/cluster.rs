@@ -1,0 +1,360 @@
+//! A real etcd cluster (Debian's `etcd-server`, each member its own process) and gateway
+//! nodes joined to it, for the cluster tests.
+
+use std::net::{SocketAddr, TcpListener};
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::Duration;
+
+use ferry_gateway::{ClusterConfig, Config, Gateway, RunningGateway, TlsSetup};
+use ferry_hc::{Rights, Rule};
+use ferry_sdk::{Endpoint, SasKeyProvider};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::process::{Child, Command};
+
+use crate::{node_dir, require_node, require_tool};
+
+/// A free loopback port (bound, then let go: the caller binds it again at once).
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port()
+}
+
+/// An etcd cluster on loopback, its members killed when it drops.
+pub struct Etcd {
+    members: Vec<Member>,
+    initial_cluster: String,
+    token: String,
+    dir: tempfile::TempDir,
+}
+
+struct Member {
+    name: String,
+    client: u16,
+    peer: u16,
+    process: Option<Child>,
+}
+
+impl Etcd {
+    /// Starts `members` etcd members as one cluster and waits until each reports healthy.
+    pub async fn start(members: usize) -> Self {
+        require_tool("etcd", "etcd-server");
+        let dir = tempfile::tempdir().expect("temp dir");
+        let members: Vec<Member> = (0..members)
+            .map(|i| Member {
+                name: format!("m{i}"),
+                client: free_port(),
+                peer: free_port(),
+                process: None,
+            })
+            .collect();
+        let initial_cluster = members
+            .iter()
+            .map(|m| format!("{}=http://127.0.0.1:{}", m.name, m.peer))
+            .collect::<Vec<_>>()
+            .join(",");
+        let mut etcd = Self {
+            members,
+            initial_cluster,
+            token: format!("ferry-test-{}", std::process::id()),
+            dir,
+        };
+        for i in 0..etcd.members.len() {
+            etcd.spawn(i);
+        }
+        for i in 0..etcd.members.len() {
+            etcd.wait_healthy(i).await;
+        }
+        etcd
+    }
+
+    fn spawn(&mut self, i: usize) {
+        let data = self.dir.path().join(&self.members[i].name);
+        let m = &mut self.members[i];
+        let client = format!("http://127.0.0.1:{}", m.client);
+        let peer = format!("http://127.0.0.1:{}", m.peer);
+        let child = Command::new("etcd")
+            .args(["--name", &m.name])
+            .arg("--data-dir")
+            .arg(&data)
+            .args(["--listen-client-urls", &client])
+            .args(["--advertise-client-urls", &client])
+            .args(["--listen-peer-urls", &peer])
+            .args(["--initial-advertise-peer-urls", &peer])
+            .args(["--initial-cluster", &self.initial_cluster])
+            .args(["--initial-cluster-state", "new"])
+            .args(["--initial-cluster-token", &self.token])
+            .args(["--heartbeat-interval", "50", "--election-timeout", "500"])
+            .args(["--logger", "zap", "--log-level", "error"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("etcd starts");
+        m.process = Some(child);
+    }
+
+    /// Waits until member `i` answers `/health` with `"health":"true"`.
+    async fn wait_healthy(&self, i: usize) {
+        let addr = SocketAddr::from(([127, 0, 0, 1], self.members[i].client));
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            if health(addr).await {
+                return;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "etcd member {} not healthy within 30 s",
+                self.members[i].name
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// The members' client URLs.
+    pub fn endpoints(&self) -> Vec<String> {
+        self.members
+            .iter()
+            .map(|m| format!("http://127.0.0.1:{}", m.client))
+            .collect()
+    }
+
+    /// Stops every member (SIGKILL): the store is down.
+    pub async fn stop(&mut self) {
+        for m in &mut self.members {
+            if let Some(mut p) = m.process.take() {
+                let _ = p.kill().await;
+            }
+        }
+    }
+
+    /// Starts the stopped members again, with their data, and waits until they are healthy.
+    pub async fn restart(&mut self) {
+        for i in 0..self.members.len() {
+            if self.members[i].process.is_none() {
+                self.spawn(i);
+            }
+        }
+        for i in 0..self.members.len() {
+            self.wait_healthy(i).await;
+        }
+    }
+}
+
+/// Whether the etcd member at `addr` reports itself healthy.
+async fn health(addr: SocketAddr) -> bool {
+    let ask = async {
+        let mut tcp = tokio::net::TcpStream::connect(addr).await.ok()?;
+        tcp.write_all(b"GET /health HTTP/1.1\r\nHost: etcd\r\nConnection: close\r\n\r\n")
+            .await
+            .ok()?;
+        let mut reply = Vec::new();
+        tcp.read_to_end(&mut reply).await.ok()?;
+        Some(String::from_utf8_lossy(&reply).contains("\"health\":\"true\""))
+    };
+    matches!(
+        tokio::time::timeout(Duration::from_secs(2), ask).await,
+        Ok(Some(true))
+    )
+}
+
+/// A certificate every node of a test cluster serves (the nodes are all `localhost`).
+pub struct SharedTls {
+    /// The CA, PEM.
+    pub ca_pem: String,
+    /// The CA file, for `NODE_EXTRA_CA_CERTS` and curl.
+    pub ca_file: PathBuf,
+    cert: PathBuf,
+    key: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl SharedTls {
+    fn generate() -> Self {
+        let pki = ferry_net::tls::DevPki::generate(&[]).expect("dev PKI");
+        let dir = tempfile::tempdir().expect("temp dir");
+        let pem = |label: &str, der: &[u8]| {
+            use base64::Engine as _;
+            let text = base64::engine::general_purpose::STANDARD.encode(der);
+            let mut out = format!("-----BEGIN {label}-----\n");
+            for line in text.as_bytes().chunks(64) {
+                out.push_str(std::str::from_utf8(line).expect("base64 is ASCII"));
+                out.push('\n');
+            }
+            out.push_str(&format!("-----END {label}-----\n"));
+            out
+        };
+        let chain: String = pki
+            .identity
+            .chain
+            .iter()
+            .map(|c| pem("CERTIFICATE", c.as_ref()))
+            .collect();
+        let key = pem("PRIVATE KEY", pki.identity.key.secret_der());
+        let (ca_file, cert, key_file) = (
+            dir.path().join("ca.pem"),
+            dir.path().join("cert.pem"),
+            dir.path().join("key.pem"),
+        );
+        std::fs::write(&ca_file, &pki.ca_pem).expect("write CA");
+        std::fs::write(&cert, chain).expect("write certificate");
+        std::fs::write(&key_file, key).expect("write key");
+        Self {
+            ca_pem: pki.ca_pem,
+            ca_file,
+            cert,
+            key: key_file,
+            _dir: dir,
+        }
+    }
+}
+
+/// An etcd cluster and gateway nodes joined to it, sharing one rule and one certificate.
+pub struct TestCluster {
+    /// The store.
+    pub etcd: Etcd,
+    /// The nodes; `None` where a test stopped one.
+    pub nodes: Vec<Option<RunningGateway>>,
+    /// The certificate the nodes serve.
+    pub tls: SharedTls,
+    rule: Rule,
+    secret: String,
+    lease_ttl: Duration,
+}
+
+impl TestCluster {
+    /// A 3-member etcd cluster and `nodes` gateway nodes.
+    pub async fn start(nodes: usize) -> Self {
+        Self::start_with(nodes, Duration::from_secs(10)).await
+    }
+
+    /// As [`TestCluster::start`], the nodes' leases lasting `lease_ttl`.
+    pub async fn start_with(nodes: usize, lease_ttl: Duration) -> Self {
+        let etcd = Etcd::start(3).await;
+        let mut cluster = Self {
+            etcd,
+            nodes: Vec::new(),
+            tls: SharedTls::generate(),
+            rule: Rule::new(
+                "RootManageSharedAccessKey",
+                ferry_gateway::config::random_key(),
+                Rights::MANAGE,
+            ),
+            secret: ferry_gateway::config::random_key(),
+            lease_ttl,
+        };
+        for i in 0..nodes {
+            let node = cluster.start_node(i).await;
+            cluster.nodes.push(Some(node));
+        }
+        cluster
+    }
+
+    /// The configuration of node `i`.
+    pub fn config(&self, i: usize) -> Config {
+        let mut config = Config::dev();
+        config.timeouts.close = Duration::from_millis(500);
+        config.tls = TlsSetup::Files {
+            cert: self.tls.cert.clone(),
+            key: self.tls.key.clone(),
+        };
+        config.rules = vec![self.rule.clone()];
+        let mut cluster = ClusterConfig::new(
+            format!("node-{i}"),
+            "",
+            SocketAddr::from(([127, 0, 0, 1], 0)),
+            self.secret.clone(),
+            self.etcd.endpoints(),
+        );
+        cluster.lease_ttl = self.lease_ttl;
+        config.cluster = Some(cluster);
+        config
+    }
+
+    /// Starts node `i` (again).
+    pub async fn start_node(&self, i: usize) -> RunningGateway {
+        Gateway::start(self.config(i))
+            .await
+            .expect("cluster node starts")
+    }
+
+    /// Node `i`.
+    pub fn node(&self, i: usize) -> &RunningGateway {
+        self.nodes[i].as_ref().expect("node running")
+    }
+
+    /// `wss://localhost:PORT` of node `i`.
+    pub fn wss_base(&self, i: usize) -> String {
+        format!(
+            "wss://localhost:{}",
+            self.node(i).tls_addr().expect("tls port").port()
+        )
+    }
+
+    /// The rule's name and key.
+    pub fn rule(&self) -> (&str, &str) {
+        (&self.rule.name, self.rule.primary_key())
+    }
+
+    /// An SDK endpoint for `path` on node `i`.
+    pub fn endpoint(&self, i: usize, path: &str) -> Endpoint {
+        let mut endpoint = Endpoint::new(&self.wss_base(i), path).expect("valid endpoint");
+        endpoint.set_token_provider(SasKeyProvider::new(
+            &self.rule.name,
+            self.rule.primary_key(),
+            Duration::from_secs(3600),
+        ));
+        let roots = ferry_net::tls::roots_from_pem(self.tls.ca_pem.as_bytes()).expect("CA");
+        endpoint.set_tls_config(
+            ferry_net::tls::client_config(roots, &[ferry_net::tls::ALPN_HTTP11])
+                .expect("client config"),
+        );
+        endpoint
+    }
+
+    /// Waits until every running node sees `count` listeners on `path`.
+    pub async fn wait_listeners(&self, path: &str, count: usize) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            let seen: Vec<usize> = self
+                .nodes
+                .iter()
+                .flatten()
+                .map(|n| n.listener_count(path))
+                .collect();
+            if seen.iter().all(|&n| n == count) {
+                return;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "nodes see {seen:?} listeners on {path}, not {count} each"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Starts `node SCRIPT args...` in `interop/node`, trusting the nodes' CA.
+    pub fn node_script(&self, script: &str, args: &[&str]) -> Child {
+        require_node();
+        Command::new("node")
+            .arg(script)
+            .args(args)
+            .current_dir(node_dir())
+            .env("NODE_EXTRA_CA_CERTS", &self.tls.ca_file)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("node starts")
+    }
+
+    /// Shuts every node down, then the store.
+    pub async fn shutdown(mut self) {
+        for node in self.nodes.drain(..).flatten() {
+            node.shutdown().await;
+        }
+        self.etcd.stop().await;
+    }
+}

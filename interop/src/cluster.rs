@@ -4,6 +4,8 @@
 use std::net::{SocketAddr, TcpListener};
 use std::path::PathBuf;
 use std::process::Stdio;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use ferry_gateway::{ClusterConfig, Config, Gateway, RunningGateway, TlsSetup};
@@ -160,19 +162,81 @@ async fn health(addr: SocketAddr) -> bool {
     )
 }
 
+/// A TCP proxy in front of one address, counting the bytes it carries both ways: the
+/// node-to-node links of a test cluster go through one each.
+pub struct CountingProxy {
+    /// Where the proxy listens.
+    pub addr: SocketAddr,
+    bytes: Arc<AtomicU64>,
+}
+
+impl CountingProxy {
+    /// A proxy to `target`, serving until the test ends.
+    pub fn start(target: SocketAddr) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("proxy port");
+        listener.set_nonblocking(true).expect("non-blocking");
+        let addr = listener.local_addr().expect("proxy address");
+        let listener = tokio::net::TcpListener::from_std(listener).expect("tokio listener");
+        let bytes = Arc::new(AtomicU64::new(0));
+        let counted = bytes.clone();
+        tokio::spawn(async move {
+            while let Ok((inbound, _)) = listener.accept().await {
+                let counted = counted.clone();
+                tokio::spawn(async move {
+                    let Ok(outbound) = tokio::net::TcpStream::connect(target).await else {
+                        return;
+                    };
+                    let (ri, wi) = inbound.into_split();
+                    let (ro, wo) = outbound.into_split();
+                    tokio::join!(pump(ri, wo, &counted), pump(ro, wi, &counted));
+                });
+            }
+        });
+        Self { addr, bytes }
+    }
+
+    /// Bytes carried so far, both ways.
+    pub fn bytes(&self) -> u64 {
+        self.bytes.load(Ordering::Relaxed)
+    }
+}
+
+async fn pump(
+    mut from: tokio::net::tcp::OwnedReadHalf,
+    mut to: tokio::net::tcp::OwnedWriteHalf,
+    counted: &AtomicU64,
+) {
+    let mut buf = vec![0u8; 16 * 1024];
+    loop {
+        match from.read(&mut buf).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => {
+                counted.fetch_add(n as u64, Ordering::Relaxed);
+                if to.write_all(&buf[..n]).await.is_err() {
+                    break;
+                }
+            }
+        }
+    }
+    let _ = to.shutdown().await;
+}
+
 /// A certificate every node of a test cluster serves (the nodes are all `localhost`).
 pub struct SharedTls {
     /// The CA, PEM.
     pub ca_pem: String,
     /// The CA file, for `NODE_EXTRA_CA_CERTS` and curl.
     pub ca_file: PathBuf,
-    cert: PathBuf,
-    key: PathBuf,
+    /// The certificate chain, PEM.
+    pub cert: PathBuf,
+    /// Its key, PEM.
+    pub key: PathBuf,
     _dir: tempfile::TempDir,
 }
 
 impl SharedTls {
-    fn generate() -> Self {
+    /// A CA and a `localhost` certificate, written to files.
+    pub fn generate() -> Self {
         let pki = ferry_net::tls::DevPki::generate(&[]).expect("dev PKI");
         let dir = tempfile::tempdir().expect("temp dir");
         let pem = |label: &str, der: &[u8]| {
@@ -219,6 +283,8 @@ pub struct TestCluster {
     pub nodes: Vec<Option<RunningGateway>>,
     /// The certificate the nodes serve.
     pub tls: SharedTls,
+    /// The node-to-node links, one proxy in front of each node, when counted.
+    links: Vec<(u16, CountingProxy)>,
     rule: Rule,
     secret: String,
     lease_ttl: Duration,
@@ -232,11 +298,27 @@ impl TestCluster {
 
     /// As [`TestCluster::start`], the nodes' leases lasting `lease_ttl`.
     pub async fn start_with(nodes: usize, lease_ttl: Duration) -> Self {
+        Self::launch(nodes, lease_ttl, false).await
+    }
+
+    /// As [`TestCluster::start`], every node-to-node call going through a
+    /// [`CountingProxy`] (see [`TestCluster::link_bytes`]).
+    pub async fn start_counted(nodes: usize) -> Self {
+        Self::launch(nodes, Duration::from_secs(10), true).await
+    }
+
+    /// Bytes the node-to-node links carried so far.
+    pub fn link_bytes(&self) -> u64 {
+        self.links.iter().map(|(_, p)| p.bytes()).sum()
+    }
+
+    async fn launch(nodes: usize, lease_ttl: Duration, counted: bool) -> Self {
         let etcd = Etcd::start(3).await;
         let mut cluster = Self {
             etcd,
             nodes: Vec::new(),
             tls: SharedTls::generate(),
+            links: Vec::new(),
             rule: Rule::new(
                 "RootManageSharedAccessKey",
                 ferry_gateway::config::random_key(),
@@ -245,6 +327,13 @@ impl TestCluster {
             secret: ferry_gateway::config::random_key(),
             lease_ttl,
         };
+        if counted {
+            for _ in 0..nodes {
+                let port = free_port();
+                let proxy = CountingProxy::start(SocketAddr::from(([127, 0, 0, 1], port)));
+                cluster.links.push((port, proxy));
+            }
+        }
         for i in 0..nodes {
             let node = cluster.start_node(i).await;
             cluster.nodes.push(Some(node));
@@ -269,6 +358,10 @@ impl TestCluster {
             self.etcd.endpoints(),
         );
         cluster.lease_ttl = self.lease_ttl;
+        if let Some((port, proxy)) = self.links.get(i) {
+            cluster.rpc = SocketAddr::from(([127, 0, 0, 1], *port));
+            cluster.rpc_advertise = Some(format!("http://{}", proxy.addr));
+        }
         config.cluster = Some(cluster);
         config
     }

@@ -5,6 +5,8 @@
 use std::process::Command;
 use std::time::Duration;
 
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
 use ferry_hc::SasToken;
 use ferry_interop::cluster::TestCluster;
 use ferry_interop::{PEER_TIMEOUT, finish, require_tool, serve_echo, wait_for_line};
@@ -17,8 +19,8 @@ async fn step<T>(what: &str, f: impl Future<Output = T>) -> T {
         .unwrap_or_else(|_| panic!("{what}: no answer in time"))
 }
 
-/// Serves an SDK echo listener on `path` through node `i` until the test ends.
-async fn echo_listener(c: &TestCluster, i: usize, path: &str) -> Listener {
+/// Opens an SDK listener on `path` through node `i`.
+async fn open_listener(c: &TestCluster, i: usize, path: &str) -> Listener {
     step("listener opens", Listener::open(c.endpoint(i, path)))
         .await
         .expect("listener opens")
@@ -151,7 +153,7 @@ async fn twenty_five_listeners_per_path_hold_across_the_cluster() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_that_stops_is_forgotten_at_once() {
     let mut c = TestCluster::start(2).await;
-    serve_echo(echo_listener(&c, 0, "leaving").await);
+    serve_echo(open_listener(&c, 0, "leaving").await);
     c.wait_listeners("leaving", 1).await;
     echo_through(&c, 1, "leaving", b"before").await;
     let node = c.nodes[0].take().expect("node 0");
@@ -169,7 +171,7 @@ async fn a_node_that_stops_is_forgotten_at_once() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_the_store_down_known_listeners_keep_working_and_new_ones_are_refused() {
     let mut c = TestCluster::start_with(3, Duration::from_secs(3)).await;
-    serve_echo(echo_listener(&c, 0, "steady").await);
+    serve_echo(open_listener(&c, 0, "steady").await);
     c.wait_listeners("steady", 1).await;
     echo_through(&c, 1, "steady", b"store up").await;
 
@@ -207,5 +209,65 @@ async fn with_the_store_down_known_listeners_keep_working_and_new_ones_are_refus
     c.wait_listeners("steady", 1).await;
     echo_through(&c, 0, "fresh", b"store back").await;
     echo_through(&c, 2, "steady", b"still there").await;
+    c.shutdown().await;
+}
+
+/// The byte at offset `at` of the bulk transfer: a pattern with a prime period, so a chunk
+/// cannot match by landing on the wrong offset.
+fn bulk_pattern(at: u64, len: usize) -> Vec<u8> {
+    (0..len as u64).map(|i| ((at + i) % 251) as u8).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gibibyte_across_nodes_leaves_the_node_links_nearly_idle() {
+    const TOTAL: u64 = 1 << 30;
+    const CHUNK: usize = 1 << 20;
+    let c = TestCluster::start_counted(2).await;
+    let mut listener = open_listener(&c, 0, "bulk").await;
+    c.wait_listeners("bulk", 1).await;
+    let before = c.link_bytes();
+
+    let receiver = tokio::spawn(async move {
+        let incoming = listener.accept().await.expect("a sender");
+        let mut stream = incoming.accept().await.expect("rendezvous");
+        // One period-aligned window of the pattern is compared against each read.
+        let window = bulk_pattern(0, CHUNK + 251);
+        let mut buf = vec![0u8; CHUNK];
+        let (mut at, mut intact) = (0u64, true);
+        loop {
+            let n = stream.read(&mut buf).await.expect("read");
+            if n == 0 {
+                break;
+            }
+            let start = (at % 251) as usize;
+            intact &= buf[..n] == window[start..start + n];
+            at += n as u64;
+        }
+        (at, intact)
+    });
+    let mut sender = step("connect", ferry_sdk::connect(&c.endpoint(1, "bulk"), &[]))
+        .await
+        .expect("sender through node 1");
+    let chunk = bulk_pattern(0, CHUNK + 251);
+    let mut at = 0u64;
+    while at < TOTAL {
+        let start = (at % 251) as usize;
+        sender
+            .write_all(&chunk[start..start + CHUNK])
+            .await
+            .expect("write");
+        at += CHUNK as u64;
+    }
+    sender.shutdown().await.expect("end of stream");
+    let (received, intact) = step("receive", receiver).await.expect("receiver");
+    assert_eq!(received, TOTAL);
+    assert!(intact, "the gibibyte arrived unaltered");
+    let carried = c.link_bytes() - before;
+    eprintln!("node-to-node bytes while 1 GiB crossed from node 1 to node 0: {carried}");
+    assert!(
+        carried < 1 << 20,
+        "the node-to-node links carried {carried} bytes for a 1 GiB relay"
+    );
+    assert!(carried > 0, "the accept did cross between the nodes");
     c.shutdown().await;
 }

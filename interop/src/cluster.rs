@@ -27,6 +27,8 @@ fn free_port() -> u16 {
 /// An etcd cluster on loopback, its members killed when it drops.
 pub struct Etcd {
     members: Vec<Member>,
+    /// Addresses besides loopback the members also serve clients on.
+    also: Vec<String>,
     initial_cluster: String,
     token: String,
     dir: tempfile::TempDir,
@@ -42,6 +44,11 @@ struct Member {
 impl Etcd {
     /// Starts `members` etcd members as one cluster and waits until each reports healthy.
     pub async fn start(members: usize) -> Self {
+        Self::start_also_on(members, &[]).await
+    }
+
+    /// As [`Etcd::start`], the members serving clients on the addresses `also` too.
+    pub async fn start_also_on(members: usize, also: &[&str]) -> Self {
         require_tool("etcd", "etcd-server");
         let dir = tempfile::tempdir().expect("temp dir");
         let members: Vec<Member> = (0..members)
@@ -59,6 +66,7 @@ impl Etcd {
             .join(",");
         let mut etcd = Self {
             members,
+            also: also.iter().map(|a| (*a).to_owned()).collect(),
             initial_cluster,
             token: format!("ferry-test-{}", std::process::id()),
             dir,
@@ -76,12 +84,16 @@ impl Etcd {
         let data = self.dir.path().join(&self.members[i].name);
         let m = &mut self.members[i];
         let client = format!("http://127.0.0.1:{}", m.client);
+        let listen = std::iter::once(client.clone())
+            .chain(self.also.iter().map(|a| format!("http://{a}:{}", m.client)))
+            .collect::<Vec<_>>()
+            .join(",");
         let peer = format!("http://127.0.0.1:{}", m.peer);
         let child = Command::new("etcd")
             .args(["--name", &m.name])
             .arg("--data-dir")
             .arg(&data)
-            .args(["--listen-client-urls", &client])
+            .args(["--listen-client-urls", &listen])
             .args(["--advertise-client-urls", &client])
             .args(["--listen-peer-urls", &peer])
             .args(["--initial-advertise-peer-urls", &peer])
@@ -117,9 +129,14 @@ impl Etcd {
 
     /// The members' client URLs.
     pub fn endpoints(&self) -> Vec<String> {
+        self.endpoints_on("127.0.0.1")
+    }
+
+    /// The members' client URLs on address `at` (loopback, or one of `also`).
+    pub fn endpoints_on(&self, at: &str) -> Vec<String> {
         self.members
             .iter()
-            .map(|m| format!("http://127.0.0.1:{}", m.client))
+            .map(|m| format!("http://{at}:{}", m.client))
             .collect()
     }
 
@@ -237,7 +254,12 @@ pub struct SharedTls {
 impl SharedTls {
     /// A CA and a `localhost` certificate, written to files.
     pub fn generate() -> Self {
-        let pki = ferry_net::tls::DevPki::generate(&[]).expect("dev PKI");
+        Self::generate_for(&[])
+    }
+
+    /// As [`SharedTls::generate`], the certificate naming `names` too.
+    pub fn generate_for(names: &[String]) -> Self {
+        let pki = ferry_net::tls::DevPki::generate(names).expect("dev PKI");
         let dir = tempfile::tempdir().expect("temp dir");
         let pem = |label: &str, der: &[u8]| {
             use base64::Engine as _;
@@ -449,5 +471,121 @@ impl TestCluster {
             node.shutdown().await;
         }
         self.etcd.stop().await;
+    }
+}
+
+/// A second test host: a network namespace joined to this one by a veth pair. This side has
+/// two addresses, [`Netns::host_ip`] and [`Netns::store_ip`], so the namespace can be cut
+/// off from a service on one (the store) and still reach the rest on the other. Removed when
+/// it drops.
+pub struct Netns {
+    /// The namespace's name.
+    pub name: String,
+    host_if: String,
+    /// This side's address for everything but the store.
+    pub host_ip: String,
+    /// This side's address the store also listens on.
+    pub store_ip: String,
+    /// The namespace's own address.
+    pub inner_ip: String,
+}
+
+impl Netns {
+    /// Creates the namespace and its link (needs root, as the test command runs).
+    pub fn create() -> Self {
+        require_tool("ip", "iproute2");
+        let id = std::process::id();
+        let net = format!("10.{}.{}", 200 + (id >> 8) % 50, id % 256);
+        let ns = Self {
+            name: format!("ferry-{id}"),
+            host_if: format!("fh{}", id % 100_000),
+            host_ip: format!("{net}.1"),
+            store_ip: format!("{net}.3"),
+            inner_ip: format!("{net}.2"),
+        };
+        let inner_if = format!("fn{}", id % 100_000);
+        ns.ip(&["netns", "add", &ns.name]);
+        ns.ip(&[
+            "link",
+            "add",
+            &ns.host_if,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            &inner_if,
+        ]);
+        ns.ip(&["link", "set", &inner_if, "netns", &ns.name]);
+        ns.ip(&[
+            "addr",
+            "add",
+            &format!("{}/24", ns.host_ip),
+            "dev",
+            &ns.host_if,
+        ]);
+        ns.ip(&[
+            "addr",
+            "add",
+            &format!("{}/24", ns.store_ip),
+            "dev",
+            &ns.host_if,
+        ]);
+        ns.ip(&["link", "set", &ns.host_if, "up"]);
+        ns.inside(&[
+            "addr",
+            "add",
+            &format!("{}/24", ns.inner_ip),
+            "dev",
+            &inner_if,
+        ]);
+        ns.inside(&["link", "set", &inner_if, "up"]);
+        ns.inside(&["link", "set", "lo", "up"]);
+        ns
+    }
+
+    fn ip(&self, args: &[&str]) {
+        let out = std::process::Command::new("ip")
+            .args(args)
+            .output()
+            .expect("ip runs");
+        assert!(
+            out.status.success(),
+            "ip {args:?}: {} (network namespaces need root, as scripts/test.sh runs)",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    fn inside(&self, args: &[&str]) {
+        let mut all = vec!["netns", "exec", &self.name, "ip"];
+        all.extend_from_slice(args);
+        self.ip(&all);
+    }
+
+    /// A command run inside the namespace.
+    pub fn command(&self, program: &str) -> Command {
+        let mut cmd = Command::new("ip");
+        cmd.args(["netns", "exec", &self.name, program]);
+        cmd
+    }
+
+    /// Cuts the namespace off from `addr` (a blackhole route inside it).
+    pub fn cut_from(&self, addr: &str) {
+        self.inside(&["route", "add", "blackhole", &format!("{addr}/32")]);
+    }
+
+    /// Undoes [`Netns::cut_from`].
+    pub fn heal(&self, addr: &str) {
+        self.inside(&["route", "del", "blackhole", &format!("{addr}/32")]);
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("ip")
+            .args(["link", "del", &self.host_if])
+            .output();
+        let _ = std::process::Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .output();
     }
 }

@@ -721,6 +721,12 @@ impl Responder {
             }
             Reply::Rendezvous(ws) => {
                 let mut ws = *ws;
+                if body.exact_len() == Some(0) {
+                    // No body message at all: the gateway then answers with Content-Length: 0,
+                    // not an empty chunked body, which some clients (Mono's one-way
+                    // basicHttp among them) take for a message to parse.
+                    return ws.send_bodiless(head, self.idle).await;
+                }
                 ws.send_head(head, self.idle).await?;
                 ws
             }
@@ -946,8 +952,24 @@ impl std::fmt::Debug for FrameWriter {
 impl FrameWriter {
     /// Sends the `response` JSON announcing a body (a streamed body may turn out empty:
     /// it is still sent as one, empty, binary message).
-    async fn send_head(&mut self, mut head: Response, idle: Duration) -> Result<(), HttpError> {
-        head.body = true;
+    async fn send_head(&mut self, head: Response, idle: Duration) -> Result<(), HttpError> {
+        self.send_response(head, true, idle).await
+    }
+
+    /// Sends a `response` without a body and closes the rendezvous.
+    async fn send_bodiless(mut self, head: Response, idle: Duration) -> Result<(), HttpError> {
+        self.send_response(head, false, idle).await?;
+        self.close(idle).await;
+        Ok(())
+    }
+
+    async fn send_response(
+        &mut self,
+        mut head: Response,
+        body: bool,
+        idle: Duration,
+    ) -> Result<(), HttpError> {
+        head.body = body;
         let text = Command::Response(head).encode();
         write_frame(
             &self.wr,
@@ -982,13 +1004,18 @@ impl FrameWriter {
     async fn finish(mut self, idle: Duration) -> Result<(), HttpError> {
         let opcode = self.data_opcode();
         write_frame(&self.wr, opcode, true, &[], &mut self.out, idle).await?;
+        self.close(idle).await;
+        Ok(())
+    }
+
+    /// Closes the rendezvous once the response is complete.
+    async fn close(mut self, idle: Duration) {
         let mut payload = Vec::new();
         encode_close_payload(CLOSE_NORMAL, "", &mut payload);
         // The response is complete; a gateway slow to take the Close costs nothing more.
         let _ = write_frame(&self.wr, Opcode::Close, true, &payload, &mut self.out, idle).await;
         let mut wr = self.wr.lock().await;
         let _ = tokio::time::timeout(idle, wr.shutdown()).await;
-        Ok(())
     }
 }
 

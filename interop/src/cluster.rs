@@ -297,6 +297,9 @@ impl SharedTls {
     }
 }
 
+/// A change to every node's configuration.
+type Tweak = Box<dyn Fn(&mut Config) + Send + Sync>;
+
 /// An etcd cluster and gateway nodes joined to it, sharing one rule and one certificate.
 pub struct TestCluster {
     /// The store.
@@ -310,6 +313,8 @@ pub struct TestCluster {
     rule: Rule,
     secret: String,
     lease_ttl: Duration,
+    /// Applied to every node's configuration last.
+    tweak: Option<Tweak>,
 }
 
 impl TestCluster {
@@ -334,6 +339,20 @@ impl TestCluster {
         self.links.iter().map(|(_, p)| p.bytes()).sum()
     }
 
+    /// As [`TestCluster::start`], `tweak` applied to every node's configuration.
+    pub async fn start_tweaked(
+        nodes: usize,
+        tweak: impl Fn(&mut Config) + Send + Sync + 'static,
+    ) -> Self {
+        let mut cluster = Self::launch(0, Duration::from_secs(10), false).await;
+        cluster.tweak = Some(Box::new(tweak));
+        for i in 0..nodes {
+            let node = cluster.start_node(i).await;
+            cluster.nodes.push(Some(node));
+        }
+        cluster
+    }
+
     async fn launch(nodes: usize, lease_ttl: Duration, counted: bool) -> Self {
         let etcd = Etcd::start(3).await;
         let mut cluster = Self {
@@ -348,6 +367,7 @@ impl TestCluster {
             ),
             secret: ferry_gateway::config::random_key(),
             lease_ttl,
+            tweak: None,
         };
         if counted {
             for _ in 0..nodes {
@@ -385,6 +405,9 @@ impl TestCluster {
             cluster.rpc_advertise = Some(format!("http://{}", proxy.addr));
         }
         config.cluster = Some(cluster);
+        if let Some(tweak) = &self.tweak {
+            tweak(&mut config);
+        }
         config
     }
 

@@ -12,6 +12,7 @@ use ferry_grpc::echo::EchoService;
 use ferry_grpc::echo::pb::echo_client::EchoClient;
 use ferry_grpc::echo::pb::echo_server::EchoServer;
 use ferry_grpc::echo::pb::{EchoRequest, StreamRequest};
+use ferry_interop::cluster::TestCluster;
 use ferry_interop::{PEER_TIMEOUT, TestGateway, finish, require_tool, wait_for_line};
 use ferry_sdk::bridge::RemoteConfig;
 use ferry_sdk::{Listener, SasKeyProvider, TokenProvider as _};
@@ -82,6 +83,11 @@ async fn grpcio_client(args: Vec<String>) -> serde_json::Map<String, Value> {
         .map(|l| serde_json::from_str::<Value>(l).expect("a JSON line"))
         .map(|v| (v["check"].as_str().expect("check").to_owned(), v))
         .collect()
+}
+
+/// client.py's arguments for a call to the `echo` path, routed by `ferry-path` metadata.
+fn to_echo(token: String) -> Vec<String> {
+    vec!["--token".into(), token, "--path".into(), "echo".into()]
 }
 
 /// The checks every run of client.py must pass, whatever is behind the relay.
@@ -156,14 +162,7 @@ async fn grpcio_client_calls_a_tonic_listener_through_the_ingress() {
 
     // h2c, routed by ferry-path metadata.
     let plain = tg.gw.plain_addr().expect("plain port");
-    let r = grpcio_client(vec![
-        plain.to_string(),
-        "--token".into(),
-        token,
-        "--path".into(),
-        "echo".into(),
-    ])
-    .await;
+    let r = grpcio_client([vec![plain.to_string()], to_echo(token)].concat()).await;
     assert_checks(&r);
     assert_eq!(
         tg.gw.grpc_connections(),
@@ -293,4 +292,36 @@ async fn h2load_drives_load_through_the_ingress() {
     assert!(text.contains("status codes: 20000 2xx"), "{text}");
     assert_eq!(tg.gw.grpc_connections(), 1);
     stop.cancel();
+}
+
+#[tokio::test]
+async fn grpcio_client_on_one_cluster_node_calls_a_tonic_listener_on_another() {
+    let c = TestCluster::start(2).await;
+    let listener = Listener::open(c.endpoint(0, "echo"))
+        .await
+        .expect("listener on node 0");
+    let stop = CancellationToken::new();
+    tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(EchoServer::new(EchoService))
+            .serve_with_incoming_shutdown(
+                ferry_grpc::incoming(listener),
+                stop.clone().cancelled_owned(),
+            ),
+    );
+    c.wait_listeners("echo", 1).await;
+    let (name, key) = c.rule();
+    let token = SasKeyProvider::new(name, key, Duration::from_secs(3600))
+        .token("http://localhost/echo")
+        .expect("token")
+        .text;
+    // Node 1 keeps its own relayed HTTP/2 connection to the listener on node 0, opened on
+    // node 1; the call's path comes in `ferry-path` metadata.
+    let port = c.node(1).tls_addr().expect("tls port").port();
+    let ca = c.tls.ca_file.display().to_string();
+    let target = vec![format!("localhost:{port}"), "--tls".into(), ca];
+    let r = grpcio_client([target, to_echo(token)].concat()).await;
+    assert_checks(&r);
+    stop.cancel();
+    c.shutdown().await;
 }

@@ -19,6 +19,7 @@ use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use ferry_interop::cluster::TestCluster;
 use ferry_interop::{PEER_TIMEOUT, TestGateway, finish, mono, now, require_tool};
 use ferry_sdk::http::{HttpConfig, HttpListener};
 use ferry_wcf::calc::{Calc, DIVIDE_BY_ZERO_REASON, SERVICE_NS};
@@ -61,7 +62,13 @@ async fn tcp_host() -> (Host<Service>, SocketAddr) {
 /// listener's relayed connections, basicHttp over its HTTP requests.
 async fn relayed_host(path: &str) -> (TestGateway, Host<Service>) {
     let gw = TestGateway::start().await;
-    let mut endpoint = gw.endpoint(path);
+    let host = host_on(gw.endpoint(path)).await;
+    (gw, host)
+}
+
+/// The calculator behind an SDK listener on `endpoint`: net.tcp sessions over its relayed
+/// connections, basicHttp over its HTTP requests.
+async fn host_on(mut endpoint: ferry_sdk::Endpoint) -> Host<Service> {
     endpoint.set_max_message_size(QUOTA);
     let listener = HttpListener::open(endpoint, HttpConfig::default())
         .await
@@ -72,7 +79,7 @@ async fn relayed_host(path: &str) -> (TestGateway, Host<Service>) {
     let serving = host.clone();
     tokio::spawn(async move { serving.serve_listener(listener).await });
     tokio::spawn(BasicHttp::with_config(service, host_config()).serve(requests));
-    (gw, host)
+    host
 }
 
 /// A SAS token for `path` on the test gateway (audience `http://localhost/{path}`).
@@ -681,4 +688,33 @@ where
         f64::from(n) / elapsed.as_secs_f64()
     );
     assert!(elapsed < Duration::from_secs(60));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mono_clients_on_one_cluster_node_reach_a_rust_wcf_listener_on_another() {
+    let c = TestCluster::start(2).await;
+    let host = host_on(c.endpoint(0, "calc")).await;
+    c.wait_listeners("calc", 1).await;
+    let (name, key) = c.rule();
+    let token = ferry_hc::SasToken::create("http://localhost/calc", name, key, now() + 3600);
+    // NetTcpBinding through node 1's net.tcp front end: the session's rendezvous is on node 1.
+    let nettcp = c.node(1).nettcp_addr().expect("net.tcp port").port();
+    let lines = mono_client(&[
+        "nettcp".into(),
+        format!("net.tcp://127.0.0.1:{nettcp}/calc"),
+        token.clone(),
+    ])
+    .await;
+    check_mono_calls(&lines, None, Binding::NetTcp);
+    // BasicHttpBinding through node 1's HTTP port: each request goes rendezvous-only.
+    let http = c.node(1).plain_addr().expect("plain port").port();
+    let lines = mono_client(&[
+        "basic".into(),
+        format!("http://127.0.0.1:{http}/calc"),
+        token,
+    ])
+    .await;
+    check_mono_calls(&lines, None, Binding::Basic);
+    host.shutdown().await;
+    c.shutdown().await;
 }

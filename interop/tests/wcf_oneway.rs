@@ -17,8 +17,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use ferry_gateway::PathConfig;
+use ferry_interop::cluster::TestCluster;
 use ferry_interop::{PEER_TIMEOUT, TestGateway, finish, mono, now};
-use ferry_sdk::Listener;
+use ferry_sdk::{Endpoint, Listener};
 use ferry_wcf::calc::Calc;
 use ferry_wcf::generated::calculator::{
     Calculator as _, CalculatorClient, CalculatorServer, GetNotifications,
@@ -44,9 +45,12 @@ struct RustHost {
 
 impl RustHost {
     async fn start(gw: &TestGateway, path: &str) -> Self {
-        let mut listener = Listener::open(gw.endpoint(path))
-            .await
-            .expect("listener online");
+        Self::on(gw.endpoint(path)).await
+    }
+
+    /// The host behind a listener on `endpoint`.
+    async fn on(endpoint: Endpoint) -> Self {
+        let mut listener = Listener::open(endpoint).await.expect("listener online");
         let service: Service = Arc::new(CalculatorServer(Calc::new()));
         let host = Host::with_config(Arc::clone(&service), HostConfig::default());
         let sessions = Arc::new(AtomicUsize::new(0));
@@ -267,13 +271,13 @@ async fn netevent_rig() -> (TestGateway, Vec<RustHost>) {
     (gw, hosts)
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn mono_netevent_sender_fans_out_to_three_hosts() {
-    let (gw, hosts) = netevent_rig().await;
+/// Sends a NetEvent session of [`COUNT`] notifications to `address` and checks that every
+/// host got all of them, in order, in one session; shuts the hosts down.
+async fn fan_out(address: String, token: String, hosts: &[RustHost]) {
     let count = COUNT.to_string();
     let (ok, lines) = mono_sender(
-        address(&gw, "events"),
-        token(&gw, "events"),
+        address,
+        token,
         &["--count", &count, "--ping", "--prefix", "event"],
     )
     .await;
@@ -287,9 +291,15 @@ async fn mono_netevent_sender_fans_out_to_three_hosts() {
         );
         assert_eq!(host.sessions(), 1, "listener {i}: the one session");
     }
-    for host in &hosts {
+    for host in hosts {
         host.host.shutdown().await;
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mono_netevent_sender_fans_out_to_three_hosts() {
+    let (gw, hosts) = netevent_rig().await;
+    fan_out(address(&gw, "events"), token(&gw, "events"), &hosts).await;
     gw.gw.shutdown().await;
 }
 
@@ -352,4 +362,27 @@ async fn wrong_token_gets_a_fault_and_reaches_no_listener() {
         host.host.shutdown().await;
     }
     gw.gw.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mono_netevent_sender_fans_out_to_hosts_on_three_cluster_nodes() {
+    let c = TestCluster::start_tweaked(3, |config| {
+        config.paths.push(PathConfig {
+            fan_out: true,
+            ..PathConfig::new("events")
+        });
+    })
+    .await;
+    let mut hosts = Vec::new();
+    for i in 0..3 {
+        hosts.push(RustHost::on(c.endpoint(i, "events")).await);
+    }
+    c.wait_listeners("events", 3).await;
+    let (name, key) = c.rule();
+    let token = ferry_hc::SasToken::create("http://localhost/events", name, key, now() + 3600);
+    // The session enters through node 1 and reaches the listeners on all three nodes, each
+    // over a rendezvous on node 1.
+    let port = c.node(1).nettcp_addr().expect("net.tcp port").port();
+    fan_out(format!("net.tcp://127.0.0.1:{port}/events"), token, &hosts).await;
+    c.shutdown().await;
 }

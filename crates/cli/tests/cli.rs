@@ -7,7 +7,7 @@
 
 mod common;
 
-use common::{Proc, free_port, gateway_command};
+use common::{Proc, free_port, gateway_command, iperf_client, pattern};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -103,31 +103,6 @@ fn bridge(gw: &GatewayProc, args: &[&str]) -> (Proc, mpsc::Receiver<String>) {
     )
 }
 
-/// Runs `iperf3 -c` (killed after 60 s by `timeout`) and returns its JSON report.
-fn iperf_client(port: u16, extra: &[&str]) -> serde_json::Value {
-    let out = Command::new("timeout")
-        .args([
-            "60",
-            "iperf3",
-            "-c",
-            "127.0.0.1",
-            "-p",
-            &port.to_string(),
-            "-J",
-        ])
-        .args(extra)
-        .output()
-        .expect("iperf3 runs");
-    let text = String::from_utf8_lossy(&out.stdout);
-    let json: serde_json::Value =
-        serde_json::from_str(&text).unwrap_or_else(|e| panic!("iperf3 JSON ({e}): {text}"));
-    assert!(
-        out.status.success() && json.get("error").is_none(),
-        "iperf3 failed: {json}"
-    );
-    json
-}
-
 /// A gateway, a `bridge remote` to `target` and a `bridge local` port in front of it; returns
 /// the processes to keep and the local port, once it accepts connections.
 fn bridge_pair(dir: &Path, target: &str) -> (Vec<Proc>, u16) {
@@ -140,14 +115,6 @@ fn bridge_pair(dir: &Path, target: &str) -> (Vec<Proc>, u16) {
     // its own (an iperf3 server takes it for a client and is busy when the real one comes).
     wait_line(&local_log, "bridge local side running");
     (vec![gw.process, remote, local], local_port)
-}
-
-/// The bytes of stream `n`: a pattern that differs per stream and per position, so a byte
-/// moved, lost, repeated or taken from another stream shows.
-fn pattern(n: u32, len: usize) -> Vec<u8> {
-    (0..len as u32)
-        .map(|i| (i.wrapping_add(n << 28).wrapping_mul(2_654_435_761) >> 13) as u8)
-        .collect()
 }
 
 #[test]

@@ -8,8 +8,8 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use common::{ferry, free_port, within};
-use ferry_interop::cluster::{Etcd, Netns, SharedTls};
+use common::{ferry, free_port, iperf_client, pattern, within};
+use ferry_interop::cluster::{Etcd, Netns, SharedTls, TestCluster};
 use ferry_interop::serve_echo;
 use ferry_sdk::{ConnectError, Endpoint, Listener, Message, SasKeyProvider};
 use tokio::process::Child;
@@ -326,6 +326,108 @@ async fn a_node_cut_off_from_the_store_lets_its_listeners_go_within_the_lease() 
         for node in &mut nodes {
             let _ = node.start_kill();
         }
+    })
+    .await;
+}
+
+/// [`iperf_client`] off the runtime's threads.
+async fn iperf(port: u16, extra: &'static [&'static str]) -> serde_json::Value {
+    tokio::task::spawn_blocking(move || iperf_client(port, extra))
+        .await
+        .expect("iperf3 thread")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ferry_bridge_across_cluster_nodes_carries_iperf3_and_exact_bytes() {
+    within(async {
+        ferry_interop::require_tool("iperf3", "iperf3");
+        let c = TestCluster::start(2).await;
+        let (name, key) = c.rule();
+        let env = |i: usize| {
+            vec![
+                ("FERRY_GATEWAY", c.wss_base(i)),
+                ("FERRY_KEY_NAME", name.to_owned()),
+                ("FERRY_KEY", key.to_owned()),
+                ("FERRY_CA", c.tls.ca_file.display().to_string()),
+            ]
+        };
+        // The remote sides on node 0, the local sides on node 1.
+        let iperf_port = free_port();
+        let _iperf_server = tokio::process::Command::new("iperf3")
+            .args(["-s", "-p", &iperf_port.to_string()])
+            .stdout(std::process::Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("iperf3 server");
+        let echo = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("echo");
+        let echo_addr = echo.local_addr().expect("echo address");
+        tokio::spawn(async move {
+            while let Ok((conn, _)) = echo.accept().await {
+                tokio::spawn(async move {
+                    let (mut r, mut w) = conn.into_split();
+                    let _ = tokio::io::copy(&mut r, &mut w).await;
+                    let _ = tokio::io::AsyncWriteExt::shutdown(&mut w).await;
+                });
+            }
+        });
+        let mut bridges = Vec::new();
+        for (path, target) in [
+            ("perf", format!("127.0.0.1:{iperf_port}")),
+            ("exact", echo_addr.to_string()),
+        ] {
+            bridges.push(
+                ferry(&["bridge", "remote", path, &target], &env(0), "bridge remote side running").await,
+            );
+        }
+        c.wait_listeners("perf", 1).await;
+        c.wait_listeners("exact", 1).await;
+        let (perf_port, exact_port) = (free_port(), free_port());
+        for (path, port) in [("perf", perf_port), ("exact", exact_port)] {
+            let listen = format!("127.0.0.1:{port}");
+            bridges.push(
+                ferry(&["bridge", "local", &listen, path], &env(1), "bridge local side running").await,
+            );
+        }
+
+        // Checksummed streams both ways, several at once.
+        let streams = (0..4u32).map(|n| async move {
+            let sent = pattern(n, 8 << 20);
+            let conn = tokio::net::TcpStream::connect(("127.0.0.1", exact_port))
+                .await
+                .expect("bridge local port");
+            let (mut r, mut w) = conn.into_split();
+            let to_send = sent.clone();
+            let write = tokio::spawn(async move {
+                use tokio::io::AsyncWriteExt as _;
+                w.write_all(&to_send).await.expect("send");
+                w.shutdown().await.expect("half-close");
+            });
+            let mut back = Vec::with_capacity(sent.len());
+            tokio::io::AsyncReadExt::read_to_end(&mut r, &mut back)
+                .await
+                .expect("echo");
+            write.await.expect("writer");
+            (n, sent == back)
+        });
+        for (n, same) in futures_util::future::join_all(streams).await {
+            assert!(same, "stream {n} came back exactly");
+        }
+
+        let forward = iperf(perf_port, &["-t", "2"]).await["end"]["sum_received"]["bytes"]
+            .as_u64()
+            .expect("received bytes");
+        assert!(forward > 1 << 20, "at least 1 MiB crossed: {forward}");
+        let reverse = iperf(perf_port, &["-R", "-P", "4", "-t", "2"]).await["end"]["sum_received"]
+            ["bits_per_second"]
+            .as_f64()
+            .expect("rate");
+        assert!(reverse > 0.0, "the reverse run moved data");
+        eprintln!(
+            "iperf3 through ferry bridge across two nodes (debug build): forward {forward} bytes, reverse 4 streams {:.0} Mbit/s",
+            reverse / 1e6
+        );
+        drop(bridges);
+        c.shutdown().await;
     })
     .await;
 }

@@ -303,3 +303,36 @@ pub async fn nmf_event<R: AsyncRead + Unpin>(
         session.handle_input(&buf[..n]).ok()?;
     }
 }
+
+/// Runs `iperf3 -c` (killed after 60 s by `timeout`) and returns its JSON report.
+pub fn iperf_client(port: u16, extra: &[&str]) -> serde_json::Value {
+    let out = std::process::Command::new("timeout")
+        .args([
+            "60",
+            "iperf3",
+            "-c",
+            "127.0.0.1",
+            "-p",
+            &port.to_string(),
+            "-J",
+        ])
+        .args(extra)
+        .output()
+        .expect("iperf3 runs");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let json: serde_json::Value =
+        serde_json::from_str(&text).unwrap_or_else(|e| panic!("iperf3 JSON ({e}): {text}"));
+    assert!(
+        out.status.success() && json.get("error").is_none(),
+        "iperf3 failed: {json}"
+    );
+    json
+}
+
+/// The bytes of stream `n`: a pattern that differs per stream and per position, so a byte
+/// moved, lost, repeated or taken from another stream shows.
+pub fn pattern(n: u32, len: usize) -> Vec<u8> {
+    (0..len as u32)
+        .map(|i| (i.wrapping_add(n << 28).wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect()
+}

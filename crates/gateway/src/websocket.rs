@@ -26,7 +26,7 @@ use crate::admission::Slot;
 use crate::control;
 use crate::handshake::{Head, respond, switch};
 use crate::pairing::{
-    Choice, Destination, Intent, Listener, PairError, Paired, PathSettings, Refused,
+    Choice, Destination, Intent, Listener, PairError, Paired, PathSettings, Refused, new_id,
 };
 use crate::state::Shared;
 
@@ -212,12 +212,6 @@ fn connect_headers(head: &Head) -> Headers {
     out
 }
 
-/// How a sender's wait for its listener ended.
-enum Wait {
-    Paired(Result<Paired, PairError>),
-    SenderGone,
-}
-
 /// What a sender is told when it cannot be paired.
 fn refusal(e: &PairError) -> (u16, &str) {
     match e {
@@ -258,35 +252,22 @@ pub(crate) async fn connect(shared: Arc<Shared>, mut up: Upgrade) {
         id_list(&up.head, ALLOWED_LISTENERS),
         id_list(&up.head, DISALLOWED_LISTENERS).unwrap_or_default(),
     );
-    let listener = match shared.pairing.pick(&settings, &choice) {
-        Ok(l) => l,
-        Err(e) => {
-            let (status, why) = refusal(&e);
-            return up.fail(&shared, status, why).await;
-        }
-    };
+    // The sender's id, made here when it gave none, so the log names it throughout.
+    let id = up.target.query.id.clone().unwrap_or_else(new_id);
     let intent = Intent {
         path: &up.target.path,
         app_query: &up.target.query.app_query,
-        id: up.target.query.id.clone(),
+        id: Some(id.clone()),
         connect_headers: connect_headers(&up.head),
         remote: Some(RemoteEndpoint {
             address: up.peer.ip().to_string(),
             port: up.peer.port(),
         }),
     };
-    let offer = match shared.pairing.offer(&listener, intent) {
-        Ok(offer) => offer,
-        Err(e) => {
-            let (status, why) = refusal(&e);
-            return up.fail(&shared, status, why).await;
-        }
-    };
-    let id = offer.id().to_owned();
-    debug!(path = %settings.name, sender = %id, listener = %listener.id, "accept sent");
 
-    // Hold the upgrade until the listener answers, watching the sender so one that gives up
-    // is noticed at once rather than at the timeout.
+    // Hold the upgrade until a listener answers, watching the sender so one that gives up
+    // is noticed at once rather than at the timeout. A listener found gone on the way (its
+    // node left) is passed over for another.
     let mut early = Vec::new();
     let outcome = {
         let watch = async {
@@ -302,21 +283,23 @@ pub(crate) async fn connect(shared: Arc<Shared>, mut up: Upgrade) {
             }
         };
         tokio::select! {
-            paired = offer.wait() => Wait::Paired(paired),
-            () = watch => Wait::SenderGone,
+            paired = shared.pairing.pair(&settings, &choice, intent) => Some(paired),
+            // The sender left before a listener accepted.
+            () = watch => None,
         }
     };
     let paired = match outcome {
-        Wait::SenderGone => return debug!(sender = %id, "sender left before a listener accepted"),
-        Wait::Paired(Err(e)) => {
+        None => return debug!(sender = %id, "sender left before a listener accepted"),
+        Some(Err(e)) => {
             if let PairError::Rejected { status, .. } = e {
                 debug!(sender = %id, status, "listener rejected the sender");
             }
             let (status, why) = refusal(&e);
             return up.fail(&shared, status, why).await;
         }
-        Wait::Paired(Ok(paired)) => paired,
+        Some(Ok(pair)) => pair,
     };
+    let (listener, paired) = paired;
     let Paired {
         conn: mut lconn,
         pre,

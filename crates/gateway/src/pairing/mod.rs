@@ -284,6 +284,7 @@ impl Pairing {
             conn_id,
             commands: rx,
             evicted: CancellationToken::new(),
+            left: false,
         };
         registration.evicted = self.registry.register(settings, handle).await?;
         Ok(registration)
@@ -492,6 +493,8 @@ pub(crate) struct Registration {
     commands: mpsc::Receiver<Outbound>,
     /// Fires when the registry lets the listener go.
     evicted: CancellationToken,
+    /// Out of the registry already ([`Registration::leave`]).
+    left: bool,
 }
 
 impl Registration {
@@ -515,12 +518,21 @@ impl Registration {
     pub(crate) fn try_recv(&mut self) -> Option<Outbound> {
         self.commands.try_recv().ok()
     }
+
+    /// Leaves the registry now, so no sender is offered this listener any more, while the
+    /// commands already queued (an `accept` for a sender waiting on another node, say) can
+    /// still be read with [`try_recv`](Self::try_recv) and sent before the channel closes.
+    pub(crate) fn leave(&mut self) {
+        if !std::mem::replace(&mut self.left, true) {
+            self.registry.unregister(&self.name, self.conn_id);
+        }
+    }
 }
 
 impl Drop for Registration {
     fn drop(&mut self) {
         // The queue closes with it: senders still holding the handle find it gone.
-        self.registry.unregister(&self.name, self.conn_id);
+        self.leave();
     }
 }
 
@@ -669,7 +681,7 @@ impl Drop for Exchange<'_> {
 }
 
 /// A random identifier in GUID form (the .NET SDK parses ids as GUIDs).
-fn new_id() -> String {
+pub(crate) fn new_id() -> String {
     ferry_nbfx::Guid::v4(rand::random()).to_string()
 }
 

@@ -198,8 +198,23 @@ pub(crate) async fn run(
     };
 
     // Leave the balancing set before the closing handshake, so no sender is offered to a
-    // listener that is going away; its queue closes with it, so whatever a front end holds
-    // of it (a gRPC connection) is let go.
+    // listener that is going away. A listener the gateway lets go (it moves to another node,
+    // or this one stops) is first sent what was already queued for it: senders waiting on
+    // those accepts are still served, over rendezvous it can open elsewhere. Then its queue
+    // closes, so whatever a front end holds of it (a gRPC connection) is let go.
+    registration.leave();
+    if matches!(end, End::Evicted | End::Shutdown) {
+        let flush = async {
+            while let Some(out) = registration.try_recv() {
+                ws.feed(Message::text(out.command.encode())).await?;
+                if let Some(body) = out.body {
+                    ws.feed(Message::Binary(body)).await?;
+                }
+            }
+            ws.flush().await
+        };
+        let _ = timeout(timeouts.close, flush).await;
+    }
     drop(registration);
     info!(path = %settings.name, reason = ?end, "listener control channel ended");
     let frame = match end {

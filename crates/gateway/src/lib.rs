@@ -210,6 +210,10 @@ impl Gateway {
             relay,
             next_conn: AtomicU64::new(0),
         });
+        let accept_loops = [&plain, &relayed, &nettcp, &secure]
+            .iter()
+            .filter(|l| l.is_some())
+            .count();
         if let Some(l) = plain {
             info!(addr = ?plain_addr, "listening (plain)");
             shared
@@ -243,6 +247,7 @@ impl Gateway {
             nettcp_addr,
             relayed_addr,
             dev_ca_pem,
+            accept_loops,
         })
     }
 }
@@ -256,6 +261,8 @@ pub struct RunningGateway {
     nettcp_addr: Option<SocketAddr>,
     relayed_addr: Option<SocketAddr>,
     dev_ca_pem: Option<String>,
+    /// Tasks that accept connections, one per port.
+    accept_loops: usize,
 }
 
 impl std::fmt::Debug for Shared {
@@ -346,8 +353,17 @@ impl RunningGateway {
     /// # Cancel safety
     /// Cancel safe: shutdown has begun once called; dropping only stops the waiting.
     pub async fn shutdown(self) {
-        // The other nodes forget this node's listeners first, so no sender is sent here.
         if let Some(cluster) = &self.shared.cluster {
+            // A cluster node drains first: its listeners move to other nodes one at a time,
+            // then the pairs in flight get until the drain deadline to finish, then the
+            // other nodes forget this one.
+            let deadline = tokio::time::Instant::now() + cluster.drain_time();
+            cluster.drain(deadline).await;
+            while self.shared.tracker.len() > self.accept_loops
+                && tokio::time::Instant::now() < deadline
+            {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
             cluster.shutdown().await;
         }
         self.shared.cancel.cancel();

@@ -47,6 +47,10 @@ use crate::pairing::{
     ListenerHandle, Local, Outbound, PathSettings, Refused, Registering, Registry,
 };
 
+/// Longest a draining node waits for one listener it let go to listen again elsewhere
+/// before it lets the next go.
+const MOVE_WAIT: Duration = Duration::from_secs(2);
+
 /// First number given to another node's listener in this node's registry: far above any
 /// number this node gives its own.
 const REMOTE_IDS: u64 = 1 << 62;
@@ -105,12 +109,16 @@ struct Standing {
     fence: CancellationToken,
     /// This node's listeners' slots, by listener number.
     slots: HashMap<u64, Slot>,
+    /// Draining for a stop: no new listeners.
+    draining: bool,
 }
 
 /// A slot one of this node's listeners holds.
 struct Slot {
     key: String,
     value: Vec<u8>,
+    /// The hybrid connection.
+    path: String,
     /// The listener's own eviction.
     evict: CancellationToken,
 }
@@ -180,6 +188,7 @@ impl Cluster {
                 reaching: None,
                 fence: CancellationToken::new(),
                 slots: HashMap::new(),
+                draining: false,
             }),
             stale: Arc::default(),
             remote: Mutex::default(),
@@ -668,6 +677,53 @@ impl Cluster {
         });
     }
 
+    /// Moves this node's listeners to other nodes before it stops: no new listener is
+    /// taken, and the listeners are let go one at a time, each once the one before listens
+    /// again elsewhere (or after [`MOVE_WAIT`]), so that a path never loses all its
+    /// listeners at once. Bounded by `deadline`.
+    pub(crate) async fn drain(&self, deadline: Instant) {
+        self.standing().draining = true;
+        let mut moved = 0;
+        while Instant::now() < deadline {
+            let next = self
+                .standing()
+                .slots
+                .values()
+                .next()
+                .map(|s| (s.path.clone(), s.key.clone(), s.evict.clone()));
+            let Some((path, key, evict)) = next else {
+                break;
+            };
+            let before = self.listener_count(&path);
+            evict.cancel();
+            let until = deadline.min(Instant::now() + MOVE_WAIT);
+            // Its slot goes when its channel closes; it is back once the path has as many
+            // listeners as before.
+            while Instant::now() < until {
+                let gone = !self.standing().slots.values().any(|s| s.key == key);
+                if gone && self.listener_count(&path) >= before {
+                    break;
+                }
+                sleep(Duration::from_millis(20)).await;
+            }
+            moved += 1;
+        }
+        info!(node = %self.node, moved, "listeners moved to other nodes");
+    }
+
+    /// How long a stopping node drains.
+    pub(crate) fn drain_time(&self) -> Duration {
+        self.config.drain
+    }
+
+    fn listener_count(&self, path: &str) -> usize {
+        let mut n = 0;
+        self.listeners.visit(path, &mut |all| {
+            n = all.iter().filter(|l| !l.is_gone()).count()
+        });
+        n
+    }
+
     /// Leaves the cluster: the lease is revoked so the other nodes forget this node's
     /// listeners at once, and the background tasks end.
     pub(crate) async fn shutdown(&self) {
@@ -705,6 +761,11 @@ impl Registry for Cluster {
         Box::pin(async move {
             let (lease, evict) = {
                 let standing = self.standing();
+                if standing.draining {
+                    return Err(Refused::Unavailable(
+                        "this gateway node is stopping; connect to another node",
+                    ));
+                }
                 match standing.lease {
                     Some(lease) if standing.holds_lease => (lease, standing.fence.child_token()),
                     _ => {
@@ -738,6 +799,7 @@ impl Registry for Cluster {
                     Slot {
                         key: key.clone(),
                         value: value.clone(),
+                        path: settings.name.clone(),
                         evict: evict.clone(),
                     },
                 );

@@ -315,6 +315,8 @@ pub struct TestCluster {
     lease_ttl: Duration,
     /// Applied to every node's configuration last.
     tweak: Option<Tweak>,
+    /// Each node's TLS port once it started, kept across restarts.
+    tls_ports: std::sync::Mutex<Vec<Option<u16>>>,
 }
 
 impl TestCluster {
@@ -368,6 +370,7 @@ impl TestCluster {
             secret: ferry_gateway::config::random_key(),
             lease_ttl,
             tweak: None,
+            tls_ports: std::sync::Mutex::default(),
         };
         if counted {
             for _ in 0..nodes {
@@ -400,11 +403,22 @@ impl TestCluster {
             self.etcd.endpoints(),
         );
         cluster.lease_ttl = self.lease_ttl;
+        cluster.drain = Duration::from_secs(2);
         if let Some((port, proxy)) = self.links.get(i) {
             cluster.rpc = SocketAddr::from(([127, 0, 0, 1], *port));
             cluster.rpc_advertise = Some(format!("http://{}", proxy.addr));
         }
         config.cluster = Some(cluster);
+        let port = self
+            .tls_ports
+            .lock()
+            .expect("ports")
+            .get(i)
+            .copied()
+            .flatten();
+        if let Some(port) = port {
+            config.tls_addr = Some(SocketAddr::from(([127, 0, 0, 1], port)));
+        }
         if let Some(tweak) = &self.tweak {
             tweak(&mut config);
         }
@@ -413,9 +427,25 @@ impl TestCluster {
 
     /// Starts node `i` (again).
     pub async fn start_node(&self, i: usize) -> RunningGateway {
-        Gateway::start(self.config(i))
+        let node = Gateway::start(self.config(i))
             .await
-            .expect("cluster node starts")
+            .expect("cluster node starts");
+        let mut ports = self.tls_ports.lock().expect("ports");
+        if ports.len() <= i {
+            ports.resize(i + 1, None);
+        }
+        ports[i] = node.tls_addr().map(|a| a.port());
+        node
+    }
+
+    /// Stops node `i` the way a restart does (it leaves the cluster, its connections
+    /// close) and starts it again on the same TLS port.
+    pub async fn restart(&mut self, i: usize) {
+        if let Some(node) = self.nodes[i].take() {
+            node.shutdown().await;
+        }
+        let node = self.start_node(i).await;
+        self.nodes[i] = Some(node);
     }
 
     /// Node `i`.
@@ -439,6 +469,20 @@ impl TestCluster {
     /// An SDK endpoint for `path` on node `i`.
     pub fn endpoint(&self, i: usize, path: &str) -> Endpoint {
         let mut endpoint = Endpoint::new(&self.wss_base(i), path).expect("valid endpoint");
+        self.trust_and_sign(&mut endpoint);
+        endpoint
+    }
+
+    /// An SDK endpoint for `path` naming every node, on node `i` first.
+    pub fn cluster_endpoint(&self, i: usize, path: &str) -> Endpoint {
+        let bases: Vec<String> = (0..self.nodes.len()).map(|n| self.wss_base(n)).collect();
+        let bases: Vec<&str> = bases.iter().map(String::as_str).collect();
+        let mut endpoint = Endpoint::cluster(&bases, path).expect("valid endpoint");
+        self.trust_and_sign(&mut endpoint);
+        endpoint.on_gateway(i)
+    }
+
+    fn trust_and_sign(&self, endpoint: &mut Endpoint) {
         endpoint.set_token_provider(SasKeyProvider::new(
             &self.rule.name,
             self.rule.primary_key(),
@@ -449,7 +493,6 @@ impl TestCluster {
             ferry_net::tls::client_config(roots, &[ferry_net::tls::ALPN_HTTP11])
                 .expect("client config"),
         );
-        endpoint
     }
 
     /// Waits until every running node sees `count` listeners on `path`.

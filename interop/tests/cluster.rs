@@ -21,7 +21,12 @@ async fn step<T>(what: &str, f: impl Future<Output = T>) -> T {
 
 /// Opens an SDK listener on `path` through node `i`.
 async fn open_listener(c: &TestCluster, i: usize, path: &str) -> Listener {
-    step("listener opens", Listener::open(c.endpoint(i, path)))
+    open(c.endpoint(i, path)).await
+}
+
+/// Opens an SDK listener on `endpoint`.
+async fn open(endpoint: ferry_sdk::Endpoint) -> Listener {
+    step("listener opens", Listener::open(endpoint))
         .await
         .expect("listener opens")
 }
@@ -269,5 +274,135 @@ async fn a_gibibyte_across_nodes_leaves_the_node_links_nearly_idle() {
         "the node-to-node links carried {carried} bytes for a 1 GiB relay"
     );
     assert!(carried > 0, "the accept did cross between the nodes");
+    c.shutdown().await;
+}
+
+/// A checksummed transfer's fate.
+struct Transfer {
+    node: usize,
+    started: tokio::time::Instant,
+    ended: tokio::time::Instant,
+    /// `Ok(true)`: came back exactly; `Ok(false)`: came back different; `Err`: failed loudly.
+    outcome: Result<bool, String>,
+}
+
+/// One transfer through `endpoint`: 64 KiB out, the same back.
+async fn transfer(endpoint: &ferry_sdk::Endpoint, seed: u64) -> Result<bool, String> {
+    let payload = bulk_pattern(seed, 64 * 1024);
+    let exchange = async {
+        let mut stream = ferry_sdk::connect(endpoint, &[])
+            .await
+            .map_err(|e| e.to_string())?;
+        stream
+            .send(Message::Binary(payload.clone().into()))
+            .await
+            .map_err(|e| e.to_string())?;
+        let back = stream
+            .recv()
+            .await
+            .map_err(|e| e.to_string())?
+            .ok_or("closed without an echo")?;
+        let _ = stream.close(1000, "done").await;
+        Ok(back == Message::Binary(payload.into()))
+    };
+    tokio::time::timeout(Duration::from_secs(20), exchange)
+        .await
+        .unwrap_or_else(|_| Err("timed out".into()))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rolling_restart_under_load_loses_only_transfers_through_the_restarting_node() {
+    let mut c = TestCluster::start_with(3, Duration::from_secs(3)).await;
+    // Three echo listeners, each naming every node, one starting on each.
+    let endpoints: Vec<ferry_sdk::Endpoint> = (0..3).map(|i| c.endpoint(i, "rolling")).collect();
+    for i in 0..3 {
+        serve_echo(open(c.cluster_endpoint(i, "rolling")).await);
+    }
+    c.wait_listeners("rolling", 3).await;
+
+    // Steady load: four senders, each going round the nodes.
+    let stop = tokio_util::sync::CancellationToken::new();
+    let log = std::sync::Arc::new(std::sync::Mutex::new(Vec::<Transfer>::new()));
+    let mut load = Vec::new();
+    for s in 0..4u64 {
+        let (endpoints, stop, log) = (endpoints.clone(), stop.clone(), log.clone());
+        load.push(tokio::spawn(async move {
+            let mut n = 0u64;
+            while !stop.is_cancelled() {
+                let node = ((s + n) % 3) as usize;
+                let started = tokio::time::Instant::now();
+                let outcome = transfer(&endpoints[node], s * 1_000_000 + n).await;
+                log.lock().expect("log").push(Transfer {
+                    node,
+                    started,
+                    ended: tokio::time::Instant::now(),
+                    outcome,
+                });
+                n += 1;
+            }
+        }));
+    }
+    // Each node in turn restarts; the load runs on between restarts.
+    let mut restarts = Vec::new();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    for i in 0..3 {
+        let from = tokio::time::Instant::now();
+        c.restart(i).await;
+        c.wait_listeners("rolling", 3).await;
+        restarts.push((i, from, tokio::time::Instant::now()));
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    stop.cancel();
+    for task in load {
+        task.await.expect("sender task");
+    }
+    let log = std::mem::take(&mut *log.lock().expect("log"));
+    let cut_by_own_restart = |t: &Transfer| {
+        restarts
+            .iter()
+            .any(|(i, from, to)| *i == t.node && t.started <= *to && t.ended >= *from)
+    };
+    let exact = log.iter().filter(|t| matches!(t.outcome, Ok(true))).count();
+    let corrupt = log
+        .iter()
+        .filter(|t| matches!(t.outcome, Ok(false)))
+        .count();
+    let lost: Vec<String> = log
+        .iter()
+        .filter(|t| t.outcome.is_err() && !cut_by_own_restart(t))
+        .map(|t| format!("via node {}: {:?}", t.node, t.outcome))
+        .collect();
+    let cut = log
+        .iter()
+        .filter(|t| t.outcome.is_err() && cut_by_own_restart(t))
+        .count();
+    eprintln!(
+        "rolling restart: {exact} transfers exact, {cut} cut by their own node's restart, {} lost elsewhere, {corrupt} corrupt",
+        lost.len()
+    );
+    for t in log
+        .iter()
+        .filter(|t| t.outcome.is_err() && !cut_by_own_restart(t))
+    {
+        let since = |at: tokio::time::Instant| {
+            restarts
+                .iter()
+                .map(|(i, from, _)| format!("node {i} {:?}", at.saturating_duration_since(*from)))
+                .collect::<Vec<_>>()
+        };
+        eprintln!(
+            "lost via node {}: {:?}; started after restarts {:?}, ended {:?}",
+            t.node,
+            t.outcome,
+            since(t.started),
+            since(t.ended)
+        );
+    }
+    assert_eq!(corrupt, 0, "no transfer may come back altered");
+    assert!(
+        lost.is_empty(),
+        "transfers lost through nodes not restarting: {lost:?}"
+    );
+    assert!(exact > 30, "the load kept running: {exact} transfers");
     c.shutdown().await;
 }

@@ -44,7 +44,7 @@ use self::etcd::{Etcd, StoreError, pb::KeyValue};
 use self::rpc::Peers;
 use crate::config::{ClusterConfig, Config};
 use crate::pairing::{
-    ListenerHandle, Local, Outbound, PathSettings, Refused, Registering, Registry,
+    ListenerHandle, Local, Outbound, PathSettings, Refused, Registering, Registry, Undelivered,
 };
 
 /// Longest a draining node waits for one listener it let go to listen again elsewhere
@@ -856,6 +856,7 @@ impl Cluster {
 
 /// Forwards commands for another node's listener to that node, until the listener's record
 /// goes or a delivery finds it gone (its queue then closes, so senders holding it move on).
+/// What queues up during one call goes, in order, in the next.
 async fn forward(
     mut commands: mpsc::Receiver<Outbound>,
     peers: Arc<Peers>,
@@ -869,15 +870,23 @@ async fn forward(
             c = commands.recv() => c,
             () = stop.cancelled() => None,
         };
-        let Some(outbound) = next else { return };
-        match peers.deliver(&node, &path, listener, outbound).await {
-            Ok(()) => {}
-            Err(crate::pairing::Undelivered::Busy) => {
-                debug!(%node, %path, listener, "command dropped: the listener is not keeping up");
-            }
-            Err(crate::pairing::Undelivered::Gone) => {
-                debug!(%node, %path, listener, "listener on another node gone");
-                return;
+        let Some(first) = next else { return };
+        let mut batch = vec![first];
+        while batch.len() < rpc::MAX_BATCH
+            && let Ok(more) = commands.try_recv()
+        {
+            batch.push(more);
+        }
+        for outcome in peers.deliver(&node, &path, listener, batch).await {
+            match outcome {
+                Ok(()) => {}
+                Err(Undelivered::Busy) => {
+                    debug!(%node, %path, listener, "command dropped: the listener is not keeping up");
+                }
+                Err(Undelivered::Gone) => {
+                    debug!(%node, %path, listener, "listener on another node gone");
+                    return;
+                }
             }
         }
     }

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use ferry_hc::auth::{Right, Rules};
-use ferry_hc::{Command, Rights, Rule, SasToken};
+use ferry_hc::{Rights, Rule, SasToken};
 use tonic::metadata::MetadataValue;
 use tonic::transport::{Channel, Endpoint};
 use tonic::{Request, Response, Status};
@@ -33,7 +33,7 @@ pub(crate) mod pb {
     tonic::include_proto!("ferry.cluster");
 }
 
-use pb::deliver_reply::Status as Delivery;
+use pb::Delivery;
 use pb::node_client::NodeClient;
 
 /// The key name node tokens are signed under.
@@ -44,6 +44,9 @@ const AUDIENCE_HOST: &str = "ferry-cluster";
 
 /// How long a node token is good for.
 const TOKEN_LIFETIME: u64 = 300;
+
+/// Most commands one delivery carries.
+pub(crate) const MAX_BATCH: usize = 64;
 
 /// Longest a call to another node may take (connecting included).
 const CALL_TIMEOUT: Duration = Duration::from_secs(2);
@@ -127,38 +130,56 @@ impl Peers {
         request
     }
 
-    /// Queues `outbound` on listener `listener` of `node`.
+    /// Queues `batch` on listener `listener` of `node`, in order: what became of each
+    /// command (all [`Undelivered::Gone`] when the node cannot be reached).
     pub(crate) async fn deliver(
         &self,
         node: &str,
         path: &str,
         listener: u64,
-        outbound: Outbound,
-    ) -> Result<(), Undelivered> {
+        batch: Vec<Outbound>,
+    ) -> Vec<Result<(), Undelivered>> {
+        let n = batch.len();
+        let gone = || vec![Err(Undelivered::Gone); n];
         let Some(mut client) = self.client(node) else {
-            return Err(Undelivered::Gone);
+            return gone();
         };
+        let commands = batch
+            .into_iter()
+            .map(|out| pb::Command {
+                command: out.command.encode(),
+                body: out.body.map(|b| b.to_vec()),
+            })
+            .collect();
         let request = self.request(
             node,
             pb::DeliverRequest {
                 path: path.to_owned(),
                 listener,
-                command: outbound.command.encode(),
-                body: outbound.body.map(|b| b.to_vec()),
+                commands,
             },
         );
         let reply = tokio::time::timeout(CALL_TIMEOUT, client.deliver(request))
             .await
             .map_err(|_| Status::deadline_exceeded("node did not answer"));
         match reply.and_then(|r| r) {
-            Ok(reply) => match reply.into_inner().status() {
-                Delivery::Queued => Ok(()),
-                Delivery::Busy => Err(Undelivered::Busy),
-                Delivery::Gone => Err(Undelivered::Gone),
-            },
+            Ok(reply) => {
+                let mut outcomes: Vec<Result<(), Undelivered>> = reply
+                    .into_inner()
+                    .deliveries()
+                    .map(|d| match d {
+                        Delivery::Queued => Ok(()),
+                        Delivery::Busy => Err(Undelivered::Busy),
+                        Delivery::Gone => Err(Undelivered::Gone),
+                    })
+                    .collect();
+                // A short answer leaves the rest undelivered.
+                outcomes.resize(n, Err(Undelivered::Gone));
+                outcomes
+            }
             Err(status) => {
                 debug!(%node, %status, "delivery to another node failed");
-                Err(Undelivered::Gone)
+                gone()
             }
         }
     }
@@ -227,22 +248,28 @@ impl pb::node_server::Node for Service {
     ) -> Result<Response<pb::DeliverReply>, Status> {
         let cluster = self.admit(&request)?;
         let request = request.into_inner();
-        let command = Command::decode(&request.command)
-            .map_err(|e| Status::invalid_argument(e.to_string()))?;
-        let status = match cluster.local_listener(&request.path, request.listener) {
-            None => Delivery::Gone,
-            Some(listener) => match listener.try_send(Outbound {
-                command,
-                body: request.body.map(Bytes::from),
-            }) {
-                Ok(()) => Delivery::Queued,
-                Err(Undelivered::Busy) => Delivery::Busy,
-                Err(Undelivered::Gone) => Delivery::Gone,
-            },
-        };
-        Ok(Response::new(pb::DeliverReply {
-            status: status.into(),
-        }))
+        if request.commands.len() > MAX_BATCH {
+            return Err(Status::invalid_argument("too many commands in one call"));
+        }
+        let listener = cluster.local_listener(&request.path, request.listener);
+        let mut deliveries = Vec::with_capacity(request.commands.len());
+        for c in request.commands {
+            let command = ferry_hc::Command::decode(&c.command)
+                .map_err(|e| Status::invalid_argument(e.to_string()))?;
+            let delivery = match &listener {
+                None => Delivery::Gone,
+                Some(listener) => match listener.try_send(Outbound {
+                    command,
+                    body: c.body.map(Bytes::from),
+                }) {
+                    Ok(()) => Delivery::Queued,
+                    Err(Undelivered::Busy) => Delivery::Busy,
+                    Err(Undelivered::Gone) => Delivery::Gone,
+                },
+            };
+            deliveries.push(delivery.into());
+        }
+        Ok(Response::new(pb::DeliverReply { deliveries }))
     }
 
     async fn health(

@@ -149,6 +149,13 @@ impl Etcd {
         }
     }
 
+    /// Stops member `i` (SIGKILL): the others keep a quorum.
+    pub async fn stop_member(&mut self, i: usize) {
+        if let Some(mut p) = self.members[i].process.take() {
+            let _ = p.kill().await;
+        }
+    }
+
     /// Starts the stopped members again, with their data, and waits until they are healthy.
     pub async fn restart(&mut self) {
         for i in 0..self.members.len() {

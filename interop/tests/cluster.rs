@@ -406,3 +406,22 @@ async fn a_rolling_restart_under_load_loses_only_transfers_through_the_restartin
     assert!(exact > 30, "the load kept running: {exact} transfers");
     c.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_one_etcd_member_down_every_registration_and_pairing_works() {
+    let mut c = TestCluster::start(2).await;
+    c.etcd.stop_member(2).await;
+    // Every call a node makes may land on the dead member first: none may fail for it.
+    let mut listeners = Vec::new();
+    for n in 0..10 {
+        listeners.push(open_listener(&c, n % 2, "quorum").await);
+    }
+    c.wait_listeners("quorum", 10).await;
+    for listener in listeners {
+        serve_echo(listener);
+    }
+    for n in 0..20 {
+        echo_through(&c, n % 2, "quorum", format!("quorum {n}").as_bytes()).await;
+    }
+    c.shutdown().await;
+}

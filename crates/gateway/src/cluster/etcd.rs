@@ -34,8 +34,12 @@ use pb::request_op::Request as Op;
 use pb::watch_client::WatchClient;
 use pb::{Compare, KeyValue, RequestOp};
 
-/// Longest a unary call to etcd may take.
-const CALL_TIMEOUT: Duration = Duration::from_secs(3);
+/// Longest one attempt at a unary call to etcd may take.
+const CALL_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Longest a unary call may keep being retried: long enough to ride out a member going down
+/// or a leader election (about a second with etcd's defaults).
+const CALL_BUDGET: Duration = Duration::from_secs(8);
 
 /// Longest a connection attempt to one member may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
@@ -131,13 +135,20 @@ impl Etcd {
         let Some(user) = &self.user else {
             return Ok(());
         };
-        let mut auth = AuthClient::new(self.channel.clone());
-        let reply = deadline(auth.authenticate(Request::new(pb::AuthenticateRequest {
-            name: user.0.clone(),
-            password: user.1.clone(),
-        })))
-        .await?
-        .into_inner();
+        let started = tokio::time::Instant::now();
+        let reply = loop {
+            let mut auth = AuthClient::new(self.channel.clone());
+            let request = Request::new(pb::AuthenticateRequest {
+                name: user.0.clone(),
+                password: user.1.clone(),
+            });
+            match deadline(auth.authenticate(request)).await {
+                Err(e) if transient(&e) && started.elapsed() < CALL_BUDGET => {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                other => break other?.into_inner(),
+            }
+        };
         let token = MetadataValue::try_from(reply.token)
             .map_err(|_| StoreError::Config("etcd sent an unusable token".into()))?;
         *self
@@ -154,21 +165,35 @@ impl Etcd {
         F: Fn(Self) -> Fut,
         Fut: Future<Output = Result<tonic::Response<T>, Status>>,
     {
-        let missing = self.user.is_some()
-            && self
-                .token
-                .read()
-                .unwrap_or_else(std::sync::PoisonError::into_inner)
-                .is_none();
-        if missing {
-            self.authenticate().await?;
-        }
-        match deadline(call(self.clone())).await {
-            Err(StoreError::Call(s)) if self.user.is_some() && token_rejected(&s) => {
+        let started = tokio::time::Instant::now();
+        let mut renewed = false;
+        loop {
+            let missing = self.user.is_some()
+                && self
+                    .token
+                    .read()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .is_none();
+            if missing {
                 self.authenticate().await?;
-                Ok(deadline(call(self.clone())).await?.into_inner())
             }
-            other => Ok(other?.into_inner()),
+            match deadline(call(self.clone())).await {
+                Err(StoreError::Call(s))
+                    if self.user.is_some() && token_rejected(&s) && !renewed =>
+                {
+                    renewed = true;
+                    *self
+                        .token
+                        .write()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner) = None;
+                }
+                // A member that is down, or a cluster between leaders, fails or stalls the call
+                // that happened to meet it: another attempt may succeed, within the budget.
+                Err(e) if transient(&e) && started.elapsed() < CALL_BUDGET => {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                other => return Ok(other?.into_inner()),
+            }
         }
     }
 
@@ -236,11 +261,17 @@ impl Etcd {
                 target_union: Some(TargetUnion::CreateRevision(0)),
                 range_end: Vec::new(),
             }],
-            success: vec![put_op(key, value, lease)],
+            success: vec![put_op(key, value.clone(), lease)],
             failure: Vec::new(),
         };
         let reply = self.txn(txn).await?;
-        Ok(reply.succeeded)
+        if reply.succeeded {
+            return Ok(true);
+        }
+        // An attempt that timed out may have been applied before another was made: the slot
+        // is ours if it holds exactly our record under our lease.
+        let held = self.get(key).await?;
+        Ok(held.is_some_and(|kv| kv.lease == lease && kv.value == value))
     }
 
     /// Deletes `key` if it is still held under `lease` (not by whoever took it since).
@@ -390,6 +421,19 @@ pub(crate) fn prefix_end(prefix: &str) -> Vec<u8> {
     }
     // Every byte was 0xff (or the prefix is empty): to the end of the key space.
     vec![0]
+}
+
+/// Whether a failed call may succeed if tried again: the member it met is down or
+/// partitioned, there is no leader yet, or it did not answer in time.
+fn transient(e: &StoreError) -> bool {
+    match e {
+        StoreError::TimedOut => true,
+        StoreError::Call(s) => matches!(
+            s.code(),
+            Code::Unavailable | Code::DeadlineExceeded | Code::Cancelled
+        ),
+        StoreError::Config(_) => false,
+    }
 }
 
 /// Whether etcd refused the call's authentication token (expired, or the member restarted).

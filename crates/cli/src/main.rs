@@ -157,7 +157,8 @@ struct TokenArgs {
 /// How to reach the gateway.
 #[derive(Args)]
 struct ConnectArgs {
-    /// Gateway base URL: wss://host[:port] (or ws:// on loopback).
+    /// Gateway base URL: wss://host[:port] (or ws:// on loopback). For a cluster, the nodes'
+    /// URLs separated by commas: a listener moves to the next when its node is lost.
     #[arg(long, env = "FERRY_GATEWAY")]
     gateway: String,
     /// Rule name to sign tokens with.
@@ -181,8 +182,9 @@ struct ConnectArgs {
 
 impl ConnectArgs {
     fn endpoint(&self, path: &str) -> anyhow::Result<Endpoint> {
+        let bases: Vec<&str> = self.gateway.split(',').map(str::trim).collect();
         let mut endpoint =
-            Endpoint::new(&self.gateway, path).context("invalid gateway URL or path")?;
+            Endpoint::cluster(&bases, path).context("invalid gateway URL or path")?;
         match (&self.key_name, &self.key, &self.token) {
             (Some(name), Some(key), _) => {
                 endpoint.set_token_provider(SasKeyProvider::new(

@@ -33,8 +33,10 @@ command -v mcs >/dev/null || missing+=(mono-complete)
 command -v node >/dev/null || missing+=(nodejs)
 command -v npm >/dev/null || missing+=(npm)
 command -v python3 >/dev/null || missing+=(python3 python3-pip)
-# etcd for the cluster tests, which start their own 3-member clusters on loopback.
+# etcd for the cluster tests, which start their own 3-member clusters on loopback (etcdctl
+# turns authentication on for the secured one).
 command -v etcd >/dev/null || missing+=(etcd-server)
+command -v etcdctl >/dev/null || missing+=(etcd-client)
 if ((${#missing[@]})); then
   apt-get update -qq
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}"

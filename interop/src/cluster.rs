@@ -29,6 +29,8 @@ pub struct Etcd {
     members: Vec<Member>,
     /// Addresses besides loopback the members also serve clients on.
     also: Vec<String>,
+    /// The certificate and key clients are served with (`https://`), when secured.
+    tls: Option<(PathBuf, PathBuf, PathBuf)>,
     initial_cluster: String,
     token: String,
     dir: tempfile::TempDir,
@@ -49,6 +51,42 @@ impl Etcd {
 
     /// As [`Etcd::start`], the members serving clients on the addresses `also` too.
     pub async fn start_also_on(members: usize, also: &[&str]) -> Self {
+        Self::launch(members, also, None).await
+    }
+
+    /// As [`Etcd::start`], serving clients over TLS with `tls`'s certificate; then with
+    /// authentication on, `root` having `password` (set up with Debian's `etcdctl`).
+    pub async fn start_secured(members: usize, tls: &SharedTls, password: &str) -> Self {
+        let files = (tls.cert.clone(), tls.key.clone(), tls.ca_file.clone());
+        let etcd = Self::launch(members, &[], Some(files)).await;
+        require_tool("etcdctl", "etcd-client");
+        for args in [
+            vec!["user", "add", &format!("root:{password}")],
+            vec!["auth", "enable"],
+        ] {
+            let out = std::process::Command::new("etcdctl")
+                .env("ETCDCTL_API", "3")
+                .arg("--endpoints")
+                .arg(etcd.endpoints().join(","))
+                .arg("--cacert")
+                .arg(&tls.ca_file)
+                .args(&args)
+                .output()
+                .expect("etcdctl runs");
+            assert!(
+                out.status.success(),
+                "etcdctl {args:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        etcd
+    }
+
+    async fn launch(
+        members: usize,
+        also: &[&str],
+        tls: Option<(PathBuf, PathBuf, PathBuf)>,
+    ) -> Self {
         require_tool("etcd", "etcd-server");
         let dir = tempfile::tempdir().expect("temp dir");
         let members: Vec<Member> = (0..members)
@@ -67,6 +105,7 @@ impl Etcd {
         let mut etcd = Self {
             members,
             also: also.iter().map(|a| (*a).to_owned()).collect(),
+            tls,
             initial_cluster,
             token: format!("ferry-test-{}", std::process::id()),
             dir,
@@ -83,13 +122,26 @@ impl Etcd {
     fn spawn(&mut self, i: usize) {
         let data = self.dir.path().join(&self.members[i].name);
         let m = &mut self.members[i];
-        let client = format!("http://127.0.0.1:{}", m.client);
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        let client = format!("{scheme}://127.0.0.1:{}", m.client);
         let listen = std::iter::once(client.clone())
-            .chain(self.also.iter().map(|a| format!("http://{a}:{}", m.client)))
+            .chain(
+                self.also
+                    .iter()
+                    .map(|a| format!("{scheme}://{a}:{}", m.client)),
+            )
             .collect::<Vec<_>>()
             .join(",");
         let peer = format!("http://127.0.0.1:{}", m.peer);
-        let child = Command::new("etcd")
+        let mut command = Command::new("etcd");
+        if let Some((cert, key, _)) = &self.tls {
+            command
+                .arg("--cert-file")
+                .arg(cert)
+                .arg("--key-file")
+                .arg(key);
+        }
+        let child = command
             .args(["--name", &m.name])
             .arg("--data-dir")
             .arg(&data)
@@ -115,7 +167,11 @@ impl Etcd {
         let addr = SocketAddr::from(([127, 0, 0, 1], self.members[i].client));
         let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
         loop {
-            if health(addr).await {
+            let healthy = match &self.tls {
+                None => health(addr).await,
+                Some((_, _, ca)) => health_tls(addr, ca).await,
+            };
+            if healthy {
                 return;
             }
             assert!(
@@ -134,9 +190,10 @@ impl Etcd {
 
     /// The members' client URLs on address `at` (loopback, or one of `also`).
     pub fn endpoints_on(&self, at: &str) -> Vec<String> {
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
         self.members
             .iter()
-            .map(|m| format!("http://{at}:{}", m.client))
+            .map(|m| format!("{scheme}://{at}:{}", m.client))
             .collect()
     }
 
@@ -184,6 +241,17 @@ async fn health(addr: SocketAddr) -> bool {
         tokio::time::timeout(Duration::from_secs(2), ask).await,
         Ok(Some(true))
     )
+}
+
+/// Whether the TLS etcd member at `addr` reports itself healthy (asked with curl).
+async fn health_tls(addr: SocketAddr, ca: &std::path::Path) -> bool {
+    let out = Command::new("curl")
+        .args(["-s", "--max-time", "2", "--cacert"])
+        .arg(ca)
+        .arg(format!("https://127.0.0.1:{}/health", addr.port()))
+        .output()
+        .await;
+    out.is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("\"health\":\"true\""))
 }
 
 /// A TCP proxy in front of one address, counting the bytes it carries both ways: the
@@ -324,6 +392,8 @@ pub struct TestCluster {
     tweak: Option<Tweak>,
     /// Each node's TLS port once it started, kept across restarts.
     tls_ports: std::sync::Mutex<Vec<Option<u16>>>,
+    /// The user and password the nodes give etcd, when it asks.
+    etcd_user: Option<(String, String)>,
 }
 
 impl TestCluster {
@@ -362,23 +432,24 @@ impl TestCluster {
         cluster
     }
 
+    /// As [`TestCluster::start`], etcd serving its clients over TLS (the nodes' CA) and
+    /// asking them for a user name and password.
+    pub async fn start_secured(nodes: usize) -> Self {
+        let tls = SharedTls::generate();
+        let password = ferry_gateway::config::random_key();
+        let etcd = Etcd::start_secured(3, &tls, &password).await;
+        let mut cluster = Self::with_store(etcd, tls, Duration::from_secs(10));
+        cluster.etcd_user = Some(("root".into(), password));
+        for i in 0..nodes {
+            let node = cluster.start_node(i).await;
+            cluster.nodes.push(Some(node));
+        }
+        cluster
+    }
+
     async fn launch(nodes: usize, lease_ttl: Duration, counted: bool) -> Self {
         let etcd = Etcd::start(3).await;
-        let mut cluster = Self {
-            etcd,
-            nodes: Vec::new(),
-            tls: SharedTls::generate(),
-            links: Vec::new(),
-            rule: Rule::new(
-                "RootManageSharedAccessKey",
-                ferry_gateway::config::random_key(),
-                Rights::MANAGE,
-            ),
-            secret: ferry_gateway::config::random_key(),
-            lease_ttl,
-            tweak: None,
-            tls_ports: std::sync::Mutex::default(),
-        };
+        let mut cluster = Self::with_store(etcd, SharedTls::generate(), lease_ttl);
         if counted {
             for _ in 0..nodes {
                 let port = free_port();
@@ -391,6 +462,25 @@ impl TestCluster {
             cluster.nodes.push(Some(node));
         }
         cluster
+    }
+
+    fn with_store(etcd: Etcd, tls: SharedTls, lease_ttl: Duration) -> Self {
+        Self {
+            etcd,
+            nodes: Vec::new(),
+            tls,
+            links: Vec::new(),
+            rule: Rule::new(
+                "RootManageSharedAccessKey",
+                ferry_gateway::config::random_key(),
+                Rights::MANAGE,
+            ),
+            secret: ferry_gateway::config::random_key(),
+            lease_ttl,
+            tweak: None,
+            tls_ports: std::sync::Mutex::default(),
+            etcd_user: None,
+        }
     }
 
     /// The configuration of node `i`.
@@ -411,6 +501,10 @@ impl TestCluster {
         );
         cluster.lease_ttl = self.lease_ttl;
         cluster.drain = Duration::from_secs(2);
+        if let Some(user) = &self.etcd_user {
+            cluster.etcd.ca = Some(self.tls.ca_file.clone());
+            cluster.etcd.user = Some(user.clone());
+        }
         if let Some((port, proxy)) = self.links.get(i) {
             cluster.rpc = SocketAddr::from(([127, 0, 0, 1], *port));
             cluster.rpc_advertise = Some(format!("http://{}", proxy.addr));

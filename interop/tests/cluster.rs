@@ -425,3 +425,12 @@ async fn with_one_etcd_member_down_every_registration_and_pairing_works() {
     }
     c.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nodes_reach_an_etcd_that_asks_for_tls_and_a_password() {
+    let c = TestCluster::start_secured(2).await;
+    serve_echo(open_listener(&c, 0, "secured").await);
+    c.wait_listeners("secured", 1).await;
+    echo_through(&c, 1, "secured", b"through a secured store").await;
+    c.shutdown().await;
+}

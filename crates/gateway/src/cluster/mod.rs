@@ -45,7 +45,11 @@ use self::rpc::Peers;
 use crate::config::{ClusterConfig, Config};
 use crate::pairing::{
     ListenerHandle, Local, Outbound, PathSettings, Refused, Registering, Registry, Undelivered,
+    lock, normalize,
 };
+
+/// Most slot releases kept for retrying once the store answers again.
+const MAX_STALE: usize = 4096;
 
 /// Longest a draining node waits for one listener it let go to listen again elsewhere
 /// before it lets the next go.
@@ -631,7 +635,7 @@ impl Cluster {
         let mut remote = self.remote();
         let dead: Vec<String> = remote
             .iter()
-            .filter(|(_, r)| r.stop.is_cancelled() || self.is_gone(r))
+            .filter(|(_, r)| self.is_gone(r))
             .map(|(k, _)| k.clone())
             .collect();
         for key in dead {
@@ -672,7 +676,12 @@ impl Cluster {
         self.tasks.spawn(async move {
             if let Err(e) = etcd.release(&key, lease).await {
                 debug!(%key, error = %e, "slot release failed; retried when the store answers");
-                lock(&stale).push((key, lease));
+                // Bounded: a slot left over past it is released when the watch next reads
+                // the records whole (one of this node's records without its listener).
+                let mut stale = lock(&stale);
+                if stale.len() < MAX_STALE {
+                    stale.push((key, lease));
+                }
             }
         });
     }
@@ -890,14 +899,4 @@ async fn forward(
             }
         }
     }
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    // Every critical section is a few map operations: a panic cannot leave them torn.
-    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
-}
-
-/// Entity names compare without regard to case, as Azure's do.
-fn normalize(path: &str) -> String {
-    path.trim_matches('/').to_lowercase()
 }

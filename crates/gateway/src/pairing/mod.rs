@@ -41,7 +41,7 @@ use tokio::time::timeout;
 use tokio_util::sync::CancellationToken;
 
 pub(crate) use self::registry::{
-    ListenerHandle, Local, PathSettings, Refused, Registering, Registry, Undelivered,
+    ListenerHandle, Local, PathSettings, Refused, Registering, Registry, Undelivered, normalize,
 };
 pub(crate) use self::request::{
     CancelHandle, DeferredBody, HttpOutcome, HttpReply, Outbound, PendingHttp, ReplyBody,
@@ -382,24 +382,30 @@ impl Pairing {
         &self,
         settings: &PathSettings,
         choice: &Choice,
-        intent: Intent<'_>,
+        mut intent: Intent<'_>,
     ) -> Result<(ListenerHandle, Paired), PairError> {
         let mut tried: Option<Choice> = None;
         let mut attempts = 0;
         loop {
             attempts += 1;
             let listener = self.pick(settings, tried.as_ref().unwrap_or(choice))?;
-            let outcome = match self.offer(&listener, intent.again()) {
+            // Only a listener on another node can turn out gone after its accept was queued
+            // (a local one is skipped by `pick` once its channel closes): only then is the
+            // intent kept for another attempt, so a local pair costs no copy of it.
+            let retry =
+                (attempts < MAX_ATTEMPTS && listener.node.is_some()).then(|| intent.again());
+            let outcome = match self.offer(&listener, intent) {
                 Ok(offer) => offer.wait().await,
                 Err(e) => Err(e),
             };
-            match outcome {
-                Ok(paired) => return Ok((listener, paired)),
-                Err(PairError::Gone) if attempts < MAX_ATTEMPTS => {
+            match (outcome, retry) {
+                (Ok(paired), _) => return Ok((listener, paired)),
+                (Err(PairError::Gone), Some(next)) => {
                     tracing::debug!(listener = %listener.id, "listener gone; trying another");
                     tried = Some(tried.as_ref().unwrap_or(choice).without(&listener.id));
+                    intent = next;
                 }
-                Err(e) => return Err(e),
+                (Err(e), _) => return Err(e),
             }
         }
     }
@@ -470,7 +476,7 @@ impl Pairing {
     }
 }
 
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     // Every critical section is one map operation: a panic cannot leave it torn.
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }

@@ -320,7 +320,7 @@ fn settings(p: &PathConfig, namespace_rules: &Rules, config: &Config) -> PathSet
 }
 
 /// Entity names compare without regard to case, as Azure's do.
-fn normalize(path: &str) -> String {
+pub(crate) fn normalize(path: &str) -> String {
     path.trim_matches('/').to_lowercase()
 }
 

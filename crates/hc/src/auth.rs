@@ -42,6 +42,21 @@ impl Rights {
     }
 }
 
+impl Rights {
+    /// The rights' names in Azure's spelling and order (`Listen`, `Send`, `Manage`), as the
+    /// management API lists them.
+    pub fn names(self) -> impl Iterator<Item = &'static str> {
+        [
+            (Self::LISTEN, "Listen"),
+            (Self::SEND, "Send"),
+            (Self::MANAGE, "Manage"),
+        ]
+        .into_iter()
+        .filter(move |(r, _)| self.0 & r.0 != 0)
+        .map(|(_, n)| n)
+    }
+}
+
 impl std::ops::BitOr for Rights {
     type Output = Self;
     fn bitor(self, rhs: Self) -> Self {
@@ -61,15 +76,7 @@ impl From<Right> for Rights {
 
 impl fmt::Debug for Rights {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let names: Vec<_> = [
-            (Self::LISTEN, "Listen"),
-            (Self::SEND, "Send"),
-            (Self::MANAGE, "Manage"),
-        ]
-        .into_iter()
-        .filter(|(r, _)| self.0 & r.0 != 0)
-        .map(|(_, n)| n)
-        .collect();
+        let names: Vec<_> = self.names().collect();
         write!(f, "Rights({})", names.join("|"))
     }
 }
@@ -126,6 +133,11 @@ impl Rule {
     /// The primary key, to sign tokens with.
     pub fn primary_key(&self) -> &str {
         &self.primary_key
+    }
+
+    /// The secondary key, if the rule has one.
+    pub fn secondary_key(&self) -> Option<&str> {
+        self.secondary_key.as_deref()
     }
 
     fn verifies(&self, token: &SasToken) -> bool {

@@ -42,7 +42,7 @@ http {
 CONF
 nginx -p "$work" -c "$work/nginx.conf" & pids+=($!)
 
-"$ferry" gateway --listen "127.0.0.1:$plain" --tls-listen "127.0.0.1:$tls" --dev-ca-out "$work/ca.pem" > "$work/gw.out" 2> "$work/gw.err" & pids+=($!)
+"$ferry" gateway --listen "127.0.0.1:$plain" --tls-listen "127.0.0.1:$tls" --admin-listen 127.0.0.1:0 --dev-ca-out "$work/ca.pem" > "$work/gw.out" 2> "$work/gw.err" & pids+=($!)
 for _ in $(seq 100); do grep -q '  key ' "$work/gw.out" 2>/dev/null && break; sleep 0.1; done
 key=$(awk '/  key /{print $2}' "$work/gw.out")
 rule=RootManageSharedAccessKey

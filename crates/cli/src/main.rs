@@ -135,6 +135,16 @@ struct GatewayArgs {
     /// Where to write the development CA certificate when no certificate is configured.
     #[arg(long, env = "FERRY_DEV_CA_OUT")]
     dev_ca_out: Option<PathBuf>,
+    /// The admin port: the management API (HTTPS, the TLS port's certificate).
+    #[arg(long, env = "FERRY_ADMIN_LISTEN")]
+    admin_listen: Option<SocketAddr>,
+    /// A bearer token that authorises every management call (else: SAS tokens of Manage
+    /// rules only).
+    #[arg(long, env = "FERRY_ADMIN_TOKEN", hide_env_values = true)]
+    admin_token: Option<String>,
+    /// Where the entities made through the management API are kept (else: in memory).
+    #[arg(long, env = "FERRY_DATA_DIR")]
+    data_dir: Option<PathBuf>,
 }
 
 #[derive(Args)]
@@ -317,6 +327,9 @@ async fn gateway(args: GatewayArgs) -> anyhow::Result<()> {
         tls_cert: args.tls_cert,
         tls_key: args.tls_key,
         dev_ca_out: args.dev_ca_out,
+        admin: args.admin_listen,
+        admin_token: args.admin_token,
+        data_dir: args.data_dir,
     };
     if dev && overrides.dev_ca_out.is_none() && overrides.tls_cert.is_none() {
         overrides.dev_ca_out = Some(std::env::temp_dir().join("ferry-dev-ca.pem"));
@@ -337,10 +350,11 @@ async fn gateway(args: GatewayArgs) -> anyhow::Result<()> {
         print_dev_banner(&running, ca_out.as_deref());
     } else {
         announce(&format!(
-            "ferry gateway ready: plain={:?} tls={:?} nettcp={:?}",
+            "ferry gateway ready: plain={:?} tls={:?} nettcp={:?} admin={:?}",
             running.plain_addr(),
             running.tls_addr(),
-            running.nettcp_addr()
+            running.nettcp_addr(),
+            running.admin_addr()
         ));
     }
     stop_signal().await;
@@ -371,11 +385,15 @@ fn print_dev_banner(gw: &ferry_gateway::RunningGateway, ca: Option<&std::path::P
         .nettcp_addr()
         .map(|a| format!("net.tcp://{a}"))
         .unwrap_or_default();
+    let admin = gw
+        .admin_addr()
+        .map(|a| format!("https://localhost:{}", a.port()))
+        .unwrap_or_default();
     let ca = ca.map(|p| p.display().to_string()).unwrap_or_default();
     let (rule, key) = (gw.rule_name(), gw.rule_key());
     announce(&format!(
         "Ferry development gateway (single node, in-memory, any path)\n\
-         \n  plain      {plain}\n  tls        {tls}   (trust {ca})\n  net.tcp    {nettcp}\n  rule       {rule}\n  key        {key}\n\
+         \n  plain      {plain}\n  tls        {tls}   (trust {ca})\n  net.tcp    {nettcp}\n  admin      {admin}   (management API)\n  rule       {rule}\n  key        {key}\n\
          \nTry it: forward local port 2222 to 127.0.0.1:22 through path 'demo'\n\
          \n  export FERRY_GATEWAY={plain} FERRY_KEY_NAME={rule} FERRY_KEY='{key}'\
          \n  ferry bridge remote demo 127.0.0.1:22 &\

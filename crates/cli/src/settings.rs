@@ -18,6 +18,8 @@ pub(crate) const DEV_PLAIN: &str = "127.0.0.1:9080";
 pub(crate) const DEV_TLS: &str = "127.0.0.1:9443";
 /// Dev gateway's net.tcp port.
 pub(crate) const DEV_NETTCP: &str = "127.0.0.1:9808";
+/// Dev gateway's admin port (management API, status page, metrics).
+pub(crate) const DEV_ADMIN: &str = "127.0.0.1:9444";
 /// Dev gateway's NetTcpRelayBinding handshake port.
 pub(crate) const DEV_RELAYED: &str = "127.0.0.1:9352";
 
@@ -43,6 +45,19 @@ pub(crate) struct RawConfig {
     #[serde(default)]
     timeouts: RawTimeouts,
     cluster: Option<RawCluster>,
+    #[serde(default)]
+    admin: RawAdmin,
+    /// Where the entity store lives (single node).
+    data_dir: Option<PathBuf>,
+}
+
+/// `[admin]`: the management API.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAdmin {
+    listen: Option<SocketAddr>,
+    /// A bearer token for every management call (a secret).
+    token: Option<String>,
 }
 
 /// `[cluster]`: this node of a cluster sharing etcd.
@@ -186,6 +201,9 @@ pub(crate) struct Overrides {
     pub(crate) tls_cert: Option<PathBuf>,
     pub(crate) tls_key: Option<PathBuf>,
     pub(crate) dev_ca_out: Option<PathBuf>,
+    pub(crate) admin: Option<SocketAddr>,
+    pub(crate) admin_token: Option<String>,
+    pub(crate) data_dir: Option<PathBuf>,
 }
 
 /// Reads and parses a TOML file.
@@ -304,6 +322,15 @@ pub(crate) fn build(file: Option<RawConfig>, o: Overrides) -> anyhow::Result<Con
     if let Some(a) = o.relayed.or(raw.listen.relayed) {
         config.relayed_addr = Some(a);
     }
+    let dev_admin = dev.then(|| DEV_ADMIN.parse().expect("constant address"));
+    if let Some(listen) = o.admin.or(raw.admin.listen).or(dev_admin) {
+        let token = o.admin_token.or(raw.admin.token);
+        if token.as_ref().is_some_and(|t| t.len() < 16) {
+            bail!("admin.token must be at least 16 characters");
+        }
+        config.admin = Some(ferry_gateway::AdminConfig { listen, token });
+    }
+    config.data_dir = o.data_dir.or(raw.data_dir);
     let (file_cert, file_key, file_ca, file_dev) = match raw.tls {
         Some(t) => (t.cert, t.key, t.dev_ca_out, t.dev),
         None => (None, None, None, false),

@@ -292,7 +292,7 @@ fn a_gateway_out_of_descriptors_says_so_and_recovers() {
     // silently.
     let plain = free_port();
     let script = format!(
-        "ulimit -n 48 && exec {FERRY} gateway --listen 127.0.0.1:{plain} --nettcp-listen 127.0.0.1:0 --relayed-listen 127.0.0.1:0 --tls-listen 127.0.0.1:{}",
+        "ulimit -n 48 && exec {FERRY} gateway --listen 127.0.0.1:{plain} --nettcp-listen 127.0.0.1:0 --relayed-listen 127.0.0.1:0 --admin-listen 127.0.0.1:0 --tls-listen 127.0.0.1:{}",
         free_port()
     );
     let (_gw, log) = spawn(Command::new("sh").args(["-c", &script]));

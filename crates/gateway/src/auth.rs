@@ -41,6 +41,7 @@ impl Shared {
         let hosts = self.config.audience_hosts();
         let grace = self.config.timeouts.token_grace.as_secs();
         let token = token.ok_or(AuthError::Missing)?;
+        self.verified.sync(self.catalog.generation());
         self.verified
             .authorize_send(settings, token, &hosts, path, now_unix(), grace)
     }

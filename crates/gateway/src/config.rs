@@ -299,6 +299,31 @@ pub struct Config {
     /// Cluster mode: several gateway nodes sharing an etcd cluster. `None`: a single node,
     /// its registry in memory.
     pub cluster: Option<ClusterConfig>,
+    /// The admin port (management API). `None`: no admin port.
+    pub admin: Option<AdminConfig>,
+    /// Where a single node keeps the entities the management API creates (an embedded,
+    /// crash-safe store, `entities.redb`). `None`: in memory, lost when the process ends;
+    /// the configuration file's entities are always there.
+    pub data_dir: Option<PathBuf>,
+}
+
+/// The admin port.
+#[derive(Clone)]
+pub struct AdminConfig {
+    /// Where it listens (HTTPS, with the TLS port's certificate).
+    pub listen: SocketAddr,
+    /// A bearer token that authorises every management call. A secret: never logged.
+    /// Without it, only SAS tokens of namespace rules with `Manage` are accepted.
+    pub token: Option<String>,
+}
+
+impl std::fmt::Debug for AdminConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AdminConfig")
+            .field("listen", &self.listen)
+            .field("token", &self.token.as_ref().map(|_| "…"))
+            .finish()
+    }
 }
 
 /// Default for [`ClusterConfig::lease_ttl`].
@@ -450,6 +475,8 @@ impl Config {
             limits: Limits::default(),
             timeouts: Timeouts::default(),
             cluster: None,
+            admin: None,
+            data_dir: None,
         }
     }
 

@@ -41,6 +41,9 @@ enum End {
     /// This node let the listener go (it lost its place in the cluster): 1001, so the
     /// listener reconnects to another node.
     Evicted,
+    /// The path was deleted (management API, or a reloaded file): 1001, as Azure closes
+    /// the listeners of a deleted hybrid connection.
+    Retired,
     /// No pong or other frame for two keep-alive intervals.
     Dead,
     /// The token expired without renewal, or a renewal failed: 1008.
@@ -108,6 +111,7 @@ pub(crate) async fn run(
             biased;
             () = shared.cancel.cancelled() => break End::Shutdown,
             () = evicted.cancelled() => break End::Evicted,
+            () = settings.retired.cancelled() => break End::Retired,
             () = sleep_until(token_deadline) => break End::Token("token expired"),
             cmd = registration.recv() => {
                 // The registration holds the queue open for as long as it lasts, so `None`
@@ -155,7 +159,10 @@ pub(crate) async fn run(
                         Ok(Command::Response(response)) => deliver(&shared, response, Default::default()),
                         Ok(Command::RenewToken(renew)) => {
                             let hosts: Vec<&str> = hosts.iter().map(String::as_str).collect();
-                            match settings.rules.authorize_any_host(&renew.token, &hosts, &settings.name, Right::Listen, now_unix()) {
+                            // The rules in force now: a key rotated since the listener came
+                            // no longer renews.
+                            let current = shared.pairing.listener_path(&settings.name).unwrap_or_else(|| settings.clone());
+                            match current.rules.authorize_any_host(&renew.token, &hosts, &settings.name, Right::Listen, now_unix()) {
                                 Ok(grant) => {
                                     debug!(expiry = grant.expiry, "listener token renewed");
                                     token_deadline = deadline_for(grant.expiry);
@@ -219,6 +226,10 @@ pub(crate) async fn run(
     info!(path = %settings.name, reason = ?end, "listener control channel ended");
     let frame = match end {
         End::Peer | End::Dead => None,
+        End::Retired => Some((
+            CloseCode::Away,
+            "the path has been deleted or disabled".to_owned(),
+        )),
         End::Shutdown => Some((CloseCode::Away, "gateway shutting down".to_owned())),
         End::Evicted => Some((
             CloseCode::Away,

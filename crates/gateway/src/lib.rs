@@ -1,9 +1,11 @@
 #![doc = include_str!("../README.md")]
 #![forbid(unsafe_code)]
 
+mod admin;
 mod admission;
 mod auth;
 mod body;
+mod catalog;
 mod cluster;
 pub mod config;
 mod control;
@@ -36,9 +38,11 @@ use tokio_util::task::TaskTracker;
 use tracing::{Instrument as _, debug, error, info, info_span, warn};
 
 use crate::admission::Role;
+pub use crate::catalog::StoreError;
 pub use crate::cluster::ClusterError;
 pub use crate::config::{
-    ClusterConfig, Config, EtcdConfig, GrpcRoute, Limits, PathConfig, Timeouts, TlsSetup,
+    AdminConfig, ClusterConfig, Config, EtcdConfig, GrpcRoute, Limits, PathConfig, Timeouts,
+    TlsSetup,
 };
 use crate::pairing::{Local, Pairing, Registry};
 use crate::state::Shared;
@@ -74,6 +78,12 @@ pub enum StartError {
     /// Cluster mode could not start.
     #[error("cluster mode")]
     Cluster(#[from] ClusterError),
+    /// The entity store could not be opened or read.
+    #[error("entity store")]
+    Store(#[from] StoreError),
+    /// The admin port needs a certificate: configure the TLS port.
+    #[error("the admin port serves HTTPS only: it needs the TLS port's certificate")]
+    AdminWithoutTls,
     /// The plain port is not on loopback and `plain_public` was not set.
     #[error(
         "plain (unencrypted) port {0} is not a loopback address; tokens would cross the network in clear text (set plain_public to allow it behind a TLS-terminating proxy)"
@@ -104,6 +114,9 @@ impl Gateway {
             return Err(StartError::PlainNotLoopback(addr));
         }
         let mut dev_ca_pem = None;
+        if config.admin.is_some() && config.tls_addr.is_none() {
+            return Err(StartError::AdminWithoutTls);
+        }
         let wants_tls = config.tls_addr.is_some()
             || config.relayed_addr.is_some()
             || config.nettcp_addr.is_some();
@@ -154,10 +167,15 @@ impl Gateway {
             Some(a) => Some(bind(a).await?),
             None => None,
         };
+        let admin = match &config.admin {
+            Some(a) => Some(bind(a.listen).await?),
+            None => None,
+        };
         let local = |l: &Option<TcpListener>| l.as_ref().and_then(|l| l.local_addr().ok());
         let (plain_addr, tls_addr) = (local(&plain), local(&secure));
         let nettcp_addr = local(&nettcp);
         let relayed_addr = local(&relayed);
+        let admin_addr = local(&admin);
         // Tokens cross the net.tcp and relayed ports inside the session: off loopback they
         // must travel under TLS, unless the configuration says otherwise in so many words.
         let insecure = config.insecure;
@@ -173,6 +191,10 @@ impl Gateway {
         };
         let cancel = CancellationToken::new();
         let mut config = config;
+        // From here on the configuration names the ports as bound (port 0 resolved): the
+        // management API writes them into connection strings.
+        config.tls_addr = tls_addr.or(config.tls_addr);
+        config.plain_addr = plain_addr.or(config.plain_addr);
         if let Some(cluster) = config.cluster.as_mut().filter(|c| c.advertise.is_empty()) {
             // By default listeners reach this node's TLS port under the namespace's name.
             cluster.advertise = match (tls_addr, plain_addr) {
@@ -190,15 +212,24 @@ impl Gateway {
             // Tokens for this node's own name are as good as tokens for the namespace's.
             config.aliases.push(host);
         }
+        // The entities live where the registry does: in etcd for a cluster, else in a file
+        // under the data directory, else in memory.
+        let store: Box<dyn catalog::Store> = match (&config.cluster, &config.data_dir) {
+            (Some(c), _) => Box::new(cluster::entities::EntityStore::new(c)?),
+            (None, Some(dir)) => Box::new(catalog::store::Redb::open(dir)?),
+            (None, None) => Box::new(catalog::store::Memory),
+        };
+        let catalog = Arc::new(catalog::Catalog::open(&config, store)?);
         let cluster = match &config.cluster {
-            Some(_) => Some(cluster::Cluster::start(&config).await?),
+            Some(_) => Some(cluster::Cluster::start(&config, catalog.clone()).await?),
             None => None,
         };
         let registry: Arc<dyn Registry> = match &cluster {
             Some(cluster) => cluster.clone(),
-            None => Arc::new(Local::new(&config)),
+            None => Arc::new(Local::new(&config, catalog.clone())),
         };
         let shared = Arc::new(Shared {
+            catalog,
             pairing: Pairing::new(&config, registry, cancel.clone()),
             cluster,
             grpc: grpc::pool::Pool::default(),
@@ -210,7 +241,7 @@ impl Gateway {
             relay,
             next_conn: AtomicU64::new(0),
         });
-        let accept_loops = [&plain, &relayed, &nettcp, &secure]
+        let accept_loops = [&plain, &relayed, &nettcp, &secure, &admin]
             .iter()
             .filter(|l| l.is_some())
             .count();
@@ -236,12 +267,21 @@ impl Gateway {
         }
         if let Some(l) = secure {
             info!(addr = ?tls_addr, "listening (tls)");
+            shared.tracker.spawn(accept_loop(
+                shared.clone(),
+                l,
+                Front::Http(acceptor.clone()),
+            ));
+        }
+        if let (Some(l), Some(tls)) = (admin, acceptor) {
+            info!(addr = ?admin_addr, "listening (admin)");
             shared
                 .tracker
-                .spawn(accept_loop(shared.clone(), l, Front::Http(acceptor)));
+                .spawn(accept_loop(shared.clone(), l, Front::Admin(tls)));
         }
         Ok(RunningGateway {
             shared,
+            admin_addr,
             plain_addr,
             tls_addr,
             nettcp_addr,
@@ -256,6 +296,7 @@ impl Gateway {
 #[derive(Debug)]
 pub struct RunningGateway {
     shared: Arc<Shared>,
+    admin_addr: Option<SocketAddr>,
     plain_addr: Option<SocketAddr>,
     tls_addr: Option<SocketAddr>,
     nettcp_addr: Option<SocketAddr>,
@@ -274,6 +315,11 @@ impl std::fmt::Debug for Shared {
 }
 
 impl RunningGateway {
+    /// The bound admin (management API) address, if any.
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin_addr
+    }
+
     /// The bound plain (`ws://`) address.
     pub fn plain_addr(&self) -> Option<SocketAddr> {
         self.plain_addr
@@ -404,6 +450,8 @@ enum Front {
     /// The NetTcpRelayBinding handshake (TLS on request), then net.tcp; `true` when TLS is
     /// required.
     Relayed(Option<TlsAcceptor>, bool),
+    /// The management API, over TLS.
+    Admin(TlsAcceptor),
 }
 
 /// Accepts connections until shutdown. A handshake slot is taken before each accept (so at
@@ -474,6 +522,7 @@ async fn accept_loop(shared: Arc<Shared>, listener: TcpListener, front: Front) {
                     Front::Relayed(tls, required) => {
                         relayed::serve(task_shared, tcp, peer, tls, required, slot).await;
                     }
+                    Front::Admin(tls) => admin::serve(task_shared, tcp, peer, tls, slot).await,
                 }
             }
             .instrument(span),

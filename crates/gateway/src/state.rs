@@ -8,6 +8,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::admission::Admission;
+use crate::catalog::Catalog;
 use crate::cluster::Cluster;
 use crate::config::Config;
 use crate::grpc::pool::Pool;
@@ -17,6 +18,8 @@ use crate::verified::Verified;
 /// State shared by every connection task.
 pub(crate) struct Shared {
     pub(crate) config: Config,
+    /// The namespace's entities: paths and rules, changed live by the management API.
+    pub(crate) catalog: Arc<Catalog>,
     /// Listeners, rendezvous and waiting requests: how senders reach listeners.
     pub(crate) pairing: Pairing,
     /// This node's place in a cluster, in cluster mode.

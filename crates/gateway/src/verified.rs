@@ -8,6 +8,7 @@
 
 use std::collections::HashMap;
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use ferry_hc::auth::{AuthError, Right};
 use sha2::{Digest as _, Sha256};
@@ -22,9 +23,20 @@ const CAPACITY: usize = 4096;
 #[derive(Default)]
 pub(crate) struct Verified {
     map: Mutex<HashMap<[u8; 32], u64>>,
+    /// The catalog generation the remembered tokens were checked against.
+    generation: AtomicU64,
 }
 
 impl Verified {
+    /// Forgets every token if the rules may have changed since they were checked (the
+    /// catalog is at another `generation`): a regenerated key or a deleted rule must stop
+    /// working at once, not when the tokens it signed expire.
+    pub(crate) fn sync(&self, generation: u64) {
+        if self.generation.swap(generation, Ordering::AcqRel) != generation {
+            self.lock().clear();
+        }
+    }
+
     /// Checks `token` grants `Send` on `path` under `settings` (the hybrid connection `path`
     /// resolved to) for one of `hosts` (the namespace, then its configured aliases),
     /// remembering a success until the token's expiry plus `grace` seconds.
@@ -83,6 +95,8 @@ mod tests {
             max_listeners: 25,
             request_timeout: std::time::Duration::from_secs(60),
             fan_out: false,
+            kind: crate::catalog::Kind::HybridConnection,
+            retired: tokio_util::sync::CancellationToken::new(),
         }
     }
 

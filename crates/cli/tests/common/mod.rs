@@ -45,7 +45,7 @@ impl Drop for Proc {
 }
 
 /// `ferry gateway` on loopback: the plain port `plain`, the TLS port `tls`, the net.tcp port
-/// `nettcp` (0 for any free one) and a relayed port on any free one.
+/// `nettcp` (0 for any free one), and relayed and admin ports on any free ones.
 pub fn gateway_command(plain: u16, tls: u16, nettcp: u16) -> std::process::Command {
     let mut cmd = std::process::Command::new(FERRY);
     cmd.args([
@@ -58,6 +58,8 @@ pub fn gateway_command(plain: u16, tls: u16, nettcp: u16) -> std::process::Comma
         "127.0.0.1:0",
         "--tls-listen",
         &format!("127.0.0.1:{tls}"),
+        "--admin-listen",
+        "127.0.0.1:0",
     ]);
     cmd
 }

@@ -305,6 +305,34 @@ impl Etcd {
         .await
     }
 
+    /// Puts and deletes keys (no lease) in one transaction; the store's revision after it.
+    pub(crate) async fn apply(
+        &self,
+        puts: Vec<(String, Vec<u8>)>,
+        deletes: Vec<String>,
+    ) -> Result<i64, StoreError> {
+        let mut success: Vec<RequestOp> = puts
+            .into_iter()
+            .map(|(key, value)| put_op(&key, value, 0))
+            .collect();
+        success.extend(deletes.into_iter().map(|key| RequestOp {
+            request: Some(Op::RequestDeleteRange(pb::DeleteRangeRequest {
+                key: key.into_bytes(),
+                range_end: Vec::new(),
+                prev_kv: false,
+            })),
+        }));
+        // Idempotent, so a retry after a timeout cannot do it twice over.
+        let reply = self
+            .txn(pb::TxnRequest {
+                compare: Vec::new(),
+                success,
+                failure: Vec::new(),
+            })
+            .await?;
+        Ok(reply.header.map_or(0, |h| h.revision))
+    }
+
     /// Writes `key` under `lease`, whoever held it.
     pub(crate) async fn put(
         &self,

@@ -22,6 +22,7 @@
 //! the store, it keeps serving the listeners it has, and takes no new ones until the store
 //! is back.
 
+pub(crate) mod entities;
 mod etcd;
 mod rpc;
 
@@ -42,6 +43,7 @@ use tracing::{debug, info, warn};
 
 use self::etcd::{Etcd, StoreError, pb::KeyValue};
 use self::rpc::Peers;
+use crate::catalog::Catalog;
 use crate::config::{ClusterConfig, Config};
 use crate::pairing::{
     ListenerHandle, Local, Outbound, PathSettings, Refused, Registering, Registry, Undelivered,
@@ -142,6 +144,8 @@ pub(crate) struct Cluster {
     config: ClusterConfig,
     /// Every listener this node can pair with: its own and the other nodes'.
     listeners: Local,
+    /// The entities, which the watch keeps as etcd has them.
+    catalog: Arc<Catalog>,
     etcd: Etcd,
     peers: Arc<Peers>,
     standing: Mutex<Standing>,
@@ -160,7 +164,10 @@ impl Cluster {
     /// Joins the cluster `config.cluster` describes: binds the node-to-node port, takes a
     /// lease (waiting at most its time to live for the store) and starts watching. A store
     /// out of reach does not stop the node: it serves what it can and joins when it can.
-    pub(crate) async fn start(config: &Config) -> Result<Arc<Self>, ClusterError> {
+    pub(crate) async fn start(
+        config: &Config,
+        catalog: Arc<Catalog>,
+    ) -> Result<Arc<Self>, ClusterError> {
         let cluster = config
             .cluster
             .clone()
@@ -184,7 +191,8 @@ impl Cluster {
         let this = Arc::new(Self {
             node: node.clone(),
             peers: Arc::new(Peers::new(cluster.secret.clone())),
-            listeners: Local::new(config),
+            listeners: Local::new(config, catalog.clone()),
+            catalog,
             etcd,
             standing: Mutex::new(Standing {
                 lease: None,
@@ -430,7 +438,7 @@ impl Cluster {
             };
             let watch = match listed {
                 Ok((revision, kvs)) => {
-                    self.resync(kvs);
+                    self.resync(kvs, revision);
                     if let Some(tx) = synced.take() {
                         let _ = tx.send(());
                     }
@@ -451,7 +459,7 @@ impl Cluster {
                                 for event in batch.events {
                                     let Some(kv) = event.kv else { continue };
                                     if event.r#type == etcd::pb::event::EventType::Delete as i32 {
-                                        self.removed(&kv.key);
+                                        self.removed(&kv.key, kv.mod_revision);
                                     } else {
                                         self.written(&kv);
                                     }
@@ -477,10 +485,15 @@ impl Cluster {
     }
 
     /// Makes the local picture exactly the records listed.
-    fn resync(&self, kvs: Vec<KeyValue>) {
+    fn resync(&self, kvs: Vec<KeyValue>, revision: i64) {
         let mut present = HashSet::new();
         let mut nodes = HashSet::new();
+        let mut entities = Vec::new();
         for kv in &kvs {
+            if let Some(key) = self.entity_key(&kv.key) {
+                entities.push((key.to_owned(), Some(kv.value.clone())));
+                continue;
+            }
             present.insert(String::from_utf8_lossy(&kv.key).into_owned());
             if let Some(name) = self.node_name(&kv.key) {
                 nodes.insert(name.to_owned());
@@ -494,9 +507,18 @@ impl Cluster {
             .cloned()
             .collect();
         for key in gone {
-            self.removed(key.as_bytes());
+            self.removed(key.as_bytes(), revision);
         }
         self.peers.retain(&|name| nodes.contains(name));
+        self.catalog.take_in(&entities, true, revision);
+    }
+
+    /// The catalog key an `entities/` key names.
+    fn entity_key<'k>(&self, key: &'k [u8]) -> Option<&'k str> {
+        std::str::from_utf8(key)
+            .ok()?
+            .strip_prefix(self.config.prefix.as_str())?
+            .strip_prefix(entities::ENTITIES)
     }
 
     /// The node a `nodes/` key names.
@@ -509,6 +531,11 @@ impl Cluster {
 
     /// A record was written.
     fn written(&self, kv: &KeyValue) {
+        if let Some(key) = self.entity_key(&kv.key) {
+            let record = [(key.to_owned(), Some(kv.value.clone()))];
+            self.catalog.take_in(&record, false, kv.mod_revision);
+            return;
+        }
         let Ok(key) = std::str::from_utf8(&kv.key) else {
             return;
         };
@@ -542,7 +569,12 @@ impl Cluster {
     }
 
     /// A record was deleted.
-    fn removed(&self, key: &[u8]) {
+    fn removed(&self, key: &[u8], revision: i64) {
+        if let Some(entity) = self.entity_key(key) {
+            self.catalog
+                .take_in(&[(entity.to_owned(), None)], false, revision);
+            return;
+        }
         let Ok(key) = std::str::from_utf8(key) else {
             return;
         };

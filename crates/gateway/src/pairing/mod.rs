@@ -704,7 +704,10 @@ mod tests {
     fn core(config: &Config) -> Pairing {
         Pairing::new(
             config,
-            Arc::new(Local::new(config)),
+            Arc::new(Local::new(
+                config,
+                Arc::new(crate::catalog::Catalog::from_config(config)),
+            )),
             CancellationToken::new(),
         )
     }

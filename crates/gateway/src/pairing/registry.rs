@@ -14,7 +14,8 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::request::Outbound;
-use crate::config::{Config, PathConfig};
+use crate::catalog::{Catalog, Kind};
+use crate::config::Config;
 
 /// Settings of one hybrid connection, resolved from configuration.
 #[derive(Debug)]
@@ -27,6 +28,11 @@ pub(crate) struct PathSettings {
     pub(crate) request_timeout: std::time::Duration,
     /// Whether a session goes to every listener on the path (NetEvent multicast).
     pub(crate) fan_out: bool,
+    /// A hybrid connection or a WCF relay.
+    pub(crate) kind: Kind,
+    /// Cancelled when the path stops existing (deleted through the management API, or gone
+    /// from a reloaded file): its listeners' control channels close.
+    pub(crate) retired: CancellationToken,
 }
 
 /// A registered listener: who it is, and the queue its control channel sends from. Only the
@@ -156,31 +162,18 @@ struct Entry {
 pub(crate) struct Local {
     /// Lowercased path name → its listeners.
     listeners: Mutex<HashMap<String, Entry>>,
-    configured: HashMap<String, Arc<PathSettings>>,
+    /// The paths that exist, and the rules.
+    catalog: Arc<Catalog>,
     dynamic: bool,
-    namespace_rules: Rules,
     request_timeout: std::time::Duration,
 }
 
 impl Local {
-    pub(crate) fn new(config: &Config) -> Self {
-        let grace = config.timeouts.token_grace.as_secs();
-        let namespace_rules = Rules::new(config.rules.clone()).with_grace(grace);
-        let configured = config
-            .paths
-            .iter()
-            .map(|p| {
-                (
-                    normalize(&p.name),
-                    Arc::new(settings(p, &namespace_rules, config)),
-                )
-            })
-            .collect();
+    pub(crate) fn new(config: &Config, catalog: Arc<Catalog>) -> Self {
         Self {
             listeners: Mutex::default(),
-            configured,
+            catalog,
             dynamic: config.dynamic_paths,
-            namespace_rules,
             request_timeout: config.timeouts.request,
         }
     }
@@ -230,7 +223,7 @@ impl Local {
 impl Registry for Local {
     fn listener_path(&self, path: &str) -> Option<Arc<PathSettings>> {
         let key = normalize(path);
-        if let Some(s) = self.configured.get(&key) {
+        if let Some(s) = self.catalog.view().paths.get(&key) {
             return Some(s.clone());
         }
         if !self.dynamic {
@@ -249,18 +242,21 @@ impl Registry for Local {
         PathSettings {
             name: String::new(),
             anonymous_senders: false,
-            rules: self.namespace_rules.clone(),
+            rules: self.catalog.view().namespace_rules.clone(),
             max_listeners: ferry_hc::MAX_LISTENERS_PER_PATH,
             request_timeout: self.request_timeout,
             fan_out: false,
+            kind: Kind::HybridConnection,
+            retired: CancellationToken::new(),
         }
     }
 
     fn sender_path(&self, path: &str) -> Option<Arc<PathSettings>> {
         let key = normalize(path);
+        let view = self.catalog.view();
         let listeners = self.lock();
         prefixes(&key).find_map(|p| {
-            self.configured.get(p).cloned().or_else(|| {
+            view.paths.get(p).cloned().or_else(|| {
                 self.dynamic
                     .then(|| listeners.get(p).map(|e| e.settings.clone()))
                     .flatten()
@@ -306,19 +302,6 @@ impl Registry for Local {
     }
 }
 
-fn settings(p: &PathConfig, namespace_rules: &Rules, config: &Config) -> PathSettings {
-    let mut rules = namespace_rules.clone();
-    rules.extend(p.rules.iter().cloned());
-    PathSettings {
-        name: p.name.trim_matches('/').to_owned(),
-        anonymous_senders: p.anonymous_senders,
-        rules,
-        max_listeners: p.max_listeners,
-        request_timeout: p.request_timeout.unwrap_or(config.timeouts.request),
-        fan_out: p.fan_out,
-    }
-}
-
 /// Entity names compare without regard to case, as Azure's do.
 pub(crate) fn normalize(path: &str) -> String {
     path.trim_matches('/').to_lowercase()
@@ -333,6 +316,7 @@ fn prefixes(path: &str) -> impl Iterator<Item = &str> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::PathConfig;
 
     #[test]
     fn prefixes_longest_first() {
@@ -366,7 +350,7 @@ mod tests {
     fn configured_paths_resolve_by_longest_prefix() {
         let mut config = Config::new("ns");
         config.paths = vec![PathConfig::new("erp"), PathConfig::new("erp/orders")];
-        let r = Local::new(&config);
+        let r = Local::new(&config, Arc::new(Catalog::from_config(&config)));
         assert_eq!(r.sender_path("ERP/Orders/x/y").unwrap().name, "erp/orders");
         assert_eq!(r.sender_path("erp/other").unwrap().name, "erp");
         assert!(r.sender_path("nope").is_none());
@@ -380,7 +364,7 @@ mod tests {
         let mut p = PathConfig::new("p");
         p.max_listeners = 2;
         config.paths = vec![p];
-        let r = Local::new(&config);
+        let r = Local::new(&config, Arc::new(Catalog::from_config(&config)));
         let s = r.listener_path("p").unwrap();
         assert!(register(&r, &s, handle("A", 1)));
         assert!(register(&r, &s, handle("b", 2)));
@@ -398,7 +382,7 @@ mod tests {
     fn dynamic_paths_exist_while_listened_on() {
         let mut config = Config::new("ns");
         config.dynamic_paths = true;
-        let r = Local::new(&config);
+        let r = Local::new(&config, Arc::new(Catalog::from_config(&config)));
         assert!(r.sender_path("hc1/x").is_none());
         let s = r.listener_path("hc1").unwrap();
         assert!(register(&r, &s, handle("l", 1)));

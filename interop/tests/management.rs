@@ -284,7 +284,8 @@ async fn curl_at(
     let value = if body.trim().is_empty() {
         Value::Null
     } else {
-        serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: {body}"))
+        // The admin API answers JSON; the relay's own refusals are text.
+        serde_json::from_str(body).unwrap_or_else(|_| Value::String(body.to_owned()))
     };
     (status, value)
 }
@@ -561,6 +562,15 @@ async fn in_a_cluster_an_entity_made_on_one_node_exists_on_every_node() {
         .await
         .expect("a listener opens on node 1");
     cluster.wait_listeners("shared", 1).await;
+    // Each node reports its hold on the store.
+    let (status, text) = curl_at(&base(0), &ca, "GET", "/metrics", None, Some(&auth)).await;
+    assert_eq!(status, 200);
+    assert!(
+        text.as_str()
+            .unwrap()
+            .contains("\nferry_cluster_store_up 1\n"),
+        "{text}"
+    );
     // Node 0 counts the listener on node 1.
     let (_, got) = call(0, "GET", None).await;
     assert_eq!(got["properties"]["listenerCount"], 1, "{got}");
@@ -610,4 +620,180 @@ async fn in_a_cluster_an_entity_made_on_one_node_exists_on_every_node() {
     .expect("the nodes agree on the entity");
     assert!(agreed.as_str().unwrap().contains("round"), "{agreed}");
     cluster.shutdown().await;
+}
+
+/// The samples of `/metrics`, parsed by PyPI prometheus-client's OpenMetrics parser.
+async fn scrape(t: &TestGateway, token: &str) -> Vec<(String, Value, f64)> {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("arm/scrape.py");
+    let out = tokio::process::Command::new("python3")
+        .arg(script)
+        .arg(format!("{}/metrics", admin_url(t)))
+        .arg(token)
+        .env("REQUESTS_CA_BUNDLE", &t.ca_file)
+        .output()
+        .await
+        .expect("python3 runs");
+    assert!(
+        out.status.success(),
+        "scrape failed (pip install -r interop/requirements.txt): {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(
+        v["contentType"]
+            .as_str()
+            .unwrap()
+            .starts_with("application/openmetrics-text"),
+        "{v}"
+    );
+    v["samples"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| {
+            (
+                s[0].as_str().unwrap().to_owned(),
+                s[1].clone(),
+                s[2].as_f64().unwrap(),
+            )
+        })
+        .collect()
+}
+
+/// The value of the sample `name` whose labels include `labels`, 0 when absent.
+fn sample(samples: &[(String, Value, f64)], name: &str, labels: &[(&str, &str)]) -> f64 {
+    samples
+        .iter()
+        .filter(|(n, l, _)| n == name && labels.iter().all(|(k, v)| l[*k] == *v))
+        .map(|(_, _, v)| v)
+        .sum()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_named_after_azure_are_scraped_by_prometheus_client() {
+    const TOKEN: &str = "metrics-admin-token-0123";
+    let t = TestGateway::start_with(|c| {
+        c.admin = Some(AdminConfig {
+            listen: "127.0.0.1:0".parse().unwrap(),
+            token: Some(TOKEN.into()),
+        });
+    })
+    .await;
+    let (rule, key) = (t.gw.rule_name(), t.gw.rule_key());
+    let listen = format!("{}/$hc/metered?sb-hc-action=listen", t.wss_base());
+    let mut listener = t.node("listener.js", &[&listen, rule, key]);
+    wait_for_line(&mut listener, "LISTENING").await;
+    let host = format!("localhost:{}", t.gw.tls_addr().unwrap().port());
+    let (ok, out) = hyco_ws_sends(&t, &host, "metered", rule, key).await;
+    assert!(ok, "{out}");
+    let forged = ferry_gateway::config::random_key();
+    let (ok, _) = hyco_ws_sends(&t, &host, "metered", rule, &forged).await;
+    assert!(!ok, "a sender with a wrong key got through");
+    let (status, _) = curl_at(
+        &format!("https://{host}"),
+        &t.ca_file,
+        "GET",
+        "/nobody-here",
+        None,
+        None,
+    )
+    .await;
+    // Dynamic paths: without a token nobody learns whether the path exists.
+    assert_eq!(status, 401);
+
+    let samples = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            let samples = scrape(&t, TOKEN).await;
+            // The relay's end is counted once both sides have closed.
+            if sample(
+                &samples,
+                "ferry_sender_disconnects_total",
+                &[("entity", "metered")],
+            ) >= 1.0
+            {
+                return samples;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await
+    .expect("the relay's end is counted");
+    let m = |name: &str, labels: &[(&str, &str)]| sample(&samples, name, labels);
+    let metered = ("entity", "metered");
+    assert_eq!(
+        m(
+            "ferry_listener_connections_total",
+            &[metered, ("result", "success")]
+        ),
+        1.0
+    );
+    assert_eq!(m("ferry_active_listeners", &[metered]), 1.0);
+    assert_eq!(
+        m(
+            "ferry_sender_connections_total",
+            &[metered, ("result", "success")]
+        ),
+        1.0
+    );
+    assert_eq!(
+        m(
+            "ferry_sender_connections_total",
+            &[metered, ("result", "client_error")]
+        ),
+        1.0
+    );
+    assert_eq!(m("ferry_active_connections", &[metered]), 0.0);
+    // hyco-ws's sender sent a text and 100,000 bytes; the listener a greeting and both back.
+    let up = m(
+        "ferry_bytes_transferred_total",
+        &[metered, ("direction", "to_listener")],
+    );
+    let down = m(
+        "ferry_bytes_transferred_total",
+        &[metered, ("direction", "to_sender")],
+    );
+    assert!((100_000.0..120_000.0).contains(&up), "{up}");
+    assert!((100_000.0..120_000.0).contains(&down), "{down}");
+    assert_eq!(
+        m("ferry_auth_failures_total", &[("reason", "bad_signature")]),
+        1.0
+    );
+    assert_eq!(
+        m(
+            "ferry_http_requests_total",
+            &[("entity", ""), ("status", "401")]
+        ),
+        1.0
+    );
+    assert_eq!(
+        m("ferry_auth_failures_total", &[("reason", "missing")]),
+        1.0
+    );
+    assert_eq!(
+        m(
+            "ferry_http_request_duration_seconds_count",
+            &[("entity", "")]
+        ),
+        1.0
+    );
+
+    // The listener's end is a listener disconnect.
+    drop(listener);
+    let left = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            let samples = scrape(&t, TOKEN).await;
+            if sample(&samples, "ferry_listener_disconnects_total", &[metered]) >= 1.0 {
+                return samples;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await
+    .expect("the listener's departure is counted");
+    assert_eq!(sample(&left, "ferry_active_listeners", &[metered]), 0.0);
+    // Without the token there is nothing to see.
+    let (status, _) = curl(&t, "GET", "/metrics", None, None).await;
+    assert_eq!(status, 401);
+    t.gw.shutdown().await;
 }

@@ -26,8 +26,10 @@ impl Shared {
         token: Option<&str>,
         path: &str,
     ) -> Result<(), AuthError> {
-        self.check_sender(settings, token, path)
-            .inspect_err(|_| self.admission.auth_failed(peer.ip()))
+        self.check_sender(settings, token, path).inspect_err(|e| {
+            self.admission.auth_failed(peer.ip());
+            self.metrics.auth_failed(e);
+        })
     }
 
     /// [`authorize_sender`](Self::authorize_sender) without counting a failure, for a front
@@ -64,6 +66,9 @@ impl Shared {
                     .authorize_any_host(token, &hosts, path, Right::Listen, now_unix())
             })
             .map(|grant| grant.expiry)
-            .inspect_err(|_| self.admission.auth_failed(peer.ip()))
+            .inspect_err(|e| {
+                self.admission.auth_failed(peer.ip());
+                self.metrics.auth_failed(e);
+            })
     }
 }

@@ -99,6 +99,9 @@ pub(crate) async fn handle(
     peer: SocketAddr,
     req: http::Request<Incoming>,
 ) -> http::Response<Body> {
+    let started = tokio::time::Instant::now();
+    // The hybrid connection the request reached, once known (metrics label it so).
+    let mut entity = String::new();
     let outcome = if shared.admission.blocked(peer.ip()) {
         // Blocked while open: a kept-alive connection gets no more guesses than a new one.
         Err(Refusal::new(
@@ -106,8 +109,16 @@ pub(crate) async fn handle(
             "too many failed authentications; retry later",
         ))
     } else {
-        relay(shared, peer, req).await
+        relay(shared, peer, req, &mut entity).await
     };
+    let status = match &outcome {
+        Ok(response) => response.status(),
+        Err(refusal) => refusal.status,
+    };
+    let elapsed = started.elapsed().as_secs_f64();
+    shared
+        .metrics
+        .http_request(&entity, status.as_u16(), elapsed);
     match outcome {
         Ok(response) => response,
         Err(refusal) => {
@@ -134,6 +145,7 @@ async fn relay(
     shared: &Arc<Shared>,
     peer: SocketAddr,
     req: http::Request<Incoming>,
+    entity: &mut String,
 ) -> Result<http::Response<Body>, Refusal> {
     if req.method() == http::Method::CONNECT {
         return Err(Refusal::new(405, "CONNECT is not relayed"));
@@ -165,6 +177,7 @@ async fn relay(
         }
         Destination::Unknown => return Err(Refusal::new(404, "no such hybrid connection")),
     };
+    entity.clone_from(&settings.name);
     let mut used_authorization = false;
     if !settings.anonymous_senders {
         let token = match explicit {

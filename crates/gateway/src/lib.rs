@@ -15,6 +15,7 @@ pub mod fuzzing;
 pub mod grpc;
 mod handshake;
 mod http;
+mod metrics;
 mod nettcp;
 mod pairing;
 mod port;
@@ -220,8 +221,11 @@ impl Gateway {
             (None, None) => Box::new(catalog::store::Memory),
         };
         let catalog = Arc::new(catalog::Catalog::open(&config, store)?);
+        let metrics = metrics::Metrics::new(config.cluster.is_some());
         let cluster = match &config.cluster {
-            Some(_) => Some(cluster::Cluster::start(&config, catalog.clone()).await?),
+            Some(_) => Some(
+                cluster::Cluster::start(&config, catalog.clone(), metrics.forwards.clone()).await?,
+            ),
             None => None,
         };
         let registry: Arc<dyn Registry> = match &cluster {
@@ -230,6 +234,7 @@ impl Gateway {
         };
         let shared = Arc::new(Shared {
             catalog,
+            metrics,
             pairing: Pairing::new(&config, registry, cancel.clone()),
             cluster,
             grpc: grpc::pool::Pool::default(),

@@ -144,6 +144,7 @@ async fn route(shared: Arc<Shared>, mut conn: Conn, peer: SocketAddr, head: Head
         target,
         key,
         permit,
+        entity: String::new(),
     };
     match action {
         Action::Listen => websocket::listen(shared, up).await,

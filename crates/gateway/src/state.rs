@@ -12,6 +12,7 @@ use crate::catalog::Catalog;
 use crate::cluster::Cluster;
 use crate::config::Config;
 use crate::grpc::pool::Pool;
+use crate::metrics::Metrics;
 use crate::pairing::Pairing;
 use crate::verified::Verified;
 
@@ -20,6 +21,8 @@ pub(crate) struct Shared {
     pub(crate) config: Config,
     /// The namespace's entities: paths and rules, changed live by the management API.
     pub(crate) catalog: Arc<Catalog>,
+    /// What `/metrics` reports.
+    pub(crate) metrics: Metrics,
     /// Listeners, rendezvous and waiting requests: how senders reach listeners.
     pub(crate) pairing: Pairing,
     /// This node's place in a cluster, in cluster mode.

@@ -11,7 +11,7 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use ferry_hc::address::{HcQuery, HcTarget};
+use ferry_hc::address::{Action, HcQuery, HcTarget};
 use ferry_hc::auth::AuthError;
 use ferry_hc::command::{FEATURES_HEADER, Features, Headers, RemoteEndpoint};
 use ferry_net::conn::Conn;
@@ -25,6 +25,7 @@ use tracing::{Instrument as _, debug, info};
 use crate::admission::Slot;
 use crate::control;
 use crate::handshake::{Head, respond, switch};
+use crate::metrics::{self, Counted};
 use crate::pairing::{
     Choice, Destination, Intent, Listener, PairError, Paired, PathSettings, Refused, new_id,
 };
@@ -59,11 +60,25 @@ pub(crate) struct Upgrade {
     pub(crate) key: String,
     /// This connection's share of `max_connections`.
     pub(crate) permit: Slot,
+    /// The hybrid connection it addresses, once known (metrics label it so).
+    pub(crate) entity: String,
 }
 
 impl Upgrade {
     async fn fail(mut self, shared: &Shared, status: u16, description: &str) {
+        if let Some(role) = self.role() {
+            shared.metrics.connection(role, &self.entity, status);
+        }
         reply(shared, &mut self.conn, status, description).await;
+    }
+
+    /// Listeners and senders are counted; rendezvous belong to connections counted already.
+    fn role(&self) -> Option<metrics::Role> {
+        match self.target.query.action_or_connect() {
+            Action::Listen => Some(metrics::Role::Listener),
+            Action::Connect => Some(metrics::Role::Sender),
+            Action::Accept | Action::Request => None,
+        }
     }
 
     /// The host the client dialled, as its `Host` header says.
@@ -89,6 +104,7 @@ pub(crate) async fn listen(shared: Arc<Shared>, mut up: Upgrade) {
     let Some(settings) = shared.pairing.listener_path(&up.target.path) else {
         return up.fail(&shared, 404, "no such hybrid connection").await;
     };
+    up.entity.clone_from(&settings.name);
     let expiry = match shared.authorize_listener(up.peer, &settings, up.token(), &up.target.path) {
         Ok(expiry) => expiry,
         Err(e) => return up.fail(&shared, e.status(), &e.to_string()).await,
@@ -134,6 +150,10 @@ pub(crate) async fn listen(shared: Arc<Shared>, mut up: Upgrade) {
     if switch(&mut up.conn, &up.key, None).await.is_err() {
         return;
     }
+    shared
+        .metrics
+        .connection(metrics::Role::Listener, &settings.name, 101);
+    let _listening = shared.metrics.listening(&settings.name);
     let id = registration.id();
     info!(path = %settings.name, listener = %id, peer = %up.peer, ?features, "listener online");
     let ws_config = WebSocketConfig::default()
@@ -243,6 +263,7 @@ pub(crate) async fn connect(shared: Arc<Shared>, mut up: Upgrade) {
         }
         Destination::Unknown => return up.fail(&shared, 404, "no such hybrid connection").await,
     };
+    up.entity.clone_from(&settings.name);
     if !settings.anonymous_senders
         && let Err(e) = up.authorize_sender(&shared, &settings)
     {
@@ -322,6 +343,13 @@ pub(crate) async fn connect(shared: Arc<Shared>, mut up: Upgrade) {
     }
     let mut sender_pre = up.head.rest;
     sender_pre.extend_from_slice(&early);
+    shared
+        .metrics
+        .connection(metrics::Role::Sender, &settings.name, 101);
+    let relaying = shared.metrics.relaying(&settings.name);
+    let (to_listener, to_sender) = shared.metrics.bytes(&settings.name);
+    to_listener.inc_by(sender_pre.len() as u64);
+    to_sender.inc_by(pre.len() as u64);
     info!(path = %settings.name, sender = %id, listener = %listener.id, "relay started");
     // The relay gets a task of its own holding only what it needs (the two connections, their
     // permits, bytes read early): this handshake task, with its request headers and buffers,
@@ -330,11 +358,11 @@ pub(crate) async fn connect(shared: Arc<Shared>, mut up: Upgrade) {
     let task_shared = shared.clone();
     shared.tracker.spawn(
         async move {
-            let _permits = (sender_permit, listener_permit);
+            let _held = (sender_permit, listener_permit, relaying);
             let end = relay(
-                sender_conn,
+                Counted::new(sender_conn, to_listener),
                 &sender_pre,
-                lconn,
+                Counted::new(lconn, to_sender),
                 &pre,
                 &task_shared.relay,
                 &task_shared.cancel,

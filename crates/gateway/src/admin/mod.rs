@@ -150,6 +150,9 @@ async fn answer(
         ));
     }
     authorize(shared, req.headers()).inspect_err(|_| shared.admission.auth_failed(peer.ip()))?;
+    if req.method() == http::Method::GET && req.uri().path() == "/metrics" {
+        return Ok(metrics(shared));
+    }
     let (parts, body) = req.into_parts();
     let body = match Limited::new(body, MAX_BODY).collect().await {
         Ok(b) => b.to_bytes(),
@@ -209,6 +212,24 @@ fn authorize(shared: &Shared, headers: &http::HeaderMap) -> Result<(), Failure> 
         )),
         Err(e) => Err(unauthorized(&format!("invalid SAS token: {e}"))),
     }
+}
+
+/// `/metrics`: the gateway's metrics in the OpenMetrics text format.
+fn metrics(shared: &Shared) -> Reply {
+    if let Some(cluster) = &shared.cluster {
+        shared
+            .metrics
+            .store_up
+            .set(i64::from(cluster.holds_lease()));
+    }
+    let mut reply = Response::new(Full::new(Bytes::from(shared.metrics.encode())));
+    reply.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static(
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        ),
+    );
+    reply
 }
 
 /// A JSON answer.

@@ -167,6 +167,7 @@ impl Cluster {
     pub(crate) async fn start(
         config: &Config,
         catalog: Arc<Catalog>,
+        forwards: prometheus_client::metrics::counter::Counter,
     ) -> Result<Arc<Self>, ClusterError> {
         let cluster = config
             .cluster
@@ -190,7 +191,7 @@ impl Cluster {
         let node: Arc<str> = cluster.node.as_str().into();
         let this = Arc::new(Self {
             node: node.clone(),
-            peers: Arc::new(Peers::new(cluster.secret.clone())),
+            peers: Arc::new(Peers::new(cluster.secret.clone(), forwards)),
             listeners: Local::new(config, catalog.clone()),
             catalog,
             etcd,
@@ -238,6 +239,11 @@ impl Cluster {
         let _ = timeout(ttl, synced_rx).await;
         info!(node = %this.node, advertise = %this.config.advertise, "joined the cluster");
         Ok(this)
+    }
+
+    /// Whether this node holds its lease in the store now.
+    pub(crate) fn holds_lease(&self) -> bool {
+        self.standing().holds_lease
     }
 
     fn standing(&self) -> MutexGuard<'_, Standing> {

@@ -55,6 +55,8 @@ const CALL_TIMEOUT: Duration = Duration::from_secs(2);
 pub(crate) struct Peers {
     secret: String,
     peers: Mutex<HashMap<String, Peer>>,
+    /// Counts the commands sent to other nodes' listeners.
+    forwards: prometheus_client::metrics::counter::Counter,
 }
 
 struct Peer {
@@ -63,10 +65,14 @@ struct Peer {
 }
 
 impl Peers {
-    pub(crate) fn new(secret: String) -> Self {
+    pub(crate) fn new(
+        secret: String,
+        forwards: prometheus_client::metrics::counter::Counter,
+    ) -> Self {
         Self {
             secret,
             peers: Mutex::default(),
+            forwards,
         }
     }
 
@@ -140,6 +146,7 @@ impl Peers {
         batch: Vec<Outbound>,
     ) -> Vec<Result<(), Undelivered>> {
         let n = batch.len();
+        self.forwards.inc_by(n as u64);
         let gone = || vec![Err(Undelivered::Gone); n];
         let Some(mut client) = self.client(node) else {
             return gone();

@@ -37,6 +37,8 @@ command -v python3 >/dev/null || missing+=(python3 python3-pip)
 # turns authentication on for the secured one).
 command -v etcd >/dev/null || missing+=(etcd-server)
 command -v etcdctl >/dev/null || missing+=(etcd-client)
+# Debian's Chromium for the status page's test (driven headless by npm playwright-core).
+command -v chromium >/dev/null || missing+=(chromium)
 if ((${#missing[@]})); then
   apt-get update -qq
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}"

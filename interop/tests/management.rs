@@ -622,6 +622,26 @@ async fn in_a_cluster_an_entity_made_on_one_node_exists_on_every_node() {
     cluster.shutdown().await;
 }
 
+/// A dev gateway (dynamic paths) whose admin port takes `token`.
+async fn with_admin_token(token: &str) -> TestGateway {
+    let token = token.to_owned();
+    TestGateway::start_with(move |c| {
+        c.admin = Some(AdminConfig {
+            listen: "127.0.0.1:0".parse().unwrap(),
+            token: Some(token),
+        });
+    })
+    .await
+}
+
+/// The hyco-ws listener on `path`, signing with the dev rule, once it listens.
+async fn hyco_ws_listener(t: &TestGateway, path: &str) -> tokio::process::Child {
+    let listen = format!("{}/$hc/{path}?sb-hc-action=listen", t.wss_base());
+    let mut listener = t.node("listener.js", &[&listen, t.gw.rule_name(), t.gw.rule_key()]);
+    wait_for_line(&mut listener, "LISTENING").await;
+    listener
+}
+
 /// The samples of `/metrics`, parsed by PyPI prometheus-client's OpenMetrics parser.
 async fn scrape(t: &TestGateway, token: &str) -> Vec<(String, Value, f64)> {
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("arm/scrape.py");
@@ -673,17 +693,9 @@ fn sample(samples: &[(String, Value, f64)], name: &str, labels: &[(&str, &str)])
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_named_after_azure_are_scraped_by_prometheus_client() {
     const TOKEN: &str = "metrics-admin-token-0123";
-    let t = TestGateway::start_with(|c| {
-        c.admin = Some(AdminConfig {
-            listen: "127.0.0.1:0".parse().unwrap(),
-            token: Some(TOKEN.into()),
-        });
-    })
-    .await;
+    let t = with_admin_token(TOKEN).await;
     let (rule, key) = (t.gw.rule_name(), t.gw.rule_key());
-    let listen = format!("{}/$hc/metered?sb-hc-action=listen", t.wss_base());
-    let mut listener = t.node("listener.js", &[&listen, rule, key]);
-    wait_for_line(&mut listener, "LISTENING").await;
+    let listener = hyco_ws_listener(&t, "metered").await;
     let host = format!("localhost:{}", t.gw.tls_addr().unwrap().port());
     let (ok, out) = hyco_ws_sends(&t, &host, "metered", rule, key).await;
     assert!(ok, "{out}");
@@ -795,5 +807,39 @@ async fn metrics_named_after_azure_are_scraped_by_prometheus_client() {
     // Without the token there is nothing to see.
     let (status, _) = curl(&t, "GET", "/metrics", None, None).await;
     assert_eq!(status, 401);
+    t.gw.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_status_page_shows_a_listener_come_and_go_in_headless_chromium() {
+    assert!(
+        Path::new("/usr/bin/chromium").exists(),
+        "Debian's chromium is missing: apt-get install chromium"
+    );
+    assert!(
+        node_dir().join("node_modules/playwright-core").is_dir(),
+        "npm playwright-core is missing: npm ci in interop/node"
+    );
+    const TOKEN: &str = "status-page-token-0123456";
+    let t = with_admin_token(TOKEN).await;
+    let listener = hyco_ws_listener(&t, "on-the-page").await;
+    let shot = Path::new(env!("CARGO_TARGET_TMPDIR")).join("status-page.png");
+    let _ = std::fs::remove_file(&shot);
+    let url = format!("{}/", admin_url(&t));
+    let mut page = t.node(
+        "status_page.js",
+        &[&url, TOKEN, "on-the-page", shot.to_str().unwrap()],
+    );
+    let seen = wait_for_line(&mut page, "SEEN").await;
+    assert_eq!(seen, "SEEN");
+    let png = std::fs::read(&shot).expect("the screenshot was saved");
+    assert!(png.starts_with(b"\x89PNG"), "not a PNG");
+    eprintln!("status page screenshot: {}", shot.display());
+    // The listener leaves; the page shows it gone on its next poll.
+    drop(listener);
+    let left = wait_for_line(&mut page, "LEFT").await;
+    assert_eq!(left, "LEFT");
+    let (ok, out) = finish(page).await;
+    assert!(ok, "{out}");
     t.gw.shutdown().await;
 }

@@ -334,7 +334,7 @@ async fn gateway(args: GatewayArgs) -> anyhow::Result<()> {
     if dev && overrides.dev_ca_out.is_none() && overrides.tls_cert.is_none() {
         overrides.dev_ca_out = Some(std::env::temp_dir().join("ferry-dev-ca.pem"));
     }
-    let config = settings::build(file, overrides)?;
+    let config = settings::build(file, overrides.clone())?;
     // Each relayed connection holds two descriptors (sender and listener side): take all the
     // hard limit allows, and say what it is, since running out refuses new connections.
     match rlimit::increase_nofile_limit(u64::MAX) {
@@ -357,10 +357,94 @@ async fn gateway(args: GatewayArgs) -> anyhow::Result<()> {
             running.admin_addr()
         ));
     }
-    stop_signal().await;
+    match args.config.as_deref() {
+        // With a file: SIGHUP, or the file changing, reloads it until a stop signal.
+        Some(path) => {
+            tokio::select! {
+                () = stop_signal() => {}
+                () = reload_on_change(&running, path, &overrides) => {}
+            }
+        }
+        None => stop_signal().await,
+    }
     tracing::info!("stopping");
     running.shutdown().await;
     Ok(())
+}
+
+/// How often the configuration file is looked at for a change.
+const WATCH_INTERVAL: Duration = Duration::from_secs(2);
+
+/// Reloads the configuration file on SIGHUP and whenever its contents change (looked at every
+/// [`WATCH_INTERVAL`]; a change is taken once the contents have stayed the same for one
+/// interval, so a file caught half-written is not), for as long as the gateway runs. A file
+/// that does not read or build leaves the configuration in force as it is, and the log says
+/// why.
+async fn reload_on_change(
+    running: &ferry_gateway::RunningGateway,
+    path: &std::path::Path,
+    overrides: &settings::Overrides,
+) {
+    #[cfg(unix)]
+    let mut hangup = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+        Ok(s) => Some(s),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot watch for SIGHUP; the file is still watched");
+            None
+        }
+    };
+    let mut seen = std::fs::read(path).ok();
+    // Contents read at the last look that differ from `seen`, not yet stable.
+    let mut pending: Option<Option<Vec<u8>>> = None;
+    let mut tick = tokio::time::interval(WATCH_INTERVAL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        #[cfg(unix)]
+        let why = tokio::select! {
+            Some(()) = async { match hangup.as_mut() { Some(h) => h.recv().await, None => std::future::pending().await } } => "SIGHUP",
+            _ = tick.tick() => "file changed",
+        };
+        #[cfg(not(unix))]
+        let why = {
+            tick.tick().await;
+            "file changed"
+        };
+        let now = std::fs::read(path).ok();
+        if why == "file changed" {
+            if now == seen {
+                pending = None;
+                continue;
+            }
+            if pending.as_ref() != Some(&now) {
+                pending = Some(now);
+                continue;
+            }
+        }
+        pending = None;
+        seen = now;
+        let config =
+            settings::read(path).and_then(|raw| settings::build(Some(raw), overrides.clone()));
+        match config {
+            Err(e) => tracing::error!(
+                trigger = why,
+                error = format!("{e:#}"),
+                "configuration not reloaded: the file is invalid; the one in force stays"
+            ),
+            Ok(config) => match running.reload(config).await {
+                Ok(done) => tracing::info!(
+                    trigger = why,
+                    certificate = done.certificate,
+                    needs_restart = ?done.needs_restart,
+                    "configuration reloaded"
+                ),
+                Err(e) => tracing::error!(
+                    trigger = why,
+                    error = format!("{:#}", anyhow::Error::from(e)),
+                    "configuration not reloaded; the one in force stays"
+                ),
+            },
+        }
+    }
 }
 
 /// Prints a startup message. A server must not die because whoever started it stopped

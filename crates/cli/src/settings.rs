@@ -191,7 +191,7 @@ struct RawTimeouts {
 }
 
 /// What flags and environment say; each wins over the file.
-#[derive(Debug, Default)]
+#[derive(Clone, Debug, Default)]
 pub(crate) struct Overrides {
     pub(crate) namespace: Option<String>,
     pub(crate) plain: Option<SocketAddr>,

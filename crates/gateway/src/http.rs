@@ -122,6 +122,9 @@ pub(crate) async fn handle(
     match outcome {
         Ok(response) => response,
         Err(refusal) => {
+            shared
+                .metrics
+                .refused(&entity, refusal.status.as_u16(), &refusal.message);
             let mut response = http::Response::new(full(Bytes::from(refusal.message + "\n")));
             *response.status_mut() = refusal.status;
             response.headers_mut().insert(

@@ -20,6 +20,7 @@ mod nettcp;
 mod pairing;
 mod port;
 mod relayed;
+mod reload;
 mod scrub;
 mod state;
 mod verified;
@@ -46,6 +47,7 @@ pub use crate::config::{
     TlsSetup,
 };
 use crate::pairing::{Local, Pairing, Registry};
+pub use crate::reload::{ReloadError, Reloaded};
 use crate::state::Shared;
 
 /// The gateway could not start.
@@ -121,7 +123,8 @@ impl Gateway {
         let wants_tls = config.tls_addr.is_some()
             || config.relayed_addr.is_some()
             || config.nettcp_addr.is_some();
-        let acceptor = match (wants_tls, &config.tls) {
+        let alpn = [tls::ALPN_H2, tls::ALPN_HTTP11, tls::ALPN_HTTP10];
+        let identity = match (wants_tls, &config.tls) {
             (false, _) => None,
             (true, TlsSetup::Dev { ca_out }) => {
                 let pki = DevPki::generate(std::slice::from_ref(&config.namespace))?;
@@ -134,18 +137,19 @@ impl Gateway {
                         })?;
                 }
                 dev_ca_pem = Some(pki.ca_pem);
-                Some(TlsAcceptor::from(tls::server_config(
-                    pki.identity,
-                    &[tls::ALPN_H2, tls::ALPN_HTTP11, tls::ALPN_HTTP10],
-                )?))
+                Some(pki.identity)
             }
-            (true, TlsSetup::Files { cert, key }) => {
-                let identity = Identity::from_pem_files(cert, key)?;
-                Some(TlsAcceptor::from(tls::server_config(
-                    identity,
-                    &[tls::ALPN_H2, tls::ALPN_HTTP11, tls::ALPN_HTTP10],
-                )?))
-            }
+            (true, TlsSetup::Files { cert, key }) => Some(Identity::from_pem_files(cert, key)?),
+        };
+        // The certificate is replaceable: a reload puts a renewed one in force for the
+        // handshakes that follow.
+        let server_cert = identity.map(tls::ServerCert::new).transpose()?;
+        let acceptor = match &server_cert {
+            Some(cert) => Some(TlsAcceptor::from(tls::server_config_with(
+                cert.clone(),
+                &alpn,
+            )?)),
+            None => None,
         };
         let bind = |addr: SocketAddr| async move {
             TcpListener::bind(addr)
@@ -191,6 +195,7 @@ impl Gateway {
             half_close_timeout: config.timeouts.half_close,
         };
         let cancel = CancellationToken::new();
+        let started_with = config.clone();
         let mut config = config;
         // From here on the configuration names the ports as bound (port 0 resolved): the
         // management API writes them into connection strings.
@@ -246,10 +251,23 @@ impl Gateway {
             relay,
             next_conn: AtomicU64::new(0),
         });
+        // The tasks that run as long as the gateway: an accept loop per port, and the
+        // sampler of the status page's throughput chart.
         let accept_loops = [&plain, &relayed, &nettcp, &secure, &admin]
             .iter()
             .filter(|l| l.is_some())
-            .count();
+            .count()
+            + 1;
+        let sampled = shared.clone();
+        shared.tracker.spawn(async move {
+            let mut tick = tokio::time::interval(metrics::SAMPLE_EVERY);
+            loop {
+                tokio::select! {
+                    _ = tick.tick() => sampled.metrics.sample(catalog::model::now_ms()),
+                    () = sampled.cancel.cancelled() => return,
+                }
+            }
+        });
         if let Some(l) = plain {
             info!(addr = ?plain_addr, "listening (plain)");
             shared
@@ -293,6 +311,8 @@ impl Gateway {
             relayed_addr,
             dev_ca_pem,
             accept_loops,
+            server_cert,
+            in_force: tokio::sync::Mutex::new(started_with),
         })
     }
 }
@@ -307,8 +327,12 @@ pub struct RunningGateway {
     nettcp_addr: Option<SocketAddr>,
     relayed_addr: Option<SocketAddr>,
     dev_ca_pem: Option<String>,
-    /// Tasks that accept connections, one per port.
+    /// Tasks that run as long as the gateway: an accept loop per port, and the sampler.
     accept_loops: usize,
+    /// The TLS ports' certificate, replaced by a reload.
+    server_cert: Option<Arc<tls::ServerCert>>,
+    /// The configuration last given (at start or by a reload), as given.
+    in_force: tokio::sync::Mutex<Config>,
 }
 
 impl std::fmt::Debug for Shared {
@@ -320,6 +344,30 @@ impl std::fmt::Debug for Shared {
 }
 
 impl RunningGateway {
+    /// Puts a new configuration in force without dropping a connection: its rules and paths
+    /// at once (listeners of a path it no longer declares are closed with 1001, tokens of a
+    /// rule it no longer has stop working), and for a certificate from files, those files
+    /// read again for the handshakes that follow. What else differs waits for a restart and
+    /// is listed in the answer.
+    ///
+    /// # Errors
+    /// The certificate files cannot be read or do not match: nothing changes.
+    ///
+    /// # Cancel safety
+    /// Not cancel safe: a reload given up on may have been applied in part.
+    pub async fn reload(&self, config: Config) -> Result<Reloaded, ReloadError> {
+        let mut in_force = self.in_force.lock().await;
+        let done = reload::reload(
+            &in_force,
+            &config,
+            &self.shared.catalog,
+            self.server_cert.as_deref(),
+        )
+        .await?;
+        *in_force = config;
+        Ok(done)
+    }
+
     /// The bound admin (management API) address, if any.
     pub fn admin_addr(&self) -> Option<SocketAddr> {
         self.admin_addr

@@ -18,7 +18,7 @@
 //! paths that do not exist count under `entity=""`. At most [`MAX_ENTITY_LABELS`] names are
 //! kept; the rest count under `entity="_other"`.
 
-use std::collections::HashSet;
+use std::collections::{HashSet, VecDeque};
 use std::pin::Pin;
 use std::sync::Mutex;
 use std::sync::atomic::AtomicU64;
@@ -91,6 +91,44 @@ pub(crate) struct Metrics {
     /// Commands queued for listeners on other nodes.
     pub(crate) forwards: Counter,
     labelled: Mutex<HashSet<String>>,
+    /// Bytes relayed each way, all entities together (for the status page's chart).
+    totals: (Counter<u64, AtomicU64>, Counter<u64, AtomicU64>),
+    /// Throughput samples, oldest first, and the totals at the last one.
+    samples: Mutex<(VecDeque<Sample>, (u64, u64, u64))>,
+    /// The latest refusals, oldest first.
+    recent: Mutex<VecDeque<Refusal>>,
+}
+
+/// How many throughput samples the status page is shown: five minutes at one every
+/// [`SAMPLE_EVERY`].
+pub(crate) const SAMPLES: usize = 60;
+
+/// How often throughput is sampled.
+pub(crate) const SAMPLE_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// How many refusals the status page is shown.
+pub(crate) const RECENT: usize = 50;
+
+/// Throughput over one sampling period.
+#[derive(Clone, Copy, Debug, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct Sample {
+    /// The period's end, milliseconds since the epoch.
+    pub(crate) time: u64,
+    /// Bytes per second towards listeners.
+    pub(crate) to_listener: f64,
+    /// Bytes per second towards senders.
+    pub(crate) to_sender: f64,
+}
+
+/// A connection or request the gateway refused.
+#[derive(Clone, Debug, serde::Serialize)]
+pub(crate) struct Refusal {
+    /// Milliseconds since the epoch.
+    pub(crate) time: u64,
+    pub(crate) entity: String,
+    pub(crate) status: u16,
+    pub(crate) message: String,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -120,6 +158,9 @@ impl Metrics {
             store_up: Gauge::default(),
             forwards: Counter::default(),
             labelled: Mutex::default(),
+            totals: Default::default(),
+            samples: Mutex::default(),
+            recent: Mutex::default(),
         };
         registry.register(
             "listener_connections",
@@ -250,8 +291,62 @@ impl Metrics {
         }
     }
 
-    /// The byte counters of `entity`: (towards the listener, towards the sender).
-    pub(crate) fn bytes(&self, entity: &str) -> (Counter<u64, AtomicU64>, Counter<u64, AtomicU64>) {
+    /// Relayed connections open on `entity` now.
+    pub(crate) fn active(&self, entity: &str) -> i64 {
+        self.active_connections
+            .get_or_create(&Entity {
+                entity: self.label(entity),
+            })
+            .get()
+    }
+
+    /// Keeps a refusal for the status page (the latest [`RECENT`]).
+    pub(crate) fn refused(&self, entity: &str, status: u16, message: &str) {
+        let mut recent = lock(&self.recent);
+        if recent.len() >= RECENT {
+            recent.pop_front();
+        }
+        recent.push_back(Refusal {
+            time: crate::catalog::model::now_ms(),
+            entity: entity.to_owned(),
+            status,
+            message: message.chars().take(200).collect(),
+        });
+    }
+
+    /// The refusals kept, oldest first.
+    pub(crate) fn recent(&self) -> Vec<Refusal> {
+        lock(&self.recent).iter().cloned().collect()
+    }
+
+    /// Takes a throughput sample at `now` (milliseconds since the epoch).
+    pub(crate) fn sample(&self, now: u64) {
+        let (up, down) = (self.totals.0.get(), self.totals.1.get());
+        let mut samples = lock(&self.samples);
+        let (queue, last) = &mut *samples;
+        let (then, last_up, last_down) = *last;
+        *last = (now, up, down);
+        if then == 0 || now <= then {
+            return;
+        }
+        let rate = |bytes: u64| bytes as f64 * 1000.0 / (now - then) as f64;
+        if queue.len() >= SAMPLES {
+            queue.pop_front();
+        }
+        queue.push_back(Sample {
+            time: now,
+            to_listener: rate(up.saturating_sub(last_up)),
+            to_sender: rate(down.saturating_sub(last_down)),
+        });
+    }
+
+    /// The throughput samples, oldest first.
+    pub(crate) fn samples(&self) -> Vec<Sample> {
+        lock(&self.samples).0.iter().copied().collect()
+    }
+
+    /// The byte meters of `entity`: (towards the listener, towards the sender).
+    pub(crate) fn bytes(&self, entity: &str) -> (Meter, Meter) {
         let entity = self.label(entity);
         let counter = |direction| {
             self.bytes
@@ -261,7 +356,10 @@ impl Metrics {
                 })
                 .clone()
         };
-        (counter("to_listener"), counter("to_sender"))
+        (
+            Meter(counter("to_listener"), self.totals.0.clone()),
+            Meter(counter("to_sender"), self.totals.1.clone()),
+        )
     }
 
     /// An HTTP request on `entity` answered with `status` after `seconds`.
@@ -318,14 +416,28 @@ impl Drop for Held {
     }
 }
 
+/// Counts bytes for one entity and one direction, and for all entities together.
+pub(crate) struct Meter(Counter<u64, AtomicU64>, Counter<u64, AtomicU64>);
+
+impl Meter {
+    pub(crate) fn add(&self, n: u64) {
+        self.0.inc_by(n);
+        self.1.inc_by(n);
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 /// A stream whose reads are counted: the bytes one side of a relay sends.
 pub(crate) struct Counted<S> {
     inner: S,
-    read: Counter<u64, AtomicU64>,
+    read: Meter,
 }
 
 impl<S> Counted<S> {
-    pub(crate) fn new(inner: S, read: Counter<u64, AtomicU64>) -> Self {
+    pub(crate) fn new(inner: S, read: Meter) -> Self {
         Self { inner, read }
     }
 }
@@ -340,7 +452,7 @@ impl<S: AsyncRead + Unpin> AsyncRead for Counted<S> {
         let polled = Pin::new(&mut self.inner).poll_read(cx, buf);
         let read = buf.filled().len() - before;
         if read > 0 {
-            self.read.inc_by(read as u64);
+            self.read.add(read as u64);
         }
         polled
     }
@@ -373,5 +485,47 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Counted<S> {
 
     fn is_write_vectored(&self) -> bool {
         self.inner.is_write_vectored()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn throughput_is_sampled_as_rates_and_kept_for_five_minutes() {
+        let m = Metrics::new(false);
+        let (up, down) = m.bytes("a");
+        m.sample(1_000);
+        assert!(
+            m.samples().is_empty(),
+            "the first sample only sets the baseline"
+        );
+        up.add(10_000);
+        down.add(500);
+        m.sample(6_000);
+        let s = m.samples();
+        assert_eq!((s[0].to_listener, s[0].to_sender), (2_000.0, 100.0));
+        for i in 0..2 * SAMPLES as u64 {
+            m.sample(6_000 + (i + 1) * 5_000);
+        }
+        assert_eq!(m.samples().len(), SAMPLES);
+    }
+
+    #[test]
+    fn refusals_and_entity_labels_are_bounded() {
+        let m = Metrics::new(false);
+        for i in 0..RECENT + 10 {
+            m.refused("p", 404, &format!("refusal {i} {}", "x".repeat(500)));
+        }
+        let recent = m.recent();
+        assert_eq!(recent.len(), RECENT);
+        assert!(recent[0].message.starts_with("refusal 10 "));
+        assert_eq!(recent[0].message.chars().count(), 200);
+        for i in 0..MAX_ENTITY_LABELS {
+            m.label(&format!("e{i}"));
+        }
+        assert_eq!(m.label("one-too-many"), "_other");
+        assert_eq!(m.label("e7"), "e7");
     }
 }

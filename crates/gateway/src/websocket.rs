@@ -68,6 +68,7 @@ impl Upgrade {
     async fn fail(mut self, shared: &Shared, status: u16, description: &str) {
         if let Some(role) = self.role() {
             shared.metrics.connection(role, &self.entity, status);
+            shared.metrics.refused(&self.entity, status, description);
         }
         reply(shared, &mut self.conn, status, description).await;
     }
@@ -348,8 +349,8 @@ pub(crate) async fn connect(shared: Arc<Shared>, mut up: Upgrade) {
         .connection(metrics::Role::Sender, &settings.name, 101);
     let relaying = shared.metrics.relaying(&settings.name);
     let (to_listener, to_sender) = shared.metrics.bytes(&settings.name);
-    to_listener.inc_by(sender_pre.len() as u64);
-    to_sender.inc_by(pre.len() as u64);
+    to_listener.add(sender_pre.len() as u64);
+    to_sender.add(pre.len() as u64);
     info!(path = %settings.name, sender = %id, listener = %listener.id, "relay started");
     // The relay gets a task of its own holding only what it needs (the two connections, their
     // permits, bytes read early): this handshake task, with its request headers and buffers,

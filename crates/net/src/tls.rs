@@ -5,12 +5,14 @@
 //! default has to be installed.
 
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 
 use rcgen::{
     BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
     KeyUsagePurpose, SanType,
 };
+use rustls::server::{ClientHello, ResolvesServerCert};
+use rustls::sign::CertifiedKey;
 use rustls::{ClientConfig, RootCertStore, ServerConfig};
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
@@ -85,6 +87,10 @@ pub struct DevPki {
     pub ca_der: CertificateDer<'static>,
     /// The server identity (leaf signed by the CA).
     pub identity: Identity,
+    /// The leaf certificate, PEM (to write the identity to files).
+    pub leaf_pem: String,
+    /// The leaf's private key, PEM. A secret.
+    pub key_pem: String,
 }
 
 impl DevPki {
@@ -136,6 +142,8 @@ impl DevPki {
                 chain: vec![leaf_cert.der().clone(), ca_cert.der().clone()],
                 key: PrivateKeyDer::Pkcs8(leaf_key.serialize_der().into()),
             },
+            leaf_pem: leaf_cert.pem(),
+            key_pem: leaf_key.serialize_pem(),
         })
     }
 }
@@ -153,6 +161,79 @@ pub fn server_config(identity: Identity, alpn: &[&[u8]]) -> Result<Arc<ServerCon
         .with_safe_default_protocol_versions()?
         .with_no_client_auth()
         .with_single_cert(identity.chain, identity.key)?;
+    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    Ok(Arc::new(config))
+}
+
+/// The server's certificate, replaceable while it serves: each handshake takes the one in
+/// force when it starts, so replacing it leaves open connections as they are.
+#[derive(Debug)]
+pub struct ServerCert {
+    current: RwLock<Arc<CertifiedKey>>,
+}
+
+impl ServerCert {
+    /// A certificate from `identity`.
+    ///
+    /// # Errors
+    /// rustls refuses the key, or the key does not match the certificate.
+    pub fn new(identity: Identity) -> Result<Arc<Self>, TlsError> {
+        Ok(Arc::new(Self {
+            current: RwLock::new(Arc::new(certified(identity)?)),
+        }))
+    }
+
+    /// Puts `identity` in force for the handshakes that start from now on.
+    ///
+    /// # Errors
+    /// As [`ServerCert::new`]; the certificate in force stays.
+    pub fn replace(&self, identity: Identity) -> Result<(), TlsError> {
+        let next = Arc::new(certified(identity)?);
+        *self
+            .current
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = next;
+        Ok(())
+    }
+}
+
+impl ResolvesServerCert for ServerCert {
+    fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        Some(
+            self.current
+                .read()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .clone(),
+        )
+    }
+}
+
+fn certified(identity: Identity) -> Result<CertifiedKey, TlsError> {
+    if identity.chain.is_empty() {
+        return Err(TlsError::NoPem(
+            "the certificate chain".into(),
+            "CERTIFICATE",
+        ));
+    }
+    Ok(CertifiedKey::from_der(
+        identity.chain,
+        identity.key,
+        &provider(),
+    )?)
+}
+
+/// A server configuration serving `cert` (replaceable) and offering `alpn`.
+///
+/// # Errors
+/// rustls refuses the settings (it does not with the built-in provider).
+pub fn server_config_with(
+    cert: Arc<ServerCert>,
+    alpn: &[&[u8]],
+) -> Result<Arc<ServerConfig>, TlsError> {
+    let mut config = ServerConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()?
+        .with_no_client_auth()
+        .with_cert_resolver(cert);
     config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
     Ok(Arc::new(config))
 }

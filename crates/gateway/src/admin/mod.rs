@@ -7,6 +7,7 @@
 //! `SharedAccessSignature …`; failures count against the source like the data plane's.
 
 mod arm;
+mod status;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -14,7 +15,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use ferry_hc::auth::{AuthError, Right};
-use http_body_util::{BodyExt as _, Full, Limited};
+use http_body_util::{BodyExt as _, Full};
 use hyper::body::Incoming;
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -142,6 +143,14 @@ async fn answer(
     peer: SocketAddr,
     req: Request<Incoming>,
 ) -> Result<Reply, Failure> {
+    // The status page itself holds no data: it asks for a token and polls `/status`.
+    if req.method() == http::Method::GET {
+        match req.uri().path() {
+            "/" => return Ok(asset(status::PAGE, "text/html; charset=utf-8")),
+            "/status.js" => return Ok(asset(status::SCRIPT, "text/javascript; charset=utf-8")),
+            _ => {}
+        }
+    }
     if shared.admission.blocked(peer.ip()) {
         return Err(Failure::new(
             StatusCode::TOO_MANY_REQUESTS,
@@ -153,19 +162,49 @@ async fn answer(
     if req.method() == http::Method::GET && req.uri().path() == "/metrics" {
         return Ok(metrics(shared));
     }
+    if req.method() == http::Method::GET && req.uri().path() == "/status" {
+        return Ok(json(StatusCode::OK, &status::report(shared)));
+    }
     let (parts, body) = req.into_parts();
-    let body = match Limited::new(body, MAX_BODY).collect().await {
-        Ok(b) => b.to_bytes(),
-        Err(e) if e.is::<http_body_util::LengthLimitError>() => {
-            return Err(Failure::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "RequestEntityTooLarge",
-                format!("the request body is larger than {MAX_BODY} bytes"),
-            ));
-        }
-        Err(_) => return Err(Failure::bad_request("the request body could not be read")),
-    };
+    let body = read_body(body, shared.config.timeouts.handshake).await?;
     arm::route(shared, &parts, &body).await
+}
+
+/// How much of a body over [`MAX_BODY`] is read and thrown away before the 413, so that a
+/// client still sending gets its answer instead of a reset connection.
+const DRAIN: usize = 1 << 20;
+
+/// Reads a request body of at most [`MAX_BODY`] bytes, all of it within `limit`.
+async fn read_body(mut body: Incoming, limit: std::time::Duration) -> Result<Bytes, Failure> {
+    let unreadable = || Failure::bad_request("the request body could not be read in time");
+    let read = async {
+        let mut kept = Vec::new();
+        let mut seen = 0usize;
+        while let Some(frame) = body.frame().await {
+            let Ok(data) = frame.map_err(|_| ())?.into_data() else {
+                continue;
+            };
+            seen = seen.saturating_add(data.len());
+            if seen <= MAX_BODY {
+                kept.extend_from_slice(&data);
+            } else if seen > MAX_BODY + DRAIN {
+                break;
+            }
+        }
+        Ok::<_, ()>((kept, seen))
+    };
+    let (kept, seen) = timeout(limit, read)
+        .await
+        .map_err(|_| unreadable())?
+        .map_err(|()| unreadable())?;
+    if seen > MAX_BODY {
+        return Err(Failure::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "RequestEntityTooLarge",
+            format!("the request body is larger than {MAX_BODY} bytes"),
+        ));
+    }
+    Ok(Bytes::from(kept))
 }
 
 /// Checks the `Authorization` header: the admin token, or a SAS token with `Manage` on the
@@ -228,6 +267,27 @@ fn metrics(shared: &Shared) -> Reply {
         http::HeaderValue::from_static(
             "application/openmetrics-text; version=1.0.0; charset=utf-8",
         ),
+    );
+    reply
+}
+
+/// One of the status page's files, with a policy that lets it load nothing from elsewhere.
+fn asset(body: &'static str, content_type: &'static str) -> Reply {
+    let mut reply = Response::new(Full::new(Bytes::from_static(body.as_bytes())));
+    let headers = reply.headers_mut();
+    headers.insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static(content_type),
+    );
+    headers.insert(
+        http::header::CONTENT_SECURITY_POLICY,
+        http::HeaderValue::from_static(
+            "default-src 'none'; script-src 'self'; style-src 'unsafe-inline'; connect-src 'self'; frame-ancestors 'none'",
+        ),
+    );
+    headers.insert(
+        http::header::X_CONTENT_TYPE_OPTIONS,
+        http::HeaderValue::from_static("nosniff"),
     );
     reply
 }

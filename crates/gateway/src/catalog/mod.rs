@@ -154,6 +154,21 @@ impl Catalog {
         Ok(result)
     }
 
+    /// Lays a new configuration's rules and paths over what the management API made: the
+    /// file's records are replaced whole (a path it no longer declares is retired), the API's
+    /// stay. An API record the old file shadowed comes back at the next start.
+    pub(crate) fn reseed(&self, config: &Config) {
+        let _writer = self
+            .writer
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut model = self.lock();
+        let next = Model::seed(config, &model, model::now_ms());
+        if next != *model {
+            self.install(&mut model, next);
+        }
+    }
+
     /// Takes in records another node wrote to the shared store (`None`: deleted), as of the
     /// store's `revision`, without writing them back. With `whole`, they are every record
     /// there is: the others go. A record that does not decode is skipped and logged.

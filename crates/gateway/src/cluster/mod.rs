@@ -796,6 +796,10 @@ impl Registry for Cluster {
         self.listeners.sender_path(path)
     }
 
+    fn listened(&self) -> Vec<String> {
+        self.listeners.listened()
+    }
+
     fn namespace_settings(&self) -> PathSettings {
         self.listeners.namespace_settings()
     }

@@ -290,6 +290,20 @@ impl Pairing {
         Ok(registration)
     }
 
+    /// The paths listeners are on now.
+    pub(crate) fn listened(&self) -> Vec<String> {
+        self.registry.listened()
+    }
+
+    /// The listeners on a path: their ids, and the node each is on (`None`: this one).
+    pub(crate) fn listeners_of(&self, path: &str) -> Vec<(String, Option<Arc<str>>)> {
+        let mut out = Vec::new();
+        self.registry.visit(path, &mut |all| {
+            out.extend(all.iter().map(|l| (l.id.clone(), l.node.clone())));
+        });
+        out
+    }
+
     /// Listeners connected on a path.
     pub(crate) fn listener_count(&self, path: &str) -> usize {
         let mut n = 0;

@@ -145,6 +145,9 @@ pub(crate) trait Registry: Send + Sync {
     /// Removes a listener's control connection.
     fn unregister(&self, name: &str, conn_id: u64);
 
+    /// The names of the paths listeners are on now.
+    fn listened(&self) -> Vec<String>;
+
     /// Shows `visit` the listeners on a path (none: an empty slice), for as long as the call
     /// lasts: the core chooses among them without copying the set.
     fn visit(&self, name: &str, visit: &mut dyn FnMut(&[ListenerHandle]));
@@ -289,6 +292,13 @@ impl Registry for Local {
                 listeners.remove(&key);
             }
         }
+    }
+
+    fn listened(&self) -> Vec<String> {
+        self.lock()
+            .values()
+            .map(|e| e.settings.name.clone())
+            .collect()
     }
 
     fn visit(&self, name: &str, visit: &mut dyn FnMut(&[ListenerHandle])) {

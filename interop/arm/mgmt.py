@@ -23,6 +23,9 @@ from azure.mgmt.relay.models import (
     AuthorizationRuleProperties,
     HybridConnection,
     HybridConnectionProperties,
+    NetworkRuleSet,
+    NetworkRuleSetProperties,
+    NWRuleSetIpRules,
     RegenerateAccessKeyParameters,
     WcfRelay,
     WcfRelayProperties,
@@ -106,6 +109,15 @@ def main():
                                               requires_client_authorization=True)))
             out = {"name": w.name, "relayType": w.relay_type,
                    "listed": [x.name for x in client.wcf_relays.list_by_namespace(GROUP, ns)]}
+        elif op == "network":
+            default, *rules = args
+            ip_rules = [NWRuleSetIpRules(ip_mask=m, action=a)
+                        for m, a in (r.split("=") for r in rules)]
+            client.namespaces.create_or_update_network_rule_set(GROUP, ns, NetworkRuleSet(
+                properties=NetworkRuleSetProperties(default_action=default, ip_rules=ip_rules)))
+            g = client.namespaces.get_network_rule_set(GROUP, ns)
+            out = {"defaultAction": g.default_action,
+                   "ipRules": [[r.ip_mask, r.action] for r in (g.ip_rules or [])]}
         elif op == "delete":
             hc.delete(GROUP, ns, args[0])
             out = {"deleted": args[0], "listed": [x.name for x in hc.list_by_namespace(GROUP, ns)]}

@@ -843,3 +843,43 @@ async fn the_status_page_shows_a_listener_come_and_go_in_headless_chromium() {
     assert!(ok, "{out}");
     t.gw.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn network_rules_set_through_azure_mgmt_relay_turn_addresses_away() {
+    let data = tempfile::tempdir().unwrap();
+    let t = TestGateway::start_with(|c| with_admin(c, data.path())).await;
+    mgmt(&t, &["create", "guarded", "", "true"]).await;
+    let listener = hyco_ws_listener(&t, "guarded").await;
+    let host = format!("localhost:{}", t.gw.tls_addr().unwrap().port());
+    let (rule, key) = (t.gw.rule_name(), t.gw.rule_key());
+    let (ok, out) = hyco_ws_sends(&t, &host, "guarded", rule, key).await;
+    assert!(ok, "before any rule: {out}");
+
+    // Only 10.0.0.0/8 may connect: loopback is turned away at accept, before TLS.
+    let set = mgmt(&t, &["network", "Deny", "10.0.0.0/8=Allow"]).await;
+    assert_eq!(set["defaultAction"], "Deny", "{set}");
+    assert_eq!(
+        set["ipRules"],
+        serde_json::json!([["10.0.0.0/8", "Allow"]]),
+        "{set}"
+    );
+    let (ok, out) = hyco_ws_sends(&t, &host, "guarded", rule, key).await;
+    assert!(!ok, "a denied address got through: {out}");
+    // The admin port stays reachable, so the rules can be mended; first match wins.
+    let set = mgmt(
+        &t,
+        &["network", "Deny", "127.0.0.2=Deny", "127.0.0.0/8=Allow"],
+    )
+    .await;
+    assert_eq!(
+        set["ipRules"][1],
+        serde_json::json!(["127.0.0.0/8", "Allow"]),
+        "{set}"
+    );
+    let (ok, out) = hyco_ws_sends(&t, &host, "guarded", rule, key).await;
+    assert!(ok, "an allowed address was turned away: {out}");
+    let bad = mgmt(&t, &["network", "Deny", "10.0.0.0/33=Allow"]).await;
+    assert_eq!(bad["status"], 400, "{bad}");
+    drop(listener);
+    t.gw.shutdown().await;
+}

@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{Context as _, bail};
+use ferry_gateway::network::{IpAction, IpNet, IpRule, MAX_IP_RULES, NetworkRules};
 use ferry_gateway::{Config, GrpcRoute, PathConfig, TlsSetup};
 use ferry_hc::{Rights, Rule};
 use serde::Deserialize;
@@ -49,6 +50,27 @@ pub(crate) struct RawConfig {
     admin: RawAdmin,
     /// Where the entity store lives (single node).
     data_dir: Option<PathBuf>,
+    network: Option<RawNetwork>,
+}
+
+/// `[network]`: the namespace's IP rules, in order; the first whose range holds a client's
+/// address decides.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawNetwork {
+    /// `Allow` or `Deny`, for an address no rule holds.
+    default_action: String,
+    #[serde(default)]
+    rules: Vec<RawIpRule>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawIpRule {
+    /// `10.0.0.0/8`, `2001:db8::/32`, or one address.
+    ip_mask: String,
+    /// `Allow` or `Deny`.
+    action: String,
 }
 
 /// `[admin]`: the management API.
@@ -253,6 +275,28 @@ fn cluster(raw: RawCluster) -> anyhow::Result<ferry_gateway::ClusterConfig> {
     Ok(c)
 }
 
+fn network_rules(raw: RawNetwork) -> anyhow::Result<NetworkRules> {
+    let action = |s: &str| {
+        IpAction::parse(s).with_context(|| format!("network: {s:?} is neither Allow nor Deny"))
+    };
+    if raw.rules.len() > MAX_IP_RULES {
+        bail!("network: at most {MAX_IP_RULES} rules");
+    }
+    Ok(NetworkRules {
+        default_action: action(&raw.default_action)?,
+        rules: raw
+            .rules
+            .iter()
+            .map(|r| {
+                Ok(IpRule {
+                    net: IpNet::parse(&r.ip_mask).context("network")?,
+                    action: action(&r.action)?,
+                })
+            })
+            .collect::<anyhow::Result<_>>()?,
+    })
+}
+
 fn secs(name: &str, v: f64) -> anyhow::Result<Duration> {
     Duration::try_from_secs_f64(v)
         .with_context(|| format!("timeouts.{name} must be a non-negative number of seconds"))
@@ -331,6 +375,9 @@ pub(crate) fn build(file: Option<RawConfig>, o: Overrides) -> anyhow::Result<Con
         config.admin = Some(ferry_gateway::AdminConfig { listen, token });
     }
     config.data_dir = o.data_dir.or(raw.data_dir);
+    if let Some(network) = raw.network {
+        config.network = Some(network_rules(network)?);
+    }
     let (file_cert, file_key, file_ca, file_dev) = match raw.tls {
         Some(t) => (t.cert, t.key, t.dev_ca_out, t.dev),
         None => (None, None, None, false),
@@ -484,8 +531,16 @@ pub(crate) fn build(file: Option<RawConfig>, o: Overrides) -> anyhow::Result<Con
     if config.plain_addr.is_none() && config.tls_addr.is_none() {
         bail!("no listen address: set listen.plain or listen.tls");
     }
-    if config.rules.is_empty() && config.paths.iter().all(|p| p.rules.is_empty()) {
-        bail!("no rules: nobody could listen; add a [[rules]] entry");
+    // Without a rule nobody could listen, unless the management API, reached with its admin
+    // token, is there to make rules.
+    let api_makes_rules = config.admin.as_ref().is_some_and(|a| a.token.is_some());
+    if config.rules.is_empty()
+        && config.paths.iter().all(|p| p.rules.is_empty())
+        && !api_makes_rules
+    {
+        bail!(
+            "no rules: nobody could listen; add a [[rules]] entry (or an [admin] token to make them through the management API)"
+        );
     }
     Ok(config)
 }
@@ -493,6 +548,30 @@ pub(crate) fn build(file: Option<RawConfig>, o: Overrides) -> anyhow::Result<Con
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn network_rules_read_in_order_and_mistakes_are_refused() {
+        let build_with = |network: &str| -> anyhow::Result<Config> {
+            let raw: RawConfig = toml::from_str(&format!(
+                "namespace = \"a\"\n[listen]\nplain = \"127.0.0.1:1\"\n[[rules]]\nname = \"r\"\nkey = \"k\"\nrights = [\"Listen\"]\n{network}"
+            ))?;
+            build(Some(raw), Overrides::default())
+        };
+        let c = build_with(
+            "[network]\ndefault_action = \"Deny\"\n[[network.rules]]\nip_mask = \"10.0.0.5\"\naction = \"Deny\"\n[[network.rules]]\nip_mask = \"10.0.0.0/8\"\naction = \"allow\"\n",
+        )
+        .unwrap();
+        let rules = c.network.unwrap();
+        assert!(!rules.allows("10.0.0.5".parse().unwrap()));
+        assert!(rules.allows("10.1.0.5".parse().unwrap()));
+        assert!(!rules.allows("192.0.2.1".parse().unwrap()));
+        assert!(build_with("").unwrap().network.is_none());
+        assert!(build_with("[network]\ndefault_action = \"Maybe\"\n").is_err());
+        assert!(
+            build_with("[network]\ndefault_action = \"Deny\"\n[[network.rules]]\nip_mask = \"10.0.0.0/40\"\naction = \"Allow\"\n")
+                .is_err()
+        );
+    }
 
     #[test]
     fn full_file_converts() {

@@ -299,6 +299,9 @@ pub struct Config {
     /// Cluster mode: several gateway nodes sharing an etcd cluster. `None`: a single node,
     /// its registry in memory.
     pub cluster: Option<ClusterConfig>,
+    /// The namespace's IP rules, applied to every data-plane connection as it is accepted.
+    /// `None`: none declared here (everyone in, unless the management API sets some).
+    pub network: Option<crate::network::NetworkRules>,
     /// The admin port (management API). `None`: no admin port.
     pub admin: Option<AdminConfig>,
     /// Where a single node keeps the entities the management API creates (an embedded,
@@ -477,6 +480,7 @@ impl Config {
             cluster: None,
             admin: None,
             data_dir: None,
+            network: None,
         }
     }
 

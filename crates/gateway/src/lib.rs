@@ -17,6 +17,7 @@ mod handshake;
 mod http;
 mod metrics;
 mod nettcp;
+pub mod network;
 mod pairing;
 mod port;
 mod relayed;
@@ -540,6 +541,17 @@ async fn accept_loop(shared: Arc<Shared>, listener: TcpListener, front: Front) {
             },
             () = shared.cancel.cancelled() => return,
         };
+        // The namespace's IP rules turn an address away before anything is read from it. The
+        // admin port has its own address to keep private.
+        if !matches!(front, Front::Admin(_)) && !shared.catalog.view().network.allows(peer.ip()) {
+            debug!(%peer, "connection refused by the network rules");
+            shared.metrics.refused(
+                "",
+                403,
+                &format!("{} refused by the network rules", peer.ip()),
+            );
+            continue;
+        }
         // A refused source costs one accept and one close: no task, no read.
         let mut slot = match shared.admission.admit(peer.ip(), handshake) {
             Ok(slot) => slot,

@@ -100,5 +100,6 @@ fn differences(a: &Config, b: &Config) -> Vec<&'static str> {
     check("cluster", same(&a.cluster, &b.cluster));
     check("admin", same(&a.admin, &b.admin));
     check("data_dir", a.data_dir == b.data_dir);
+    // Network rules are the catalog's, and reload with it.
     differ
 }

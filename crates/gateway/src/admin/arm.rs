@@ -16,8 +16,10 @@ use super::{Failure, Reply, empty, json};
 use crate::catalog::model::{
     Invalid, MAX_ENTITY_NAME, MAX_RULE_NAME, MAX_USER_METADATA, RelayType, now_ms, rfc3339,
 };
+use crate::catalog::model::{NETWORK, NetworkRecord};
 use crate::catalog::{Entity, Kind, Model, RuleRecord, Scope, StoreError, key};
 use crate::config::random_key;
+use crate::network::{IpAction, IpNet, IpRule, MAX_IP_RULES, NetworkRules};
 use crate::state::Shared;
 
 /// The `api-version`s answered: those Microsoft's SDKs for Relay have sent.
@@ -444,11 +446,29 @@ impl Call<'_> {
                     .await?;
                 ok(self.keys(&owner, &rule))
             }
-            (&Method::PUT, Target::NetworkRules) => Err(Failure::new(
-                StatusCode::NOT_IMPLEMENTED,
-                "NotImplemented",
-                "network rules are set in the gateway's configuration file",
-            )),
+            (&Method::PUT, Target::NetworkRules) => {
+                let rules = network_from(&parse_body(body)?)?;
+                self.write(move |m| {
+                    if m.network.get(NETWORK).is_some_and(|n| n.seeded) {
+                        return Err(Failure::new(
+                            StatusCode::CONFLICT,
+                            "Conflict",
+                            "the network rules are declared in the gateway's configuration file; change them there",
+                        ));
+                    }
+                    m.network.insert(
+                        NETWORK.to_owned(),
+                        NetworkRecord {
+                            rules,
+                            updated_ms: now_ms(),
+                            seeded: false,
+                        },
+                    );
+                    Ok(())
+                })
+                .await?;
+                ok(self.network_rules())
+            }
             _ => Err(Failure::new(
                 StatusCode::METHOD_NOT_ALLOWED,
                 "MethodNotAllowed",
@@ -527,15 +547,21 @@ impl Call<'_> {
     }
 
     fn network_rules(&self) -> Value {
+        let rules = self.shared.catalog.view().network.clone();
+        let ip_rules: Vec<Value> = rules
+            .rules
+            .iter()
+            .map(|r| json!({ "ipMask": r.net.to_string(), "action": r.action.name() }))
+            .collect();
         json!({
             "id": format!("{}/networkRuleSets/default", self.namespace_id()),
             "name": "default",
             "type": "Microsoft.Relay/Namespaces/NetworkRuleSets",
             "properties": {
-                "defaultAction": "Allow",
+                "defaultAction": rules.default_action.name(),
                 "publicNetworkAccess": "Enabled",
                 "trustedServiceAccessEnabled": false,
-                "ipRules": [],
+                "ipRules": ip_rules,
             }
         })
     }
@@ -745,6 +771,50 @@ fn entity_from(f: Family, name: &str, body: &Value) -> Result<Entity, Failure> {
         text.clone_into(&mut entity.user_metadata);
     }
     Ok(entity)
+}
+
+/// A network rule set's body: `defaultAction` (`Allow` when absent) and `ipRules`, each an
+/// `ipMask` and an `action` (`Allow` when absent, as Azure's SDKs default it).
+fn network_from(body: &Value) -> Result<NetworkRules, Failure> {
+    let action = |v: Option<&Value>, what: &str| match v.filter(|v| !v.is_null()) {
+        None => Ok(IpAction::Allow),
+        Some(v) => v
+            .as_str()
+            .and_then(IpAction::parse)
+            .ok_or_else(|| Failure::bad_request(format!("{what} must be 'Allow' or 'Deny'"))),
+    };
+    let default_action = action(property(body, "defaultAction"), "properties.defaultAction")?;
+    let list = match property(body, "ipRules") {
+        None => Vec::new(),
+        Some(v) => v
+            .as_array()
+            .ok_or_else(|| Failure::bad_request("properties.ipRules must be a list"))?
+            .clone(),
+    };
+    if list.len() > MAX_IP_RULES {
+        return Err(Failure::new(
+            StatusCode::BAD_REQUEST,
+            "QuotaExceeded",
+            format!("a network rule set holds at most {MAX_IP_RULES} IP rules"),
+        ));
+    }
+    let rules = list
+        .iter()
+        .map(|r| {
+            let mask = r
+                .get("ipMask")
+                .and_then(Value::as_str)
+                .ok_or_else(|| Failure::bad_request("every IP rule needs an ipMask"))?;
+            Ok(IpRule {
+                net: IpNet::parse(mask).map_err(|e| Failure::bad_request(e.to_string()))?,
+                action: action(r.get("action"), "ipRules[].action")?,
+            })
+        })
+        .collect::<Result<_, Failure>>()?;
+    Ok(NetworkRules {
+        rules,
+        default_action,
+    })
 }
 
 fn rights_from(body: &Value) -> Result<Vec<String>, Failure> {

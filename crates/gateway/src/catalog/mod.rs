@@ -28,6 +28,7 @@ pub(crate) use self::model::{Entity, Kind, Model, RuleRecord, Scope};
 pub(crate) use self::store::Store;
 pub use self::store::StoreError;
 use crate::config::Config;
+use crate::network::NetworkRules;
 use crate::pairing::{PathSettings, normalize};
 
 /// What the data plane reads: the rules and paths in force.
@@ -37,6 +38,8 @@ pub(crate) struct View {
     pub(crate) namespace_rules: Rules,
     /// Lowercased name → settings.
     pub(crate) paths: HashMap<String, Arc<PathSettings>>,
+    /// The namespace's IP rules.
+    pub(crate) network: NetworkRules,
 }
 
 /// The live entities of a namespace, kept in a store.
@@ -248,6 +251,11 @@ impl Catalog {
         View {
             namespace_rules,
             paths,
+            network: model
+                .network
+                .get(model::NETWORK)
+                .map(|n| n.rules.clone())
+                .unwrap_or_default(),
         }
     }
 

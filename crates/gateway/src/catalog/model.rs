@@ -12,7 +12,11 @@ use serde::{Deserialize, Serialize};
 
 use super::StoreError;
 use crate::config::Config;
+use crate::network::NetworkRules;
 use crate::pairing::normalize;
+
+/// The name of the namespace's network rule set.
+pub(crate) const NETWORK: &str = "default";
 
 /// Most authorization rules a namespace or an entity may have (Azure's limit).
 pub(crate) const MAX_RULES: usize = 12;
@@ -215,6 +219,21 @@ pub(crate) enum Invalid {
     Missing(String),
 }
 
+/// The namespace's IP rules, as the API or the file set them.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct NetworkRecord {
+    pub(crate) rules: NetworkRules,
+    pub(crate) updated_ms: u64,
+    #[serde(default)]
+    pub(crate) seeded: bool,
+}
+
+impl Seeded for NetworkRecord {
+    fn seeded(&self) -> bool {
+        self.seeded
+    }
+}
+
 /// Every entity and rule of the namespace.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub(crate) struct Model {
@@ -222,6 +241,8 @@ pub(crate) struct Model {
     pub(crate) rules: BTreeMap<String, RuleRecord>,
     /// Entities, by lowercased name.
     pub(crate) entities: BTreeMap<String, Entity>,
+    /// The namespace's IP rules, under the one name Azure gives them: `default`.
+    pub(crate) network: BTreeMap<String, NetworkRecord>,
 }
 
 impl Model {
@@ -237,33 +258,34 @@ impl Model {
     /// Puts (`Some`) or removes (`None`) the record stored under `key`. A record the
     /// configuration file declares is not replaced: the file owns the name.
     pub(crate) fn record(&mut self, key: &str, value: Option<&[u8]>) -> Result<(), StoreError> {
-        let corrupt = |e: serde_json::Error| StoreError::Corrupt(format!("{key}: {e}"));
-        if let Some(name) = key.strip_prefix("rule/") {
-            if self.rules.get(name).is_some_and(|r| r.seeded) {
+        fn file<T: serde::de::DeserializeOwned + Seeded>(
+            map: &mut BTreeMap<String, T>,
+            key: &str,
+            name: &str,
+            value: Option<&[u8]>,
+        ) -> Result<(), StoreError> {
+            if map.get(name).is_some_and(Seeded::seeded) {
                 return Ok(());
             }
             match value {
                 Some(v) => {
-                    let rule: RuleRecord = serde_json::from_slice(v).map_err(corrupt)?;
-                    self.rules.insert(name.to_owned(), rule);
+                    let record = serde_json::from_slice(v)
+                        .map_err(|e| StoreError::Corrupt(format!("{key}: {e}")))?;
+                    map.insert(name.to_owned(), record);
                 }
-                None => drop(self.rules.remove(name)),
+                None => drop(map.remove(name)),
             }
-        } else if let Some(name) = key.strip_prefix("entity/") {
-            if self.entities.get(name).is_some_and(|e| e.seeded) {
-                return Ok(());
-            }
-            match value {
-                Some(v) => {
-                    let entity: Entity = serde_json::from_slice(v).map_err(corrupt)?;
-                    self.entities.insert(name.to_owned(), entity);
-                }
-                None => drop(self.entities.remove(name)),
-            }
-        } else {
-            return Err(StoreError::Corrupt(format!("unknown record {key}")));
+            Ok(())
         }
-        Ok(())
+        if let Some(name) = key.strip_prefix("rule/") {
+            file(&mut self.rules, key, name, value)
+        } else if let Some(name) = key.strip_prefix("entity/") {
+            file(&mut self.entities, key, name, value)
+        } else if let Some(name) = key.strip_prefix("network/") {
+            file(&mut self.network, key, name, value)
+        } else {
+            Err(StoreError::Corrupt(format!("unknown record {key}")))
+        }
     }
 
     /// The records the configuration file declares, alone.
@@ -281,6 +303,12 @@ impl Model {
                 .filter(|(_, e)| e.seeded)
                 .map(|(k, e)| (k.clone(), e.clone()))
                 .collect(),
+            network: self
+                .network
+                .iter()
+                .filter(|(_, n)| n.seeded)
+                .map(|(k, n)| (k.clone(), n.clone()))
+                .collect(),
         }
     }
 
@@ -291,6 +319,17 @@ impl Model {
         let mut model = stored.clone();
         model.rules.retain(|_, r| !r.seeded);
         model.entities.retain(|_, e| !e.seeded);
+        model.network.retain(|_, n| !n.seeded);
+        if let Some(rules) = &config.network {
+            model.network.insert(
+                NETWORK.to_owned(),
+                NetworkRecord {
+                    rules: rules.clone(),
+                    updated_ms: now,
+                    seeded: true,
+                },
+            );
+        }
         let created = |old: Option<u64>| old.unwrap_or(now);
         for rule in &config.rules {
             let key = normalize(&rule.name);
@@ -349,6 +388,13 @@ impl Model {
             "entity/",
             &self.entities,
             &next.entities,
+            &mut puts,
+            &mut deletes,
+        );
+        side(
+            "network/",
+            &self.network,
+            &next.network,
             &mut puts,
             &mut deletes,
         );

@@ -1,0 +1,230 @@
+//! IP rules: which client addresses may reach the namespace, or one path, as Azure Relay's
+//! network rule sets say it: rules checked in order, the first whose range holds the address
+//! decides, and an address no rule holds gets the default action.
+
+use std::fmt;
+use std::net::IpAddr;
+
+use serde::{Deserialize, Serialize};
+
+/// Most rules in one set (Azure allows 128 IP rules per namespace).
+pub const MAX_IP_RULES: usize = 128;
+
+/// Allow or deny.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum IpAction {
+    /// Let the address in.
+    Allow,
+    /// Turn it away.
+    Deny,
+}
+
+impl IpAction {
+    /// Parses `Allow` / `Deny`, ignoring case.
+    pub fn parse(s: &str) -> Option<Self> {
+        if s.eq_ignore_ascii_case("allow") {
+            Some(Self::Allow)
+        } else if s.eq_ignore_ascii_case("deny") {
+            Some(Self::Deny)
+        } else {
+            None
+        }
+    }
+
+    /// Azure's spelling.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Allow => "Allow",
+            Self::Deny => "Deny",
+        }
+    }
+}
+
+/// An address range: `10.0.0.0/8`, `2001:db8::/32`, or one address.
+#[derive(Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IpNet {
+    addr: IpAddr,
+    prefix: u8,
+}
+
+impl fmt::Debug for IpNet {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.addr, self.prefix)
+    }
+}
+
+impl fmt::Display for IpNet {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(self, f)
+    }
+}
+
+/// A range that does not parse.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("'{0}' is not an IP address or range (a.b.c.d, a.b.c.d/n, or IPv6 with /n)")]
+pub struct BadRange(pub String);
+
+impl IpNet {
+    /// Parses `addr` or `addr/prefix`; bits below the prefix are ignored.
+    ///
+    /// # Errors
+    /// Not an address, or a prefix longer than the address.
+    pub fn parse(s: &str) -> Result<Self, BadRange> {
+        let bad = || BadRange(s.chars().take(64).collect());
+        let (addr, prefix) = match s.trim().split_once('/') {
+            Some((a, p)) => (a, Some(p)),
+            None => (s.trim(), None),
+        };
+        let addr: IpAddr = addr.parse().map_err(|_| bad())?;
+        let max = if addr.is_ipv4() { 32 } else { 128 };
+        let prefix = match prefix {
+            Some(p) if !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()) && p.len() <= 3 => {
+                p.parse::<u8>().map_err(|_| bad())?
+            }
+            Some(_) => return Err(bad()),
+            None => max,
+        };
+        if prefix > max {
+            return Err(bad());
+        }
+        Ok(Self {
+            addr: mask(addr, prefix),
+            prefix,
+        })
+    }
+
+    /// Whether `ip` is in the range. An IPv4 address mapped into IPv6 (`::ffff:a.b.c.d`)
+    /// counts as the IPv4 address.
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        let ip = match ip {
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+            v4 @ IpAddr::V4(_) => v4,
+        };
+        ip.is_ipv4() == self.addr.is_ipv4() && mask(ip, self.prefix) == self.addr
+    }
+}
+
+fn mask(ip: IpAddr, prefix: u8) -> IpAddr {
+    match ip {
+        IpAddr::V4(v4) => {
+            let bits = u32::from(v4);
+            let m = u32::MAX.checked_shl(32 - u32::from(prefix)).unwrap_or(0);
+            IpAddr::V4((bits & m).into())
+        }
+        IpAddr::V6(v6) => {
+            let bits = u128::from(v6);
+            let m = u128::MAX.checked_shl(128 - u32::from(prefix)).unwrap_or(0);
+            IpAddr::V6((bits & m).into())
+        }
+    }
+}
+
+/// One rule.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IpRule {
+    /// The range.
+    pub net: IpNet,
+    /// What it does to addresses in it.
+    pub action: IpAction,
+}
+
+/// A rule set.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NetworkRules {
+    /// Checked in order; the first whose range holds the address decides.
+    pub rules: Vec<IpRule>,
+    /// For an address no rule holds.
+    pub default_action: IpAction,
+}
+
+impl Default for NetworkRules {
+    /// Everyone in.
+    fn default() -> Self {
+        Self {
+            rules: Vec::new(),
+            default_action: IpAction::Allow,
+        }
+    }
+}
+
+impl NetworkRules {
+    /// Whether `ip` may connect.
+    pub fn allows(&self, ip: IpAddr) -> bool {
+        self.rules
+            .iter()
+            .find(|r| r.net.contains(ip))
+            .map_or(self.default_action, |r| r.action)
+            == IpAction::Allow
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn ranges_parse_as_azure_writes_them() {
+        let net = IpNet::parse("10.1.2.3/8").unwrap();
+        assert_eq!(net.to_string(), "10.0.0.0/8");
+        assert!(net.contains(ip("10.200.0.1")));
+        assert!(!net.contains(ip("11.0.0.1")));
+        assert!(IpNet::parse("192.0.2.7").unwrap().contains(ip("192.0.2.7")));
+        assert!(
+            IpNet::parse("0.0.0.0/0")
+                .unwrap()
+                .contains(ip("203.0.113.9"))
+        );
+        assert!(
+            IpNet::parse("2001:db8::/32")
+                .unwrap()
+                .contains(ip("2001:db8:1::5"))
+        );
+        assert!(
+            IpNet::parse("10.0.0.0/8")
+                .unwrap()
+                .contains(ip("::ffff:10.0.0.1"))
+        );
+        assert!(
+            !IpNet::parse("10.0.0.0/8")
+                .unwrap()
+                .contains(ip("2001:db8::1"))
+        );
+        for bad in [
+            "",
+            "10.0.0.0/33",
+            "10.0.0.0/",
+            "10.0.0.0/-1",
+            "10.0.0/8",
+            "host",
+            "::/129",
+            "1.2.3.4/08x",
+        ] {
+            assert!(IpNet::parse(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn the_first_matching_rule_wins_and_the_default_decides_the_rest() {
+        let rules = NetworkRules {
+            rules: vec![
+                IpRule {
+                    net: IpNet::parse("10.0.0.5").unwrap(),
+                    action: IpAction::Deny,
+                },
+                IpRule {
+                    net: IpNet::parse("10.0.0.0/8").unwrap(),
+                    action: IpAction::Allow,
+                },
+            ],
+            default_action: IpAction::Deny,
+        };
+        assert!(!rules.allows(ip("10.0.0.5")));
+        assert!(rules.allows(ip("10.0.0.6")));
+        assert!(!rules.allows(ip("192.0.2.1")));
+        assert!(NetworkRules::default().allows(ip("192.0.2.1")));
+    }
+}

@@ -16,6 +16,7 @@
 // (plain URLs, `[:port]`), not as rustdoc links.
 #![allow(rustdoc::bare_urls, rustdoc::broken_intra_doc_links)]
 
+mod admin;
 mod codegen;
 mod decode;
 mod listen;
@@ -70,6 +71,8 @@ enum Command {
     Listen(ListenArgs),
     /// Replay a recorded client session against a live service and compare every answer.
     Replay(replay::ReplayArgs),
+    /// Manage a gateway's hybrid connections and rules through its admin port.
+    Admin(admin::AdminArgs),
 }
 
 #[derive(Args)]
@@ -292,6 +295,7 @@ fn main() -> anyhow::Result<()> {
             Command::Codegen(args) => codegen::run(&args),
             Command::Listen(args) => listen(args).await,
             Command::Replay(args) => replay::run(&args).await,
+            Command::Admin(args) => admin::run(args).await,
         }
     })
 }

@@ -79,7 +79,6 @@ impl Identity {
 
 /// A throwaway certificate authority and a server certificate it signed, for development and
 /// tests. Clients trust [`DevPki::ca_pem`] (e.g. via `NODE_EXTRA_CA_CERTS`).
-#[derive(Debug)]
 pub struct DevPki {
     /// The CA certificate, PEM.
     pub ca_pem: String,
@@ -91,6 +90,16 @@ pub struct DevPki {
     pub leaf_pem: String,
     /// The leaf's private key, PEM. A secret.
     pub key_pem: String,
+}
+
+// The leaf's key is a secret, even a development one: never printed.
+impl std::fmt::Debug for DevPki {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DevPki")
+            .field("ca_pem", &self.ca_pem)
+            .field("leaf_pem", &self.leaf_pem)
+            .finish_non_exhaustive()
+    }
 }
 
 impl DevPki {

@@ -173,7 +173,13 @@ fn assert_conformant(verdicts: &BTreeMap<String, String>, how: &str) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn autobahn_core_cases_pass_through_the_relay_plain_and_tls() {
     require_tool("kosoku", "kosoku (PyPI)");
-    let t = TestGateway::start().await;
+    // The close timeout bounds how long the relay lets the listener's last messages reach a
+    // sender that broke the protocol (4.2.5: the echo of the text before the bad frame). The
+    // test gateway's 500 ms was sometimes too short on two loaded cores: the default, here.
+    let t = TestGateway::start_with(|c| {
+        c.timeouts.close = ferry_gateway::Timeouts::default().close;
+    })
+    .await;
     t.echo_listener(PATH).await;
     let token = ferry_hc::SasToken::create(
         &format!("http://localhost/{PATH}"),

@@ -231,6 +231,11 @@ pub(crate) async fn run(
             "the path has been deleted or disabled".to_owned(),
         )),
         End::Shutdown => Some((CloseCode::Away, "gateway shutting down".to_owned())),
+        // A stopping node hands its listeners off one at a time and waits for each to listen
+        // elsewhere: it says so, so ours come back at once rather than after their backoff.
+        End::Evicted if shared.cluster.as_ref().is_some_and(|c| c.draining()) => {
+            Some((CloseCode::Away, ferry_hc::HANDOFF_REASON.to_owned()))
+        }
         End::Evicted => Some((
             CloseCode::Away,
             "this gateway node left the cluster; reconnect".to_owned(),

@@ -478,6 +478,8 @@ struct Control {
 enum SessionEnd {
     Cancelled,
     Lost(String),
+    /// A stopping cluster node handed the listener off ([`ferry_hc::HANDOFF_REASON`]).
+    HandedOff(String),
 }
 
 impl Control {
@@ -512,6 +514,15 @@ impl Control {
                             }
                             reason
                         }
+                        SessionEnd::HandedOff(reason) if self.endpoint.gateway_count() > 1 => {
+                            // The node waits for us to listen elsewhere before it lets the
+                            // next listener go: no backoff, and no failure counted.
+                            info!(%reason, "gateway node handed the listener off; moving");
+                            self.next_gateway();
+                            tried = 0;
+                            continue;
+                        }
+                        SessionEnd::HandedOff(reason) => reason,
                     }
                 }
                 Err(e) => {
@@ -659,6 +670,9 @@ impl Control {
                             }
                         }
                         Some(Ok(WsMessage::Close(frame))) => {
+                            let handed_off = frame.as_ref().is_some_and(|f| {
+                                u16::from(f.code) == 1001 && f.reason == ferry_hc::HANDOFF_REASON
+                            });
                             let reason = frame.map_or_else(
                                 || "gateway closed the control channel".to_owned(),
                                 |f| format!("gateway closed the control channel: {} {}",
@@ -666,7 +680,11 @@ impl Control {
                             );
                             // Let the automatic Close reply out before dropping the socket.
                             let _ = tokio::time::timeout(send_timeout, ws.flush()).await;
-                            return SessionEnd::Lost(reason);
+                            return if handed_off {
+                                SessionEnd::HandedOff(reason)
+                            } else {
+                                SessionEnd::Lost(reason)
+                            };
                         }
                         // Pings are answered by the WebSocket layer on the next read.
                         Some(Ok(other)) => debug!(kind = ?kind(&other), "control frame ignored"),

@@ -758,6 +758,11 @@ impl Cluster {
         info!(node = %self.node, moved, "listeners moved to other nodes");
     }
 
+    /// Whether this node is stopping and handing its listeners to the others.
+    pub(crate) fn draining(&self) -> bool {
+        self.standing().draining
+    }
+
     /// How long a stopping node drains.
     pub(crate) fn drain_time(&self) -> Duration {
         self.config.drain

@@ -37,6 +37,9 @@ command -v python3 >/dev/null || missing+=(python3 python3-pip)
 # turns authentication on for the secured one).
 command -v etcd >/dev/null || missing+=(etcd-server)
 command -v etcdctl >/dev/null || missing+=(etcd-client)
+# HAProxy, the load balancer whose PROXY protocol (v1, v2) and X-Forwarded-For the gateway
+# is tested behind.
+command -v haproxy >/dev/null || missing+=(haproxy)
 # Debian's Chromium for the status page's test (driven headless by npm playwright-core).
 command -v chromium >/dev/null || missing+=(chromium)
 if ((${#missing[@]})); then

@@ -1,7 +1,8 @@
-//! Replays the committed fuzz corpora of the gateway (HTTP head, relayed handshake, net.tcp
-//! credential scrub), the net.tcp boundary scanner, the WebSocket codecs and the Hybrid Connections parsers through the fuzz
-//! targets' own code, under the targets' memory budgets (the amplification oracle). One
-//! test: the peak heap is the process's, so nothing may run beside it.
+//! Replays the committed fuzz corpora of the gateway (HTTP head, PROXY header, relayed
+//! handshake, net.tcp credential scrub), the net.tcp boundary scanner, the WebSocket codecs
+//! and the Hybrid Connections parsers through the fuzz targets' own code, under the targets'
+//! memory budgets (the amplification oracle). One test: the peak heap is the process's, so
+//! nothing may run beside it.
 
 use std::path::Path;
 
@@ -62,6 +63,9 @@ fn corpora_replay_within_their_budgets() {
     let linear = |k: usize| move |n: usize| k * n + 64 * 1024;
     replay("gateway", "http_head", linear(8), |d| {
         rt.block_on(gateway::http_head(d));
+    });
+    replay("gateway", "proxy_header", linear(8), |d| {
+        rt.block_on(gateway::proxy_header(d));
     });
     // What reads binary XML holds one record at a time, a list's items read whole.
     let record = ferry_nbfx::limits::RECORD_BYTES_PER_INPUT_BYTE;

@@ -204,6 +204,25 @@ async fn a_session_reaches_the_listener_with_its_preamble_intact() {
         assert_eq!(next_event(&mut tcp, &mut client).await, Some(Event::End));
         drop(tcp);
         server.await.expect("listener side");
+
+        // Counted like the WebSocket front end's senders: one connection, its bytes.
+        let metrics = gw.metrics();
+        let sample = |name: &str, labels: &str| -> f64 {
+            metrics
+                .lines()
+                .find(|l| l.starts_with(&format!("{name}{{")) && l.contains(labels))
+                .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+                .unwrap_or_else(|| panic!("no {name} {labels} in:\n{metrics}"))
+        };
+        let success = r#"entity="calc",result="success""#;
+        assert_eq!(sample("ferry_sender_connections_total", success), 1.0);
+        let up = sample(
+            "ferry_bytes_transferred_total",
+            r#"direction="to_listener""#,
+        );
+        let down = sample("ferry_bytes_transferred_total", r#"direction="to_sender""#);
+        // The preamble, then the messages (without the token) and End.
+        assert!(up > wire.len() as f64 && down > 0.0, "{up} {down}");
     })
     .await;
 }

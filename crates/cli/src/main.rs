@@ -49,8 +49,20 @@ struct Cli {
     /// which costs the least CPU per request when the machine has few cores to share.
     #[arg(long, global = true, env = "FERRY_WORKER_THREADS")]
     worker_threads: Option<NonZeroUsize>,
+    /// How log lines are written to standard error: `text` for people, `json` (one object
+    /// per line) for log collectors. The gateway's diagnostic events (target
+    /// `ferry::diagnostics`) carry Azure Relay's operation names either way.
+    #[arg(long, global = true, env = "FERRY_LOG_FORMAT", default_value = "text")]
+    log_format: LogFormat,
     #[command(subcommand)]
     command: Command,
+}
+
+/// The shape of log lines.
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
 }
 
 #[derive(Subcommand)]
@@ -260,13 +272,22 @@ fn parse_port(s: &str) -> Result<(String, String), String> {
 }
 
 fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
+    let cli = Cli::parse();
+    let logs = tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
         )
-        .with_writer(std::io::stderr)
-        .init();
-    let cli = Cli::parse();
+        .with_writer(std::io::stderr);
+    match cli.log_format {
+        LogFormat::Text => logs.init(),
+        // Fields flattened beside the message, and the spans' fields (peer, connection)
+        // with them, so each line stands on its own.
+        LogFormat::Json => logs
+            .json()
+            .flatten_event(true)
+            .with_current_span(true)
+            .init(),
+    }
     let runtime = match cli.worker_threads.map(NonZeroUsize::get) {
         Some(1) => tokio::runtime::Builder::new_current_thread()
             .enable_all()

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{Context as _, bail};
-use ferry_gateway::network::{IpAction, IpNet, IpRule, MAX_IP_RULES, NetworkRules};
+use ferry_gateway::network::{IpAction, IpNet, IpRule, MAX_IP_RULES, NetworkRules, TrustedProxies};
 use ferry_gateway::{Config, GrpcRoute, PathConfig, TlsSetup};
 use ferry_hc::{Rights, Rule};
 use serde::Deserialize;
@@ -58,7 +58,23 @@ pub(crate) struct RawConfig {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawNetwork {
-    /// `Allow` or `Deny`, for an address no rule holds.
+    /// `Allow` or `Deny`, for an address no rule holds (Allow when only rules are given).
+    default_action: Option<String>,
+    #[serde(default)]
+    rules: Vec<RawIpRule>,
+    /// Load balancers whose word on the client's address is taken (PROXY protocol, or
+    /// `X-Forwarded-For`).
+    #[serde(default)]
+    trusted_proxies: Vec<String>,
+    /// Connections from `trusted_proxies` begin with a PROXY protocol header (v1 or v2).
+    #[serde(default)]
+    proxy_protocol: bool,
+}
+
+/// `[paths.network]`: one path's IP rules.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPathNetwork {
     default_action: String,
     #[serde(default)]
     rules: Vec<RawIpRule>,
@@ -161,6 +177,7 @@ struct RawPath {
     fan_out: bool,
     #[serde(default)]
     rules: Vec<RawRule>,
+    network: Option<RawPathNetwork>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -275,17 +292,16 @@ fn cluster(raw: RawCluster) -> anyhow::Result<ferry_gateway::ClusterConfig> {
     Ok(c)
 }
 
-fn network_rules(raw: RawNetwork) -> anyhow::Result<NetworkRules> {
+fn network_rules(default_action: &str, rules: &[RawIpRule]) -> anyhow::Result<NetworkRules> {
     let action = |s: &str| {
         IpAction::parse(s).with_context(|| format!("network: {s:?} is neither Allow nor Deny"))
     };
-    if raw.rules.len() > MAX_IP_RULES {
+    if rules.len() > MAX_IP_RULES {
         bail!("network: at most {MAX_IP_RULES} rules");
     }
     Ok(NetworkRules {
-        default_action: action(&raw.default_action)?,
-        rules: raw
-            .rules
+        default_action: action(default_action)?,
+        rules: rules
             .iter()
             .map(|r| {
                 Ok(IpRule {
@@ -376,7 +392,25 @@ pub(crate) fn build(file: Option<RawConfig>, o: Overrides) -> anyhow::Result<Con
     }
     config.data_dir = o.data_dir.or(raw.data_dir);
     if let Some(network) = raw.network {
-        config.network = Some(network_rules(network)?);
+        // The rule set is the namespace's (the API's networkRuleSets); a section that only
+        // names trusted proxies leaves it to the API.
+        if network.default_action.is_some() || !network.rules.is_empty() {
+            let default_action = network.default_action.as_deref().unwrap_or("Allow");
+            config.network = Some(network_rules(default_action, &network.rules)?);
+        }
+        config.proxies = TrustedProxies {
+            nets: network
+                .trusted_proxies
+                .iter()
+                .map(|n| IpNet::parse(n).context("network.trusted_proxies"))
+                .collect::<anyhow::Result<_>>()?,
+            proxy_protocol: network.proxy_protocol,
+        };
+        if config.proxies.proxy_protocol && config.proxies.nets.is_empty() {
+            bail!(
+                "network.proxy_protocol needs trusted_proxies: the addresses the header may come from"
+            );
+        }
     }
     let (file_cert, file_key, file_ca, file_dev) = match raw.tls {
         Some(t) => (t.cert, t.key, t.dev_ca_out, t.dev),
@@ -428,6 +462,12 @@ pub(crate) fn build(file: Option<RawConfig>, o: Overrides) -> anyhow::Result<Con
             .into_iter()
             .map(rule)
             .collect::<anyhow::Result<_>>()?;
+        if let Some(n) = p.network {
+            path.network = Some(
+                network_rules(&n.default_action, &n.rules)
+                    .with_context(|| format!("path {}", p.name))?,
+            );
+        }
         config.paths.push(path);
     }
     for r in raw.grpc.routes {
@@ -570,6 +610,27 @@ mod tests {
         assert!(
             build_with("[network]\ndefault_action = \"Deny\"\n[[network.rules]]\nip_mask = \"10.0.0.0/40\"\naction = \"Allow\"\n")
                 .is_err()
+        );
+        // Trusted proxies alone leave the rule set to the API.
+        let c =
+            build_with("[network]\ntrusted_proxies = [\"10.1.0.0/16\"]\nproxy_protocol = true\n")
+                .unwrap();
+        assert!(c.network.is_none());
+        assert!(c.proxies.proxy_protocol);
+        assert!(c.proxies.trusts("10.1.2.3".parse().unwrap()));
+        assert!(!c.proxies.trusts("10.2.0.1".parse().unwrap()));
+        assert!(build_with("[network]\nproxy_protocol = true\n").is_err());
+        assert!(build_with("[network]\ntrusted_proxies = [\"lb\"]\n").is_err());
+        // A path's own rules.
+        let c = build_with(
+            "[[paths]]\nname = \"p\"\n[paths.network]\ndefault_action = \"Deny\"\n[[paths.network.rules]]\nip_mask = \"192.0.2.0/24\"\naction = \"Allow\"\n",
+        )
+        .unwrap();
+        let rules = c.paths[0].network.as_ref().unwrap();
+        assert!(rules.allows("192.0.2.9".parse().unwrap()));
+        assert!(!rules.allows("198.51.100.1".parse().unwrap()));
+        assert!(
+            build_with("[[paths]]\nname = \"p\"\n[paths.network]\ntrusted_proxies = []\n").is_err()
         );
     }
 

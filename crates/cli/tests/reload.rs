@@ -205,6 +205,33 @@ async fn a_reload_changes_rules_paths_and_certificate_and_keeps_connections() {
         wait_log(&log, "configuration reloaded");
         assert!(!echoed(&endpoint(&ws, "beta", "root", "k1", None), "refused").await);
         assert!(echoed(&endpoint(&ws, "beta", "ops", "k2", None), "allowed").await);
+
+        // Limits change live too: a request head that fit is now too large (431), and the
+        // reload asks for no restart for it.
+        let big_head = || {
+            let out = Command::new("curl")
+                .args(["-s", "-o", "/dev/null", "-w", "%{http_code}", "-H"])
+                .arg(format!("X-Padding: {}", "p".repeat(4000)))
+                .arg(format!("http://127.0.0.1:{plain}/beta/x"))
+                .output()
+                .expect("curl runs (apt-get install curl)");
+            String::from_utf8_lossy(&out.stdout).into_owned()
+        };
+        assert_eq!(big_head(), "401", "a 4 KB head under the default limit");
+        let mut limited = config(
+            dir.path(),
+            plain,
+            tls,
+            "b",
+            &[("ops", "k2")],
+            &["keep", "beta"],
+        );
+        limited.push_str("[limits]\nmax_header_bytes = 2048\n[timeouts]\nhandshake = 5\n");
+        write(limited);
+        let line = wait_log(&log, "configuration reloaded");
+        assert!(line.contains("needs_restart=[]"), "{line}");
+        assert_eq!(big_head(), "431", "the reloaded limit");
+        assert!(echoed(&endpoint(&ws, "beta", "ops", "k2", None), "limited").await);
         drop(gateway);
     })
     .await;

@@ -17,7 +17,8 @@
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::num::NonZeroU32;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::Duration;
 
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
@@ -63,17 +64,27 @@ pub(crate) struct Admission {
     handshakes: Arc<Semaphore>,
     listeners: Arc<Semaphore>,
     senders: Arc<Semaphore>,
-    per_source_max: Option<u32>,
+    /// The three budgets' sizes as configured, for a reload to resize them by the difference.
+    sizes: Mutex<[usize; 3]>,
+    /// `max_connections_per_source`; 0: no cap.
+    per_source_max: AtomicU32,
     open: Mutex<HashMap<IpAddr, u32>>,
+    rates: RwLock<Arc<Rates>>,
+    blocked: Mutex<HashMap<IpAddr, Instant>>,
+}
+
+/// The per-source rates, replaced whole by a reload.
+struct Rates {
     opening: Option<DefaultKeyedRateLimiter<IpAddr>>,
     failures: Option<DefaultKeyedRateLimiter<IpAddr>>,
     /// How long a source that spent its failure allowance stays blocked.
     block_for: Duration,
-    blocked: Mutex<HashMap<IpAddr, Instant>>,
+    /// The settings they were made from.
+    made_of: (u32, u32),
 }
 
-impl Admission {
-    pub(crate) fn new(limits: &Limits) -> Arc<Self> {
+impl Rates {
+    fn of(limits: &Limits) -> Self {
         let opening = NonZeroU32::new(limits.handshakes_per_source_per_second).map(|rate| {
             let burst = rate.saturating_mul(NonZeroU32::new(4).expect("non-zero constant"));
             RateLimiter::keyed(Quota::per_second(rate).allow_burst(burst))
@@ -81,18 +92,91 @@ impl Admission {
         let failures = NonZeroU32::new(limits.auth_failures_per_source_per_minute)
             .map(|rate| RateLimiter::keyed(Quota::per_minute(rate)));
         let block_for = Duration::from_secs(60) / limits.auth_failures_per_source_per_minute.max(1);
-        Arc::new(Self {
-            handshakes: Arc::new(Semaphore::new(limits.max_handshakes.get())),
-            listeners: Arc::new(Semaphore::new(limits.max_listener_connections.get())),
-            senders: Arc::new(Semaphore::new(limits.max_sender_connections.get())),
-            per_source_max: (limits.max_connections_per_source > 0)
-                .then_some(limits.max_connections_per_source),
-            open: Mutex::new(HashMap::new()),
+        Self {
             opening,
             failures,
             block_for,
+            made_of: (
+                limits.handshakes_per_source_per_second,
+                limits.auth_failures_per_source_per_minute,
+            ),
+        }
+    }
+}
+
+impl Admission {
+    pub(crate) fn new(limits: &Limits) -> Arc<Self> {
+        let sizes = [
+            limits.max_handshakes.get(),
+            limits.max_listener_connections.get(),
+            limits.max_sender_connections.get(),
+        ];
+        Arc::new(Self {
+            handshakes: Arc::new(Semaphore::new(sizes[0])),
+            listeners: Arc::new(Semaphore::new(sizes[1])),
+            senders: Arc::new(Semaphore::new(sizes[2])),
+            sizes: Mutex::new(sizes),
+            per_source_max: AtomicU32::new(limits.max_connections_per_source),
+            open: Mutex::new(HashMap::new()),
+            rates: RwLock::new(Arc::new(Rates::of(limits))),
             blocked: Mutex::new(HashMap::new()),
         })
+    }
+
+    /// Puts new limits in force. A budget that grows takes more connections at once; one that
+    /// shrinks takes no new connection until enough of those it holds have ended (the
+    /// difference is taken back from them as they go, by a task of `tracker`'s). Per-source
+    /// rates start afresh when they change.
+    pub(crate) fn retune(
+        &self,
+        limits: &Limits,
+        tracker: &tokio_util::task::TaskTracker,
+        cancel: &tokio_util::sync::CancellationToken,
+    ) {
+        let next = [
+            limits.max_handshakes.get(),
+            limits.max_listener_connections.get(),
+            limits.max_sender_connections.get(),
+        ];
+        let mut sizes = self.sizes.lock().unwrap_or_else(PoisonError::into_inner);
+        let budgets = [&self.handshakes, &self.listeners, &self.senders];
+        for ((budget, size), want) in budgets.into_iter().zip(sizes.iter_mut()).zip(next) {
+            if want > *size {
+                budget.add_permits(want - *size);
+            } else if want < *size {
+                let owed = *size - want;
+                let debt = owed - budget.forget_permits(owed);
+                if debt > 0 {
+                    let (budget, cancel) = (budget.clone(), cancel.clone());
+                    tracker.spawn(async move {
+                        let debt = u32::try_from(debt).unwrap_or(u32::MAX);
+                        tokio::select! {
+                            Ok(taken) = budget.acquire_many_owned(debt) => taken.forget(),
+                            () = cancel.cancelled() => {}
+                        }
+                    });
+                }
+            }
+            *size = want;
+        }
+        drop(sizes);
+        self.per_source_max
+            .store(limits.max_connections_per_source, Ordering::Relaxed);
+        let made_of = (
+            limits.handshakes_per_source_per_second,
+            limits.auth_failures_per_source_per_minute,
+        );
+        let mut rates = self.rates.write().unwrap_or_else(PoisonError::into_inner);
+        if rates.made_of != made_of {
+            *rates = Arc::new(Rates::of(limits));
+        }
+    }
+
+    fn rates(&self) -> Arc<Rates> {
+        self.rates
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
     }
 
     /// Waits for a handshake slot: accepting pauses while `max_handshakes` connections are
@@ -119,7 +203,7 @@ impl Admission {
         if self.is_blocked(source) {
             return Err(Refusal::AuthBlocked);
         }
-        if let Some(limiter) = &self.opening {
+        if let Some(limiter) = &self.rates().opening {
             if limiter.len() >= TRIM_AT {
                 limiter.retain_recent();
             }
@@ -130,7 +214,8 @@ impl Admission {
         {
             let mut open = self.open.lock().unwrap_or_else(PoisonError::into_inner);
             let count = open.entry(source).or_insert(0);
-            if self.per_source_max.is_some_and(|max| *count >= max) {
+            let max = self.per_source_max.load(Ordering::Relaxed);
+            if max > 0 && *count >= max {
                 if *count == 0 {
                     open.remove(&source);
                 }
@@ -140,17 +225,30 @@ impl Admission {
         }
         Ok(Slot {
             admission: self.clone(),
-            source,
+            source: Some(source),
             permit: handshake,
             role: None,
         })
+    }
+
+    /// Admits a connection from a trusted load balancer whose requests name their clients
+    /// (`X-Forwarded-For`): it carries many clients, so it is held to the gateway's budgets
+    /// but not to one source's.
+    pub(crate) fn admit_proxy(self: &Arc<Self>, handshake: OwnedSemaphorePermit) -> Slot {
+        Slot {
+            admission: self.clone(),
+            source: None,
+            permit: handshake,
+            role: None,
+        }
     }
 
     /// Counts a failed authentication from `ip`; past the allowance the source is blocked
     /// (its new connections dropped at accept, its requests on open ones refused) until the
     /// allowance refills.
     pub(crate) fn auth_failed(&self, ip: IpAddr) {
-        let Some(limiter) = &self.failures else {
+        let rates = self.rates();
+        let Some(limiter) = &rates.failures else {
             return;
         };
         let source = source_key(ip);
@@ -164,7 +262,7 @@ impl Admission {
                 blocked.retain(|_, until| *until > now);
             }
             if blocked.len() < TRIM_AT {
-                blocked.insert(source, now + self.block_for);
+                blocked.insert(source, now + rates.block_for);
             }
         }
     }
@@ -201,7 +299,8 @@ impl Admission {
 /// listener or sender slot. Dropping it gives both back.
 pub(crate) struct Slot {
     admission: Arc<Admission>,
-    source: IpAddr,
+    /// The source it counts against; `None` for a trusted load balancer.
+    source: Option<IpAddr>,
     permit: OwnedSemaphorePermit,
     role: Option<Role>,
 }
@@ -228,7 +327,9 @@ impl Slot {
 
 impl Drop for Slot {
     fn drop(&mut self) {
-        self.admission.release(self.source);
+        if let Some(source) = self.source {
+            self.admission.release(source);
+        }
     }
 }
 
@@ -312,6 +413,59 @@ mod tests {
         assert_eq!(listener.assign(Role::Listener), Ok(()));
         drop(senders);
         assert_eq!(third.assign(Role::Sender), Ok(()));
+    }
+
+    #[tokio::test]
+    async fn a_reload_resizes_the_budgets_and_the_per_source_cap() {
+        let a = Admission::new(&limits());
+        let (tracker, cancel) = (
+            tokio_util::task::TaskTracker::new(),
+            tokio_util::sync::CancellationToken::new(),
+        );
+        let mut held = Vec::new();
+        for ip in ["10.0.0.1", "10.0.0.2"] {
+            let mut s = admit(&a, ip).await.unwrap();
+            s.assign(Role::Sender).unwrap();
+            held.push(s);
+        }
+        let mut third = admit(&a, "10.0.0.3").await.unwrap();
+        assert_eq!(third.assign(Role::Sender), Err(Busy(Role::Sender)));
+        // Grown: room at once.
+        let grown = Limits {
+            max_sender_connections: NonZeroUsize::new(3).unwrap(),
+            max_connections_per_source: 1,
+            ..limits()
+        };
+        a.retune(&grown, &tracker, &cancel);
+        assert_eq!(third.assign(Role::Sender), Ok(()));
+        assert_eq!(
+            admit(&a, "10.0.0.1").await.err(),
+            Some(Refusal::TooManyConnections),
+            "the per-source cap went down to 1"
+        );
+        // Shrunk below what is held: nobody new until enough have left.
+        let shrunk = Limits {
+            max_sender_connections: NonZeroUsize::new(1).unwrap(),
+            ..grown
+        };
+        a.retune(&shrunk, &tracker, &cancel);
+        let mut fourth = admit(&a, "10.0.0.4").await.unwrap();
+        drop(held);
+        tokio::task::yield_now().await;
+        assert_eq!(fourth.assign(Role::Sender), Err(Busy(Role::Sender)));
+        drop(third);
+        tokio::time::timeout(Duration::from_secs(5), async {
+            while fourth.assign(Role::Sender).is_err() {
+                tokio::task::yield_now().await;
+            }
+        })
+        .await
+        .expect("one sender fits once the others left");
+        let mut fifth = admit(&a, "10.0.0.5").await.unwrap();
+        assert_eq!(fifth.assign(Role::Sender), Err(Busy(Role::Sender)));
+        cancel.cancel();
+        tracker.close();
+        tracker.wait().await;
     }
 
     #[tokio::test]

@@ -26,6 +26,7 @@ impl Shared {
         token: Option<&str>,
         path: &str,
     ) -> Result<(), AuthError> {
+        path_admits(settings, peer)?;
         self.check_sender(settings, token, path).inspect_err(|e| {
             self.admission.auth_failed(peer.ip());
             self.metrics.auth_failed(e);
@@ -57,6 +58,7 @@ impl Shared {
         token: Option<&str>,
         path: &str,
     ) -> Result<u64, AuthError> {
+        path_admits(settings, peer)?;
         let hosts = self.config.audience_hosts();
         token
             .ok_or(AuthError::Missing)
@@ -70,5 +72,14 @@ impl Shared {
                 self.admission.auth_failed(peer.ip());
                 self.metrics.auth_failed(e);
             })
+    }
+}
+
+/// The path's own IP rules, before any token is looked at: an address they turn away is
+/// refused (403) without counting as a failed authentication.
+pub(crate) fn path_admits(settings: &PathSettings, peer: SocketAddr) -> Result<(), AuthError> {
+    match &settings.network {
+        Some(rules) if !rules.allows(peer.ip()) => Err(AuthError::AddressDenied),
+        _ => Ok(()),
     }
 }

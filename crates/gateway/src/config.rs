@@ -117,6 +117,9 @@ pub struct PathConfig {
     /// Deliver each net.tcp session to every listener on the path (NetEventRelayBinding's
     /// multicast, pub/sub) instead of to one.
     pub fan_out: bool,
+    /// IP rules for this path, checked after the namespace's: a client the namespace lets in
+    /// may still be turned away here (403). `None`: the namespace's rules alone.
+    pub network: Option<crate::network::NetworkRules>,
 }
 
 impl PathConfig {
@@ -129,6 +132,7 @@ impl PathConfig {
             max_listeners: ferry_hc::MAX_LISTENERS_PER_PATH,
             request_timeout: None,
             fan_out: false,
+            network: None,
         }
     }
 }
@@ -302,6 +306,8 @@ pub struct Config {
     /// The namespace's IP rules, applied to every data-plane connection as it is accepted.
     /// `None`: none declared here (everyone in, unless the management API sets some).
     pub network: Option<crate::network::NetworkRules>,
+    /// Load balancers whose word on the client's address is taken.
+    pub proxies: crate::network::TrustedProxies,
     /// The admin port (management API). `None`: no admin port.
     pub admin: Option<AdminConfig>,
     /// Where a single node keeps the entities the management API creates (an embedded,
@@ -481,6 +487,7 @@ impl Config {
             admin: None,
             data_dir: None,
             network: None,
+            proxies: crate::network::TrustedProxies::default(),
         }
     }
 

@@ -86,7 +86,8 @@ pub(crate) async fn run(
     hosts: Vec<String>,
     token_expiry: u64,
 ) {
-    let timeouts = &shared.config.timeouts;
+    let tuning = shared.tuning();
+    let timeouts = &tuning.timeouts;
     let grace = timeouts.token_grace.as_secs();
     // A token may name any expiry a u64 holds; past a year the deadline is as good as never,
     // and an instant that far out would overflow the clock.

@@ -20,6 +20,13 @@ pub async fn http_head(data: &[u8]) {
     }
 }
 
+/// The PROXY protocol header (v1 or v2) a trusted load balancer's connection starts with,
+/// read as the gateway reads it.
+pub async fn proxy_header(data: &[u8]) {
+    let mut input = data;
+    let _ = crate::proxy_protocol::read(&mut input).await;
+}
+
 /// The NetTcpRelayBinding handshake a relayed-port client sends before it is authorised:
 /// "connect", the URI, the TLS flag (plain here), then its RelayedConnect message, read as
 /// the gateway reads it.

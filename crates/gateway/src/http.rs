@@ -44,6 +44,7 @@ use tokio::time::timeout;
 use tracing::{debug, warn};
 
 use crate::body::{Body, full};
+use crate::diagnostics;
 use crate::handshake::{Head, respond, switch};
 use crate::pairing::{
     CancelHandle, Choice, DeferredBody, Destination, HttpOutcome, HttpReply, Outbound, PairError,
@@ -122,10 +123,12 @@ pub(crate) async fn handle(
     match outcome {
         Ok(response) => response,
         Err(refusal) => {
-            shared
-                .metrics
-                .refused(&entity, refusal.status.as_u16(), &refusal.message);
-            let mut response = http::Response::new(full(Bytes::from(refusal.message + "\n")));
+            let status = refusal.status.as_u16();
+            shared.metrics.refused(&entity, status, &refusal.message);
+            let operation = diagnostics::Operation::of_refusal(status, false);
+            let message =
+                diagnostics::refusal(shared, operation, &entity, peer, status, &refusal.message);
+            let mut response = http::Response::new(full(Bytes::from(message + "\n")));
             *response.status_mut() = refusal.status;
             response.headers_mut().insert(
                 http::header::CONTENT_TYPE,
@@ -134,6 +137,92 @@ pub(crate) async fn handle(
             response
         }
     }
+}
+
+/// The query of the .NET SDK's `GetRuntimeInformationAsync` (spec §1): a GET of the path
+/// itself with it is answered by the gateway, not relayed.
+const RUNTIME_INFORMATION_QUERY: &str = "api-version=2016-07";
+
+/// The hybrid connection's description, as the .NET SDK reads it: an Atom entry whose content
+/// is a `HybridConnectionDescription` with its live listener count. Any right on the path
+/// (Listen, Send or Manage) may ask.
+fn runtime_information(
+    shared: &Shared,
+    peer: SocketAddr,
+    settings: &crate::pairing::PathSettings,
+    token: Option<&str>,
+    path: &str,
+) -> Result<http::Response<Body>, Refusal> {
+    use ferry_hc::auth::Right;
+
+    crate::auth::path_admits(settings, peer)?;
+    let hosts = shared.config.audience_hosts();
+    let now = crate::auth::now_unix();
+    let token = token.ok_or(AuthError::Missing);
+    let verdict = [Right::Listen, Right::Send, Right::Manage]
+        .into_iter()
+        .map(|right| {
+            token.clone().and_then(|t| {
+                settings
+                    .rules
+                    .authorize_any_host(t, &hosts, path, right, now)
+            })
+        })
+        .find(Result::is_ok)
+        .unwrap_or_else(|| {
+            token.and_then(|t| {
+                settings
+                    .rules
+                    .authorize_any_host(t, &hosts, path, Right::Listen, now)
+            })
+        });
+    if let Err(e) = verdict {
+        shared.admission.auth_failed(peer.ip());
+        shared.metrics.auth_failed(&e);
+        return Err(e.into());
+    }
+    let key = crate::catalog::key(&settings.name);
+    let described = shared.catalog.read(|model| {
+        model.entities.get(&key).map(|e| {
+            (
+                e.created_ms,
+                e.updated_ms,
+                e.requires_client_authorization,
+                e.user_metadata.clone(),
+            )
+        })
+    });
+    // A path that exists only while listened on (dynamic mode) has no record: it is as old
+    // as now, and takes the namespace's rules.
+    let now_ms = crate::catalog::model::now_ms();
+    let (created, updated, requires_auth, metadata) =
+        described.unwrap_or((now_ms, now_ms, !settings.anonymous_senders, String::new()));
+    let listeners = shared.pairing.listener_count(&settings.name);
+    let rfc3339 = crate::catalog::model::rfc3339;
+    let escape = |s: &str| quick_xml::escape::escape(s).into_owned();
+    let name = escape(&settings.name);
+    let id = format!("https://{}/{name}", escape(&shared.config.namespace));
+    let xml = format!(
+        "<entry xmlns=\"http://www.w3.org/2005/Atom\"><id>{id}</id>\
+         <title type=\"text\">{name}</title><updated>{updated_at}</updated>\
+         <content type=\"application/xml\">\
+         <HybridConnectionDescription \
+         xmlns=\"http://schemas.microsoft.com/netservices/2010/10/servicebus/connect\" \
+         xmlns:i=\"http://www.w3.org/2001/XMLSchema-instance\">\
+         <CreatedAt>{created_at}</CreatedAt><UpdatedAt>{updated_at}</UpdatedAt>\
+         <RequiresClientAuthorization>{requires_auth}</RequiresClientAuthorization>\
+         <UserMetadata>{metadata}</UserMetadata><ListenerCount>{listeners}</ListenerCount>\
+         </HybridConnectionDescription></content></entry>",
+        created_at = rfc3339(created),
+        updated_at = rfc3339(updated),
+        metadata = escape(&metadata),
+    );
+    let mut response = http::Response::new(full(Bytes::from(xml)));
+    response.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        HeaderValue::from_static("application/atom+xml;type=entry;charset=utf-8"),
+    );
+    Ok(response)
 }
 
 /// Removes `sb-hc-*` parameters from a query, returning the token among them.
@@ -181,6 +270,13 @@ async fn relay(
         Destination::Unknown => return Err(Refusal::new(404, "no such hybrid connection")),
     };
     entity.clone_from(&settings.name);
+    if parts.method == http::Method::GET
+        && app_query == RUNTIME_INFORMATION_QUERY
+        && path.trim_matches('/').eq_ignore_ascii_case(&settings.name)
+    {
+        let token = explicit.or_else(|| header_text(&parts.headers, "authorization"));
+        return runtime_information(shared, peer, &settings, token.as_deref(), &path);
+    }
     let mut used_authorization = false;
     if !settings.anonymous_senders {
         let token = match explicit {
@@ -208,7 +304,7 @@ async fn relay(
         Err(_) => return Err(Refusal::new(502, "no listener is connected")),
     };
 
-    let limit = shared.config.limits.max_request_body;
+    let limit = shared.tuning().limits.max_request_body;
     let length = parts
         .headers
         .get(http::header::CONTENT_LENGTH)
@@ -445,14 +541,14 @@ pub(crate) async fn rendezvous(
     }) = id.as_deref().and_then(|id| shared.pairing.take_request(id))
     else {
         let why = "the rendezvous address is invalid, expired or already used";
-        let _ = timeout(shared.config.timeouts.close, respond(&mut conn, 403, why)).await;
+        let _ = timeout(shared.tuning().timeouts.close, respond(&mut conn, 403, why)).await;
         return;
     };
     if switch(&mut conn, &key, None).await.is_err() {
         return;
     }
     let (read, mut write) = tokio::io::split(conn);
-    let mut reader = MessageReader::new(read, &head.rest, shared.config.limits.relay_buffer);
+    let mut reader = MessageReader::new(read, &head.rest, shared.tuning().limits.relay_buffer);
     drop(head);
     // Spec §6.5: the response must start within the deadline (the path's, as the waiting
     // request has it) and may not idle longer.
@@ -517,7 +613,7 @@ pub(crate) async fn rendezvous(
     }
     match timeout(
         wait,
-        reader.next_message(shared.config.limits.max_response_body),
+        reader.next_message(shared.tuning().limits.max_response_body),
     )
     .await
     {
@@ -547,7 +643,7 @@ pub(crate) async fn rendezvous(
     }
     // A client that keeps its connection but stops reading this response (an HTTP/2 stream
     // held by flow control) stalls the queue, not a socket write: bound each hand-over too.
-    let stall = shared.config.timeouts.write_stall;
+    let stall = shared.tuning().timeouts.write_stall;
     loop {
         let next = tokio::select! {
             next = timeout(wait, reader.next_chunk()) => next,
@@ -621,7 +717,7 @@ async fn read_response<R: AsyncRead + Unpin>(
 }
 
 async fn close<W: AsyncWrite + Unpin>(shared: &Shared, write: &mut W, code: u16) {
-    let _ = timeout(shared.config.timeouts.close, async {
+    let _ = timeout(shared.tuning().timeouts.close, async {
         let _ = write_close(write, code, "").await;
         let _ = write.shutdown().await;
     })

@@ -9,6 +9,7 @@ mod catalog;
 mod cluster;
 pub mod config;
 mod control;
+mod diagnostics;
 mod first_message;
 #[doc(hidden)]
 pub mod fuzzing;
@@ -20,6 +21,7 @@ mod nettcp;
 pub mod network;
 mod pairing;
 mod port;
+mod proxy_protocol;
 mod relayed;
 mod reload;
 mod scrub;
@@ -32,7 +34,6 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 
-use ferry_net::relay::RelayConfig;
 use ferry_net::tls::{self, DevPki, Identity, TlsError};
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
@@ -188,13 +189,6 @@ impl Gateway {
         let needs_tls =
             |addr: Option<SocketAddr>| !insecure && addr.is_some_and(|a| !a.ip().is_loopback());
 
-        let relay = RelayConfig {
-            buffer: config.limits.relay_buffer,
-            max_message: config.limits.max_message,
-            close_timeout: config.timeouts.close,
-            idle_timeout: config.timeouts.idle,
-            half_close_timeout: config.timeouts.half_close,
-        };
         let cancel = CancellationToken::new();
         let started_with = config.clone();
         let mut config = config;
@@ -238,6 +232,7 @@ impl Gateway {
             Some(cluster) => cluster.clone(),
             None => Arc::new(Local::new(&config, catalog.clone())),
         };
+        let tuning = std::sync::RwLock::new(Arc::new(state::Tuning::of(&config)));
         let shared = Arc::new(Shared {
             catalog,
             metrics,
@@ -249,7 +244,7 @@ impl Gateway {
             config,
             cancel,
             tracker: TaskTracker::new(),
-            relay,
+            tuning,
             next_conn: AtomicU64::new(0),
         });
         // The tasks that run as long as the gateway: an accept loop per port, and the
@@ -347,9 +342,11 @@ impl std::fmt::Debug for Shared {
 impl RunningGateway {
     /// Puts a new configuration in force without dropping a connection: its rules and paths
     /// at once (listeners of a path it no longer declares are closed with 1001, tokens of a
-    /// rule it no longer has stop working), and for a certificate from files, those files
-    /// read again for the handshakes that follow. What else differs waits for a restart and
-    /// is listed in the answer.
+    /// rule it no longer has stop working); its limits and timeouts for the connections that
+    /// begin from then on (a connection budget that shrinks takes no one new until enough
+    /// have left); and for a certificate from files, those files read again for the
+    /// handshakes that follow. What else differs waits for a restart and is listed in the
+    /// answer.
     ///
     /// # Errors
     /// The certificate files cannot be read or do not match: nothing changes.
@@ -365,6 +362,7 @@ impl RunningGateway {
             self.server_cert.as_deref(),
         )
         .await?;
+        self.shared.retune(&config);
         *in_force = config;
         Ok(done)
     }
@@ -415,6 +413,11 @@ impl RunningGateway {
     /// Tasks alive: accept loops, connections, relays. Tests use it to prove nothing leaks.
     pub fn active_tasks(&self) -> usize {
         self.shared.tracker.len()
+    }
+
+    /// The metrics the admin port's `/metrics` serves, in the OpenMetrics text format.
+    pub fn metrics(&self) -> String {
+        self.shared.metrics.encode()
     }
 
     /// Listeners connected on a path.
@@ -468,7 +471,7 @@ impl RunningGateway {
         }
         self.shared.cancel.cancel();
         self.shared.tracker.close();
-        let limit = self.shared.config.timeouts.close * 2;
+        let limit = self.shared.tuning().timeouts.close * 2;
         if tokio::time::timeout(limit, self.shared.tracker.wait())
             .await
             .is_err()
@@ -541,56 +544,115 @@ async fn accept_loop(shared: Arc<Shared>, listener: TcpListener, front: Front) {
             },
             () = shared.cancel.cancelled() => return,
         };
-        // The namespace's IP rules turn an address away before anything is read from it. The
-        // admin port has its own address to keep private.
-        if !matches!(front, Front::Admin(_)) && !shared.catalog.view().network.allows(peer.ip()) {
-            debug!(%peer, "connection refused by the network rules");
-            shared.metrics.refused(
-                "",
-                403,
-                &format!("{} refused by the network rules", peer.ip()),
+        if !matches!(front, Front::Admin(_)) && shared.config.proxies.trusts(peer.ip()) {
+            // A trusted load balancer: the client is the one it names, in a PROXY header
+            // before anything else or in each request's X-Forwarded-For.
+            let task_shared = shared.clone();
+            let front = front.clone();
+            let span = info_span!("conn", proxy = %peer);
+            shared.tracker.spawn(
+                async move {
+                    let shared = task_shared;
+                    if !shared.config.proxies.proxy_protocol {
+                        let mut slot = shared.admission.admit_proxy(handshake);
+                        if matches!(front, Front::NetTcp(..) | Front::Relayed(..))
+                            && let Err(busy) = slot.assign(Role::Sender)
+                        {
+                            return debug!(%busy, "connection refused");
+                        }
+                        return serve_admitted(shared, tcp, peer, slot, front).await;
+                    }
+                    let mut tcp = tcp;
+                    let limit = shared.tuning().timeouts.handshake;
+                    let client =
+                        match tokio::time::timeout(limit, proxy_protocol::read(&mut tcp)).await {
+                            Ok(Ok(client)) => client.unwrap_or(peer),
+                            Ok(Err(e)) => return debug!(error = %e, "connection closed"),
+                            Err(_) => return debug!("PROXY protocol header not received in time"),
+                        };
+                    if let Some(slot) = admit(&shared, client, handshake, &front) {
+                        serve_admitted(shared, tcp, client, slot, front).await;
+                    }
+                }
+                .instrument(span),
             );
             continue;
         }
         // A refused source costs one accept and one close: no task, no read.
-        let mut slot = match shared.admission.admit(peer.ip(), handshake) {
-            Ok(slot) => slot,
-            Err(why) => {
-                debug!(%peer, %why, "connection refused");
-                continue;
-            }
-        };
-        // The net.tcp ports serve senders only: they draw on the senders' budget at once.
-        if matches!(front, Front::NetTcp(..) | Front::Relayed(..))
-            && let Err(busy) = slot.assign(Role::Sender)
-        {
-            debug!(%peer, %busy, "connection refused");
+        let Some(slot) = admit(&shared, peer, handshake, &front) else {
             continue;
-        }
-        if let Err(e) = tcp.set_nodelay(true) {
-            debug!(error = %e, "set_nodelay failed");
-        }
-        let conn_id = shared
-            .next_conn
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let span = info_span!("conn", %peer, conn_id);
+        };
         let task_shared = shared.clone();
         let front = front.clone();
-        shared.tracker.spawn(
-            async move {
-                // The slot travels with the connection, into its relay task if it gets one.
-                match front {
-                    Front::Http(tls) => port::serve(task_shared, tcp, peer, tls, slot).await,
-                    Front::NetTcp(tls, required) => {
-                        nettcp::serve(task_shared, tcp, peer, tls, required, slot).await;
-                    }
-                    Front::Relayed(tls, required) => {
-                        relayed::serve(task_shared, tcp, peer, tls, required, slot).await;
-                    }
-                    Front::Admin(tls) => admin::serve(task_shared, tcp, peer, tls, slot).await,
-                }
-            }
-            .instrument(span),
-        );
+        shared
+            .tracker
+            .spawn(serve_admitted(task_shared, tcp, peer, slot, front));
     }
+}
+
+/// The checks a new connection from `peer` (the client, as far as the gateway can tell)
+/// meets before anything is read from it for itself: the namespace's IP rules (not on the
+/// admin port, which has its own address to keep private), then fair admission.
+fn admit(
+    shared: &Shared,
+    peer: SocketAddr,
+    handshake: tokio::sync::OwnedSemaphorePermit,
+    front: &Front,
+) -> Option<admission::Slot> {
+    if !matches!(front, Front::Admin(_)) && !shared.catalog.view().network.allows(peer.ip()) {
+        debug!(%peer, "connection refused by the network rules");
+        shared.metrics.refused(
+            "",
+            403,
+            &format!("{} refused by the network rules", peer.ip()),
+        );
+        return None;
+    }
+    let mut slot = match shared.admission.admit(peer.ip(), handshake) {
+        Ok(slot) => slot,
+        Err(why) => {
+            debug!(%peer, %why, "connection refused");
+            return None;
+        }
+    };
+    // The net.tcp ports serve senders only: they draw on the senders' budget at once.
+    if matches!(front, Front::NetTcp(..) | Front::Relayed(..))
+        && let Err(busy) = slot.assign(Role::Sender)
+    {
+        debug!(%peer, %busy, "connection refused");
+        return None;
+    }
+    Some(slot)
+}
+
+/// Serves an admitted connection on its front end. The slot travels with the connection,
+/// into its relay task if it gets one.
+async fn serve_admitted(
+    shared: Arc<Shared>,
+    tcp: tokio::net::TcpStream,
+    peer: SocketAddr,
+    slot: admission::Slot,
+    front: Front,
+) {
+    if let Err(e) = tcp.set_nodelay(true) {
+        debug!(error = %e, "set_nodelay failed");
+    }
+    let conn_id = shared
+        .next_conn
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let span = info_span!("conn", %peer, conn_id);
+    async move {
+        match front {
+            Front::Http(tls) => port::serve(shared, tcp, peer, tls, slot).await,
+            Front::NetTcp(tls, required) => {
+                nettcp::serve(shared, tcp, peer, tls, required, slot).await;
+            }
+            Front::Relayed(tls, required) => {
+                relayed::serve(shared, tcp, peer, tls, required, slot).await;
+            }
+            Front::Admin(tls) => admin::serve(shared, tcp, peer, tls, slot).await,
+        }
+    }
+    .instrument(span)
+    .await;
 }

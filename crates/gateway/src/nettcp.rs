@@ -58,6 +58,7 @@ use tracing::{debug, info};
 
 use crate::admission::Slot;
 use crate::first_message::{self, Head, Probed};
+use crate::metrics;
 use crate::pairing::{Choice, Destination, Intent, ListenerHandle, PairError, PathSettings};
 use crate::scrub::{Scrub, ScrubLimits};
 use crate::state::Shared;
@@ -88,7 +89,7 @@ pub(crate) async fn serve(
     let mut tcp = Conn::from(tcp);
     let mut session = Session::server(framing_limits(&shared));
     let mut raw = Vec::new();
-    let deadline = Instant::now() + shared.config.timeouts.handshake;
+    let deadline = Instant::now() + shared.tuning().timeouts.handshake;
 
     // 1. The preamble, under TLS from the upgrade on when the sender asks for it
     // (`application/ssl-tls`, NetTcpBinding's transport security); a port off loopback
@@ -178,6 +179,10 @@ pub(crate) async fn serve(
     // message is read, only as far as its headers, for the token. Either way the first
     // message goes on without credentials (see `first_message`).
     let singleton_sized = first_message::raw_octets(&preamble);
+    if crate::auth::path_admits(&settings, peer).is_err() {
+        info!(%peer, %path, "net.tcp sender refused by the path's IP rules");
+        return refuse(&shared, tcp, &mut session, FaultCode::EndpointUnavailable).await;
+    }
     if !settings.anonymous_senders {
         let authorize = |token: Option<&str>| shared.check_sender(&settings, token, &path);
         // The Via's token, when there is one, is the one that counts.
@@ -261,21 +266,27 @@ pub(crate) async fn serve(
     let (listener, mut ws, listener_permit) =
         match shared.pairing.pair(&settings, &Choice::any(), intent).await {
             Ok((listener, paired)) => {
-                let (ws, permit) = paired.into_stream(shared.config.limits.max_message);
+                let (ws, permit) = paired.into_stream(shared.tuning().limits.max_message);
                 (listener, ws, permit)
             }
             Err(e) => {
-                let fault = match e {
+                let (fault, status) = match e {
                     PairError::Abandoned if shared.cancel.is_cancelled() => {
-                        FaultCode::EndpointUnavailable
+                        (FaultCode::EndpointUnavailable, 503)
                     }
-                    _ => FaultCode::EndpointNotFound,
+                    _ => (FaultCode::EndpointNotFound, 404),
                 };
+                shared
+                    .metrics
+                    .connection(metrics::Role::Sender, &settings.name, status);
                 return refuse(&shared, tcp, &mut session, fault).await;
             }
         };
+    let (to_listener, to_sender) = shared.metrics.bytes(&settings.name);
+    to_listener.add(opening.len() as u64);
     match replay(&shared, &mut ws, &opening, acked).await {
         Ok(rest) => {
+            to_sender.add(rest.len() as u64);
             if !rest.is_empty() && tcp.write_all(&rest).await.is_err() {
                 return;
             }
@@ -287,7 +298,7 @@ pub(crate) async fn serve(
             // with it unread would reset the connection and could destroy the answer. The
             // listener's side is done with: let its rendezvous and permit go first.
             drop((ws, listener_permit));
-            if timeout(shared.config.timeouts.close, tcp.write_all(&reply))
+            if timeout(shared.tuning().timeouts.close, tcp.write_all(&reply))
                 .await
                 .is_ok_and(|w| w.is_ok())
             {
@@ -297,9 +308,14 @@ pub(crate) async fn serve(
         }
     }
     info!(%peer, path = %settings.name, listener = %listener.id, "net.tcp relay started");
+    shared
+        .metrics
+        .connection(metrics::Role::Sender, &settings.name, 101);
+    let relaying = shared.metrics.relaying(&settings.name);
     let task_shared = shared.clone();
     shared.tracker.spawn(async move {
-        let _permits = (permit, listener_permit);
+        let _held = (permit, listener_permit, relaying);
+        let tcp = metrics::Metered::new(tcp, to_listener, to_sender);
         splice(&task_shared, tcp, ws, scrub).await;
         debug!("net.tcp relay ended");
     });
@@ -318,8 +334,11 @@ pub(crate) async fn splice<S>(
 {
     let (mut sender_rd, mut sender_wr) = tokio::io::split(sender);
     let (mut listener_rd, mut listener_wr) = tokio::io::split(listener);
-    let (idle, close) = (shared.config.timeouts.idle, shared.config.timeouts.close);
-    let write_limit = close.max(shared.config.timeouts.handshake);
+    let (idle, close) = (
+        shared.tuning().timeouts.idle,
+        shared.tuning().timeouts.close,
+    );
+    let write_limit = close.max(shared.tuning().timeouts.handshake);
     let up = async {
         let mut buf = vec![0u8; READ];
         let mut out = Vec::with_capacity(READ);
@@ -434,7 +453,8 @@ async fn read_head(
     preamble: &Preamble,
     deadline: Instant,
 ) -> Result<Option<Probe>, Stop> {
-    let limits = &shared.config.limits;
+    let tuning = shared.tuning();
+    let limits = &tuning.limits;
     let window = limits.max_nettcp_first_headers;
     // The session reported the preamble, so all of it is in `raw`.
     let (_, start) = first_message::read_preamble(raw, &framing_limits(shared))
@@ -478,7 +498,7 @@ async fn read_head(
 
 /// How far the gateway reads into a sender's session to take its credentials out.
 pub(crate) fn scrub_limits(shared: &Shared) -> ScrubLimits {
-    ScrubLimits::of(&shared.config.limits)
+    ScrubLimits::of(&shared.tuning().limits)
 }
 
 /// The framing limits of a sender's session as the gateway reads it.
@@ -493,7 +513,7 @@ async fn flush(shared: &Shared, tcp: &mut Conn, session: &mut Session) -> std::i
     if out.is_empty() {
         return Ok(());
     }
-    timeout(shared.config.timeouts.handshake, tcp.write_all(&out))
+    timeout(shared.tuning().timeouts.handshake, tcp.write_all(&out))
         .await
         .map_err(|_| std::io::Error::from(std::io::ErrorKind::TimedOut))?
 }
@@ -516,7 +536,7 @@ const LINGER_MAX_DRAIN: usize = 64 * 1024;
 async fn linger_close(shared: &Shared, mut tcp: Conn) {
     let _ = tcp.shutdown().await;
     let mut sink = [0u8; 4096];
-    let _ = timeout(shared.config.timeouts.close, async {
+    let _ = timeout(shared.tuning().timeouts.close, async {
         let mut drained = 0;
         while drained <= LINGER_MAX_DRAIN {
             match tcp.read(&mut sink).await {
@@ -543,7 +563,7 @@ async fn refuse(shared: &Shared, tcp: Conn, session: &mut Session, fault: FaultC
 async fn send_fault(shared: &Shared, mut tcp: Conn, session: &mut Session, uri: &str) {
     let mut record = Vec::new();
     ferry_nmf::Record::Fault(uri.into()).encode(&mut record);
-    let _ = timeout(shared.config.timeouts.handshake, tcp.write_all(&record)).await;
+    let _ = timeout(shared.tuning().timeouts.handshake, tcp.write_all(&record)).await;
     flush_and_close(shared, tcp, session).await;
 }
 
@@ -663,7 +683,7 @@ async fn replay(
             Some(_) => Err(buf),
         })
     };
-    match timeout(shared.config.timeouts.rendezvous, io).await {
+    match timeout(shared.tuning().timeouts.rendezvous, io).await {
         Ok(Ok(answer)) => answer,
         _ => Err(fault_record(FaultCode::EndpointNotFound)),
     }
@@ -692,7 +712,7 @@ async fn open_fan_out(
 ) -> Option<(WsStream<Conn>, Slot)> {
     let offer = shared.pairing.offer(listener, intent(path, remote)).ok()?;
     let paired = offer.wait().await.ok()?;
-    let (mut ws, permit) = paired.into_stream(shared.config.limits.max_message);
+    let (mut ws, permit) = paired.into_stream(shared.tuning().limits.max_message);
     replay(shared, &mut ws, raw, acked).await.ok()?;
     Some((ws, permit))
 }
@@ -748,7 +768,7 @@ async fn fan_out(
                 let mut sink = [0u8; 1024];
                 while matches!(reader.read(&mut sink).await, Ok(n) if n > 0) {}
             };
-            let close = task_shared.config.timeouts.close;
+            let close = task_shared.tuning().timeouts.close;
             let pump = async {
                 while let Some(chunk) = rx.recv().await {
                     if writer.write_all(&chunk).await.is_err() {
@@ -768,16 +788,20 @@ async fn fan_out(
         queues.push(tx);
     }
     if queues.is_empty() {
-        let fault = if shared.cancel.is_cancelled() {
-            FaultCode::EndpointUnavailable
+        let (fault, status) = if shared.cancel.is_cancelled() {
+            (FaultCode::EndpointUnavailable, 503)
         } else {
-            FaultCode::EndpointNotFound
+            (FaultCode::EndpointNotFound, 404)
         };
+        shared
+            .metrics
+            .connection(metrics::Role::Sender, path, status);
         return refuse(&shared, tcp, &mut session, fault).await;
     }
     info!(path, listeners = queues.len(), "net.tcp fan-out started");
-    let _permit = permit;
-    let close = shared.config.timeouts.close;
+    shared.metrics.connection(metrics::Role::Sender, path, 101);
+    let _held = (permit, shared.metrics.relaying(path));
+    let close = shared.tuning().timeouts.close;
     // The sender may have sent End with its first message: it was in `raw`, so every
     // listener has it already; answer it.
     if scrub.ended() {
@@ -787,7 +811,7 @@ async fn fan_out(
         return;
     }
     let mut buf = vec![0u8; READ];
-    let idle = shared.config.timeouts.idle;
+    let idle = shared.tuning().timeouts.idle;
     loop {
         let read = async {
             match idle {

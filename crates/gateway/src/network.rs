@@ -158,6 +158,63 @@ impl NetworkRules {
     }
 }
 
+/// The load balancers in front of the gateway whose word on the client's address is taken.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct TrustedProxies {
+    /// Their addresses. A connection from anywhere else is its own client.
+    pub nets: Vec<IpNet>,
+    /// Connections from them begin with a PROXY protocol header (v1 or v2) naming the
+    /// client; without it they are closed. Otherwise HTTP requests from them name the client
+    /// in `X-Forwarded-For`.
+    pub proxy_protocol: bool,
+}
+
+impl TrustedProxies {
+    /// Whether `ip` is one of them.
+    pub fn trusts(&self, ip: IpAddr) -> bool {
+        self.nets.iter().any(|n| n.contains(ip))
+    }
+
+    /// The client behind an HTTP request that came from `peer`: when `peer` is trusted (and
+    /// does not speak the PROXY protocol), the nearest address in `X-Forwarded-For` (its
+    /// values in order, as repeated headers arrive) that is not itself a trusted proxy;
+    /// otherwise `peer`. Entries a proxy added before a trusted one are the client's own
+    /// word, so they are read from the right and only past trusted hops.
+    pub fn client<'a>(&self, peer: IpAddr, forwarded_for: impl Iterator<Item = &'a str>) -> IpAddr {
+        if self.proxy_protocol || !self.trusts(peer) {
+            return peer;
+        }
+        let hops: Vec<&str> = forwarded_for
+            .flat_map(|v| v.split(','))
+            .map(str::trim)
+            .take(64)
+            .collect();
+        let mut client = peer;
+        for hop in hops.iter().rev() {
+            let Some(ip) = parse_hop(hop) else {
+                // Garbage where an address should be: trust nothing further left.
+                return client;
+            };
+            client = ip;
+            if !self.trusts(ip) {
+                break;
+            }
+        }
+        client
+    }
+}
+
+/// One `X-Forwarded-For` entry: an address, IPv4 with a port, or `[IPv6]:port`.
+fn parse_hop(hop: &str) -> Option<IpAddr> {
+    if let Ok(ip) = hop.parse() {
+        return Some(ip);
+    }
+    if let Some(rest) = hop.strip_prefix('[') {
+        return rest.split(']').next()?.parse().ok();
+    }
+    hop.parse::<std::net::SocketAddr>().ok().map(|a| a.ip())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -226,5 +283,49 @@ mod tests {
         assert!(rules.allows(ip("10.0.0.6")));
         assert!(!rules.allows(ip("192.0.2.1")));
         assert!(NetworkRules::default().allows(ip("192.0.2.1")));
+    }
+
+    #[test]
+    fn forwarded_for_is_believed_only_from_trusted_proxies_and_read_from_the_right() {
+        let proxies = TrustedProxies {
+            nets: vec![IpNet::parse("10.0.0.0/8").unwrap()],
+            proxy_protocol: false,
+        };
+        let xff = |v: &'static [&'static str]| v.iter().copied();
+        // Not from a trusted proxy: the header is the client's own word.
+        assert_eq!(
+            proxies.client(ip("192.0.2.1"), xff(&["203.0.113.9"])),
+            ip("192.0.2.1")
+        );
+        assert_eq!(
+            proxies.client(ip("10.0.0.1"), xff(&["203.0.113.9"])),
+            ip("203.0.113.9")
+        );
+        // The client wrote the leftmost entry itself; the nearest untrusted hop counts.
+        assert_eq!(
+            proxies.client(ip("10.0.0.1"), xff(&["1.1.1.1, 198.51.100.7", "10.0.0.2"])),
+            ip("198.51.100.7")
+        );
+        assert_eq!(
+            proxies.client(
+                ip("10.0.0.1"),
+                xff(&["[2001:db8::1]:443", "192.0.2.8:5000"])
+            ),
+            ip("192.0.2.8")
+        );
+        assert_eq!(
+            proxies.client(ip("10.0.0.1"), xff(&["1.1.1.1, junk"])),
+            ip("10.0.0.1")
+        );
+        assert_eq!(proxies.client(ip("10.0.0.1"), xff(&[])), ip("10.0.0.1"));
+        let pp = TrustedProxies {
+            proxy_protocol: true,
+            ..proxies
+        };
+        assert_eq!(
+            pp.client(ip("10.0.0.1"), xff(&["203.0.113.9"])),
+            ip("10.0.0.1"),
+            "behind the PROXY protocol the header names nobody"
+        );
     }
 }

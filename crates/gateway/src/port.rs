@@ -34,7 +34,7 @@ use crate::admission::{Role, Slot};
 use crate::body::Body;
 use crate::handshake::{Head, HeadError};
 use crate::state::Shared;
-use crate::websocket::reply;
+use crate::websocket::refuse;
 use crate::{grpc, websocket};
 
 /// Serves one accepted TCP connection: TLS (if `tls`), the upgrade request, then its role.
@@ -45,7 +45,7 @@ pub(crate) async fn serve(
     tls: Option<TlsAcceptor>,
     permit: Slot,
 ) {
-    let deadline = Instant::now() + shared.config.timeouts.handshake;
+    let deadline = Instant::now() + shared.tuning().timeouts.handshake;
     let mut conn = match tls {
         None => Conn::from(tcp),
         Some(acceptor) => match timeout_at(deadline, acceptor.accept(tcp)).await {
@@ -60,7 +60,7 @@ pub(crate) async fn serve(
     };
     let head = match timeout_at(
         deadline,
-        Head::read(&mut conn, shared.config.limits.max_header_bytes),
+        Head::read(&mut conn, shared.tuning().limits.max_header_bytes),
     )
     .await
     {
@@ -72,13 +72,20 @@ pub(crate) async fn serve(
         Ok(Err(e)) => {
             debug!(%peer, error = %e, "bad request head");
             if let Some(status) = e.status() {
-                reply(&shared, &mut conn, status, &e.to_string()).await;
+                refuse(&shared, &mut conn, peer, status, &e.to_string()).await;
             }
             return;
         }
         Err(_) => {
             debug!(%peer, "request head timed out");
-            reply(&shared, &mut conn, 408, "request head not received in time").await;
+            refuse(
+                &shared,
+                &mut conn,
+                peer,
+                408,
+                "request head not received in time",
+            )
+            .await;
             return;
         }
     };
@@ -86,6 +93,32 @@ pub(crate) async fn serve(
 }
 
 async fn route(shared: Arc<Shared>, mut conn: Conn, peer: SocketAddr, head: Head, permit: Slot) {
+    let forwarded_for = head
+        .headers
+        .iter()
+        .filter(|(n, _)| n.eq_ignore_ascii_case("x-forwarded-for"))
+        .map(|(_, v)| v.as_str());
+    let Ok(peer) = shared.forwarded_client(peer, forwarded_for) else {
+        return refuse(
+            &shared,
+            &mut conn,
+            peer,
+            403,
+            "the client address is not allowed by the namespace's IP rules",
+        )
+        .await;
+    };
+    if shared.admission.blocked(peer.ip()) {
+        // Only a load balancer's clients get here blocked: others are refused at accept.
+        return refuse(
+            &shared,
+            &mut conn,
+            peer,
+            429,
+            "too many failed authentications; retry later",
+        )
+        .await;
+    }
     let target = match HcTarget::parse(&head.target) {
         Ok(t) => t,
         Err(address::AddressError::NotHybridConnection) => {
@@ -94,32 +127,40 @@ async fn route(shared: Arc<Shared>, mut conn: Conn, peer: SocketAddr, head: Head
             replay.extend_from_slice(&head.rest);
             return serve_http(shared, conn, peer, replay, permit).await;
         }
-        Err(e) => return reply(&shared, &mut conn, 400, &e.to_string()).await,
+        Err(e) => return refuse(&shared, &mut conn, peer, 400, &e.to_string()).await,
     };
     let is_upgrade = head.method == "GET"
         && head.has_token("Upgrade", "websocket")
         && head.has_token("Connection", "upgrade");
     if !is_upgrade {
-        return reply(&shared, &mut conn, 400, "a WebSocket upgrade is required").await;
-    }
-    if head.minor < 1 {
-        return reply(
+        return refuse(
             &shared,
             &mut conn,
+            peer,
+            400,
+            "a WebSocket upgrade is required",
+        )
+        .await;
+    }
+    if head.minor < 1 {
+        return refuse(
+            &shared,
+            &mut conn,
+            peer,
             400,
             "a WebSocket upgrade needs HTTP/1.1",
         )
         .await;
     }
     if head.header("Sec-WebSocket-Version").map(str::trim) != Some("13") {
-        return reply(&shared, &mut conn, 426, "").await;
+        return refuse(&shared, &mut conn, peer, 426, "").await;
     }
     let Some(key) = head
         .header("Sec-WebSocket-Key")
         .map(|k| k.trim().to_owned())
         .filter(|k| !k.is_empty())
     else {
-        return reply(&shared, &mut conn, 400, "missing Sec-WebSocket-Key").await;
+        return refuse(&shared, &mut conn, peer, 400, "missing Sec-WebSocket-Key").await;
     };
     let action = target.query.action_or_connect();
     let role = match action {
@@ -129,9 +170,10 @@ async fn route(shared: Arc<Shared>, mut conn: Conn, peer: SocketAddr, head: Head
     let mut permit = permit;
     if let Err(busy) = permit.assign(role) {
         debug!(%peer, %busy, "connection refused");
-        return reply(
+        return refuse(
             &shared,
             &mut conn,
+            peer,
             503,
             "the gateway is at capacity; retry later",
         )
@@ -173,7 +215,7 @@ async fn serve_http(
         let mut conn = conn;
         if !replay.starts_with(b"PRI * HTTP/2.0") && !replay.is_empty() {
             let refusal = b"HTTP/1.1 503 Service Unavailable\r\ncontent-length: 0\r\nconnection: close\r\n\r\n";
-            let _ = timeout(shared.config.timeouts.close, conn.write_all(refusal)).await;
+            let _ = timeout(shared.tuning().timeouts.close, conn.write_all(refusal)).await;
         }
         return;
     }
@@ -188,7 +230,7 @@ async fn serve_http(
             pos: 0,
             inner: conn,
         },
-        shared.config.timeouts.write_stall,
+        shared.tuning().timeouts.write_stall,
     ));
     let activity = Arc::new(Activity::new());
     let service_shared = shared.clone();
@@ -202,7 +244,8 @@ async fn serve_http(
             Ok::<_, Infallible>(response)
         }
     });
-    let (limits, timeouts) = (&shared.config.limits, &shared.config.timeouts);
+    let tuning = shared.tuning();
+    let (limits, timeouts) = (&tuning.limits, &tuning.timeouts);
     let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
@@ -224,9 +267,9 @@ async fn serve_http(
         () = shared.cancel.cancelled() => {
             // Finish the requests in flight, then close.
             connection.as_mut().graceful_shutdown();
-            let _ = timeout(shared.config.timeouts.close, connection).await;
+            let _ = timeout(shared.tuning().timeouts.close, connection).await;
         }
-        () = activity.idle(shared.config.timeouts.idle) => {
+        () = activity.idle(shared.tuning().timeouts.idle) => {
             // Kept alive (HTTP/2 pings, HTTP/1 keep-alive) with nothing asked for too long:
             // the connection's slot goes back. A response still streaming finishes first.
             debug!(%peer, "idle http connection closed");
@@ -300,6 +343,22 @@ async fn handle(
     peer: SocketAddr,
     req: http::Request<Incoming>,
 ) -> http::Response<Body> {
+    let forwarded_for = req
+        .headers()
+        .get_all("x-forwarded-for")
+        .iter()
+        .filter_map(|v| v.to_str().ok());
+    let peer = match shared.forwarded_client(peer, forwarded_for) {
+        Ok(client) => client,
+        Err(refused) => {
+            debug!(client = %refused.0, "request refused by the network rules");
+            let mut response = http::Response::new(crate::body::full(bytes::Bytes::from_static(
+                b"the client address is not allowed by the namespace's IP rules\n",
+            )));
+            *response.status_mut() = http::StatusCode::FORBIDDEN;
+            return response;
+        }
+    };
     // Boxed: each front end's state lives on the heap, so the per-request task stays small
     // instead of carrying the larger of the two futures inline (and copying it).
     if grpc::is_grpc(&req) {

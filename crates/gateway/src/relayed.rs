@@ -36,6 +36,7 @@ use tokio_rustls::TlsAcceptor;
 use tracing::{debug, info};
 
 use crate::admission::Slot;
+use crate::metrics;
 use crate::nettcp::{intent, scrub_limits, splice, via_path};
 use crate::pairing::{Choice, Destination, PairError};
 use crate::scrub::Scrub;
@@ -61,7 +62,7 @@ pub(crate) async fn serve(
     tls_required: bool,
     permit: Slot,
 ) {
-    let deadline = Instant::now() + shared.config.timeouts.handshake;
+    let deadline = Instant::now() + shared.tuning().timeouts.handshake;
     let mut tcp = tcp;
     let uri = match preamble(&mut tcp, deadline).await {
         Ok(uri) => uri,
@@ -170,7 +171,7 @@ pub(crate) async fn serve(
     };
     let (listener, ws, listener_permit) = match paired {
         Ok((listener, paired)) => {
-            let (ws, permit) = paired.into_stream(shared.config.limits.max_message);
+            let (ws, permit) = paired.into_stream(shared.tuning().limits.max_message);
             (listener, ws, permit)
         }
         Err(e) => {
@@ -178,6 +179,9 @@ pub(crate) async fn serve(
                 PairError::NoListener | PairError::NoneMatch => "no listener is connected",
                 _ => "the listener did not accept",
             };
+            shared
+                .metrics
+                .connection(metrics::Role::Sender, &settings.name, 404);
             return fail(
                 &shared,
                 &mut conn,
@@ -195,10 +199,16 @@ pub(crate) async fn serve(
         return;
     }
     info!(%peer, path = %settings.name, listener = %listener.id, "relayed net.tcp started");
+    shared
+        .metrics
+        .connection(metrics::Role::Sender, &settings.name, 101);
+    let relaying = shared.metrics.relaying(&settings.name);
+    let (to_listener, to_sender) = shared.metrics.bytes(&settings.name);
     let task_shared = shared.clone();
     shared.tracker.spawn(async move {
-        let _permits = (permit, listener_permit);
+        let _held = (permit, listener_permit, relaying);
         let scrub = Scrub::whole_session(scrub_limits(&task_shared));
+        let conn = metrics::Metered::new(conn, to_listener, to_sender);
         splice(&task_shared, conn, ws, scrub).await;
         debug!("relayed net.tcp ended");
     });
@@ -258,7 +268,7 @@ async fn write_message<S: AsyncWrite + Unpin>(
     encode_record(&bytes, &mut out);
     // Flushing is inside the limit too: over TLS the bytes may wait in rustls until a
     // client that stopped reading drains its socket.
-    timeout(shared.config.timeouts.handshake, async {
+    timeout(shared.tuning().timeouts.handshake, async {
         io.write_all(&out).await?;
         io.flush().await
     })
@@ -288,5 +298,5 @@ async fn fail(
     reply.headers.relates_to = request.and_then(|r| r.message_id.clone());
     reply.body = Body::Fault(Box::new(fault));
     let _ = write_message(shared, conn, &reply).await;
-    let _ = timeout(shared.config.timeouts.close, conn.shutdown()).await;
+    let _ = timeout(shared.tuning().timeouts.close, conn.shutdown()).await;
 }

@@ -1,5 +1,5 @@
-//! A new configuration while serving: rules, paths and the certificate change at once;
-//! whatever else differs is reported as waiting for a restart.
+//! A new configuration while serving: rules, paths, limits, timeouts and the certificate
+//! change at once; whatever else differs is reported as waiting for a restart.
 
 use std::sync::Arc;
 
@@ -55,7 +55,7 @@ pub(crate) async fn reload(
     Ok(done)
 }
 
-/// The settings other than rules, paths and certificate files that differ.
+/// The settings that differ and wait for a restart.
 fn differences(a: &Config, b: &Config) -> Vec<&'static str> {
     let same =
         |x: &dyn std::fmt::Debug, y: &dyn std::fmt::Debug| format!("{x:?}") == format!("{y:?}");
@@ -95,8 +95,22 @@ fn differences(a: &Config, b: &Config) -> Vec<&'static str> {
     );
     check("dynamic_paths", a.dynamic_paths == b.dynamic_paths);
     check("grpc", a.grpc_routes == b.grpc_routes);
-    check("limits", same(&a.limits, &b.limits));
-    check("timeouts", same(&a.timeouts, &b.timeouts));
+    // Limits and timeouts are put in force by the caller, for what begins from then on,
+    // except these, which the pairing core and the catalog take once.
+    check(
+        "limits.control_queue",
+        a.limits.control_queue == b.limits.control_queue,
+    );
+    check(
+        "timeouts.rendezvous",
+        a.timeouts.rendezvous == b.timeouts.rendezvous,
+    );
+    check("timeouts.request", a.timeouts.request == b.timeouts.request);
+    check(
+        "timeouts.token_grace",
+        a.timeouts.token_grace == b.timeouts.token_grace,
+    );
+    check("network.trusted_proxies", a.proxies == b.proxies);
     check("cluster", same(&a.cluster, &b.cluster));
     check("admin", same(&a.admin, &b.admin));
     check("data_dir", a.data_dir == b.data_dir);

@@ -95,6 +95,7 @@ mod tests {
             max_listeners: 25,
             request_timeout: std::time::Duration::from_secs(60),
             fan_out: false,
+            network: None,
             kind: crate::catalog::Kind::HybridConnection,
             retired: tokio_util::sync::CancellationToken::new(),
         }

@@ -24,6 +24,7 @@ use tracing::{Instrument as _, debug, info};
 
 use crate::admission::Slot;
 use crate::control;
+use crate::diagnostics;
 use crate::handshake::{Head, respond, switch};
 use crate::metrics::{self, Counted};
 use crate::pairing::{
@@ -44,7 +45,7 @@ const MAX_CONTROL_MESSAGE: usize = ferry_hc::command::MAX_COMMAND_LEN;
 /// Sends an error response, bounded in time; the connection is dropped afterwards.
 pub(crate) async fn reply(shared: &Shared, conn: &mut Conn, status: u16, description: &str) {
     let _ = timeout(
-        shared.config.timeouts.close,
+        shared.tuning().timeouts.close,
         respond(conn, status, description),
     )
     .await;
@@ -64,8 +65,43 @@ pub(crate) struct Upgrade {
     pub(crate) entity: String,
 }
 
+/// Sends an error response whose description carries a tracking id, logged with it as a
+/// diagnostic event.
+pub(crate) async fn refuse(
+    shared: &Shared,
+    conn: &mut Conn,
+    peer: SocketAddr,
+    status: u16,
+    description: &str,
+) {
+    let description = if description.is_empty() {
+        crate::handshake::reason(status)
+    } else {
+        description
+    };
+    let operation = diagnostics::Operation::of_refusal(status, false);
+    let description = diagnostics::refusal(shared, operation, "", peer, status, description);
+    reply(shared, conn, status, &description).await;
+}
+
 impl Upgrade {
-    async fn fail(mut self, shared: &Shared, status: u16, description: &str) {
+    /// Refuses the upgrade: the description gets a tracking id, logged with it.
+    async fn fail(self, shared: &Shared, status: u16, description: &str) {
+        let listener = matches!(self.role(), Some(metrics::Role::Listener));
+        let operation = diagnostics::Operation::of_refusal(status, listener);
+        let description = diagnostics::refusal(
+            shared,
+            operation,
+            &self.entity,
+            self.peer,
+            status,
+            description,
+        );
+        self.answer(shared, status, &description).await;
+    }
+
+    /// Answers the upgrade with `status` and `description` as they are.
+    async fn answer(mut self, shared: &Shared, status: u16, description: &str) {
         if let Some(role) = self.role() {
             shared.metrics.connection(role, &self.entity, status);
             shared.metrics.refused(&self.entity, status, description);
@@ -155,8 +191,15 @@ pub(crate) async fn listen(shared: Arc<Shared>, mut up: Upgrade) {
         .metrics
         .connection(metrics::Role::Listener, &settings.name, 101);
     let _listening = shared.metrics.listening(&settings.name);
-    let id = registration.id();
+    let id = registration.id().to_owned();
     info!(path = %settings.name, listener = %id, peer = %up.peer, ?features, "listener online");
+    diagnostics::event(
+        &shared,
+        diagnostics::Operation::NewListenerRegistered,
+        &settings.name,
+        up.peer,
+        &format!("listener {id} registered"),
+    );
     let ws_config = WebSocketConfig::default()
         .read_buffer_size(4096)
         .write_buffer_size(0)
@@ -173,7 +216,15 @@ pub(crate) async fn listen(shared: Arc<Shared>, mut up: Upgrade) {
     let ws =
         WebSocketStream::from_partially_read(up.conn, up.head.rest, Role::Server, Some(ws_config))
             .await;
+    let (entity, peer) = (settings.name.clone(), up.peer);
     control::run(shared.clone(), ws, registration, settings, hosts, expiry).await;
+    diagnostics::event(
+        &shared,
+        diagnostics::Operation::ListenerUnregistered,
+        &entity,
+        peer,
+        &format!("listener {id} unregistered"),
+    );
 }
 
 /// True when a proxy in front says the client's connection was TLS: the first
@@ -313,10 +364,18 @@ pub(crate) async fn connect(shared: Arc<Shared>, mut up: Upgrade) {
     let paired = match outcome {
         None => return debug!(sender = %id, "sender left before a listener accepted"),
         Some(Err(e)) => {
-            if let PairError::Rejected { status, .. } = e {
-                debug!(sender = %id, status, "listener rejected the sender");
-            }
             let (status, why) = refusal(&e);
+            if let PairError::Rejected { .. } = e {
+                // The listener's own words reach the sender as it wrote them.
+                diagnostics::event(
+                    &shared,
+                    diagnostics::Operation::ListenerRejectedConnection,
+                    &settings.name,
+                    up.peer,
+                    &format!("listener rejected sender {id} with {status} {why}"),
+                );
+                return up.answer(&shared, status, why).await;
+            }
             return up.fail(&shared, status, why).await;
         }
         Some(Ok(pair)) => pair,
@@ -336,7 +395,7 @@ pub(crate) async fn connect(shared: Arc<Shared>, mut up: Upgrade) {
         .is_err()
     {
         let _ = timeout(
-            shared.config.timeouts.close,
+            shared.tuning().timeouts.close,
             write_close(&mut lconn, 1001, "sender went away"),
         )
         .await;
@@ -352,6 +411,13 @@ pub(crate) async fn connect(shared: Arc<Shared>, mut up: Upgrade) {
     to_listener.add(sender_pre.len() as u64);
     to_sender.add(pre.len() as u64);
     info!(path = %settings.name, sender = %id, listener = %listener.id, "relay started");
+    diagnostics::event(
+        &shared,
+        diagnostics::Operation::SenderListenerConnectionEstablished,
+        &settings.name,
+        up.peer,
+        &format!("sender {id} joined listener {}", listener.id),
+    );
     // The relay gets a task of its own holding only what it needs (the two connections, their
     // permits, bytes read early): this handshake task, with its request headers and buffers,
     // ends here, so an idle relayed connection costs little more than its two sockets.
@@ -365,7 +431,7 @@ pub(crate) async fn connect(shared: Arc<Shared>, mut up: Upgrade) {
                 &sender_pre,
                 Counted::new(lconn, to_sender),
                 &pre,
-                &task_shared.relay,
+                &task_shared.tuning().relay,
                 &task_shared.cancel,
             )
             .await;
@@ -405,7 +471,8 @@ pub(crate) async fn accept(shared: Arc<Shared>, mut up: Upgrade) {
             .clone()
             .unwrap_or_else(|| crate::handshake::reason(status).to_owned());
         claim.reject(status, description);
-        return up.fail(&shared, 410, "Gone").await;
+        // The reject worked: 410 is the listener's success.
+        return up.answer(&shared, 410, "Gone").await;
     }
     if claim.sender_gone() {
         return up.fail(&shared, 404, "the sender went away").await;
@@ -429,7 +496,7 @@ pub(crate) async fn accept(shared: Arc<Shared>, mut up: Upgrade) {
         permit: up.permit,
     };
     if let Some(mut lconn) = claim.complete(paired) {
-        let _ = timeout(shared.config.timeouts.close, async {
+        let _ = timeout(shared.tuning().timeouts.close, async {
             let _ = write_close(&mut lconn, 1001, "sender went away").await;
             let _ = lconn.shutdown().await;
         })

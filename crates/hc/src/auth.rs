@@ -173,6 +173,9 @@ pub enum AuthError {
     /// The token is valid, but its audience does not cover the requested path.
     #[error("token audience does not cover this path")]
     WrongAudience,
+    /// The path's IP rules turn the client's address away, whatever its token.
+    #[error("the client's address may not reach this path")]
+    AddressDenied,
 }
 
 impl AuthError {
@@ -181,7 +184,7 @@ impl AuthError {
     pub fn status(&self) -> u16 {
         match self {
             Self::Missing | Self::Malformed(_) | Self::Expired | Self::BadSignature => 401,
-            Self::MissingRight(_) | Self::WrongAudience => 403,
+            Self::MissingRight(_) | Self::WrongAudience | Self::AddressDenied => 403,
         }
     }
 }

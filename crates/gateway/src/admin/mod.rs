@@ -44,7 +44,7 @@ pub(crate) async fn serve(
     tls: TlsAcceptor,
     mut slot: Slot,
 ) {
-    let tls = match timeout(shared.config.timeouts.handshake, tls.accept(tcp)).await {
+    let tls = match timeout(shared.tuning().timeouts.handshake, tls.accept(tcp)).await {
         Ok(Ok(s)) => s,
         Ok(Err(e)) => return debug!(%peer, error = %e, "admin tls handshake failed"),
         Err(_) => return debug!(%peer, "admin tls handshake timed out"),
@@ -57,13 +57,14 @@ pub(crate) async fn serve(
         let shared = service_shared.clone();
         async move { Ok::<_, Infallible>(handle(&shared, peer, req).await) }
     });
-    let timeouts = &shared.config.timeouts;
+    let tuning = shared.tuning();
+    let timeouts = &tuning.timeouts;
     let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
         .timer(TokioTimer::new())
         .header_read_timeout(timeouts.handshake)
-        .max_buf_size(shared.config.limits.max_header_bytes.max(8192));
+        .max_buf_size(shared.tuning().limits.max_header_bytes.max(8192));
     builder
         .http2()
         .timer(TokioTimer::new())
@@ -166,7 +167,7 @@ async fn answer(
         return Ok(json(StatusCode::OK, &status::report(shared)));
     }
     let (parts, body) = req.into_parts();
-    let body = read_body(body, shared.config.timeouts.handshake).await?;
+    let body = read_body(body, shared.tuning().timeouts.handshake).await?;
     arm::route(shared, &parts, &body).await
 }
 

@@ -242,6 +242,7 @@ impl Catalog {
                         .request_timeout_ms
                         .map_or(self.request_timeout, Duration::from_millis),
                     fan_out: entity.fan_out,
+                    network: entity.network.clone(),
                     kind: entity.kind,
                     retired,
                 };

@@ -159,6 +159,9 @@ pub(crate) struct Entity {
     pub(crate) request_timeout_ms: Option<u64>,
     #[serde(default)]
     pub(crate) fan_out: bool,
+    /// The path's own IP rules (from the file only: Azure's API has none per entity).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) network: Option<NetworkRules>,
     pub(crate) created_ms: u64,
     pub(crate) updated_ms: u64,
     #[serde(default)]
@@ -178,6 +181,7 @@ impl Entity {
             max_listeners: ferry_hc::MAX_LISTENERS_PER_PATH,
             request_timeout_ms: None,
             fan_out: false,
+            network: None,
             created_ms: now,
             updated_ms: now,
             seeded: false,
@@ -346,6 +350,7 @@ impl Model {
                 .request_timeout
                 .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
             entity.fan_out = path.fan_out;
+            entity.network.clone_from(&path.network);
             entity.seeded = true;
             entity.created_ms = created(stored.entities.get(&key).map(|e| e.created_ms));
             entity.rules = path

@@ -26,6 +26,23 @@ pub(crate) enum Code {
     Unauthenticated = 16,
 }
 
+impl Code {
+    /// The HTTP status the code stands for (gRPC's own mapping, read backwards), for the
+    /// metrics and events that count calls with HTTP requests.
+    pub(crate) fn http_status(self) -> u16 {
+        match self {
+            Self::Unauthenticated => 401,
+            Self::PermissionDenied => 403,
+            Self::NotFound | Self::Unimplemented => 404,
+            Self::ResourceExhausted => 429,
+            Self::Cancelled => 499,
+            Self::Unavailable => 503,
+            Self::DeadlineExceeded => 504,
+            Self::Internal => 500,
+        }
+    }
+}
+
 /// A call the gateway ends itself.
 #[derive(Clone, Debug)]
 pub(crate) struct Failure {

@@ -45,6 +45,7 @@ use tracing::{Instrument as _, debug, info};
 use self::body::{Checked, Code, Failure, Reply, Scanner};
 use self::pool::{UpBody, lock};
 use crate::body::{Body, empty};
+use crate::diagnostics;
 use crate::pairing::{Choice, Destination, Intent, ListenerHandle, PairError, PathSettings};
 use crate::state::Shared;
 
@@ -80,10 +81,26 @@ pub(crate) async fn handle(
         .get("grpc-timeout")
         .and_then(|v| parse_timeout(v.as_bytes()))
         .map(|d| Instant::now() + d);
-    match call(shared, peer, req, deadline).await {
+    let started = Instant::now();
+    // The hybrid connection the call reached, once known (metrics and events name it).
+    let mut entity = String::new();
+    let outcome = call(shared, peer, req, deadline, &mut entity).await;
+    // Calls are counted as HTTP requests: their head's status, or the one a refusal's code
+    // stands for.
+    let status = match &outcome {
+        Ok(response) => response.status().as_u16(),
+        Err(failure) => failure.code.http_status(),
+    };
+    let elapsed = started.elapsed().as_secs_f64();
+    shared.metrics.http_request(&entity, status, elapsed);
+    match outcome {
         Ok(response) => response,
-        Err(failure) => {
+        Err(mut failure) => {
             debug!(code = ?failure.code, message = %failure.message, "grpc call refused");
+            shared.metrics.refused(&entity, status, &failure.message);
+            let operation = diagnostics::Operation::of_refusal(status, false);
+            failure.message =
+                diagnostics::refusal(shared, operation, &entity, peer, status, &failure.message);
             trailers_only(&failure)
         }
     }
@@ -94,6 +111,7 @@ async fn call(
     peer: SocketAddr,
     req: http::Request<Incoming>,
     deadline: Option<Instant>,
+    entity: &mut String,
 ) -> Result<http::Response<Body>, Failure> {
     let (mut parts, body) = req.into_parts();
     let service = parts
@@ -141,6 +159,7 @@ async fn call(
             ));
         }
     };
+    entity.clone_from(&settings.name);
     if !settings.anonymous_senders {
         authorize(shared, peer, &settings, token.as_deref(), &path)?;
     }
@@ -194,7 +213,7 @@ async fn call(
     parts.uri = http::Uri::from_parts(uri)
         .map_err(|_| Failure::new(Code::Internal, "cannot rebuild the request URI"))?;
     let abort = Arc::new(OnceLock::new());
-    let limit = shared.config.limits.max_grpc_message as u64;
+    let limit = shared.tuning().limits.max_grpc_message as u64;
     let up = http::Request::from_parts(
         parts,
         Checked {
@@ -341,20 +360,20 @@ async fn open(
         } => unavailable(&format!("the listener refused: {status} {description}")),
         _ => unavailable("the rendezvous was abandoned"),
     })?;
-    let (ws, permit) = paired.into_stream(shared.config.limits.max_message);
-    let keepalive = shared.config.timeouts.keepalive;
+    let (ws, permit) = paired.into_stream(shared.tuning().limits.max_message);
+    let keepalive = shared.tuning().timeouts.keepalive;
     let handshake = hyper::client::conn::http2::Builder::new(TokioExecutor::new())
         .timer(TokioTimer::new())
         .adaptive_window(true)
         .max_header_list_size(
-            u32::try_from(shared.config.limits.max_header_bytes).unwrap_or(u32::MAX),
+            u32::try_from(shared.tuning().limits.max_header_bytes).unwrap_or(u32::MAX),
         )
         .keep_alive_interval(keepalive)
         .keep_alive_timeout(keepalive)
         .keep_alive_while_idle(true)
         .max_frame_size(MAX_FRAME)
         .handshake(TokioIo::new(ws));
-    let (send, connection) = timeout(shared.config.timeouts.handshake, handshake)
+    let (send, connection) = timeout(shared.tuning().timeouts.handshake, handshake)
         .await
         .map_err(|_| unavailable("http/2 handshake with the listener timed out"))?
         .map_err(|e| unavailable(&format!("http/2 handshake with the listener: {e}")))?;

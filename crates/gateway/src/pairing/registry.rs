@@ -28,6 +28,8 @@ pub(crate) struct PathSettings {
     pub(crate) request_timeout: std::time::Duration,
     /// Whether a session goes to every listener on the path (NetEvent multicast).
     pub(crate) fan_out: bool,
+    /// The path's own IP rules, checked after the namespace's.
+    pub(crate) network: Option<crate::network::NetworkRules>,
     /// A hybrid connection or a WCF relay.
     pub(crate) kind: Kind,
     /// Cancelled when the path stops existing (deleted through the management API, or gone
@@ -249,6 +251,7 @@ impl Registry for Local {
             max_listeners: ferry_hc::MAX_LISTENERS_PER_PATH,
             request_timeout: self.request_timeout,
             fan_out: false,
+            network: None,
             kind: Kind::HybridConnection,
             retired: CancellationToken::new(),
         }

@@ -270,8 +270,8 @@ async fn diagnostic_events_are_json_lines_with_azures_names_and_the_clients_trac
 }
 
 /// A gateway's file: a plain port, a namespace rule set turning 127.0.0.66 away, 127.0.0.1
-/// trusted as a load balancer, a path `open` and a path `guarded` that only 127.0.0.77 may
-/// reach.
+/// trusted as a load balancer, a path `open`, and paths `guarded` and `public` (anonymous
+/// senders) that only 127.0.0.77 may reach.
 fn edge_config(dir: &Path, name: &str, plain: u16, proxy_protocol: bool) -> std::path::PathBuf {
     let file = dir.join(name);
     std::fs::write(
@@ -283,6 +283,9 @@ fn edge_config(dir: &Path, name: &str, plain: u16, proxy_protocol: bool) -> std:
              [[network.rules]]\nip_mask = \"127.0.0.66\"\naction = \"Deny\"\n\
              [[paths]]\nname = \"open\"\n\
              [[paths]]\nname = \"guarded\"\n[paths.network]\ndefault_action = \"Deny\"\n\
+             [[paths.network.rules]]\nip_mask = \"127.0.0.77/32\"\naction = \"Allow\"\n\
+             [[paths]]\nname = \"public\"\nanonymous_senders = true\n[paths.network]\n\
+             default_action = \"Deny\"\n\
              [[paths.network.rules]]\nip_mask = \"127.0.0.77/32\"\naction = \"Allow\"\n"
         ),
     )
@@ -363,6 +366,11 @@ async fn haproxy_names_the_client_by_proxy_protocol_and_forwarded_for() {
             assert!(body.contains("address"), "{version}: {body}");
             let (_, status, body) = from("127.0.0.77", &url("guarded"), &[]).await;
             assert_eq!(status, 401, "{version}: {body}");
+            // Anonymous senders are held to the path's rules too.
+            let (_, status, body) = from("127.0.0.88", &url("public"), &[]).await;
+            assert_eq!(status, 403, "{version}: {body}");
+            let (_, status, body) = from("127.0.0.77", &url("public"), &[]).await;
+            assert_eq!(status, 502, "{version}: nobody listens: {body}");
         }
         // A trusted proxy's connection without the header is closed; anyone else's header is
         // not believed (it is read as the start of an HTTP request).
@@ -390,6 +398,35 @@ async fn haproxy_names_the_client_by_proxy_protocol_and_forwarded_for() {
         assert_eq!(
             status, 403,
             "the path's rules, by forwarded address: {body}"
+        );
+        let (_, status, body) = from("127.0.0.88", &url("public"), &[]).await;
+        assert_eq!(
+            status, 403,
+            "an anonymous path's rules, by forwarded address: {body}"
+        );
+        // One load balancer connection carries several clients' requests: each is judged by
+        // its own X-Forwarded-For (curl --next reuses the connection, as the balancer would).
+        let direct = format!("http://127.0.0.1:{xff_port}/open/x");
+        let each = [
+            "-s",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code} %{num_connects}\n",
+        ];
+        let out = Command::new("curl")
+            .args(["--interface", "127.0.0.1"])
+            .args(each)
+            .args(["-H", "X-Forwarded-For: 127.0.0.77", &direct, "--next"])
+            .args(each)
+            .args(["-H", "X-Forwarded-For: 127.0.0.66", &direct])
+            .output()
+            .await
+            .expect("curl runs");
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout),
+            "401 1\n403 0\n",
+            "two clients on one connection"
         );
         // A client's own X-Forwarded-For, straight to the gateway, names nobody.
         let direct = format!("http://127.0.0.1:{xff_port}/open/x");

@@ -270,6 +270,8 @@ async fn relay(
         Destination::Unknown => return Err(Refusal::new(404, "no such hybrid connection")),
     };
     entity.clone_from(&settings.name);
+    // The path's IP rules hold for anonymous senders too.
+    crate::auth::path_admits(&settings, peer)?;
     if parts.method == http::Method::GET
         && app_query == RUNTIME_INFORMATION_QUERY
         && path.trim_matches('/').eq_ignore_ascii_case(&settings.name)

@@ -554,12 +554,16 @@ async fn accept_loop(shared: Arc<Shared>, listener: TcpListener, front: Front) {
                 async move {
                     let shared = task_shared;
                     if !shared.config.proxies.proxy_protocol {
-                        let mut slot = shared.admission.admit_proxy(handshake);
-                        if matches!(front, Front::NetTcp(..) | Front::Relayed(..))
-                            && let Err(busy) = slot.assign(Role::Sender)
-                        {
-                            return debug!(%busy, "connection refused");
+                        // net.tcp names no client: there the load balancer is the source,
+                        // held to the rules and limits like any (use the PROXY protocol to
+                        // see its clients).
+                        if matches!(front, Front::NetTcp(..) | Front::Relayed(..)) {
+                            if let Some(slot) = admit(&shared, peer, handshake, &front) {
+                                serve_admitted(shared, tcp, peer, slot, front).await;
+                            }
+                            return;
                         }
+                        let slot = shared.admission.admit_proxy(handshake);
                         return serve_admitted(shared, tcp, peer, slot, front).await;
                     }
                     let mut tcp = tcp;

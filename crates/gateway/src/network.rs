@@ -184,13 +184,14 @@ impl TrustedProxies {
         if self.proxy_protocol || !self.trusts(peer) {
             return peer;
         }
+        // The nearest hops are the rightmost: all are read (the request head's size bounds
+        // them), the walk looks at 64 at most.
         let hops: Vec<&str> = forwarded_for
             .flat_map(|v| v.split(','))
             .map(str::trim)
-            .take(64)
             .collect();
         let mut client = peer;
-        for hop in hops.iter().rev() {
+        for hop in hops.iter().rev().take(64) {
             let Some(ip) = parse_hop(hop) else {
                 // Garbage where an address should be: trust nothing further left.
                 return client;
@@ -318,6 +319,13 @@ mod tests {
             ip("10.0.0.1")
         );
         assert_eq!(proxies.client(ip("10.0.0.1"), xff(&[])), ip("10.0.0.1"));
+        // A client cannot push the proxy's own entry out of reach with a long header.
+        let long: Vec<String> = (0..100).map(|_| "192.0.2.200".to_owned()).collect();
+        let values = [long.join(", "), "198.51.100.9".to_owned()];
+        assert_eq!(
+            proxies.client(ip("10.0.0.1"), values.iter().map(String::as_str)),
+            ip("198.51.100.9")
+        );
         let pp = TrustedProxies {
             proxy_protocol: true,
             ..proxies

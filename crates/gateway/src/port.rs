@@ -93,6 +93,18 @@ pub(crate) async fn serve(
 }
 
 async fn route(shared: Arc<Shared>, mut conn: Conn, peer: SocketAddr, head: Head, permit: Slot) {
+    let target = match HcTarget::parse(&head.target) {
+        Ok(t) => t,
+        Err(address::AddressError::NotHybridConnection) => {
+            // `https://ns/{path}/...`: HTTP request relaying.
+            let mut replay = head.raw;
+            replay.extend_from_slice(&head.rest);
+            return serve_http(shared, conn, peer, replay, permit).await;
+        }
+        Err(e) => return refuse(&shared, &mut conn, peer, 400, &e.to_string()).await,
+    };
+    // A WebSocket upgrade is one request: its client is decided here. (HTTP requests above
+    // are decided one by one, a load balancer's connection carrying several clients'.)
     let forwarded_for = head
         .headers
         .iter()
@@ -119,16 +131,6 @@ async fn route(shared: Arc<Shared>, mut conn: Conn, peer: SocketAddr, head: Head
         )
         .await;
     }
-    let target = match HcTarget::parse(&head.target) {
-        Ok(t) => t,
-        Err(address::AddressError::NotHybridConnection) => {
-            // `https://ns/{path}/...`: HTTP request relaying.
-            let mut replay = head.raw;
-            replay.extend_from_slice(&head.rest);
-            return serve_http(shared, conn, peer, replay, permit).await;
-        }
-        Err(e) => return refuse(&shared, &mut conn, peer, 400, &e.to_string()).await,
-    };
     let is_upgrade = head.method == "GET"
         && head.has_token("Upgrade", "websocket")
         && head.has_token("Connection", "upgrade");
@@ -343,12 +345,14 @@ async fn handle(
     peer: SocketAddr,
     req: http::Request<Incoming>,
 ) -> http::Response<Body> {
-    let forwarded_for = req
+    // Not ASCII: read lossily, so a bad byte stops the walk where it is, not the whole value.
+    let forwarded_for: Vec<_> = req
         .headers()
         .get_all("x-forwarded-for")
         .iter()
-        .filter_map(|v| v.to_str().ok());
-    let peer = match shared.forwarded_client(peer, forwarded_for) {
+        .map(|v| String::from_utf8_lossy(v.as_bytes()))
+        .collect();
+    let peer = match shared.forwarded_client(peer, forwarded_for.iter().map(|v| v.as_ref())) {
         Ok(client) => client,
         Err(refused) => {
             debug!(client = %refused.0, "request refused by the network rules");

@@ -72,6 +72,10 @@ pub(crate) async fn read<R: AsyncRead + Unpin>(
     if !start.starts_with(b"PROXY ") {
         return Err(ProxyHeaderError::Missing);
     }
+    if start.contains(&b'\n') {
+        // The shortest line, "PROXY UNKNOWN\r\n", is longer than this.
+        return Err(ProxyHeaderError::Malformed("v1 line ends too soon"));
+    }
     // A v1 line, read a byte at a time up to its CRLF so nothing after it is consumed.
     let mut line = start.to_vec();
     while !line.ends_with(b"\r\n") {
@@ -219,6 +223,7 @@ mod tests {
             b"PROXY UDP4 203.0.113.9 192.0.2.1 1 2\r\n",
             b"PROXY TCP4 203.0.113.9 192.0.2.1 1 2 3\r\n",
             b"PROXY TCP4 203.0.113.9 192.0.2.1 1 2\n",
+            b"PROXY X\r\nGET / HTTP/1.1\r\n",
         ] {
             assert!(
                 matches!(parse(bad).await.0, Err(ProxyHeaderError::Malformed(_))),

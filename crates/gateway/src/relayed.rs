@@ -145,6 +145,18 @@ pub(crate) async fn serve(
             .await;
         }
     };
+    if crate::auth::path_admits(&settings, peer).is_err() {
+        info!(%peer, %path, "relayed sender refused by the path's IP rules");
+        let reason = "403: the client's address may not reach this path";
+        return fail(
+            &shared,
+            &mut conn,
+            Some(&request),
+            "AuthorizationFailed",
+            reason,
+        )
+        .await;
+    }
     if !settings.anonymous_senders {
         let token = request.relay_token.as_ref().map(|t| t.token.as_str());
         if let Err(e) = shared.authorize_sender(peer, &settings, token, &path) {

@@ -80,14 +80,22 @@ impl Shared {
             .clone()
     }
 
-    /// Puts `config`'s limits and timeouts in force for what begins from now on.
+    /// Puts `config`'s limits and timeouts in force for what begins from now on. The few the
+    /// pairing core and the catalog take once stay as they started, everywhere, until a
+    /// restart.
     pub(crate) fn retune(&self, config: &Config) {
         self.admission
             .retune(&config.limits, &self.tracker, &self.cancel);
+        let mut tuning = Tuning::of(config);
+        let started = &self.config;
+        tuning.limits.control_queue = started.limits.control_queue;
+        tuning.timeouts.rendezvous = started.timeouts.rendezvous;
+        tuning.timeouts.request = started.timeouts.request;
+        tuning.timeouts.token_grace = started.timeouts.token_grace;
         *self
             .tuning
             .write()
-            .unwrap_or_else(std::sync::PoisonError::into_inner) = Arc::new(Tuning::of(config));
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Arc::new(tuning);
     }
 
     /// The client behind a request that arrived from `peer`, with the `X-Forwarded-For`

@@ -316,6 +316,10 @@ pub(crate) async fn connect(shared: Arc<Shared>, mut up: Upgrade) {
         Destination::Unknown => return up.fail(&shared, 404, "no such hybrid connection").await,
     };
     up.entity.clone_from(&settings.name);
+    // The path's IP rules hold for anonymous senders too.
+    if let Err(e) = crate::auth::path_admits(&settings, up.peer) {
+        return up.fail(&shared, e.status(), &e.to_string()).await;
+    }
     if !settings.anonymous_senders
         && let Err(e) = up.authorize_sender(&shared, &settings)
     {

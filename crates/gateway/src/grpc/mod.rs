@@ -160,6 +160,8 @@ async fn call(
         }
     };
     entity.clone_from(&settings.name);
+    // The path's IP rules hold for anonymous senders too.
+    crate::auth::path_admits(&settings, peer)?;
     if !settings.anonymous_senders {
         authorize(shared, peer, &settings, token.as_deref(), &path)?;
     }

@@ -109,27 +109,17 @@ pub(crate) fn refusal(
         description,
         &tracking_id,
         &shared.config.namespace,
-        entity,
         &timestamp,
     )
 }
 
-/// `description` with the correlation suffix Azure appends to its error descriptions.
-fn tracked(
-    description: &str,
-    tracking_id: &str,
-    namespace: &str,
-    entity: &str,
-    timestamp: &str,
-) -> String {
+/// `description` with the correlation suffix Azure appends to its error descriptions. The
+/// system tracker names the namespace only, never the entity: a refusal must read the same
+/// for a path that exists and one that does not (the event in the log has the entity).
+fn tracked(description: &str, tracking_id: &str, namespace: &str, timestamp: &str) -> String {
     let description = description.trim_end_matches(['.', ' ']);
-    let system = if entity.is_empty() {
-        namespace.to_owned()
-    } else {
-        format!("{namespace}:{entity}")
-    };
     format!(
-        "{description}. TrackingId:{tracking_id}, SystemTracker:{system}, Timestamp:{timestamp}"
+        "{description}. TrackingId:{tracking_id}, SystemTracker:{namespace}, Timestamp:{timestamp}"
     )
 }
 
@@ -144,15 +134,12 @@ mod tests {
                 "no such hybrid connection",
                 "6f1c0c2e-0d5e-4c1b-9f55-0d2a8c1e4b7a",
                 "relay.example",
-                "orders",
                 "2026-12-07T19:00:00Z"
             ),
             "no such hybrid connection. TrackingId:6f1c0c2e-0d5e-4c1b-9f55-0d2a8c1e4b7a, \
-             SystemTracker:relay.example:orders, Timestamp:2026-12-07T19:00:00Z"
+             SystemTracker:relay.example, Timestamp:2026-12-07T19:00:00Z"
         );
-        assert!(
-            tracked("x.", "id", "ns", "", "t").starts_with("x. TrackingId:id, SystemTracker:ns,")
-        );
+        assert!(tracked("x.", "id", "ns", "t").starts_with("x. TrackingId:id, SystemTracker:ns,"));
     }
 
     #[test]

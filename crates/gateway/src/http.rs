@@ -158,24 +158,23 @@ fn runtime_information(
     crate::auth::path_admits(settings, peer)?;
     let hosts = shared.config.audience_hosts();
     let now = crate::auth::now_unix();
-    let token = token.ok_or(AuthError::Missing);
-    let verdict = [Right::Listen, Right::Send, Right::Manage]
-        .into_iter()
-        .map(|right| {
-            token.clone().and_then(|t| {
-                settings
-                    .rules
-                    .authorize_any_host(t, &hosts, path, right, now)
-            })
-        })
-        .find(Result::is_ok)
-        .unwrap_or_else(|| {
-            token.and_then(|t| {
-                settings
-                    .rules
-                    .authorize_any_host(t, &hosts, path, Right::Listen, now)
-            })
-        });
+    // A token that is not genuine fails once; a genuine one is tried for each right in turn.
+    let verdict = token.ok_or(AuthError::Missing).and_then(|t| {
+        let check = |right| {
+            settings
+                .rules
+                .authorize_any_host(t, &hosts, path, right, now)
+        };
+        let or_next = |right| {
+            move |e| match e {
+                AuthError::MissingRight(_) => check(right),
+                e => Err(e),
+            }
+        };
+        check(Right::Listen)
+            .or_else(or_next(Right::Send))
+            .or_else(or_next(Right::Manage))
+    });
     if let Err(e) = verdict {
         shared.admission.auth_failed(peer.ip());
         shared.metrics.auth_failed(&e);

@@ -334,11 +334,9 @@ pub(crate) async fn splice<S>(
 {
     let (mut sender_rd, mut sender_wr) = tokio::io::split(sender);
     let (mut listener_rd, mut listener_wr) = tokio::io::split(listener);
-    let (idle, close) = (
-        shared.tuning().timeouts.idle,
-        shared.tuning().timeouts.close,
-    );
-    let write_limit = close.max(shared.tuning().timeouts.handshake);
+    let timeouts = shared.tuning().timeouts.clone();
+    let (idle, close) = (timeouts.idle, timeouts.close);
+    let write_limit = close.max(timeouts.handshake);
     let up = async {
         let mut buf = vec![0u8; READ];
         let mut out = Vec::with_capacity(READ);

@@ -19,6 +19,8 @@ use tokio::process::{Child, Command};
 struct Logged {
     _child: Child,
     lines: Arc<Mutex<Vec<String>>>,
+    /// The port it listens on (configured as port 0: no other process can take it first).
+    port: u16,
 }
 
 impl Logged {
@@ -41,25 +43,33 @@ impl Logged {
                 kept.lock().unwrap().push(line);
             }
         });
-        let logged = Self {
+        let mut logged = Self {
             _child: child,
             lines,
+            port: 0,
         };
-        logged
+        let listening = logged
             .wait_for(|l| {
                 l["message"]
                     .as_str()
                     .is_some_and(|m| m.starts_with("listening"))
             })
             .await;
+        // `addr = Some(127.0.0.1:PORT)`.
+        let addr = listening["addr"].as_str().unwrap_or_default();
+        logged.port = addr
+            .trim_start_matches("Some(")
+            .trim_end_matches(')')
+            .parse::<std::net::SocketAddr>()
+            .unwrap_or_else(|e| panic!("{e}: {listening}"))
+            .port();
         logged
     }
 
     /// Every line so far, each of which must be one JSON object.
     fn json(&self) -> Vec<Value> {
-        self.lines
-            .lock()
-            .unwrap()
+        let lines = self.lines.lock().unwrap().clone();
+        lines
             .iter()
             .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
             .collect()
@@ -146,19 +156,19 @@ const RULE: &str =
 async fn diagnostic_events_are_json_lines_with_azures_names_and_the_clients_tracking_id() {
     within(async {
         let dir = tempfile::tempdir().unwrap();
-        let tls = free_port();
         let ca = dir.path().join("ca.pem");
         let config = dir.path().join("ferry.toml");
         std::fs::write(
             &config,
             format!(
-                "namespace = \"localhost\"\n[listen]\ntls = \"127.0.0.1:{tls}\"\n[tls]\ndev = true\n\
+                "namespace = \"localhost\"\n[listen]\ntls = \"127.0.0.1:0\"\n[tls]\ndev = true\n\
                  dev_ca_out = \"{ca}\"\n{RULE}[[paths]]\nname = \"events\"\n",
                 ca = ca.display()
             ),
         )
         .unwrap();
         let gw = Logged::start(&config).await;
+        let tls = gw.port;
         let base = format!("wss://localhost:{tls}/$hc/events");
 
         let mut listener = node(
@@ -230,7 +240,10 @@ async fn diagnostic_events_are_json_lines_with_azures_names_and_the_clients_trac
         .await;
         assert_eq!(status, 401, "{body}");
         // The namespace only: a refusal reads the same whether the path exists or not.
-        assert!(body.contains("SystemTracker:localhost, Timestamp:"), "{body}");
+        assert!(
+            body.contains("SystemTracker:localhost, Timestamp:"),
+            "{body}"
+        );
         let event = gw.tracked(&tracking_id(&body)).await;
         assert_eq!(event["operation_name"], "InvalidSasToken", "{event}");
         assert_eq!(event["entity"], "events", "{event}");
@@ -261,10 +274,19 @@ async fn diagnostic_events_are_json_lines_with_azures_names_and_the_clients_trac
         .await;
         assert_eq!(status, 502, "{body}");
         let event = gw.tracked(&tracking_id(&body)).await;
-        assert_eq!(event["operation_name"], "ProcessingRequestFailed", "{event}");
+        assert_eq!(
+            event["operation_name"], "ProcessingRequestFailed",
+            "{event}"
+        );
         // Nothing secret in the log: no key, no token signature.
         let log = gw.lines.lock().unwrap().join("\n");
-        let signature = token.split("sig=").nth(1).unwrap().split('&').next().unwrap();
+        let signature = token
+            .split("sig=")
+            .nth(1)
+            .unwrap()
+            .split('&')
+            .next()
+            .unwrap();
         assert!(!log.contains(signature), "a token reached the log");
     })
     .await;
@@ -307,48 +329,62 @@ async fn haproxy_names_the_client_by_proxy_protocol_and_forwarded_for() {
     within(async {
         ferry_interop::require_tool("haproxy", "haproxy");
         let dir = tempfile::tempdir().unwrap();
-        let (pp_port, xff_port) = (free_port(), free_port());
-        let (v1, v2, http) = (free_port(), free_port(), free_port());
-        let pp = Logged::start(&edge_config(dir.path(), "pp.toml", pp_port, true)).await;
-        let xff = Logged::start(&edge_config(dir.path(), "xff.toml", xff_port, false)).await;
-        let haproxy_cfg = dir.path().join("haproxy.cfg");
-        std::fs::write(
-            &haproxy_cfg,
-            format!(
-                "global\n  maxconn 256\ndefaults\n  timeout connect 5s\n  timeout client 30s\n  \
-                 timeout server 30s\n\
-                 frontend v1\n  mode tcp\n  bind 127.0.0.1:{v1}\n  default_backend gw_v1\n\
-                 backend gw_v1\n  mode tcp\n  server gw 127.0.0.1:{pp_port} send-proxy\n\
-                 frontend v2\n  mode tcp\n  bind 127.0.0.1:{v2}\n  default_backend gw_v2\n\
-                 backend gw_v2\n  mode tcp\n  server gw 127.0.0.1:{pp_port} send-proxy-v2\n\
-                 frontend web\n  mode http\n  option forwardfor\n  bind 127.0.0.1:{http}\n  \
-                 default_backend gw_http\n\
-                 backend gw_http\n  mode http\n  server gw 127.0.0.1:{xff_port}\n"
-            ),
-        )
-        .unwrap();
-        let _haproxy = Command::new("haproxy")
-            .arg("-db")
-            .arg("-f")
-            .arg(&haproxy_cfg)
-            .stdout(Stdio::null())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("haproxy starts");
-        for port in [v1, v2, http] {
-            let mut up = false;
-            for _ in 0..100 {
-                if tokio::net::TcpStream::connect(("127.0.0.1", port))
-                    .await
-                    .is_ok()
-                {
-                    up = true;
-                    break;
+        let pp = Logged::start(&edge_config(dir.path(), "pp.toml", 0, true)).await;
+        let xff = Logged::start(&edge_config(dir.path(), "xff.toml", 0, false)).await;
+        let (pp_port, xff_port) = (pp.port, xff.port);
+        // HAProxy cannot bind port 0 and say which it got: free ports are picked, and picked
+        // again if another process takes one first.
+        let mut haproxy = None;
+        let (mut v1, mut v2, mut http) = (0, 0, 0);
+        for _ in 0..3 {
+            (v1, v2, http) = (free_port(), free_port(), free_port());
+            let haproxy_cfg = dir.path().join("haproxy.cfg");
+            std::fs::write(
+                &haproxy_cfg,
+                format!(
+                    "global\n  maxconn 256\ndefaults\n  timeout connect 5s\n  timeout client 30s\n  \
+                     timeout server 30s\n\
+                     frontend v1\n  mode tcp\n  bind 127.0.0.1:{v1}\n  default_backend gw_v1\n\
+                     backend gw_v1\n  mode tcp\n  server gw 127.0.0.1:{pp_port} send-proxy\n\
+                     frontend v2\n  mode tcp\n  bind 127.0.0.1:{v2}\n  default_backend gw_v2\n\
+                     backend gw_v2\n  mode tcp\n  server gw 127.0.0.1:{pp_port} send-proxy-v2\n\
+                     frontend web\n  mode http\n  option forwardfor\n  bind 127.0.0.1:{http}\n  \
+                     default_backend gw_http\n\
+                     backend gw_http\n  mode http\n  server gw 127.0.0.1:{xff_port}\n"
+                ),
+            )
+            .unwrap();
+            let mut child = Command::new("haproxy")
+                .arg("-db")
+                .arg("-f")
+                .arg(&haproxy_cfg)
+                .stdout(Stdio::null())
+                .kill_on_drop(true)
+                .spawn()
+                .expect("haproxy starts");
+            let mut up = true;
+            for port in [v1, v2, http] {
+                let mut listening = false;
+                for _ in 0..100 {
+                    if tokio::net::TcpStream::connect(("127.0.0.1", port))
+                        .await
+                        .is_ok()
+                    {
+                        listening = true;
+                        break;
+                    }
+                    tokio::time::sleep(Duration::from_millis(100)).await;
                 }
-                tokio::time::sleep(Duration::from_millis(100)).await;
+                up &= listening;
             }
-            assert!(up, "haproxy does not listen on {port}");
+            // A port another process held answers too: haproxy must also still be running.
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            if up && matches!(child.try_wait(), Ok(None)) {
+                haproxy = Some(child);
+                break;
+            }
         }
+        let _haproxy = haproxy.expect("haproxy listens on free ports");
 
         for (version, port) in [("v1", v1), ("v2", v2)] {
             let url = |path: &str| format!("http://127.0.0.1:{port}/{path}/x");

@@ -18,6 +18,21 @@
 //!   closed its connection or reset its HTTP/2 stream, or the deadline passed. The listener
 //!   drops the work for that request; a `cancel` for an id it does not know (already
 //!   answered) is ignored.
+//!
+//! Azure's protocol also frames every relayed byte as WebSocket messages, masked by both
+//! clients, which costs each hop a copy and a pass over the data. When both ends of one
+//! relayed connection are Ferry's and want a plain byte stream, they may drop the framing
+//! ([`FEATURE_RAW`]):
+//!
+//! - the sender lists `raw` in the [`FEATURES_HEADER`] of its `connect` upgrade; the
+//!   listener finds it in `accept.connectHeaders` and, if it too wants bytes only, lists
+//!   `raw` on its rendezvous upgrade;
+//! - the gateway answers both upgrades with `Ferry-Features: raw` only when both asked; from
+//!   the 101 on, each side's connection carries the other's bytes as they are, end of stream
+//!   is TCP's (or TLS's) own, and the gateway moves bytes socket to socket.
+//!
+//! Each side goes raw only when the 101 it received says so, so a Ferry client meeting
+//! Azure's service, or an Azure client on either end, keeps the WebSocket protocol.
 
 use std::collections::BTreeMap;
 
@@ -54,17 +69,31 @@ pub const FEATURES_HEADER: &str = "Ferry-Features";
 /// The [`FEATURES_HEADER`] token for [`Command::Cancel`].
 pub const FEATURE_CANCEL: &str = "cancel";
 
-/// The Ferry extensions a listener advertised in [`FEATURES_HEADER`].
+/// The [`FEATURES_HEADER`] token for raw relayed connections (see the module docs).
+pub const FEATURE_RAW: &str = "raw";
+
+/// The Ferry extensions a client advertised in [`FEATURES_HEADER`].
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct Features {
     /// The listener understands [`Command::Cancel`].
     pub cancel: bool,
+    /// The client takes a raw byte stream instead of WebSocket frames.
+    pub raw: bool,
 }
 
 impl Features {
-    /// Every extension this crate knows, as a listener built on it advertises them.
-    pub const ALL: Self = Self { cancel: true };
+    /// What a listener built on this crate advertises on its `listen` upgrade.
+    pub const ALL: Self = Self {
+        cancel: true,
+        raw: false,
+    };
+
+    /// Just [`FEATURE_RAW`], as a sender or a rendezvous asks for it.
+    pub const RAW: Self = Self {
+        cancel: false,
+        raw: true,
+    };
 
     /// Parses the header's values (the header may be repeated); unknown tokens are ignored
     /// so that later extensions do not break older gateways.
@@ -73,6 +102,8 @@ impl Features {
         for token in values.into_iter().flat_map(|v| v.split(',')).map(str::trim) {
             if token.eq_ignore_ascii_case(FEATURE_CANCEL) {
                 features.cancel = true;
+            } else if token.eq_ignore_ascii_case(FEATURE_RAW) {
+                features.raw = true;
             }
         }
         features
@@ -83,6 +114,9 @@ impl Features {
         let mut tokens = Vec::new();
         if self.cancel {
             tokens.push(FEATURE_CANCEL);
+        }
+        if self.raw {
+            tokens.push(FEATURE_RAW);
         }
         tokens.join(", ")
     }
@@ -409,11 +443,20 @@ mod tests {
 
     #[test]
     fn features_header() {
-        assert_eq!(Features::parse(["cancel"]), Features { cancel: true });
+        assert_eq!(Features::parse(["cancel"]), Features::ALL);
         assert_eq!(
             Features::parse(["x-later, CANCEL ", "other"]),
-            Features { cancel: true }
+            Features::ALL
         );
+        assert_eq!(Features::parse(["Raw"]), Features::RAW);
+        assert_eq!(
+            Features::parse(["cancel", "raw"]),
+            Features {
+                cancel: true,
+                raw: true
+            }
+        );
+        assert_eq!(Features::RAW.header_value(), "raw");
         assert_eq!(Features::parse(["cancelled", ""]), Features::default());
         assert_eq!(Features::parse(Vec::<&str>::new()), Features::default());
         assert_eq!(Features::ALL.header_value(), "cancel");

@@ -6,6 +6,7 @@ pub mod frame;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod message;
+pub mod raw;
 mod reader;
 pub mod relay;
 pub mod stall;

@@ -111,12 +111,16 @@ pub enum StreamError {
     /// [`io::ErrorKind::ConnectionReset`]).
     #[error("websocket transport failed")]
     Io(#[from] io::Error),
+    /// The stream is raw (Ferry's `raw` extension): bytes only, no WebSocket messages.
+    #[error("the stream is raw bytes: it carries no websocket messages")]
+    Raw,
 }
 
 impl From<StreamError> for io::Error {
     fn from(e: StreamError) -> Self {
         match e {
             StreamError::Closed => Self::new(io::ErrorKind::BrokenPipe, e),
+            StreamError::Raw => Self::new(io::ErrorKind::Unsupported, e),
             StreamError::Io(io) => io,
             StreamError::Protocol(_) => Self::new(io::ErrorKind::InvalidData, e),
         }

@@ -221,7 +221,8 @@ pub(crate) async fn respond<W: AsyncWrite + Unpin>(
     w.shutdown().await
 }
 
-/// Writes a `101 Switching Protocols` answer to a WebSocket upgrade.
+/// Writes a `101 Switching Protocols` answer to a WebSocket upgrade; with `raw`, it tells
+/// the client that raw bytes, not WebSocket frames, follow (`Ferry-Features: raw`).
 ///
 /// # Cancel safety
 /// Not cancel safe (partial writes).
@@ -229,6 +230,7 @@ pub(crate) async fn switch<W: AsyncWrite + Unpin>(
     w: &mut W,
     key: &str,
     protocol: Option<&str>,
+    raw: bool,
 ) -> std::io::Result<()> {
     let accept = tokio_tungstenite::tungstenite::handshake::derive_accept_key(key.as_bytes());
     let mut head = format!(
@@ -237,6 +239,12 @@ pub(crate) async fn switch<W: AsyncWrite + Unpin>(
     if let Some(p) = protocol {
         head.push_str("Sec-WebSocket-Protocol: ");
         head.push_str(p);
+        head.push_str("\r\n");
+    }
+    if raw {
+        head.push_str(ferry_hc::command::FEATURES_HEADER);
+        head.push_str(": ");
+        head.push_str(ferry_hc::command::FEATURE_RAW);
         head.push_str("\r\n");
     }
     head.push_str("\r\n");

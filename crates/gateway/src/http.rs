@@ -545,7 +545,7 @@ pub(crate) async fn rendezvous(
         let _ = timeout(shared.tuning().timeouts.close, respond(&mut conn, 403, why)).await;
         return;
     };
-    if switch(&mut conn, &key, None).await.is_err() {
+    if switch(&mut conn, &key, None, false).await.is_err() {
         return;
     }
     let (read, mut write) = tokio::io::split(conn);

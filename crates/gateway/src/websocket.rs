@@ -15,7 +15,8 @@ use ferry_hc::address::{Action, HcQuery, HcTarget};
 use ferry_hc::auth::AuthError;
 use ferry_hc::command::{FEATURES_HEADER, Features, Headers, RemoteEndpoint};
 use ferry_net::conn::Conn;
-use ferry_net::relay::{RelayEnd, relay, write_close};
+use ferry_net::raw::relay_raw;
+use ferry_net::relay::{RelayEnd, Side, relay, write_close};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::time::timeout;
 use tokio_tungstenite::WebSocketStream;
@@ -158,13 +159,7 @@ pub(crate) async fn listen(shared: Arc<Shared>, mut up: Upgrade) {
     );
     // Ferry extensions are sent only to listeners that asked for them: Azure's clients never
     // send this header, so they never see anything the real service would not send.
-    let features = Features::parse(
-        up.head
-            .headers
-            .iter()
-            .filter(|(n, _)| n.eq_ignore_ascii_case(FEATURES_HEADER))
-            .map(|(_, v)| v.as_str()),
-    );
+    let features = features(&up.head);
     let listener = Listener {
         id: up.target.query.id.clone(),
         base,
@@ -184,7 +179,7 @@ pub(crate) async fn listen(shared: Arc<Shared>, mut up: Upgrade) {
         }
         Err(Refused::Unavailable(why)) => return up.fail(&shared, 503, why).await,
     };
-    if switch(&mut up.conn, &up.key, None).await.is_err() {
+    if switch(&mut up.conn, &up.key, None, false).await.is_err() {
         return;
     }
     shared
@@ -252,6 +247,16 @@ pub(crate) fn forwarded_tls(head: &Head) -> bool {
             .filter_map(|pair| pair.split_once('='))
             .any(|(k, v)| k.trim().eq_ignore_ascii_case("proto") && secure(v))
     })
+}
+
+/// The Ferry extensions an upgrade lists in its `Ferry-Features` headers.
+fn features(head: &Head) -> Features {
+    Features::parse(
+        head.headers
+            .iter()
+            .filter(|(n, _)| n.eq_ignore_ascii_case(FEATURES_HEADER))
+            .map(|(_, v)| v.as_str()),
+    )
 }
 
 fn id_list(head: &Head, name: &str) -> Option<Vec<String>> {
@@ -390,18 +395,21 @@ pub(crate) async fn connect(shared: Arc<Shared>, mut up: Upgrade) {
         pre,
         protocol,
         permit: listener_permit,
+        raw,
     } = paired;
     // Echo the listener's choice only if this sender offered it.
     let offered = up.head.header("Sec-WebSocket-Protocol").unwrap_or_default();
     let protocol = protocol.filter(|p| offered.split(',').any(|o| o.trim() == p));
-    if switch(&mut up.conn, &up.key, protocol.as_deref())
+    if switch(&mut up.conn, &up.key, protocol.as_deref(), raw)
         .await
         .is_err()
     {
-        let _ = timeout(
-            shared.tuning().timeouts.close,
-            write_close(&mut lconn, 1001, "sender went away"),
-        )
+        let _ = timeout(shared.tuning().timeouts.close, async {
+            if !raw {
+                let _ = write_close(&mut lconn, 1001, "sender went away").await;
+            }
+            let _ = lconn.shutdown().await;
+        })
         .await;
         return;
     }
@@ -414,7 +422,7 @@ pub(crate) async fn connect(shared: Arc<Shared>, mut up: Upgrade) {
     let (to_listener, to_sender) = shared.metrics.bytes(&settings.name);
     to_listener.add(sender_pre.len() as u64);
     to_sender.add(pre.len() as u64);
-    info!(path = %settings.name, sender = %id, listener = %listener.id, "relay started");
+    info!(path = %settings.name, sender = %id, listener = %listener.id, raw, "relay started");
     diagnostics::event(
         &shared,
         diagnostics::Operation::SenderListenerConnectionEstablished,
@@ -430,15 +438,34 @@ pub(crate) async fn connect(shared: Arc<Shared>, mut up: Upgrade) {
     shared.tracker.spawn(
         async move {
             let _held = (sender_permit, listener_permit, relaying);
-            let end = relay(
-                Counted::new(sender_conn, to_listener),
-                &sender_pre,
-                Counted::new(lconn, to_sender),
-                &pre,
-                &task_shared.tuning().relay,
-                &task_shared.cancel,
-            )
-            .await;
+            let tuning = task_shared.tuning();
+            let config = &tuning.relay;
+            let end = if raw {
+                let count = |side: Side, n: u64| match side {
+                    Side::A => to_listener.add(n),
+                    Side::B => to_sender.add(n),
+                };
+                relay_raw(
+                    sender_conn,
+                    &sender_pre,
+                    lconn,
+                    &pre,
+                    config,
+                    &task_shared.cancel,
+                    &count,
+                )
+                .await
+            } else {
+                relay(
+                    Counted::new(sender_conn, to_listener),
+                    &sender_pre,
+                    Counted::new(lconn, to_sender),
+                    &pre,
+                    config,
+                    &task_shared.cancel,
+                )
+                .await
+            };
             match &end {
                 RelayEnd::Aborted { side, reason, code } => {
                     info!(sender = %id, ?side, %reason, code, "relay aborted");
@@ -487,7 +514,10 @@ pub(crate) async fn accept(shared: Arc<Shared>, mut up: Upgrade) {
         .and_then(|p| p.split(',').next())
         .map(|p| p.trim().to_owned())
         .filter(|p| !p.is_empty());
-    if switch(&mut up.conn, &up.key, protocol.as_deref())
+    // Raw only when both ends asked: the listener here, the sender on its upgrade.
+    let listener_raw = features(&up.head).raw;
+    let raw = listener_raw && claim.sender_raw();
+    if switch(&mut up.conn, &up.key, protocol.as_deref(), raw)
         .await
         .is_err()
     {
@@ -498,10 +528,13 @@ pub(crate) async fn accept(shared: Arc<Shared>, mut up: Upgrade) {
         pre: up.head.rest,
         protocol,
         permit: up.permit,
+        raw,
     };
     if let Some(mut lconn) = claim.complete(paired) {
         let _ = timeout(shared.tuning().timeouts.close, async {
-            let _ = write_close(&mut lconn, 1001, "sender went away").await;
+            if !raw {
+                let _ = write_close(&mut lconn, 1001, "sender went away").await;
+            }
             let _ = lconn.shutdown().await;
         })
         .await;

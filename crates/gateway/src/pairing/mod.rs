@@ -32,7 +32,7 @@ use std::time::Duration;
 
 use ferry_hc::Command;
 use ferry_hc::address::{self, Action};
-use ferry_hc::command::{Accept, Features, Headers, RemoteEndpoint};
+use ferry_hc::command::{Accept, FEATURES_HEADER, Features, Headers, RemoteEndpoint};
 use ferry_net::conn::Conn;
 use ferry_net::stream::WsStream;
 use rand::Rng as _;
@@ -169,6 +169,9 @@ pub(crate) struct Paired {
     pub(crate) protocol: Option<String>,
     /// Its connection-limit permit, held for as long as it is relayed.
     pub(crate) permit: Slot,
+    /// Both ends agreed to drop WebSocket framing ([`ferry_hc::command::FEATURE_RAW`]): the
+    /// listener's 101 said so, and the sender's must too.
+    pub(crate) raw: bool,
 }
 
 impl Paired {
@@ -192,6 +195,8 @@ enum Rendezvous {
 struct Pending {
     /// The `sb-hc-id` the address carries.
     id: String,
+    /// The sender asked for a raw byte stream.
+    raw: bool,
     reply: oneshot::Sender<Rendezvous>,
 }
 
@@ -364,8 +369,14 @@ impl Pairing {
         address.push_str("&sb-hc-rendezvous=");
         address.push_str(&key);
         let (reply_tx, reply_rx) = oneshot::channel();
+        let raw = intent
+            .connect_headers
+            .iter()
+            .filter(|(name, _)| name.eq_ignore_ascii_case(FEATURES_HEADER))
+            .any(|(_, value)| Features::parse([value.as_str()]).raw);
         let pending = Pending {
             id: id.clone(),
+            raw,
             reply: reply_tx,
         };
         lock(&self.rendezvous).insert(key.clone(), pending);
@@ -620,6 +631,11 @@ pub(crate) struct Claim {
 }
 
 impl Claim {
+    /// Whether the sender asked for a raw byte stream.
+    pub(crate) fn sender_raw(&self) -> bool {
+        self.pending.raw
+    }
+
     /// Whether the sender stopped waiting.
     pub(crate) fn sender_gone(&self) -> bool {
         self.pending.reply.is_closed()

@@ -26,6 +26,17 @@ fn pattern(len: usize) -> Vec<u8> {
 
 #[tokio::test]
 async fn hyco_ws_listener_with_sdk_sender() {
+    hyco_ws_listener_and_sdk_sender(false).await;
+}
+
+/// An SDK sender that asks for a raw stream meets a listener that knows nothing of it: the
+/// connection stays a WebSocket, messages and close codes intact.
+#[tokio::test]
+async fn hyco_ws_listener_keeps_websocket_frames_for_an_sdk_sender_asking_for_raw() {
+    hyco_ws_listener_and_sdk_sender(true).await;
+}
+
+async fn hyco_ws_listener_and_sdk_sender(ask_raw: bool) {
     let t = TestGateway::start().await;
     let listen_uri = format!("{}/$hc/hyco-l?sb-hc-action=listen", t.wss_base());
     let mut listener = t.node(
@@ -34,9 +45,12 @@ async fn hyco_ws_listener_with_sdk_sender() {
     );
     wait_for_line(&mut listener, "LISTENING").await;
 
-    let mut stream = step("connect", ferry_sdk::connect(&t.endpoint("hyco-l"), &[]))
+    let mut endpoint = t.endpoint("hyco-l");
+    endpoint.set_raw_streams(ask_raw);
+    let mut stream = step("connect", ferry_sdk::connect(&endpoint, &[]))
         .await
         .expect("sender connects");
+    assert!(!stream.is_raw(), "hyco-ws never asked for a raw stream");
     assert_eq!(
         recv(&mut stream).await,
         Some(Message::Text(GREETING.into()))
@@ -70,8 +84,21 @@ async fn hyco_ws_listener_with_sdk_sender() {
 
 #[tokio::test]
 async fn sdk_listener_with_hyco_ws_sender() {
+    sdk_listener_and_hyco_ws_sender(false).await;
+}
+
+/// An SDK listener that takes raw streams gets a hyco-ws sender, which never asks for one,
+/// as a WebSocket.
+#[tokio::test]
+async fn sdk_listener_taking_raw_streams_keeps_websocket_frames_for_hyco_ws() {
+    sdk_listener_and_hyco_ws_sender(true).await;
+}
+
+async fn sdk_listener_and_hyco_ws_sender(take_raw: bool) {
     let t = TestGateway::start().await;
-    let mut listener = step("listen", Listener::open(t.endpoint("hyco-s")))
+    let mut endpoint = t.endpoint("hyco-s");
+    endpoint.set_raw_streams(take_raw);
+    let mut listener = step("listen", Listener::open(endpoint))
         .await
         .expect("listener online");
     let connect_uri = format!("{}/$hc/hyco-s?sb-hc-action=connect", t.wss_base());
@@ -87,6 +114,7 @@ async fn sdk_listener_with_hyco_ws_sender() {
     let mut stream = step("rendezvous", incoming.accept())
         .await
         .expect("rendezvous");
+    assert!(!stream.is_raw(), "hyco-ws never asked for a raw stream");
     stream.send(Message::Text(GREETING.into())).await.unwrap();
     // Serve like listener.js: transform each message so the sender can check it came back.
     let mut served = 0;

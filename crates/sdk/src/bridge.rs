@@ -19,6 +19,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use ferry_net::conn::Conn;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
@@ -30,6 +31,7 @@ use crate::endpoint::Endpoint;
 use crate::error::ConnectError;
 use crate::listener::{IncomingConnection, Listener, ListenerError};
 use crate::sender::connect;
+use crate::stream::HybridStream;
 
 /// The connect header naming the logical port.
 pub const PORT_HEADER: &str = "Ferry-Port";
@@ -83,8 +85,10 @@ pub struct LocalConfig {
 }
 
 impl LocalConfig {
-    /// A configuration with the defaults.
-    pub fn new(listen: SocketAddr, endpoint: Endpoint) -> Self {
+    /// A configuration with the defaults. The bridge carries bytes only, so the endpoint
+    /// asks for raw streams ([`Endpoint::set_raw_streams`]).
+    pub fn new(listen: SocketAddr, mut endpoint: Endpoint) -> Self {
+        endpoint.set_raw_streams(true);
         Self {
             listen,
             endpoint,
@@ -186,7 +190,7 @@ impl LocalBridge {
                         r = connect(&config.endpoint, &headers) => r,
                     };
                     match stream {
-                        Ok(stream) => splice(tcp, stream, config.buffer_size, &cancel).await,
+                        Ok(stream) => bridge(tcp, stream, config.buffer_size, &cancel).await,
                         // Dropping the TCP connection tells the client; the log says why.
                         Err(e) => warn!(error = %e, "relay connect failed; closing client"),
                     }
@@ -243,8 +247,10 @@ pub enum RouteError {
 
 impl RemoteConfig {
     /// A configuration with the defaults, forwarding unnamed connections to
-    /// `default_target`.
-    pub fn new(endpoint: Endpoint, default_target: Option<String>) -> Self {
+    /// `default_target`. The bridge carries bytes only, so the endpoint asks for raw
+    /// streams ([`Endpoint::set_raw_streams`]).
+    pub fn new(mut endpoint: Endpoint, default_target: Option<String>) -> Self {
+        endpoint.set_raw_streams(true);
         Self {
             endpoint,
             default_target,
@@ -355,8 +361,8 @@ async fn forward(conn: IncomingConnection, config: &RemoteConfig, cancel: &Cance
     };
     match stream {
         Ok(stream) => {
-            debug!(%target, "bridging");
-            splice(tcp, stream, config.buffer_size, cancel).await;
+            debug!(%target, raw = stream.is_raw(), "bridging");
+            bridge(tcp, stream, config.buffer_size, cancel).await;
         }
         Err(e) => warn!(error = %e, "rendezvous failed"),
     }
@@ -365,6 +371,32 @@ async fn forward(conn: IncomingConnection, config: &RemoteConfig, cancel: &Cance
 async fn reject(conn: IncomingConnection, status: u16, description: &str) {
     if let Err(e) = conn.reject(status, description).await {
         debug!(error = %e, "reject failed");
+    }
+}
+
+/// Joins a local TCP connection and a relayed stream: a raw stream socket to socket
+/// ([`ferry_net::raw::relay_raw`]: `splice(2)` when both are plain TCP, a failure on one
+/// side resets the other), a WebSocket one by copying.
+async fn bridge(tcp: TcpStream, stream: HybridStream, buffer: usize, cancel: &CancellationToken) {
+    match stream.into_raw() {
+        Ok((relayed, early)) => {
+            let config = ferry_net::relay::RelayConfig {
+                buffer: buffer.max(1024),
+                ..Default::default()
+            };
+            let end = ferry_net::raw::relay_raw(
+                Conn::Plain(tcp),
+                &[],
+                relayed,
+                &early,
+                &config,
+                cancel,
+                &|_, _| {},
+            )
+            .await;
+            debug!(?end, "raw bridge connection done");
+        }
+        Err(stream) => splice(tcp, stream, buffer, cancel).await,
     }
 }
 

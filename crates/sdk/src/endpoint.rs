@@ -60,6 +60,7 @@ pub struct Endpoint {
     handshake_timeout: Duration,
     keep_alive: Duration,
     max_message_size: usize,
+    raw_streams: bool,
 }
 
 impl Endpoint {
@@ -92,6 +93,7 @@ impl Endpoint {
             handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
             keep_alive: DEFAULT_KEEP_ALIVE,
             max_message_size: DEFAULT_MAX_MESSAGE_SIZE,
+            raw_streams: false,
         })
     }
 
@@ -174,6 +176,16 @@ impl Endpoint {
         self
     }
 
+    /// Asks for raw streams (default off): a connection this endpoint opens or accepts
+    /// drops WebSocket framing when the gateway and the other end are Ferry's and agree
+    /// (see [`crate::HybridStream::is_raw`]), and stays a WebSocket otherwise. For callers
+    /// that use streams as bytes only (`AsyncRead + AsyncWrite`): a raw stream has no
+    /// messages and no close codes.
+    pub fn set_raw_streams(&mut self, raw: bool) -> &mut Self {
+        self.raw_streams = raw;
+        self
+    }
+
     /// The base URL, `wss://host:port` or `ws://host:port`.
     pub fn base(&self) -> String {
         format!(
@@ -223,6 +235,11 @@ impl Endpoint {
     /// The largest message accepted on streams.
     pub fn max_message_size(&self) -> usize {
         self.max_message_size
+    }
+
+    /// Whether streams may be raw ([`Self::set_raw_streams`]).
+    pub fn raw_streams(&self) -> bool {
+        self.raw_streams
     }
 
     /// The TLS configuration in use: the one set, or the shared default.

@@ -21,7 +21,8 @@ use bytes::Bytes;
 use ferry_hc::address::{Action, encode_query_value, hc_url};
 pub use ferry_hc::command::RemoteEndpoint;
 use ferry_hc::command::{
-    Accept, Command, CommandError, FEATURES_HEADER, Features, RenewToken, Request, Response,
+    Accept, Command, CommandError, FEATURE_RAW, FEATURES_HEADER, Features, RenewToken, Request,
+    Response,
 };
 use futures_util::{SinkExt, StreamExt};
 use tokio::sync::{Semaphore, mpsc, oneshot, watch};
@@ -291,6 +292,14 @@ impl IncomingConnection {
         }
     }
 
+    /// Whether the sender asked for a raw stream.
+    fn sender_wants_raw(&self) -> bool {
+        self.connect_headers
+            .iter()
+            .filter(|(k, _)| k.eq_ignore_ascii_case(FEATURES_HEADER))
+            .any(|(_, v)| Features::parse([v.as_str()]).raw)
+    }
+
     /// A connect header by name, ignoring ASCII case.
     pub fn header(&self, name: &str) -> Option<&str> {
         self.connect_headers
@@ -300,7 +309,8 @@ impl IncomingConnection {
     }
 
     /// Takes the connection: opens the rendezvous address, echoing the first sub-protocol
-    /// the sender offered (as the .NET SDK and hyco-ws do).
+    /// the sender offered (as the .NET SDK and hyco-ws do). When the endpoint asks for raw
+    /// streams and the sender did too, the rendezvous asks the gateway for one.
     ///
     /// # Errors
     /// The rendezvous failed: 403 if the address expired or was used, timeouts, transport.
@@ -313,11 +323,14 @@ impl IncomingConnection {
             .header("Sec-WebSocket-Protocol")
             .and_then(|p| p.split(',').map(str::trim).find(|p| !p.is_empty()))
             .map(str::to_owned);
-        let headers: Vec<(&str, &str)> = protocol
+        let mut headers: Vec<(&str, &str)> = protocol
             .as_deref()
             .map(|p| ("Sec-WebSocket-Protocol", p))
             .into_iter()
             .collect();
+        if self.endpoint.raw_streams() && self.sender_wants_raw() {
+            headers.push((FEATURES_HEADER, FEATURE_RAW));
+        }
         let upgraded = transport::open(&self.endpoint, &self.address, &headers).await?;
         Ok(HybridStream::new(
             upgraded,

@@ -1,6 +1,7 @@
 //! The sender: open a relayed connection to a listener on a path.
 
 use ferry_hc::address::{Action, hc_url};
+use ferry_hc::command::{FEATURE_RAW, FEATURES_HEADER};
 use tracing::debug;
 
 use crate::endpoint::Endpoint;
@@ -15,7 +16,8 @@ pub(crate) const AUTH_HEADER: &str = "ServiceBusAuthorization";
 /// `{base}/$hc/{path}?sb-hc-action=connect&sb-hc-id={id}` with the token in
 /// `ServiceBusAuthorization` (none for an anonymous sender) and `extra_headers` added to the
 /// upgrade; the listener sees them in `accept.connectHeaders`. Offer a sub-protocol with a
-/// `Sec-WebSocket-Protocol` header; [`HybridStream::protocol`] says what was chosen.
+/// `Sec-WebSocket-Protocol` header; [`HybridStream::protocol`] says what was chosen. With
+/// [`Endpoint::set_raw_streams`], the upgrade also asks for a raw stream.
 ///
 /// # Errors
 /// [`ConnectError::Status`] keeps the gateway's status: 401 bad token, 403 wrong claim, 404
@@ -42,11 +44,14 @@ pub async fn connect(
         Some(provider) => Some(provider.token(&endpoint.resource_uri())?),
         None => None,
     };
-    let mut headers: Vec<(&str, &str)> = Vec::with_capacity(extra_headers.len() + 1);
+    let mut headers: Vec<(&str, &str)> = Vec::with_capacity(extra_headers.len() + 2);
     if let Some(token) = &token {
         headers.push((AUTH_HEADER, &token.text));
     }
     headers.extend_from_slice(extra_headers);
+    if endpoint.raw_streams() {
+        headers.push((FEATURES_HEADER, FEATURE_RAW));
+    }
     debug!(path = endpoint.path(), %id, "sender connecting");
     let upgraded = transport::open(endpoint, &url, &headers).await?;
     Ok(HybridStream::new(upgraded, endpoint.max_message_size()))

@@ -8,6 +8,7 @@
 use std::io;
 use std::sync::Arc;
 
+use ferry_hc::command::{FEATURES_HEADER, Features};
 use rustls::ClientConfig;
 use rustls_pki_types::ServerName;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -47,11 +48,26 @@ pub(crate) struct Upgraded {
     pub(crate) rest: Vec<u8>,
     /// The sub-protocol the gateway chose.
     pub(crate) protocol: Option<String>,
+    /// The gateway agreed to a raw byte stream (`Ferry-Features: raw` on the 101): no
+    /// WebSocket frames follow.
+    pub(crate) raw: bool,
 }
 
 /// Opens `url` (`ws://` or `wss://`) with `headers` added to the upgrade request, using the
 /// endpoint's TLS configuration and timeouts.
+///
+/// The handshake's state (the TLS connector's, the request, the response buffer: about
+/// 1.8 KB) lives in a box of its own, freed when the handshake ends, so a task that goes on
+/// to carry the stream for hours does not keep that much more of it per connection.
 pub(crate) async fn open(
+    endpoint: &Endpoint,
+    url: &str,
+    headers: &[(&str, &str)],
+) -> Result<Upgraded, ConnectError> {
+    Box::pin(handshake(endpoint, url, headers)).await
+}
+
+async fn handshake(
     endpoint: &Endpoint,
     url: &str,
     headers: &[(&str, &str)],
@@ -107,10 +123,21 @@ pub(crate) async fn open(
     } else {
         Transport::from(tcp)
     };
-    let (rest, protocol) = tokio::time::timeout_at(deadline, request.run(&mut io))
+    let (rest, Agreed { protocol, raw }) = tokio::time::timeout_at(deadline, request.run(&mut io))
         .await
         .map_err(|_| ConnectError::HandshakeTimeout(endpoint.handshake_timeout()))??;
-    Ok(Upgraded { io, rest, protocol })
+    Ok(Upgraded {
+        io,
+        rest,
+        protocol,
+        raw,
+    })
+}
+
+/// What the 101 response settled.
+struct Agreed {
+    protocol: Option<String>,
+    raw: bool,
 }
 
 /// A client upgrade request (RFC 6455 §4.1), ready to send.
@@ -119,6 +146,8 @@ struct Request {
     key: String,
     /// The sub-protocols offered, in the caller's `Sec-WebSocket-Protocol` header.
     offered: Vec<String>,
+    /// The caller asked for a raw byte stream (`Ferry-Features: raw`).
+    raw_offered: bool,
 }
 
 impl Request {
@@ -141,6 +170,7 @@ impl Request {
              Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n"
         );
         let mut offered = Vec::new();
+        let mut raw_offered = false;
         for (name, value) in headers {
             // Parsing with `http` rejects CR, LF and other bytes that would split the head.
             let name = HeaderName::from_bytes(name.as_bytes())
@@ -161,15 +191,23 @@ impl Request {
                         .map(str::to_owned),
                 );
             }
+            if name.as_str().eq_ignore_ascii_case(FEATURES_HEADER) {
+                raw_offered |= Features::parse([text]).raw;
+            }
             head.push_str(&format!("{name}: {text}\r\n"));
         }
         head.push_str("\r\n");
-        Ok(Self { head, key, offered })
+        Ok(Self {
+            head,
+            key,
+            offered,
+            raw_offered,
+        })
     }
 
     /// Sends the request and reads the response head. Returns what was read past the head
-    /// and the chosen sub-protocol.
-    async fn run(self, io: &mut Transport) -> Result<(Vec<u8>, Option<String>), ConnectError> {
+    /// and what the response settled.
+    async fn run(self, io: &mut Transport) -> Result<(Vec<u8>, Agreed), ConnectError> {
         let failed = |e: io::Error| ConnectError::Handshake(format!("transport failed: {e}"));
         io.write_all(self.head.as_bytes()).await.map_err(failed)?;
         io.flush().await.map_err(failed)?;
@@ -187,8 +225,8 @@ impl Request {
             let mut response = httparse::Response::new(&mut headers);
             match response.parse(&buf) {
                 Ok(httparse::Status::Complete(len)) => {
-                    let protocol = self.check(&response, &buf)?;
-                    return Ok((buf.split_off(len), protocol));
+                    let agreed = self.check(&response, &buf)?;
+                    return Ok((buf.split_off(len), agreed));
                 }
                 Ok(httparse::Status::Partial) if buf.len() < MAX_RESPONSE_HEAD => {}
                 Ok(httparse::Status::Partial) => {
@@ -204,12 +242,12 @@ impl Request {
     }
 
     /// Checks a complete response (RFC 6455 §4.1, the client's checks) and returns the
-    /// chosen sub-protocol.
+    /// chosen sub-protocol and whether raw bytes follow.
     fn check(
         &self,
         response: &httparse::Response<'_, '_>,
         raw: &[u8],
-    ) -> Result<Option<String>, ConnectError> {
+    ) -> Result<Agreed, ConnectError> {
         let status = response.code.unwrap_or(0);
         if status != 101 {
             // The reason phrase carries a listener's reject description: keep it as sent.
@@ -240,10 +278,17 @@ impl Request {
         if header("sec-websocket-extensions").is_some_and(|v| !v.is_empty()) {
             return Err(bad("an extension we did not offer"));
         }
-        match header("sec-websocket-protocol") {
-            Some(p) if !self.offered.contains(&p) => Err(bad("a sub-protocol we did not offer")),
-            other => Ok(other),
+        let protocol = match header("sec-websocket-protocol") {
+            Some(p) if !self.offered.contains(&p) => {
+                return Err(bad("a sub-protocol we did not offer"));
+            }
+            other => other,
+        };
+        let raw = header(FEATURES_HEADER).is_some_and(|v| Features::parse([v.as_str()]).raw);
+        if raw && !self.raw_offered {
+            return Err(bad("raw bytes we did not ask for"));
         }
+        Ok(Agreed { protocol, raw })
     }
 }
 

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use anyhow::{Context as _, Result, bail};
 use bytes::Bytes;
-use ferry_gateway::{Config, Gateway, RunningGateway};
+use ferry_gateway::{Config, Gateway};
 use ferry_sdk::bridge::{self, LocalBridge, LocalConfig, RemoteConfig};
 use ferry_sdk::listener::Offline;
 use ferry_sdk::{
@@ -19,41 +19,8 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-/// Every test body runs under this limit, so nothing can hang the suite.
-const LIMIT: Duration = Duration::from_secs(60);
-
-async fn dev_gateway() -> Result<RunningGateway> {
-    Ok(Gateway::start(Config::dev()).await?)
-}
-
-/// An endpoint on the gateway's TLS port, trusting its development CA.
-fn tls_endpoint(gw: &RunningGateway, path: &str) -> Result<Endpoint> {
-    let addr = gw.tls_addr().context("no tls port")?;
-    let mut e = Endpoint::new(&format!("wss://localhost:{}", addr.port()), path)?;
-    let roots = ferry_net::tls::roots_from_pem(gw.dev_ca_pem().context("no ca")?.as_bytes())?;
-    e.set_tls_config(ferry_net::tls::client_config(
-        roots,
-        &[ferry_net::tls::ALPN_HTTP11],
-    )?)
-    .set_token_provider(SasKeyProvider::new(
-        gw.rule_name(),
-        gw.rule_key(),
-        Duration::from_secs(3600),
-    ));
-    Ok(e)
-}
-
-/// An endpoint on the gateway's plain port.
-fn plain_endpoint(gw: &RunningGateway, path: &str) -> Result<Endpoint> {
-    let addr = gw.plain_addr().context("no plain port")?;
-    let mut e = Endpoint::new(&format!("ws://{addr}"), path)?;
-    e.set_token_provider(SasKeyProvider::new(
-        gw.rule_name(),
-        gw.rule_key(),
-        Duration::from_secs(3600),
-    ));
-    Ok(e)
-}
+mod common;
+use common::{LIMIT, dev_gateway, plain_endpoint, tls_endpoint};
 
 /// Accepts connections forever and echoes each one message by message.
 fn spawn_message_echo(mut listener: Listener) -> tokio::task::JoinHandle<()> {

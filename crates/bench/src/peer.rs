@@ -68,6 +68,9 @@ pub(crate) fn endpoint(
         Duration::from_secs(3600),
     ));
     endpoint.set_connect_timeout(Duration::from_secs(10));
+    // The listener takes raw streams from senders that ask (`ws raw`, `wss raw`); the
+    // others keep the WebSocket protocol.
+    endpoint.set_raw_streams(true);
     endpoint.set_handshake_timeout(Duration::from_secs(40));
     let roots = ferry_net::tls::roots_from_pem(ca_pem)?;
     endpoint.set_tls_config(ferry_net::tls::client_config(

@@ -2,8 +2,8 @@
 //! extension, [`ferry_hc::command::FEATURE_RAW`]) are joined byte for byte.
 //!
 //! When both legs are plain TCP the bytes never enter user space: each direction moves them
-//! with `splice(2)` through a pipe of its own (made on the first byte, so a connection that
-//! never carries data costs no descriptors). A TLS leg is decrypted and re-encrypted through
+//! with `splice(2)` through a pipe it borrows for each burst from a small process-wide pool
+//! and gives back empty, so an idle connection holds no pipe and no extra descriptor. A TLS leg is decrypted and re-encrypted through
 //! one buffer per busy direction, allocated while bytes flow and dropped when the source has
 //! nothing to read, so an idle pair holds no buffer at all.
 //!
@@ -17,6 +17,7 @@ use std::io;
 use std::os::fd::OwnedFd;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, PoisonError};
 use std::task::Poll;
 use std::time::Duration;
 
@@ -182,7 +183,9 @@ fn tcp_of(conn: &Conn) -> &TcpStream {
     }
 }
 
-/// One direction between plain sockets: source → pipe → destination, in the kernel.
+/// One direction between plain sockets: source → pipe → destination, in the kernel. The
+/// pipe is borrowed from [`PIPES`] for each burst and given back empty, so an idle
+/// connection holds no pipe and the descriptors in use follow the bursts in flight.
 async fn splice_direction(
     src: &TcpStream,
     dst: &TcpStream,
@@ -190,42 +193,36 @@ async fn splice_direction(
     count: &(dyn Fn(Side, u64) + Sync),
     activity: &Activity,
 ) -> Result<(), (Side, io::Error)> {
-    let mut pipe: Option<(OwnedFd, OwnedFd)> = None;
-    let mut capacity = PIPE_SIZE;
     loop {
         src.readable().await.map_err(|e| (side, e))?;
-        if pipe.is_none() {
-            let (r, w) = rustix::pipe::pipe_with(PipeFlags::CLOEXEC | PipeFlags::NONBLOCK)
-                .map_err(|e| (side, e.into()))?;
-            // Fewer, larger moves; the default (64 KiB) when the kernel refuses.
-            capacity = rustix::pipe::fcntl_setpipe_size(&w, PIPE_SIZE).unwrap_or(64 * 1024);
-            pipe = Some((r, w));
-        }
-        let Some((pipe_r, pipe_w)) = &pipe else {
-            unreachable!("made above")
-        };
+        let pipe = Pipe::take().map_err(|e| (side, e))?;
         let moved = src.try_io(Interest::READABLE, || {
-            rustix::pipe::splice(src, None, pipe_w, None, capacity, splice_flags())
+            rustix::pipe::splice(src, None, &pipe.w, None, pipe.capacity, splice_flags())
                 .map_err(io::Error::from)
         });
         let n = match moved {
             Ok(0) => {
+                pipe.give_back();
                 // The source ended its stream: so does the destination's writing half.
                 return socket2::SockRef::from(dst)
                     .shutdown(std::net::Shutdown::Write)
                     .map_err(|e| (side.other(), e));
             }
             Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                pipe.give_back();
+                continue;
+            }
             Err(e) => return Err((side, e)),
         };
         count(side, n as u64);
         activity.touch();
         let mut left = n;
+        // An error here drops the pipe with bytes in it: closed, never given back.
         while left > 0 {
             dst.writable().await.map_err(|e| (side.other(), e))?;
             let moved = dst.try_io(Interest::WRITABLE, || {
-                rustix::pipe::splice(pipe_r, None, dst, None, left, splice_flags())
+                rustix::pipe::splice(&pipe.r, None, dst, None, left, splice_flags())
                     .map_err(io::Error::from)
             });
             match moved {
@@ -236,6 +233,46 @@ async fn splice_direction(
             }
             activity.touch();
         }
+        pipe.give_back();
+    }
+}
+
+/// Empty pipes kept for the next burst, process-wide.
+static PIPES: Mutex<Vec<Pipe>> = Mutex::new(Vec::new());
+
+/// At most this many empty pipes are kept (two descriptors each); more are closed.
+const PIPES_KEPT: usize = 64;
+
+/// A pipe for splicing; empty whenever it is not in a direction's hands.
+struct Pipe {
+    r: OwnedFd,
+    w: OwnedFd,
+    /// What it holds, as the kernel granted.
+    capacity: usize,
+}
+
+impl Pipe {
+    fn take() -> io::Result<Self> {
+        if let Some(pipe) = Self::pool().pop() {
+            return Ok(pipe);
+        }
+        let (r, w) = rustix::pipe::pipe_with(PipeFlags::CLOEXEC | PipeFlags::NONBLOCK)?;
+        // Fewer, larger moves; the default (64 KiB) when the kernel refuses.
+        let capacity = rustix::pipe::fcntl_setpipe_size(&w, PIPE_SIZE).unwrap_or(64 * 1024);
+        Ok(Self { r, w, capacity })
+    }
+
+    /// Returns an empty pipe to the pool (or closes it when the pool is full).
+    fn give_back(self) {
+        let mut pool = Self::pool();
+        if pool.len() < PIPES_KEPT {
+            pool.push(self);
+        }
+    }
+
+    fn pool() -> std::sync::MutexGuard<'static, Vec<Self>> {
+        // Each critical section is one push or pop: a panic cannot leave it half done.
+        PIPES.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }
 

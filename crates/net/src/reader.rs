@@ -88,6 +88,17 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
         }
     }
 
+    /// Reads and drops everything until the peer's end of stream or an error: a lingering
+    /// close, so that closing our side does not reset the connection while the peer still
+    /// sends (a reset destroys what the peer has not yet read of ours).
+    pub(crate) async fn discard(&mut self) {
+        self.start = self.end;
+        self.relax();
+        // Allocated only when lingering: an idle relay's state stays small.
+        let mut sink = vec![0u8; 4096];
+        while matches!(self.src.read(&mut sink).await, Ok(n) if n > 0) {}
+    }
+
     /// Makes sure at least `need` bytes are buffered. `Ok(false)` on a clean EOF before any
     /// byte of the awaited unit arrived.
     pub(crate) async fn fill(&mut self, need: usize) -> Result<bool, FillError> {

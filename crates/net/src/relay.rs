@@ -226,11 +226,11 @@ where
         Err((side, e)) => {
             let code = e.close_code();
             let reason = e.to_string();
+            let told = e.tells_peer();
             // The failing side is told why with a Close frame; the other one too, unless its
             // pump already told it (a protocol error: the relay then waited for its answer).
             let _ = tokio::time::timeout(config.close_timeout, async {
                 let msg = e.close_reason();
-                let told = e.tells_peer();
                 match side {
                     Side::A => {
                         let _ = write_close(&mut aw, code, msg).await;
@@ -249,9 +249,25 @@ where
                 let _ = bw.shutdown().await;
             })
             .await;
+            if told {
+                // A live peer that broke the protocol is probably still sending.
+                match side {
+                    Side::A => linger(&mut a_in, config).await,
+                    Side::B => linger(&mut b_in, config).await,
+                }
+            }
             RelayEnd::Aborted { side, reason, code }
         }
     }
+}
+
+/// A lingering close after the relay's Close to a peer that broke the protocol: what it
+/// still sends is read and dropped until it closes too, for at most the close timeout.
+/// Closing a socket with unread bytes resets the connection, and a reset destroys what the
+/// peer has not read yet: the echo of its last good message and the Close that tells it why
+/// (Autobahn 4.1.5, sent byte by byte, lost them about one run in ten).
+async fn linger<R: AsyncRead + Unpin>(peer: &mut FrameReader<R>, config: &RelayConfig) {
+    let _ = tokio::time::timeout(config.close_timeout, peer.discard()).await;
 }
 
 async fn shutdown_both<WA, WB>(

@@ -404,10 +404,12 @@ pub(crate) async fn connect(shared: Arc<Shared>, mut up: Upgrade) {
         .await
         .is_err()
     {
+        if raw {
+            // The listener has its raw 101 already: a reset tells it the sender is gone.
+            return ferry_net::raw::reset_one(lconn);
+        }
         let _ = timeout(shared.tuning().timeouts.close, async {
-            if !raw {
-                let _ = write_close(&mut lconn, 1001, "sender went away").await;
-            }
+            let _ = write_close(&mut lconn, 1001, "sender went away").await;
             let _ = lconn.shutdown().await;
         })
         .await;
@@ -531,10 +533,12 @@ pub(crate) async fn accept(shared: Arc<Shared>, mut up: Upgrade) {
         raw,
     };
     if let Some(mut lconn) = claim.complete(paired) {
+        if raw {
+            // The listener has its raw 101 already: a reset tells it the sender is gone.
+            return ferry_net::raw::reset_one(lconn);
+        }
         let _ = timeout(shared.tuning().timeouts.close, async {
-            if !raw {
-                let _ = write_close(&mut lconn, 1001, "sender went away").await;
-            }
+            let _ = write_close(&mut lconn, 1001, "sender went away").await;
             let _ = lconn.shutdown().await;
         })
         .await;

@@ -37,8 +37,8 @@ const PIPE_SIZE: usize = 256 * 1024;
 
 /// Relays bytes between `a` and `b` until both have ended their streams, one fails, the
 /// idle timeout passes with nothing moving, or `cancel` fires. `a_pre` / `b_pre` are bytes
-/// each side sent past its upgrade; they are delivered first. `count` learns every byte read
-/// from each side.
+/// each side sent past its upgrade; they are delivered first (and not counted: the caller
+/// read them). `count` learns every byte read from each side's connection.
 ///
 /// # Cancel safety
 /// Not cancel safe: dropping the future drops both connections mid-stream. Use `cancel` to
@@ -75,7 +75,6 @@ pub async fn relay_raw(
         if let Err(e) = sent {
             return abort(a, b, side.other(), &e);
         }
-        count(side, pre.len() as u64);
     }
 
     let outcome = match (&a, &b) {
@@ -144,7 +143,9 @@ where
     };
     // Unlike a WebSocket relay's, the half-closed direction is cut only when it stops
     // moving: a download after the request's end of stream (HTTP/1.0, `nc -N`) may take as
-    // long as it needs.
+    // long as it needs. The end of stream counts as a move, so a pair that was quiet before
+    // it still gives the other side the whole timeout to answer.
+    activity.touch();
     let half_closed = activity.expired(config.half_close_timeout);
     let second = tokio::select! {
         r = &mut a2b, if ended == Side::B => r,
@@ -171,9 +172,14 @@ fn abort(a: Conn, b: Conn, side: Side, e: &io::Error) -> RelayEnd {
 
 /// Closes both connections with a reset.
 fn reset(a: Conn, b: Conn) {
-    for conn in [&a, &b] {
-        let _ = tcp_of(conn).set_zero_linger();
-    }
+    reset_one(a);
+    reset_one(b);
+}
+
+/// Closes a raw connection with a reset (`SO_LINGER` zero, then close): its peer reads an
+/// error, never a clean end of stream. For a raw pair that falls apart before it is relayed.
+pub fn reset_one(conn: Conn) {
+    let _ = tcp_of(&conn).set_zero_linger();
 }
 
 fn tcp_of(conn: &Conn) -> &TcpStream {
@@ -195,7 +201,15 @@ async fn splice_direction(
 ) -> Result<(), (Side, io::Error)> {
     loop {
         src.readable().await.map_err(|e| (side, e))?;
-        let pipe = Pipe::take().map_err(|e| (side, e))?;
+        let Ok(pipe) = Pipe::take() else {
+            // Out of descriptors for a pipe: this burst goes through user space instead.
+            if copy_burst(src, dst, side, count, activity).await? {
+                continue;
+            }
+            return socket2::SockRef::from(dst)
+                .shutdown(std::net::Shutdown::Write)
+                .map_err(|e| (side.other(), e));
+        };
         let moved = src.try_io(Interest::READABLE, || {
             rustix::pipe::splice(src, None, &pipe.w, None, pipe.capacity, splice_flags())
                 .map_err(io::Error::from)
@@ -274,6 +288,36 @@ impl Pipe {
         // Each critical section is one push or pop: a panic cannot leave it half done.
         PIPES.lock().unwrap_or_else(PoisonError::into_inner)
     }
+}
+
+/// Moves what the source has now through a small buffer; `false` at its end of stream.
+async fn copy_burst(
+    src: &TcpStream,
+    dst: &TcpStream,
+    side: Side,
+    count: &(dyn Fn(Side, u64) + Sync),
+    activity: &Activity,
+) -> Result<bool, (Side, io::Error)> {
+    let mut buf = vec![0u8; 16 * 1024];
+    let n = match src.try_read(&mut buf) {
+        Ok(0) => return Ok(false),
+        Ok(n) => n,
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(true),
+        Err(e) => return Err((side, e)),
+    };
+    count(side, n as u64);
+    activity.touch();
+    let mut done = 0;
+    while done < n {
+        dst.writable().await.map_err(|e| (side.other(), e))?;
+        match dst.try_write(&buf[done..n]) {
+            Ok(m) => done += m,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+            Err(e) => return Err((side.other(), e)),
+        }
+        activity.touch();
+    }
+    Ok(true)
 }
 
 fn splice_flags() -> SpliceFlags {

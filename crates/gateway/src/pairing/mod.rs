@@ -805,14 +805,20 @@ mod tests {
         key.to_owned()
     }
 
-    #[tokio::test]
-    async fn a_rendezvous_is_good_once_and_withdrawn_with_its_offer() {
+    /// A pairing core with path `p` and one listener on it.
+    async fn one_listener() -> (Pairing, Registration, ListenerHandle) {
         let mut config = Config::new("ns");
         config.paths = vec![PathConfig::new("p")];
         let core = core(&config);
         let s = core.listener_path("p").unwrap();
-        let mut registration = core.register(&s, listener("l")).await.unwrap();
+        let registration = core.register(&s, listener("l")).await.unwrap();
         let l = core.pick(&s, &Choice::any()).unwrap();
+        (core, registration, l)
+    }
+
+    #[tokio::test]
+    async fn a_rendezvous_is_good_once_and_withdrawn_with_its_offer() {
+        let (core, mut registration, l) = one_listener().await;
 
         let offer = core.offer(&l, intent(Some("sender"))).unwrap();
         let key = accepted_key(&mut registration);
@@ -842,6 +848,29 @@ mod tests {
         assert!(matches!(core.offer(&l, intent(None)), Err(PairError::Gone)));
         assert_eq!(core.pending_rendezvous(), 0);
         assert_eq!(core.listener_count("p"), 0);
+    }
+
+    /// A listener's rendezvous can go raw only for a sender that asked on its own upgrade;
+    /// a listener that asks regardless gets a WebSocket (the gateway's side of the check).
+    #[tokio::test]
+    async fn only_a_sender_that_asked_is_raw() {
+        let (core, mut registration, l) = one_listener().await;
+        for (header, raw) in [
+            (None, false),
+            (Some("cancel"), false),
+            (Some("x-later, RAW"), true),
+        ] {
+            let mut asked = intent(None);
+            if let Some(value) = header {
+                asked
+                    .connect_headers
+                    .insert("ferry-features".into(), value.into());
+            }
+            let _offer = core.offer(&l, asked).unwrap();
+            let key = accepted_key(&mut registration);
+            let claim = core.claim(&key, None).unwrap();
+            assert_eq!(claim.sender_raw(), raw, "{header:?}");
+        }
     }
 
     #[test]
